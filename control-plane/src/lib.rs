@@ -1,0 +1,9 @@
+//! r8s-server: a Kubernetes API server on an MVCC store, with the scheduler
+//! and controllers running as its clients.
+
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod resources;
+pub mod storage;
+pub mod table;
