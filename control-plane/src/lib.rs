@@ -7,3 +7,6 @@ pub mod protobuf;
 pub mod resources;
 pub mod storage;
 pub mod table;
+pub mod registry;
+pub mod selectors;
+pub mod watch_cache;
