@@ -16,7 +16,10 @@ async fn main() -> anyhow::Result<()> {
         [_, k, n, c, ..] => (k.clone(), n.parse::<usize>()?, c.parse::<usize>()?),
         _ => anyhow::bail!("usage: api_bench KUBECONFIG N CONCURRENCY [NAMESPACE]"),
     };
-    let namespace = args.get(4).cloned().unwrap_or_else(|| "default".to_string());
+    let namespace = args
+        .get(4)
+        .cloned()
+        .unwrap_or_else(|| "default".to_string());
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&kubeconfig).context("reading the kubeconfig")?,
         &kube::config::KubeConfigOptions::default(),

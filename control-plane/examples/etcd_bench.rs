@@ -25,7 +25,11 @@ async fn main() -> anyhow::Result<()> {
             while i < total {
                 let t = Instant::now();
                 client
-                    .put(format!("/registry/configmaps/default/bench-{i}"), value.as_str(), None)
+                    .put(
+                        format!("/registry/configmaps/default/bench-{i}"),
+                        value.as_str(),
+                        None,
+                    )
                     .await?;
                 latencies.push(t.elapsed());
                 i += concurrency;

@@ -4,9 +4,9 @@
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod registry;
 pub mod resources;
+pub mod selectors;
 pub mod storage;
 pub mod table;
-pub mod registry;
-pub mod selectors;
 pub mod watch_cache;

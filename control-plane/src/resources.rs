@@ -137,9 +137,15 @@ where
 }
 
 macro_rules! res {
-    ($ty:ty) => { res!($ty, NONE, NONE, NONE) };
-    ($ty:ty, $short:expr) => { res!($ty, $short, NONE, NONE) };
-    ($ty:ty, $short:expr, $cat:expr, $sub:expr) => { res!($ty, $short, $cat, $sub, CRUD_VERBS, None) };
+    ($ty:ty) => {
+        res!($ty, NONE, NONE, NONE)
+    };
+    ($ty:ty, $short:expr) => {
+        res!($ty, $short, NONE, NONE)
+    };
+    ($ty:ty, $short:expr, $cat:expr, $sub:expr) => {
+        res!($ty, $short, $cat, $sub, CRUD_VERBS, None)
+    };
     ($ty:ty, $short:expr, $cat:expr, $sub:expr, $verbs:expr, $storage:expr) => {
         entry::<$ty>(Extra {
             short_names: $short,
@@ -155,9 +161,9 @@ fn build_catalog() -> Vec<ResourceType> {
     use k8s_openapi::api::{
         admissionregistration::v1 as admreg, apps::v1 as apps, autoscaling::v1 as as1,
         autoscaling::v2 as as2, batch::v1 as batch, certificates::v1 as certs,
-        coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
-        events::v1 as events, networking::v1 as net, node::v1 as node, policy::v1 as policy,
-        rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
+        coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as events,
+        networking::v1 as net, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+        scheduling::v1 as sched, storage::v1 as storage,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apireg;
@@ -178,7 +184,18 @@ fn build_catalog() -> Vec<ResourceType> {
             core::Pod,
             &["po"],
             ALL,
-            &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers", "resize"]
+            &[
+                "status",
+                "binding",
+                "eviction",
+                "log",
+                "exec",
+                "attach",
+                "portforward",
+                "proxy",
+                "ephemeralcontainers",
+                "resize"
+            ]
         ),
         res!(core::PodTemplate),
         res!(core::ReplicationController, &["rc"], ALL, STATUS_SCALE),
@@ -187,12 +204,37 @@ fn build_catalog() -> Vec<ResourceType> {
         res!(core::ServiceAccount, &["sa"], NONE, &["token"]),
         res!(core::Service, &["svc"], ALL, &["status", "proxy"]),
         // admissionregistration.k8s.io/v1
-        res!(admreg::MutatingWebhookConfiguration, NONE, &["api-extensions"], NONE),
-        res!(admreg::ValidatingAdmissionPolicy, NONE, &["api-extensions"], STATUS),
-        res!(admreg::ValidatingAdmissionPolicyBinding, NONE, &["api-extensions"], NONE),
-        res!(admreg::ValidatingWebhookConfiguration, NONE, &["api-extensions"], NONE),
+        res!(
+            admreg::MutatingWebhookConfiguration,
+            NONE,
+            &["api-extensions"],
+            NONE
+        ),
+        res!(
+            admreg::ValidatingAdmissionPolicy,
+            NONE,
+            &["api-extensions"],
+            STATUS
+        ),
+        res!(
+            admreg::ValidatingAdmissionPolicyBinding,
+            NONE,
+            &["api-extensions"],
+            NONE
+        ),
+        res!(
+            admreg::ValidatingWebhookConfiguration,
+            NONE,
+            &["api-extensions"],
+            NONE
+        ),
         // apiextensions.k8s.io/v1
-        res!(apiext::CustomResourceDefinition, &["crd", "crds"], &["api-extensions"], STATUS),
+        res!(
+            apiext::CustomResourceDefinition,
+            &["crd", "crds"],
+            &["api-extensions"],
+            STATUS
+        ),
         // apiregistration.k8s.io/v1
         res!(apireg::APIService, NONE, &["api-extensions"], STATUS),
         // apps/v1
@@ -202,19 +244,38 @@ fn build_catalog() -> Vec<ResourceType> {
         res!(apps::ReplicaSet, &["rs"], ALL, STATUS_SCALE),
         res!(apps::StatefulSet, &["sts"], ALL, STATUS_SCALE),
         // autoscaling: v2 is the storage version, v1 is converted at the edge
-        res!(as1::HorizontalPodAutoscaler, &["hpa"], ALL, STATUS, CRUD_VERBS, Some("horizontalpodautoscalers")),
+        res!(
+            as1::HorizontalPodAutoscaler,
+            &["hpa"],
+            ALL,
+            STATUS,
+            CRUD_VERBS,
+            Some("horizontalpodautoscalers")
+        ),
         res!(as2::HorizontalPodAutoscaler, &["hpa"], ALL, STATUS),
         // batch/v1
         res!(batch::CronJob, &["cj"], ALL, STATUS),
         res!(batch::Job, NONE, ALL, STATUS),
         // certificates.k8s.io/v1
-        res!(certs::CertificateSigningRequest, &["csr"], NONE, &["status", "approval"]),
+        res!(
+            certs::CertificateSigningRequest,
+            &["csr"],
+            NONE,
+            &["status", "approval"]
+        ),
         // coordination.k8s.io/v1
         res!(coord::Lease),
         // discovery.k8s.io/v1
         res!(disc::EndpointSlice),
         // events.k8s.io/v1 shares storage with core/v1 events
-        res!(events::Event, &["ev"], NONE, NONE, CRUD_VERBS, Some("events")),
+        res!(
+            events::Event,
+            &["ev"],
+            NONE,
+            NONE,
+            CRUD_VERBS,
+            Some("events")
+        ),
         // networking.k8s.io/v1
         res!(net::IngressClass),
         res!(net::Ingress, &["ing"], NONE, STATUS),
@@ -290,14 +351,23 @@ mod tests {
         assert_eq!(pods.list_kind, "PodList");
         let nodes = find("", "v1", "nodes").expect("nodes");
         assert!(!nodes.namespaced);
-        assert_eq!(find_kind("apps/v1", "Deployment").unwrap().plural, "deployments");
+        assert_eq!(
+            find_kind("apps/v1", "Deployment").unwrap().plural,
+            "deployments"
+        );
     }
 
     #[test]
     fn autoscaling_v2_is_preferred() {
         let gvs = group_versions();
-        let v1 = gvs.iter().position(|gv| *gv == ("autoscaling", "v1")).unwrap();
-        let v2 = gvs.iter().position(|gv| *gv == ("autoscaling", "v2")).unwrap();
+        let v1 = gvs
+            .iter()
+            .position(|gv| *gv == ("autoscaling", "v1"))
+            .unwrap();
+        let v2 = gvs
+            .iter()
+            .position(|gv| *gv == ("autoscaling", "v2"))
+            .unwrap();
         assert!(v2 < v1);
     }
 

@@ -17,10 +17,20 @@ pub fn column_definitions(resource: &ResourceType) -> Vec<Value> {
 
 /// The cells of one row for `object`, matching `column_definitions`.
 /// `now` is the time ages are computed against.
-pub fn row_cells(resource: &ResourceType, object: &Value, now: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
+pub fn row_cells(
+    resource: &ResourceType,
+    object: &Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Value> {
     let _ = (resource, now);
     vec![
-        object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-        object.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
+        object
+            .pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::Null),
+        object
+            .pointer("/metadata/creationTimestamp")
+            .cloned()
+            .unwrap_or(Value::Null),
     ]
 }

@@ -29,7 +29,10 @@ pub struct KeyValue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A create or an update; `prev` is the value before an update.
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A delete; `prev` is the deleted value and `revision` the delete's own revision.
     Delete { prev: KeyValue, revision: Revision },
 }
