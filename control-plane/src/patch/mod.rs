@@ -1,6 +1,12 @@
 //! Patches as kubectl sends them: JSON patch (RFC 6902), JSON merge patch
 //! (RFC 7386) and strategic merge patch with the patch-merge keys of the
 //! built-in types. Pure functions, no I/O.
+//!
+//! The PATCH handler reads the stored object, calls one of these by
+//! Content-Type, then validates and stores the result.
+
+mod merge_keys;
+mod strategic;
 
 use serde_json::Value;
 
@@ -44,13 +50,40 @@ pub fn merge_patch(original: &Value, patch: &Value) -> Value {
 }
 
 /// Applies a strategic merge patch to an object of the given `apiVersion`
-/// and `kind` (both read by the implementation to find merge keys).
+/// and `kind` (both read by the implementation to find merge keys). Kinds
+/// outside the catalog have no merge keys: their lists are replaced.
 pub fn strategic_merge_patch(
     original: &Value,
     patch: &Value,
     api_version: &str,
     kind: &str,
 ) -> Result<Value, PatchError> {
-    let _ = (api_version, kind);
-    Ok(merge_patch(original, patch))
+    let Value::Object(patch) = patch else {
+        return Err(PatchError::BadPatch(format!(
+            "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            json_type_name(patch)
+        )));
+    };
+    let original = match original {
+        Value::Object(map) => map.clone(),
+        Value::Null => serde_json::Map::new(),
+        _ => return Err(PatchError::BadPatch("invalid JSON document".to_string())),
+    };
+    let root = merge_keys::root(api_version, kind);
+    strategic::merge_map(original, patch.clone(), root).map(Value::Object)
 }
+
+/// The JSON type names Go's decoder uses in its errors.
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests;
