@@ -4,11 +4,14 @@
 //! the API server does). Pure functions, no I/O.
 //!
 //! The HTTP layer builds the Table from `column_definitions`, one
-//! `row_cells` (and `row_conditions`) per object.
+//! `row_cells` (and `row_conditions`) per object; custom resources use
+//! `custom_resource_columns` and `custom_resource_cells` with their CRD
+//! version's `additionalPrinterColumns`.
 
 mod cluster;
 mod columns;
 mod core_kinds;
+mod custom;
 pub mod format;
 mod workloads;
 
@@ -20,6 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::resources::ResourceType;
+
+pub use custom::{custom_resource_cells, custom_resource_columns, json_path};
 
 /// The columns and the cell function of one kind.
 #[derive(Clone, Copy)]
