@@ -197,7 +197,7 @@ fn first_match<'a>(value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
             .iter()
             .filter(|item| match item.get(field) {
                 Some(Value::String(v)) => v == expected,
-                Some(other) => other.to_string() == *expected,
+                Some(other) => serde_json::from_str::<Value>(expected).ok().as_ref() == Some(other),
                 None => false,
             })
             .find_map(|item| first_match(item, rest)),
