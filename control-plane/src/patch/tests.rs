@@ -315,3 +315,38 @@ fn merge_and_json_patches_still_work() {
         .is_err()
     );
 }
+
+#[test]
+fn edit_removing_a_container_and_scaling() {
+    // The two-way patch `kubectl edit` sends after deleting `side` and
+    // changing replicas.
+    let out = smp(
+        &deployment(),
+        json!({"spec": {"replicas": 3, "template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}],
+            "containers": [{"$patch": "delete", "name": "side"}]}}}}),
+    );
+    assert_eq!(out["spec"]["replicas"], 3);
+    let containers = out["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(
+        containers[0],
+        deployment()["spec"]["template"]["spec"]["containers"][0]
+    );
+}
+
+#[test]
+fn out_of_order_patch_list_is_refused() {
+    let err = strategic_merge_patch(
+        &deployment(),
+        &json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}, {"name": "side"}],
+            "containers": [{"name": "side", "image": "a"}, {"name": "app", "image": "b"}]}}}}),
+        "apps/v1",
+        "Deployment",
+    )
+    .unwrap_err();
+    assert!(matches!(err, PatchError::Failed(m) if m.starts_with("The order in patch list:")));
+}
