@@ -350,3 +350,16 @@ fn out_of_order_patch_list_is_refused() {
     .unwrap_err();
     assert!(matches!(err, PatchError::Failed(m) if m.starts_with("The order in patch list:")));
 }
+
+#[test]
+fn server_side_apply_upserts_and_merges() {
+    let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}});
+    let created = server_side_apply(None, &body, "apps/v1", "Deployment").unwrap();
+    assert_eq!(created, body);
+    let out = server_side_apply(Some(&deployment()), &body, "apps/v1", "Deployment").unwrap();
+    let containers = &out["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0]["image"], "nginx:1.27");
+    assert_eq!(containers[1]["name"], "side");
+    assert!(server_side_apply(None, &json!("x"), "apps/v1", "Deployment").is_err());
+}

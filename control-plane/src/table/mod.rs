@@ -156,6 +156,63 @@ pub fn row_conditions(resource: &ResourceType, object: &Value) -> Option<Vec<Val
     }
 }
 
+/// What a Table row carries in `object` (`?includeObject=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncludeObject {
+    None,
+    /// A `PartialObjectMetadata` (the default): kubectl reads the
+    /// namespace column of `-A` and `--show-labels` from it.
+    #[default]
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    /// Parses the `includeObject` query parameter (`None`, `Metadata`, `Object`).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "None" => Some(Self::None),
+            "Metadata" | "" => Some(Self::Metadata),
+            "Object" => Some(Self::Object),
+            _ => None,
+        }
+    }
+}
+
+/// One complete `TableRow`: cells, conditions and the included object.
+pub fn table_row(
+    resource: &ResourceType,
+    object: &Value,
+    now: DateTime<Utc>,
+    include: IncludeObject,
+) -> Value {
+    let mut row = serde_json::Map::new();
+    row.insert(
+        "cells".into(),
+        Value::Array(row_cells(resource, object, now)),
+    );
+    if let Some(conditions) = row_conditions(resource, object) {
+        row.insert("conditions".into(), Value::Array(conditions));
+    }
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => {
+            row.insert(
+                "object".into(),
+                json!({
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+                }),
+            );
+        }
+        IncludeObject::Object => {
+            row.insert("object".into(), object.clone());
+        }
+    }
+    Value::Object(row)
+}
+
 /// `creationTimestamp` in UTC RFC 3339 (Go's zero time when unset).
 fn created_at(object: &Value) -> String {
     format::time(object, "/metadata/creationTimestamp")

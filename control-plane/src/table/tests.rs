@@ -492,3 +492,17 @@ fn small_kinds_rows() {
         json!("10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 1 more...")
     );
 }
+
+#[test]
+fn table_row_carries_partial_metadata_by_default() {
+    let p = pod(json!({"phase": "Succeeded"}));
+    let row = table_row(pods(), &p, now(), IncludeObject::default());
+    assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(row["object"]["metadata"]["namespace"], "default");
+    assert_eq!(row["conditions"][0]["type"], "Completed");
+    assert_eq!(row["cells"][2], "Succeeded");
+    let row = table_row(pods(), &p, now(), IncludeObject::None);
+    assert!(row.get("object").is_none());
+    assert_eq!(IncludeObject::parse("Object"), Some(IncludeObject::Object));
+    assert_eq!(IncludeObject::parse("bogus"), None);
+}
