@@ -94,6 +94,8 @@ fn cell(column_type: &str, value: &Value, now: DateTime<Utc>) -> Value {
             _ => Value::Null,
         },
         "date" => match value {
+            // An empty string parses as the zero time (`ConvertToHumanReadableDateType`).
+            Value::String(text) if text.is_empty() => json!("<unknown>"),
             Value::String(text) => match DateTime::parse_from_rfc3339(text) {
                 Ok(t) => json!(human_duration(now - t.with_timezone(&Utc))),
                 Err(_) => json!("<invalid>"),
