@@ -506,3 +506,139 @@ fn table_row_carries_partial_metadata_by_default() {
     assert_eq!(IncludeObject::parse("Object"), Some(IncludeObject::Object));
     assert_eq!(IncludeObject::parse("bogus"), None);
 }
+
+#[test]
+fn more_workload_and_cluster_rows() {
+    let ds = find("apps", "v1", "daemonsets").unwrap();
+    let v = json!({"metadata": {"name": "proxy", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "proxy"}},
+                 "template": {"spec": {"nodeSelector": {"kubernetes.io/os": "linux"},
+                                       "containers": [{"name": "p", "image": "r8s/netproxy"}]}}},
+        "status": {"desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberReady": 1,
+                   "updatedNumberScheduled": 2, "numberAvailable": 1}});
+    assert_eq!(
+        row_cells(ds, &v, now()),
+        vec![
+            json!("proxy"),
+            json!(2),
+            json!(2),
+            json!(1),
+            json!(2),
+            json!(1),
+            json!("kubernetes.io/os=linux"),
+            json!("60m"),
+            json!("p"),
+            json!("r8s/netproxy"),
+            json!("k8s-app=proxy"),
+        ]
+    );
+
+    let sts = find("apps", "v1", "statefulsets").unwrap();
+    let v = json!({"metadata": {"name": "db"}, "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "pg", "image": "postgres"}]}}},
+        "status": {"readyReplicas": 1}});
+    assert_eq!(
+        row_cells(sts, &v, now()),
+        vec![
+            json!("db"),
+            json!("1/3"),
+            json!("<unknown>"),
+            json!("pg"),
+            json!("postgres")
+        ]
+    );
+
+    let cj = find("batch", "v1", "cronjobs").unwrap();
+    let v = json!({"metadata": {"name": "tick", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"schedule": "*/5 * * * *", "suspend": false,
+                 "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "busybox"}]}}}}},
+        "status": {"active": [{"name": "tick-1"}], "lastScheduleTime": "2024-01-01T00:55:00Z"}});
+    assert_eq!(
+        row_cells(cj, &v, now()),
+        vec![
+            json!("tick"),
+            json!("*/5 * * * *"),
+            json!("<none>"),
+            json!("False"),
+            json!(1),
+            json!("5m"),
+            json!("60m"),
+            json!("t"),
+            json!("busybox"),
+            json!("<none>"),
+        ]
+    );
+
+    let hpa = find("autoscaling", "v2", "horizontalpodautoscalers").unwrap();
+    let v = json!({"metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]},
+        "status": {"currentReplicas": 2}});
+    assert_eq!(
+        row_cells(hpa, &v, now()),
+        vec![
+            json!("web"),
+            json!("Deployment/web"),
+            json!("cpu: <unknown>/50%"),
+            json!("1"),
+            json!(5),
+            json!(2),
+            json!("<unknown>"),
+        ]
+    );
+    let hpa_v1 = find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+    let v = json!({"metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 80},
+        "status": {"currentReplicas": 2, "currentCPUUtilizationPercentage": 12}});
+    assert_eq!(row_cells(hpa_v1, &v, now())[2], json!("cpu: 12%/80%"));
+    assert_eq!(row_cells(hpa_v1, &v, now())[3], json!("<unset>"));
+
+    let pvc = find("", "v1", "persistentvolumeclaims").unwrap();
+    let v = json!({"metadata": {"name": "data"},
+        "spec": {"volumeName": "pv-1", "storageClassName": "local", "resources": {"requests": {"storage": "1Gi"}}},
+        "status": {"phase": "Bound", "capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"]}});
+    assert_eq!(
+        row_cells(pvc, &v, now()),
+        vec![
+            json!("data"),
+            json!("Bound"),
+            json!("pv-1"),
+            json!("2Gi"),
+            json!("RWO"),
+            json!("local"),
+            json!("<unset>"),
+            json!("<unknown>"),
+            json!("<unset>"),
+        ]
+    );
+
+    let rb = find("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap();
+    let v = json!({"metadata": {"name": "rb"}, "roleRef": {"kind": "Role", "name": "reader"},
+        "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "sa", "namespace": "ns"},
+                     {"kind": "Group", "name": "devs"}, {"kind": "User", "name": "bob"}]});
+    assert_eq!(
+        row_cells(rb, &v, now()),
+        vec![
+            json!("rb"),
+            json!("Role/reader"),
+            json!("<unknown>"),
+            json!("alice, bob"),
+            json!("devs"),
+            json!("ns/sa"),
+        ]
+    );
+
+    let sc = find("storage.k8s.io", "v1", "storageclasses").unwrap();
+    let v = json!({"metadata": {"name": "local", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "r8s.io/local", "volumeBindingMode": "WaitForFirstConsumer"});
+    assert_eq!(
+        row_cells(sc, &v, now()),
+        vec![
+            json!("local (default)"),
+            json!("r8s.io/local"),
+            json!("Delete"),
+            json!("WaitForFirstConsumer"),
+            json!(false),
+            json!("<unknown>"),
+        ]
+    );
+}
