@@ -33,6 +33,30 @@ pub enum PatchType {
     Apply,
 }
 
+impl PatchType {
+    /// The patch type of a `Content-Type` header (parameters ignored).
+    pub fn from_content_type(content_type: &str) -> Option<Self> {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        match media.to_ascii_lowercase().as_str() {
+            "application/json-patch+json" => Some(Self::Json),
+            "application/merge-patch+json" => Some(Self::Merge),
+            "application/strategic-merge-patch+json" => Some(Self::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(Self::Apply),
+            _ => None,
+        }
+    }
+
+    /// The media type of this patch type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json-patch+json",
+            Self::Merge => "application/merge-patch+json",
+            Self::Strategic => "application/strategic-merge-patch+json",
+            Self::Apply => "application/apply-patch+yaml",
+        }
+    }
+}
+
 /// Applies a JSON patch document to `original`.
 pub fn json_patch(original: &Value, patch: &Value) -> Result<Value, PatchError> {
     let ops: json_patch::Patch =

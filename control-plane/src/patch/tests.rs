@@ -363,3 +363,20 @@ fn server_side_apply_upserts_and_merges() {
     assert_eq!(containers[1]["name"], "side");
     assert!(server_side_apply(None, &json!("x"), "apps/v1", "Deployment").is_err());
 }
+
+#[test]
+fn patch_types_from_content_type() {
+    assert_eq!(
+        PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),
+        Some(PatchType::Strategic)
+    );
+    assert_eq!(
+        PatchType::from_content_type("application/apply-patch+yaml"),
+        Some(PatchType::Apply)
+    );
+    assert_eq!(PatchType::from_content_type("application/json"), None);
+    assert_eq!(
+        PatchType::Merge.media_type(),
+        "application/merge-patch+json"
+    );
+}

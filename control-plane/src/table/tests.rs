@@ -642,3 +642,16 @@ fn more_workload_and_cluster_rows() {
         ]
     );
 }
+
+#[test]
+fn every_column_has_its_upstream_description() {
+    for r in crate::resources::catalog() {
+        for c in column_definitions(r) {
+            let name = c["name"].as_str().unwrap();
+            let description = c["description"].as_str().unwrap();
+            // Upstream reads RuntimeClass `handler` from ObjectMeta's docs: empty.
+            let expect_empty = r.kind == "RuntimeClass" && name == "Handler";
+            assert_eq!(description.is_empty(), expect_empty, "{r:?} column {name}");
+        }
+    }
+}
