@@ -131,7 +131,9 @@ fn bad_patch_type(directive: &Value, patch: &Map<String, Value>) -> PatchError {
 fn fresh(value: Value, meta: FieldMeta) -> Result<Value> {
     Ok(match value {
         Value::Object(p) => Value::Object(fresh_map(p, meta.node)?),
-        Value::Array(items) if meta.merge => {
+        // Upstream takes a new list as is; merging it into nothing applies
+        // its directives the same way, unless items lack the merge key.
+        Value::Array(items) if meta.merge && all_keyed(&items, meta.merge_key) => {
             Value::Array(merge_list(Vec::new(), items, meta, false)?)
         }
         Value::Array(items) => Value::Array(
@@ -145,6 +147,10 @@ fn fresh(value: Value, meta: FieldMeta) -> Result<Value> {
         ),
         other => other,
     })
+}
+
+fn all_keyed(items: &[Value], merge_key: Option<&str>) -> bool {
+    merge_key.is_none_or(|key| items.iter().all(|i| !i.is_object() || i.get(key).is_some()))
 }
 
 fn fresh_map(patch: Map<String, Value>, node: Node) -> Result<Map<String, Value>> {

@@ -380,3 +380,16 @@ fn patch_types_from_content_type() {
         "application/merge-patch+json"
     );
 }
+
+#[test]
+fn new_lists_are_taken_even_without_merge_keys() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}});
+    let out = strategic_merge_patch(
+        &pod,
+        &json!({"spec": {"containers": [{"image": "x"}]}}),
+        "v1",
+        "Pod",
+    )
+    .unwrap();
+    assert_eq!(out["spec"]["containers"], json!([{"image": "x"}]));
+}
