@@ -8,7 +8,7 @@ use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as as2, batch::v1 as ba
 use serde_json::{Value, json};
 
 use super::Printer;
-use super::columns::{col, containers_images, doc, name, wide};
+use super::columns::{age, col, containers_images, doc, name, wide};
 use super::format::{
     age_at, arr, bool_ptr, condition_true, containers, format_label_selector, format_labels,
     human_duration, i, int_or_string, obj, opt_i, opt_s, s, selector_string, time,
@@ -18,7 +18,7 @@ fn name_of(v: &Value) -> Value {
     json!(s(v, "/metadata/name"))
 }
 
-fn age(v: &Value, now: DateTime<Utc>) -> Value {
+fn age_cell(v: &Value, now: DateTime<Utc>) -> Value {
     json!(super::format::age(v, now))
 }
 
@@ -43,7 +43,7 @@ pub const DEPLOYMENT: Printer = Printer {
                 "string",
                 doc::<apps::DeploymentStatus>("availableReplicas"),
             ),
-            columns_age(),
+            age(),
             c,
             im,
             wide(
@@ -63,17 +63,13 @@ pub const DEPLOYMENT: Printer = Printer {
             json!(format!("{}/{}", i(v, "/status/readyReplicas"), replicas(v))),
             json!(i(v, "/status/updatedReplicas")),
             json!(i(v, "/status/availableReplicas")),
-            age(v, now),
+            age_cell(v, now),
             json!(names),
             json!(images),
             json!(selector),
         ]
     },
 };
-
-fn columns_age() -> Value {
-    super::columns::age()
-}
 
 pub const REPLICA_SET: Printer = Printer {
     columns: || {
@@ -95,7 +91,7 @@ pub const REPLICA_SET: Printer = Printer {
                 "integer",
                 doc::<apps::ReplicaSetStatus>("readyReplicas"),
             ),
-            columns_age(),
+            age(),
             c,
             im,
             wide(
@@ -112,7 +108,7 @@ pub const REPLICA_SET: Printer = Printer {
             json!(replicas(v)),
             json!(i(v, "/status/replicas")),
             json!(i(v, "/status/readyReplicas")),
-            age(v, now),
+            age_cell(v, now),
             json!(names),
             json!(images),
             json!(format_label_selector(v.pointer("/spec/selector"))),
@@ -126,7 +122,7 @@ pub const STATEFUL_SET: Printer = Printer {
         vec![
             name(),
             col("Ready", "string", "Number of the pod with ready state"),
-            columns_age(),
+            age(),
             c,
             im,
         ]
@@ -136,7 +132,7 @@ pub const STATEFUL_SET: Printer = Printer {
         vec![
             name_of(v),
             json!(format!("{}/{}", i(v, "/status/readyReplicas"), replicas(v))),
-            age(v, now),
+            age_cell(v, now),
             json!(names),
             json!(images),
         ]
@@ -178,7 +174,7 @@ pub const DAEMON_SET: Printer = Printer {
                 "string",
                 doc::<k8s_openapi::api::core::v1::PodSpec>("nodeSelector"),
             ),
-            columns_age(),
+            age(),
             c,
             im,
             wide("Selector", "string", doc::<apps::DaemonSetSpec>("selector")),
@@ -194,7 +190,7 @@ pub const DAEMON_SET: Printer = Printer {
             json!(i(v, "/status/updatedNumberScheduled")),
             json!(i(v, "/status/numberAvailable")),
             json!(format_labels(obj(v, "/spec/template/spec/nodeSelector"))),
-            age(v, now),
+            age_cell(v, now),
             json!(names),
             json!(images),
             json!(format_label_selector(v.pointer("/spec/selector"))),
@@ -212,7 +208,7 @@ pub const CONTROLLER_REVISION: Printer = Printer {
                 "string",
                 doc::<apps::ControllerRevision>("revision"),
             ),
-            columns_age(),
+            age(),
         ]
     },
     cells: |v, now| {
@@ -237,7 +233,7 @@ pub const CONTROLLER_REVISION: Printer = Printer {
             name_of(v),
             json!(controller_name),
             json!(i(v, "/revision")),
-            age(v, now),
+            age_cell(v, now),
         ]
     },
 };
@@ -254,7 +250,7 @@ pub const JOB: Printer = Printer {
                 doc::<batch::JobStatus>("succeeded"),
             ),
             col("Duration", "string", "Time required to complete the job."),
-            columns_age(),
+            age(),
             c,
             im,
             wide("Selector", "string", doc::<batch::JobSpec>("selector")),
@@ -307,7 +303,7 @@ fn job_cells(v: &Value, now: DateTime<Utc>) -> Vec<Value> {
         json!(status),
         json!(completions),
         json!(duration),
-        age(v, now),
+        age_cell(v, now),
         json!(names),
         json!(images),
         json!(format_label_selector(v.pointer("/spec/selector"))),
@@ -333,7 +329,7 @@ pub const CRON_JOB: Printer = Printer {
                 "string",
                 doc::<batch::CronJobStatus>("lastScheduleTime"),
             ),
-            columns_age(),
+            age(),
             c,
             im,
             wide("Selector", "string", doc::<batch::JobSpec>("selector")),
@@ -354,7 +350,7 @@ pub const CRON_JOB: Printer = Printer {
             )),
             json!(arr(v, "/status/active").len()),
             json!(last),
-            age(v, now),
+            age_cell(v, now),
             json!(names),
             json!(images),
             json!(format_label_selector(
@@ -393,7 +389,7 @@ pub const HORIZONTAL_POD_AUTOSCALER: Printer = Printer {
                 "string",
                 doc::<as2::HorizontalPodAutoscalerStatus>("currentReplicas"),
             ),
-            columns_age(),
+            age(),
         ]
     },
     cells: |v, now| {
@@ -411,7 +407,7 @@ pub const HORIZONTAL_POD_AUTOSCALER: Printer = Printer {
             json!(min),
             json!(i(v, "/spec/maxReplicas")),
             json!(i(v, "/status/currentReplicas")),
-            age(v, now),
+            age_cell(v, now),
         ]
     },
 };
@@ -529,7 +525,7 @@ pub const POD_DISRUPTION_BUDGET: Printer = Printer {
                 "integer",
                 "Calculated number of pods that may be disrupted at this time.",
             ),
-            columns_age(),
+            age(),
         ]
     },
     cells: |v, now| {
@@ -543,7 +539,7 @@ pub const POD_DISRUPTION_BUDGET: Printer = Printer {
             json!(or_na("/spec/minAvailable")),
             json!(or_na("/spec/maxUnavailable")),
             json!(i(v, "/status/disruptionsAllowed")),
-            age(v, now),
+            age_cell(v, now),
         ]
     },
 };
