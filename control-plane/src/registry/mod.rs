@@ -22,6 +22,7 @@ pub mod json;
 pub mod meta;
 pub mod namespace;
 pub mod pod;
+pub mod quantity;
 pub mod service;
 
 use deployment::Workload;

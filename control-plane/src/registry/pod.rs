@@ -15,6 +15,7 @@ use super::meta::{
     inclusive_range_error, is_dns1123_label, is_dns1123_subdomain, is_valid_port_name,
     is_valid_port_num, validate_annotations, validate_labels,
 };
+use super::quantity::{QUANTITY_FORMAT_ERROR, parse_quantity};
 
 const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 const SUPPORTED_PROTOCOLS: [&str; 3] = ["SCTP", "TCP", "UDP"];
@@ -479,6 +480,63 @@ fn validate_probe(probe: &Value, path: &FieldPath, liveness_like: bool) -> Vec<C
     errs
 }
 
+fn validate_resources(c: &Value, path: &FieldPath) -> Vec<Cause> {
+    let mut errs = Vec::new();
+    let res = path.child("resources");
+    let empty = Map::new();
+    let limits = c
+        .pointer("/resources/limits")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let requests = c
+        .pointer("/resources/requests")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut check = |kind: &str, map: &Map<String, Value>| -> Vec<(String, f64, String)> {
+        let mut out = Vec::new();
+        for (name, q) in map {
+            let p = res.child(kind).key(name);
+            let raw = match q {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match parse_quantity(&raw) {
+                None => errs.push(field::invalid(&p, raw.as_str(), QUANTITY_FORMAT_ERROR)),
+                Some(v) if v < 0.0 => errs.push(field::invalid(
+                    &p,
+                    raw.as_str(),
+                    "must be greater than or equal to 0",
+                )),
+                Some(v) => out.push((name.clone(), v, raw)),
+            }
+        }
+        out
+    };
+    let limits = check("limits", limits);
+    let requests = check("requests", requests);
+    for (name, req, raw) in &requests {
+        if let Some((_, lim, lim_raw)) = limits.iter().find(|(n, _, _)| n == name) {
+            // Upstream `IsOvercommitAllowed`: native resources but hugepages.
+            let native = !name.contains('/') || name.contains("kubernetes.io/");
+            let overcommit = native && !name.starts_with("hugepages-");
+            if !overcommit && req != lim {
+                errs.push(field::invalid(
+                    &res.child("requests"),
+                    raw.as_str(),
+                    &format!("must be equal to {name} limit of {lim_raw}"),
+                ));
+            } else if req > lim {
+                errs.push(field::invalid(
+                    &res.child("requests"),
+                    raw.as_str(),
+                    &format!("must be less than or equal to {name} limit of {lim_raw}"),
+                ));
+            }
+        }
+    }
+    errs
+}
+
 fn validate_container(
     c: &Value,
     path: &FieldPath,
@@ -526,6 +584,7 @@ fn validate_container(
     }
     errs.extend(validate_ports(c, path));
     errs.extend(validate_env(c, path));
+    errs.extend(validate_resources(c, path));
     let mut mount_paths = BTreeSet::new();
     for (i, m) in get_array(c, &["volumeMounts"]).iter().enumerate() {
         let mp = path.child("volumeMounts").index(i);
@@ -913,6 +972,26 @@ mod tests {
             "spec.containers[2].name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label"
         )));
         assert!(text.contains(&"spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"".to_string()));
+    }
+
+    #[test]
+    fn requests_may_not_exceed_limits() {
+        let pod = json!({"spec": {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+            "containers": [{"name": "c", "image": "i", "resources": {
+                "limits": {"cpu": "500m", "memory": "1Gi"},
+                "requests": {"cpu": "1", "memory": "512Mi"}}}]}});
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.containers[0].resources.requests: Invalid value: \"1\": must be less than or equal to cpu limit of 500m"
+        );
+        let bad = json!({"spec": {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+            "containers": [{"name": "c", "image": "i", "resources": {"limits": {"cpu": "lots"}}}]}});
+        assert_eq!(
+            validate_pod(&bad)[0].field,
+            "spec.containers[0].resources.limits[cpu]"
+        );
     }
 
     #[test]
