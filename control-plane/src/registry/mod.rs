@@ -21,6 +21,7 @@ pub mod job;
 pub mod json;
 pub mod meta;
 pub mod namespace;
+pub mod networking;
 pub mod pod;
 pub mod quantity;
 pub mod service;
@@ -297,6 +298,7 @@ fn validate_kind(resource: &ResourceType, object: &Value) -> Vec<Cause> {
         ("", "Secret") => config::validate_secret(object),
         ("batch", "Job") => job::validate_job(object),
         ("batch", "CronJob") => job::validate_cron_job(object),
+        ("networking.k8s.io", "Ingress") => networking::validate_ingress(object),
         _ => Vec::new(),
     }
 }
