@@ -24,6 +24,8 @@ pub mod namespace;
 pub mod networking;
 pub mod pod;
 pub mod quantity;
+pub mod rbac;
+pub mod scaling;
 pub mod service;
 
 use deployment::Workload;
@@ -299,6 +301,14 @@ fn validate_kind(resource: &ResourceType, object: &Value) -> Vec<Cause> {
         ("batch", "Job") => job::validate_job(object),
         ("batch", "CronJob") => job::validate_cron_job(object),
         ("networking.k8s.io", "Ingress") => networking::validate_ingress(object),
+        ("rbac.authorization.k8s.io", "Role") => rbac::validate_role(object, true),
+        ("rbac.authorization.k8s.io", "ClusterRole") => rbac::validate_role(object, false),
+        ("rbac.authorization.k8s.io", "RoleBinding") => rbac::validate_binding(object, true),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            rbac::validate_binding(object, false)
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => scaling::validate_hpa(object),
+        ("policy", "PodDisruptionBudget") => scaling::validate_pdb(object),
         _ => Vec::new(),
     }
 }
@@ -323,6 +333,12 @@ pub fn validate_update(resource: &ResourceType, new: &Value, old: &Value) -> Vec
         ("", "ConfigMap") => config::validate_config_update(new, old, false),
         ("", "Secret") => config::validate_config_update(new, old, true),
         ("batch", "Job") => job::validate_job_update(new, old),
+        ("rbac.authorization.k8s.io", "RoleBinding") => {
+            rbac::validate_binding_update(new, old, true)
+        }
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            rbac::validate_binding_update(new, old, false)
+        }
         _ => validate_kind(resource, new),
     });
     errs
