@@ -181,6 +181,21 @@ fn default_simple(resource: &ResourceType, object: &mut Value) {
                 }
             });
         }
+        ("", "Node") => {
+            // SetDefaults_NodeStatus: allocatable defaults to capacity.
+            if let Some(status) = json::existing_obj_mut(obj, "status") {
+                let no_alloc = status.get("allocatable").is_none_or(Value::is_null);
+                if no_alloc && let Some(cap) = status.get("capacity").filter(|c| !c.is_null()) {
+                    let cap = cap.clone();
+                    status.insert("allocatable".into(), cap);
+                }
+            }
+        }
+        ("", "LimitRange") => {
+            if let Some(spec) = json::existing_obj_mut(obj, "spec") {
+                for_each_obj(spec, "limits", default_limit_range_item);
+            }
+        }
         ("storage.k8s.io", "StorageClass") => {
             default_str(obj, "reclaimPolicy", "Delete");
             default_str(obj, "volumeBindingMode", "Immediate");
@@ -226,6 +241,42 @@ fn default_simple(resource: &ResourceType, object: &mut Value) {
             });
         }
         _ => {}
+    }
+}
+
+/// `SetDefaults_LimitRangeItem`: for containers, the default limit falls
+/// back to max, the default request to the default limit, then to min.
+fn default_limit_range_item(item: &mut serde_json::Map<String, Value>) {
+    if item.get("type").and_then(Value::as_str) != Some("Container") {
+        return;
+    }
+    let max = item
+        .get("max")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let min = item
+        .get("min")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(default) = obj_mut(item, "default") {
+        for (k, v) in max {
+            default.entry(k).or_insert(v);
+        }
+    }
+    let default = item
+        .get("default")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(req) = obj_mut(item, "defaultRequest") {
+        for (k, v) in default {
+            req.entry(k).or_insert(v);
+        }
+        for (k, v) in min {
+            req.entry(k).or_insert(v);
+        }
     }
 }
 
@@ -414,6 +465,22 @@ mod tests {
             let _ = validate_create(r, &obj);
             let _ = validate_update(r, &obj, &obj);
         }
+    }
+
+    #[test]
+    fn node_allocatable_and_limit_range_defaults() {
+        let node = find("", "v1", "nodes").unwrap();
+        let mut n = json!({"metadata": {"name": "n"}, "status": {"capacity": {"cpu": "2"}}});
+        default_object(node, &mut n);
+        assert_eq!(n["status"]["allocatable"], json!({"cpu": "2"}));
+        let lr = find("", "v1", "limitranges").unwrap();
+        let mut l = json!({"spec": {"limits": [{"type": "Container", "max": {"cpu": "1"}, "min": {"memory": "1Mi"}}]}});
+        default_object(lr, &mut l);
+        assert_eq!(l["spec"]["limits"][0]["default"], json!({"cpu": "1"}));
+        assert_eq!(
+            l["spec"]["limits"][0]["defaultRequest"],
+            json!({"cpu": "1", "memory": "1Mi"})
+        );
     }
 
     #[test]
