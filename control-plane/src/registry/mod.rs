@@ -281,11 +281,13 @@ fn default_limit_range_item(item: &mut serde_json::Map<String, Value>) {
 }
 
 /// Carries server-owned values from the stored object into an update that
-/// left them out: a Service's clusterIP(s) and nodePorts, a Job's generated
-/// selector and pod labels, a Pod's nodeName. Call after `default_object`.
+/// left them out: a Service's clusterIP(s) and nodePorts (and drops what a
+/// type change made obsolete), a Job's generated selector and pod labels, a
+/// Pod's nodeName. Call after `default_object`.
 pub fn prepare_update(resource: &ResourceType, new: &mut Value, old: &Value) {
     match (resource.group, resource.kind) {
         ("", "Service") => {
+            service::drop_type_dependent_fields(new, old);
             service::carry_allocated_values(new, old);
             service::default_service(new);
         }

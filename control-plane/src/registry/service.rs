@@ -311,6 +311,75 @@ pub fn validate_service_update(new: &Value, old: &Value) -> Vec<Cause> {
     errs
 }
 
+fn needs_node_ports(ty: &str) -> bool {
+    ty == "NodePort" || ty == "LoadBalancer"
+}
+
+/// Upstream `dropTypeDependentFields`: on a type change, clears what the
+/// old type needed and the new one does not (clusterIPs, IP families,
+/// nodePorts, traffic policy, load balancer fields and status), when the
+/// update left them as they were.
+pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let old_ty = service_type(old).to_string();
+    let new_ty = service_type(new).to_string();
+    let Some(spec) = new.pointer_mut("/spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let same = |spec: &serde_json::Map<String, Value>, key: &str| {
+        spec.get(key) == old.pointer(&format!("/spec/{key}"))
+    };
+    if old_ty != "ExternalName" && new_ty == "ExternalName" {
+        if same(spec, "clusterIP") && same(spec, "clusterIPs") {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+        }
+        for key in ["ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy"] {
+            if same(spec, key) {
+                spec.remove(key);
+            }
+        }
+    }
+    if needs_node_ports(&old_ty) && !needs_node_ports(&new_ty) {
+        let old_ports = get_array(old, &["spec", "ports"]);
+        let node_ports_same = spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .is_none_or(|ports| {
+                ports.iter().enumerate().all(|(i, p)| {
+                    let np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+                    np == 0
+                        || old_ports
+                            .get(i)
+                            .and_then(|o| o.get("nodePort"))
+                            .and_then(Value::as_i64)
+                            == Some(np)
+                })
+            });
+        if node_ports_same {
+            for_each_obj(spec, "ports", |p| {
+                p.remove("nodePort");
+            });
+        }
+        for key in ["healthCheckNodePort", "externalTrafficPolicy"] {
+            if same(spec, key) {
+                spec.remove(key);
+            }
+        }
+    }
+    if old_ty == "LoadBalancer" && new_ty != "LoadBalancer" {
+        for key in ["allocateLoadBalancerNodePorts", "loadBalancerClass"] {
+            if same(spec, key) {
+                spec.remove(key);
+            }
+        }
+    }
+    if new_ty != "LoadBalancer"
+        && let Some(status) = new.get_mut("status").and_then(Value::as_object_mut)
+    {
+        status.insert("loadBalancer".into(), json!({}));
+    }
+}
+
 /// Carries what the server allocated (clusterIP(s), nodePorts,
 /// healthCheckNodePort) from the stored service into an update that left
 /// them out, as upstream's `patchAllocatedValues` does.
@@ -458,6 +527,25 @@ mod tests {
         default_service(&mut same);
         assert_eq!(same["spec"]["clusterIP"], "10.43.0.5");
         assert!(validate_service_update(&same, &old).is_empty());
+    }
+
+    #[test]
+    fn type_change_drops_node_ports() {
+        let mut old = svc(
+            json!({"type": "NodePort", "clusterIP": "10.43.0.7", "ports": [{"port": 80, "nodePort": 30080}]}),
+        );
+        default_service(&mut old);
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("ClusterIP");
+        drop_type_dependent_fields(&mut new, &old);
+        default_service(&mut new);
+        assert!(new["spec"]["ports"][0].get("nodePort").is_none());
+        assert!(new["spec"].get("externalTrafficPolicy").is_none());
+        assert!(
+            validate_service_update(&new, &old).is_empty(),
+            "{:?}",
+            validate_service_update(&new, &old)
+        );
     }
 
     #[test]
