@@ -8,7 +8,9 @@ use super::Cause;
 use super::field::{self, BadValue, FieldPath};
 use super::json::{default_str, default_value, get_str, obj_mut, str_map};
 use super::meta::{map_value, validate_labels};
-use super::pod::{SpecRules, default_template, normalized, validate_template};
+use super::pod::{
+    SpecRules, default_template, normalized, validate_template, validate_template_metadata,
+};
 use crate::selectors::LabelSelector;
 
 /// The replicated workload kinds this module knows.
@@ -402,7 +404,27 @@ pub fn validate_workload(kind: Workload, object: &Value) -> Vec<Cause> {
                 "`selector` does not match template `labels`",
             ));
         }
-        errs.extend(validate_template(&template, &template_path, rules));
+        if kind == Workload::StatefulSet {
+            // Upstream validates only the template's metadata here: its
+            // volumes come from volumeClaimTemplates as well.
+            errs.extend(validate_template_metadata(&template, &template_path));
+            let rp = template_path.child("spec").child("restartPolicy");
+            let restart = get_str(&template, &["spec", "restartPolicy"]);
+            if restart != "Always" {
+                errs.push(field::not_supported(&rp, restart, &["Always"]));
+            }
+            if template
+                .pointer("/spec/activeDeadlineSeconds")
+                .is_some_and(|v| !v.is_null())
+            {
+                errs.push(field::forbidden(
+                    &template_path.child("spec").child("activeDeadlineSeconds"),
+                    "activeDeadlineSeconds in StatefulSet is not Supported",
+                ));
+            }
+        } else {
+            errs.extend(validate_template(&template, &template_path, rules));
+        }
     }
     match kind {
         Workload::Deployment => {
@@ -486,7 +508,6 @@ pub fn validate_workload_update(kind: Workload, new: &Value, old: &Value) -> Vec
                     "updateStrategy",
                     "persistentVolumeClaimRetentionPolicy",
                     "minReadySeconds",
-                    "revisionHistoryLimit",
                 ] {
                     m.remove(k);
                 }
@@ -496,7 +517,7 @@ pub fn validate_workload_update(kind: Workload, new: &Value, old: &Value) -> Vec
         if strip(new) != strip(old) {
             errs.push(field::forbidden(
                 &spec_path,
-                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
             ));
         }
     }
@@ -622,6 +643,20 @@ mod tests {
         );
         assert_eq!(ds["spec"]["revisionHistoryLimit"], 10);
         assert!(validate_workload(Workload::DaemonSet, &ds).is_empty());
+    }
+
+    #[test]
+    fn statefulset_mounts_may_name_claim_templates() {
+        let mut s = json!({"metadata": {"name": "db"}, "spec": {"serviceName": "db", "selector": {"matchLabels": {"a": "b"}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}],
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i:1",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}}});
+        default_workload(Workload::StatefulSet, &mut s);
+        assert!(
+            validate_workload(Workload::StatefulSet, &s).is_empty(),
+            "{:?}",
+            validate_workload(Workload::StatefulSet, &s)
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ fn name_rule(resource: &ResourceType) -> NameRule {
     match (resource.group, resource.kind) {
         ("", "Namespace") => NameRule::Dns1123Label,
         ("", "Service") => NameRule::Dns1035Label,
+        ("apps", "StatefulSet") => NameRule::Dns1123Label,
         ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }

@@ -713,8 +713,8 @@ pub fn validate_pod_spec(spec: &Value, path: &FieldPath, rules: SpecRules<'_>) -
     errs
 }
 
-/// Validates a `PodTemplateSpec` at `path` (`spec.template`).
-pub fn validate_template(template: &Value, path: &FieldPath, rules: SpecRules<'_>) -> Vec<Cause> {
+/// Validates the labels and annotations of a `PodTemplateSpec`.
+pub fn validate_template_metadata(template: &Value, path: &FieldPath) -> Vec<Cause> {
     let mut errs = Vec::new();
     let meta = path.child("metadata");
     errs.extend(validate_labels(
@@ -725,6 +725,12 @@ pub fn validate_template(template: &Value, path: &FieldPath, rules: SpecRules<'_
         template.pointer("/metadata/annotations"),
         &meta.child("annotations"),
     ));
+    errs
+}
+
+/// Validates a `PodTemplateSpec` at `path` (`spec.template`).
+pub fn validate_template(template: &Value, path: &FieldPath, rules: SpecRules<'_>) -> Vec<Cause> {
+    let mut errs = validate_template_metadata(template, path);
     let spec = template.get("spec").cloned().unwrap_or(Value::Null);
     errs.extend(validate_pod_spec(&spec, &path.child("spec"), rules));
     errs
