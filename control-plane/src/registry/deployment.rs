@@ -253,13 +253,13 @@ fn validate_percent_or_int(v: Option<&Value>, path: &FieldPath, errs: &mut Vec<C
                 if p < 0 {
                     errs.push(field::invalid(
                         path,
-                        s.as_str(),
+                        BadValue::Raw(s.clone()),
                         "must be greater than or equal to 0",
                     ));
                 } else if p > 100 {
                     errs.push(field::invalid(
                         path,
-                        s.as_str(),
+                        BadValue::Raw(s.clone()),
                         "must not be greater than 100%",
                     ));
                 }
@@ -268,13 +268,22 @@ fn validate_percent_or_int(v: Option<&Value>, path: &FieldPath, errs: &mut Vec<C
             None => {
                 errs.push(field::invalid(
                     path,
-                    s.as_str(),
+                    BadValue::Raw(s.clone()),
                     "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
                 ));
                 false
             }
         },
         _ => true,
+    }
+}
+
+/// An `intstr.IntOrString` as its `String()` prints it.
+fn int_or_string(v: Option<&Value>) -> BadValue {
+    match v {
+        Some(Value::String(s)) => BadValue::Raw(s.clone()),
+        Some(Value::Number(n)) => BadValue::Raw(n.to_string()),
+        _ => BadValue::Raw("0".into()),
     }
 }
 
@@ -306,7 +315,7 @@ fn validate_deployment_strategy(spec: &Value, path: &FieldPath, errs: &mut Vec<C
             if unavailable_zero && surge_zero {
                 errs.push(field::invalid(
                     &rp.child("maxUnavailable"),
-                    BadValue::from_json(ru.get("maxUnavailable").unwrap_or(&json!(0))),
+                    int_or_string(ru.get("maxUnavailable")),
                     "may not be 0 when `maxSurge` is 0",
                 ));
             }
@@ -340,6 +349,7 @@ pub fn validate_workload(kind: Workload, object: &Value) -> Vec<Cause> {
     };
     let template_path = spec_path.child("template");
     // The selector: a plain map for RCs, a LabelSelector for apps/v1.
+    let mut selects_nothing = false;
     let selector = if kind == Workload::ReplicationController {
         let map = str_map(spec.get("selector"));
         if map.is_empty() {
@@ -355,8 +365,13 @@ pub fn validate_workload(kind: Workload, object: &Value) -> Vec<Cause> {
     } else {
         match spec.get("selector").filter(|s| !s.is_null()) {
             None => {
-                errs.push(field::required(&spec_path.child("selector"), ""));
-                return errs;
+                // A missing selector selects nothing: upstream then also
+                // reports the template labels as unmatched.
+                if kind != Workload::DaemonSet {
+                    errs.push(field::required(&spec_path.child("selector"), ""));
+                }
+                selects_nothing = true;
+                None
             }
             Some(sel) => {
                 errs.extend(validate_label_selector(sel, &spec_path.child("selector")));
@@ -395,9 +410,11 @@ pub fn validate_workload(kind: Workload, object: &Value) -> Vec<Cause> {
     if template.is_null() {
         errs.push(field::required(&template_path, ""));
     } else {
-        if let Some(sel) = selector.filter(|s| !s.is_empty())
-            && !sel.matches(&template)
-        {
+        let unmatched = selects_nothing
+            || selector
+                .filter(|s| !s.is_empty())
+                .is_some_and(|sel| !sel.matches(&template));
+        if unmatched {
             errs.push(field::invalid(
                 &template_path.child("metadata").child("labels"),
                 template_labels_repr(&template),
@@ -465,7 +482,40 @@ pub fn validate_workload(kind: Workload, object: &Value) -> Vec<Cause> {
             }
         }
         Workload::DaemonSet => match get_str(&spec, &["updateStrategy", "type"]) {
-            "RollingUpdate" | "OnDelete" => {}
+            "OnDelete" => {}
+            "RollingUpdate" => {
+                let rp = spec_path.child("updateStrategy").child("rollingUpdate");
+                match spec
+                    .pointer("/updateStrategy/rollingUpdate")
+                    .filter(|v| !v.is_null())
+                {
+                    None => errs.push(field::required(&rp, "")),
+                    Some(ru) => {
+                        let unavailable_zero = validate_percent_or_int(
+                            ru.get("maxUnavailable"),
+                            &rp.child("maxUnavailable"),
+                            &mut errs,
+                        );
+                        let surge_zero = validate_percent_or_int(
+                            ru.get("maxSurge"),
+                            &rp.child("maxSurge"),
+                            &mut errs,
+                        );
+                        if !unavailable_zero && !surge_zero {
+                            errs.push(field::invalid(
+                                &rp.child("maxSurge"),
+                                int_or_string(ru.get("maxSurge")),
+                                "may not be set when maxUnavailable is non-zero",
+                            ));
+                        } else if unavailable_zero && surge_zero {
+                            errs.push(field::required(
+                                &rp.child("maxUnavailable"),
+                                "cannot be 0 when maxSurge is 0",
+                            ));
+                        }
+                    }
+                }
+            }
             other => errs.push(field::not_supported(
                 &spec_path.child("updateStrategy").child("type"),
                 other,
@@ -581,9 +631,17 @@ mod tests {
     fn selector_is_required_and_immutable() {
         let mut d = deployment(Value::Null, json!({"app": "web"}));
         default_workload(Workload::Deployment, &mut d);
-        let errs = validate_workload(Workload::Deployment, &d);
-        assert_eq!(errs[0].field, "spec.selector");
-        assert_eq!(errs[0].message, "Required value");
+        let text: Vec<String> = validate_workload(Workload::Deployment, &d)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            vec![
+                "spec.selector: Required value",
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`",
+            ]
+        );
         let mut old = deployment(
             json!({"matchLabels": {"app": "web"}}),
             json!({"app": "web", "v": "1"}),
@@ -621,6 +679,24 @@ mod tests {
                 "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
                 "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
             ]
+        );
+    }
+
+    #[test]
+    fn daemonset_rolling_update_needs_one_non_zero() {
+        let mut ds = json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
+        default_workload(Workload::DaemonSet, &mut ds);
+        assert_eq!(
+            validate_workload(Workload::DaemonSet, &ds)[0].to_string(),
+            "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0"
+        );
+        ds["spec"]["updateStrategy"]["rollingUpdate"] =
+            json!({"maxUnavailable": "10%", "maxSurge": 1});
+        assert_eq!(
+            validate_workload(Workload::DaemonSet, &ds)[0].to_string(),
+            "spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"
         );
     }
 
