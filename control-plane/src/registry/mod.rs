@@ -15,6 +15,7 @@ use crate::resources::ResourceType;
 pub mod allocator;
 pub mod config;
 pub mod convert;
+pub mod crd;
 pub mod deployment;
 pub mod field;
 pub mod job;
@@ -114,6 +115,7 @@ pub fn default_object(resource: &ResourceType, object: &mut Value) {
         ("", "Secret") => config::default_secret(object),
         ("batch", "Job") => job::default_job(object),
         ("batch", "CronJob") => job::default_cron_job(object),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crd::default_crd(object),
         _ => default_simple(resource, object),
     }
 }
@@ -355,6 +357,7 @@ fn validate_kind(resource: &ResourceType, object: &Value) -> Vec<Cause> {
         ("batch", "Job") => job::validate_job(object),
         ("batch", "CronJob") => job::validate_cron_job(object),
         ("networking.k8s.io", "Ingress") => networking::validate_ingress(object),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crd::validate_crd(object),
         ("rbac.authorization.k8s.io", "Role") => rbac::validate_role(object, true),
         ("rbac.authorization.k8s.io", "ClusterRole") => rbac::validate_role(object, false),
         ("rbac.authorization.k8s.io", "RoleBinding") => rbac::validate_binding(object, true),
