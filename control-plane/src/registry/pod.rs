@@ -127,7 +127,11 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     default_value(spec, "terminationGracePeriodSeconds", json!(30));
     default_str(spec, "schedulerName", "default-scheduler");
     // v1 conversion keeps the deprecated serviceAccount equal to serviceAccountName.
-    let sa = get_str(&Value::Object(spec.clone()), &["serviceAccountName"]).to_string();
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let deprecated = spec
         .get("serviceAccount")
         .and_then(Value::as_str)
