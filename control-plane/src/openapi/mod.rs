@@ -43,13 +43,15 @@ pub fn v3_index() -> Value {
 
 /// The OpenAPI 3 document of one group version (`""`/`v1` for core), if served.
 pub fn v3_group_version(group: &str, version: &str) -> Option<Value> {
-    v3().get(&v3_key(group, version)).map(|d| d.document.clone())
+    v3().get(&v3_key(group, version))
+        .map(|d| d.document.clone())
 }
 
 /// The serialized OpenAPI 3 document of one group version, and its hash
 /// (the `hash` query parameter of its URL, usable as an ETag).
 pub fn v3_group_version_json(group: &str, version: &str) -> Option<(&'static str, &'static str)> {
-    v3().get(&v3_key(group, version)).map(|d| (d.json.as_str(), d.hash.as_str()))
+    v3().get(&v3_key(group, version))
+        .map(|d| (d.json.as_str(), d.hash.as_str()))
 }
 
 /// `api/v1` or `apis/<group>/<version>`: the key of a group version in the
@@ -87,7 +89,14 @@ fn v3() -> &'static BTreeMap<String, V3Doc> {
                 let document = build_v3(group, version);
                 let json = document.to_string();
                 let hash = hex::encode_upper(Sha512::digest(json.as_bytes()));
-                (v3_key(group, version), V3Doc { document, json, hash })
+                (
+                    v3_key(group, version),
+                    V3Doc {
+                        document,
+                        json,
+                        hash,
+                    },
+                )
             })
             .collect()
     })
@@ -96,7 +105,9 @@ fn v3() -> &'static BTreeMap<String, V3Doc> {
 /// The served resources with their definition names.
 fn resources_with_definitions() -> impl Iterator<Item = (&'static ResourceType, &'static str)> {
     let defs = definitions();
-    catalog().iter().filter_map(move |r| defs.root_of(r).map(|d| (r, d)))
+    catalog()
+        .iter()
+        .filter_map(move |r| defs.root_of(r).map(|d| (r, d)))
 }
 
 fn build_v2() -> Value {
@@ -122,7 +133,9 @@ fn build_v3(group: &str, version: &str) -> Value {
     let defs = definitions();
     let mut paths = Map::new();
     let mut roots = vec![STATUS];
-    for (r, def) in resources_with_definitions().filter(|(r, _)| r.group == group && r.version == version) {
+    for (r, def) in
+        resources_with_definitions().filter(|(r, _)| r.group == group && r.version == version)
+    {
         paths::add_paths(&mut paths, r, def, Flavor::V3);
         roots.push(def);
     }
@@ -152,14 +165,18 @@ mod tests {
                 for (k, v) in map {
                     // JSONSchemaProps has a property named `$ref`.
                     if let (true, Some(target)) = (k == "$ref", v.as_str()) {
-                        let name = target.strip_prefix(prefix).unwrap_or_else(|| panic!("bad ref {target}"));
+                        let name = target
+                            .strip_prefix(prefix)
+                            .unwrap_or_else(|| panic!("bad ref {target}"));
                         assert!(defs.contains_key(name), "dangling ref {target}");
                     } else {
                         assert_refs_resolve(v, prefix, defs);
                     }
                 }
             }
-            Value::Array(items) => items.iter().for_each(|v| assert_refs_resolve(v, prefix, defs)),
+            Value::Array(items) => items
+                .iter()
+                .for_each(|v| assert_refs_resolve(v, prefix, defs)),
             _ => {}
         }
     }
@@ -202,7 +219,12 @@ mod tests {
         );
         let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["type"], "array");
-        assert!(containers["description"].as_str().unwrap().contains("containers"));
+        assert!(
+            containers["description"]
+                .as_str()
+                .unwrap()
+                .contains("containers")
+        );
         assert!(schemas.get("io.k8s.api.apps.v1.Deployment").is_none());
     }
 
@@ -212,7 +234,9 @@ mod tests {
         for (group, version) in group_versions() {
             let doc = v3_group_version(group, version).unwrap();
             for item in doc["paths"].as_object().unwrap().values() {
-                let Some(patch) = item.get("patch") else { continue };
+                let Some(patch) = item.get("patch") else {
+                    continue;
+                };
                 let params = patch["parameters"].as_array().unwrap();
                 assert!(params.iter().any(|p| p["name"] == "fieldValidation"));
                 assert!(patch.get("requestBody").is_none());

@@ -69,25 +69,82 @@ const DELETE_COLLECTION_QUERY: &[&str] = &[
 /// The type and description of a query parameter, worded as upstream.
 fn query_param(name: &str) -> (&'static str, &'static str) {
     match name {
-        "allowWatchBookmarks" => ("boolean", "allowWatchBookmarks requests watch events with type \"BOOKMARK\". Servers that do not implement bookmarks may ignore this flag and bookmarks are sent at the server's discretion. Clients should not assume bookmarks are returned at any specific interval, nor may they assume the server will send any BOOKMARK event during a session. If this is not a watch, this field is ignored."),
-        "continue" => ("string", "The continue option should be set when retrieving more results from the server. Since this value is server defined, clients may only use the continue value from a previous query result with identical query parameters (except for the value of continue) and the server may reject a continue value it does not recognize."),
-        "fieldSelector" => ("string", "A selector to restrict the list of returned objects by their fields. Defaults to everything."),
-        "labelSelector" => ("string", "A selector to restrict the list of returned objects by their labels. Defaults to everything."),
-        "limit" => ("integer", "limit is a maximum number of responses to return for a list call. If more items exist, the server will set the `continue` field on the list metadata to a value that can be used with the same initial query to retrieve the next set of results."),
-        "resourceVersion" => ("string", "resourceVersion sets a constraint on what resource versions a request may be served from. See https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions for details.\n\nDefaults to unset"),
-        "resourceVersionMatch" => ("string", "resourceVersionMatch determines how resourceVersion is applied to list calls. It is highly recommended that resourceVersionMatch be set for list calls where resourceVersion is set See https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions for details.\n\nDefaults to unset"),
-        "sendInitialEvents" => ("boolean", "`sendInitialEvents=true` may be set together with `watch=true`. In that case, the watch stream will begin with synthetic events to produce the current state of objects in the collection. Once all such events have been sent, a synthetic \"Bookmark\" event  will be sent."),
-        "timeoutSeconds" => ("integer", "Timeout for the list/watch call. This limits the duration of the call, regardless of any activity or inactivity."),
-        "watch" => ("boolean", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications. Specify resourceVersion."),
-        "dryRun" => ("string", "When present, indicates that modifications should not be persisted. An invalid or unrecognized dryRun directive will result in an error response and no further processing of the request. Valid values are: - All: all dry run stages will be processed"),
-        "fieldManager" => ("string", "fieldManager is a name associated with the actor or entity that is making these changes. The value must be less than or 128 characters long, and only contain printable characters, as defined by https://golang.org/pkg/unicode/#IsPrint."),
-        "fieldValidation" => ("string", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore: This will ignore any unknown fields that are silently dropped from the object, and will ignore all but the last duplicate field that the decoder encounters. This is the default behavior prior to v1.23. - Warn: This will send a warning via the standard warning response header for each unknown field that is dropped from the object, and for each duplicate field that is encountered. The request will still succeed if there are no other errors, and will only persist the last of any duplicate fields. This is the default in v1.23+ - Strict: This will fail the request with a BadRequest error if any unknown fields would be dropped from the object, or if any duplicate fields are present. The error returned from the server will contain all unknown and duplicate fields encountered."),
-        "force" => ("boolean", "Force is going to \"force\" Apply requests. It means user will re-acquire conflicting fields owned by other people. Force flag must be unset for non-apply patch requests."),
-        "gracePeriodSeconds" => ("integer", "The duration in seconds before the object should be deleted. Value must be non-negative integer. The value zero indicates delete immediately. If this value is nil, the default grace period for the specified type will be used. Defaults to a per object value if not specified. zero means delete immediately."),
-        "ignoreStoreReadErrorWithClusterBreakingPotential" => ("boolean", "if set to true, it will trigger an unsafe deletion of the resource in case the normal deletion flow fails with a corrupt object error. A resource is considered corrupt if it can not be retrieved from the underlying storage successfully because of a) its data can not be transformed e.g. decryption failure, or b) it fails to decode into an object. NOTE: unsafe deletion ignores finalizer constraints, skips precondition checks, and removes the object from the storage. WARNING: This may potentially break the cluster if the workload associated with the resource being unsafe-deleted relies on normal deletion flow. Use only if you REALLY know what you are doing. The default value is false, and the user must opt in to enable it"),
-        "orphanDependents" => ("boolean", "Deprecated: please use the PropagationPolicy, this field will be deprecated in 1.7. Should the dependent objects be orphaned. If true/false, the \"orphan\" finalizer will be added to/removed from the object's finalizers list. Either this field or PropagationPolicy may be set, but not both."),
-        "propagationPolicy" => ("string", "Whether and how garbage collection will be performed. Either this field or OrphanDependents may be set, but not both. The default policy is decided by the existing finalizer set in the metadata.finalizers and the resource-specific default policy. Acceptable values are: 'Orphan' - orphan the dependents; 'Background' - allow the garbage collector to delete the dependents in the background; 'Foreground' - a cascading policy that deletes all dependents in the foreground."),
-        "pretty" => ("string", "If 'true', then the output is pretty printed. Defaults to 'false' unless the user-agent indicates a browser or command-line tool."),
+        "allowWatchBookmarks" => (
+            "boolean",
+            "allowWatchBookmarks requests watch events with type \"BOOKMARK\". Servers that do not implement bookmarks may ignore this flag and bookmarks are sent at the server's discretion. Clients should not assume bookmarks are returned at any specific interval, nor may they assume the server will send any BOOKMARK event during a session. If this is not a watch, this field is ignored.",
+        ),
+        "continue" => (
+            "string",
+            "The continue option should be set when retrieving more results from the server. Since this value is server defined, clients may only use the continue value from a previous query result with identical query parameters (except for the value of continue) and the server may reject a continue value it does not recognize.",
+        ),
+        "fieldSelector" => (
+            "string",
+            "A selector to restrict the list of returned objects by their fields. Defaults to everything.",
+        ),
+        "labelSelector" => (
+            "string",
+            "A selector to restrict the list of returned objects by their labels. Defaults to everything.",
+        ),
+        "limit" => (
+            "integer",
+            "limit is a maximum number of responses to return for a list call. If more items exist, the server will set the `continue` field on the list metadata to a value that can be used with the same initial query to retrieve the next set of results.",
+        ),
+        "resourceVersion" => (
+            "string",
+            "resourceVersion sets a constraint on what resource versions a request may be served from. See https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions for details.\n\nDefaults to unset",
+        ),
+        "resourceVersionMatch" => (
+            "string",
+            "resourceVersionMatch determines how resourceVersion is applied to list calls. It is highly recommended that resourceVersionMatch be set for list calls where resourceVersion is set See https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions for details.\n\nDefaults to unset",
+        ),
+        "sendInitialEvents" => (
+            "boolean",
+            "`sendInitialEvents=true` may be set together with `watch=true`. In that case, the watch stream will begin with synthetic events to produce the current state of objects in the collection. Once all such events have been sent, a synthetic \"Bookmark\" event  will be sent.",
+        ),
+        "timeoutSeconds" => (
+            "integer",
+            "Timeout for the list/watch call. This limits the duration of the call, regardless of any activity or inactivity.",
+        ),
+        "watch" => (
+            "boolean",
+            "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications. Specify resourceVersion.",
+        ),
+        "dryRun" => (
+            "string",
+            "When present, indicates that modifications should not be persisted. An invalid or unrecognized dryRun directive will result in an error response and no further processing of the request. Valid values are: - All: all dry run stages will be processed",
+        ),
+        "fieldManager" => (
+            "string",
+            "fieldManager is a name associated with the actor or entity that is making these changes. The value must be less than or 128 characters long, and only contain printable characters, as defined by https://golang.org/pkg/unicode/#IsPrint.",
+        ),
+        "fieldValidation" => (
+            "string",
+            "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore: This will ignore any unknown fields that are silently dropped from the object, and will ignore all but the last duplicate field that the decoder encounters. This is the default behavior prior to v1.23. - Warn: This will send a warning via the standard warning response header for each unknown field that is dropped from the object, and for each duplicate field that is encountered. The request will still succeed if there are no other errors, and will only persist the last of any duplicate fields. This is the default in v1.23+ - Strict: This will fail the request with a BadRequest error if any unknown fields would be dropped from the object, or if any duplicate fields are present. The error returned from the server will contain all unknown and duplicate fields encountered.",
+        ),
+        "force" => (
+            "boolean",
+            "Force is going to \"force\" Apply requests. It means user will re-acquire conflicting fields owned by other people. Force flag must be unset for non-apply patch requests.",
+        ),
+        "gracePeriodSeconds" => (
+            "integer",
+            "The duration in seconds before the object should be deleted. Value must be non-negative integer. The value zero indicates delete immediately. If this value is nil, the default grace period for the specified type will be used. Defaults to a per object value if not specified. zero means delete immediately.",
+        ),
+        "ignoreStoreReadErrorWithClusterBreakingPotential" => (
+            "boolean",
+            "if set to true, it will trigger an unsafe deletion of the resource in case the normal deletion flow fails with a corrupt object error. A resource is considered corrupt if it can not be retrieved from the underlying storage successfully because of a) its data can not be transformed e.g. decryption failure, or b) it fails to decode into an object. NOTE: unsafe deletion ignores finalizer constraints, skips precondition checks, and removes the object from the storage. WARNING: This may potentially break the cluster if the workload associated with the resource being unsafe-deleted relies on normal deletion flow. Use only if you REALLY know what you are doing. The default value is false, and the user must opt in to enable it",
+        ),
+        "orphanDependents" => (
+            "boolean",
+            "Deprecated: please use the PropagationPolicy, this field will be deprecated in 1.7. Should the dependent objects be orphaned. If true/false, the \"orphan\" finalizer will be added to/removed from the object's finalizers list. Either this field or PropagationPolicy may be set, but not both.",
+        ),
+        "propagationPolicy" => (
+            "string",
+            "Whether and how garbage collection will be performed. Either this field or OrphanDependents may be set, but not both. The default policy is decided by the existing finalizer set in the metadata.finalizers and the resource-specific default policy. Acceptable values are: 'Orphan' - orphan the dependents; 'Background' - allow the garbage collector to delete the dependents in the background; 'Foreground' - a cascading policy that deletes all dependents in the foreground.",
+        ),
+        "pretty" => (
+            "string",
+            "If 'true', then the output is pretty printed. Defaults to 'false' unless the user-agent indicates a browser or command-line tool.",
+        ),
         _ => ("string", ""),
     }
 }
@@ -165,44 +222,139 @@ fn path_items(r: &ResourceType, def: &str) -> Vec<PathItem> {
 
     let mut ops = Vec::new();
     if r.has_verb("list") {
-        ops.push(op("get", "list", format!("list{prefix}{scope}{kind}"), format!("list or watch objects of kind {kind}"), LIST_QUERY, false, None));
+        ops.push(op(
+            "get",
+            "list",
+            format!("list{prefix}{scope}{kind}"),
+            format!("list or watch objects of kind {kind}"),
+            LIST_QUERY,
+            false,
+            None,
+        ));
     }
     if r.has_verb("create") {
-        ops.push(op("post", "post", format!("create{prefix}{scope}{kind}"), format!("create a {kind}"), WRITE_QUERY, true, Some(def)));
+        ops.push(op(
+            "post",
+            "post",
+            format!("create{prefix}{scope}{kind}"),
+            format!("create a {kind}"),
+            WRITE_QUERY,
+            true,
+            Some(def),
+        ));
     }
     if r.has_verb("deletecollection") {
-        ops.push(op("delete", "deletecollection", format!("delete{prefix}Collection{scope}{kind}"), format!("delete collection of {kind}"), DELETE_COLLECTION_QUERY, false, Some(STATUS)));
+        ops.push(op(
+            "delete",
+            "deletecollection",
+            format!("delete{prefix}Collection{scope}{kind}"),
+            format!("delete collection of {kind}"),
+            DELETE_COLLECTION_QUERY,
+            false,
+            Some(STATUS),
+        ));
     }
     if !ops.is_empty() {
-        items.push(PathItem { path: collection.clone(), namespaced: r.namespaced, named: false, operations: ops });
+        items.push(PathItem {
+            path: collection.clone(),
+            namespaced: r.namespaced,
+            named: false,
+            operations: ops,
+        });
     }
 
     let mut ops = Vec::new();
     if r.has_verb("get") {
-        ops.push(op("get", "get", format!("read{prefix}{scope}{kind}"), format!("read the specified {kind}"), &[], false, Some(def)));
+        ops.push(op(
+            "get",
+            "get",
+            format!("read{prefix}{scope}{kind}"),
+            format!("read the specified {kind}"),
+            &[],
+            false,
+            Some(def),
+        ));
     }
     if r.has_verb("update") {
-        ops.push(op("put", "put", format!("replace{prefix}{scope}{kind}"), format!("replace the specified {kind}"), WRITE_QUERY, true, Some(def)));
+        ops.push(op(
+            "put",
+            "put",
+            format!("replace{prefix}{scope}{kind}"),
+            format!("replace the specified {kind}"),
+            WRITE_QUERY,
+            true,
+            Some(def),
+        ));
     }
     if r.has_verb("patch") {
-        ops.push(op("patch", "patch", format!("patch{prefix}{scope}{kind}"), format!("partially update the specified {kind}"), PATCH_QUERY, false, Some(def)));
+        ops.push(op(
+            "patch",
+            "patch",
+            format!("patch{prefix}{scope}{kind}"),
+            format!("partially update the specified {kind}"),
+            PATCH_QUERY,
+            false,
+            Some(def),
+        ));
     }
     if r.has_verb("delete") {
-        ops.push(op("delete", "delete", format!("delete{prefix}{scope}{kind}"), format!("delete a {kind}"), DELETE_QUERY, false, Some(STATUS)));
+        ops.push(op(
+            "delete",
+            "delete",
+            format!("delete{prefix}{scope}{kind}"),
+            format!("delete a {kind}"),
+            DELETE_QUERY,
+            false,
+            Some(STATUS),
+        ));
     }
     if !ops.is_empty() {
-        items.push(PathItem { path: format!("{collection}/{{name}}"), namespaced: r.namespaced, named: true, operations: ops });
+        items.push(PathItem {
+            path: format!("{collection}/{{name}}"),
+            namespaced: r.namespaced,
+            named: true,
+            operations: ops,
+        });
     }
 
     if r.has_subresource("status") && r.has_verb("get") {
-        let mut ops = vec![op("get", "get", format!("read{prefix}{scope}{kind}Status"), format!("read status of the specified {kind}"), &[], false, Some(def))];
+        let mut ops = vec![op(
+            "get",
+            "get",
+            format!("read{prefix}{scope}{kind}Status"),
+            format!("read status of the specified {kind}"),
+            &[],
+            false,
+            Some(def),
+        )];
         if r.has_verb("update") {
-            ops.push(op("put", "put", format!("replace{prefix}{scope}{kind}Status"), format!("replace status of the specified {kind}"), WRITE_QUERY, true, Some(def)));
+            ops.push(op(
+                "put",
+                "put",
+                format!("replace{prefix}{scope}{kind}Status"),
+                format!("replace status of the specified {kind}"),
+                WRITE_QUERY,
+                true,
+                Some(def),
+            ));
         }
         if r.has_verb("patch") {
-            ops.push(op("patch", "patch", format!("patch{prefix}{scope}{kind}Status"), format!("partially update status of the specified {kind}"), PATCH_QUERY, false, Some(def)));
+            ops.push(op(
+                "patch",
+                "patch",
+                format!("patch{prefix}{scope}{kind}Status"),
+                format!("partially update status of the specified {kind}"),
+                PATCH_QUERY,
+                false,
+                Some(def),
+            ));
         }
-        items.push(PathItem { path: format!("{collection}/{{name}}/status"), namespaced: r.namespaced, named: true, operations: ops });
+        items.push(PathItem {
+            path: format!("{collection}/{{name}}/status"),
+            namespaced: r.namespaced,
+            named: true,
+            operations: ops,
+        });
     }
 
     if r.namespaced && r.has_verb("list") {
@@ -210,13 +362,28 @@ fn path_items(r: &ResourceType, def: &str) -> Vec<PathItem> {
             path: format!("{}/{}", base_path(r), r.plural),
             namespaced: false,
             named: false,
-            operations: vec![op("get", "list", format!("list{prefix}{kind}ForAllNamespaces"), format!("list or watch objects of kind {kind}"), LIST_QUERY, false, None)],
+            operations: vec![op(
+                "get",
+                "list",
+                format!("list{prefix}{kind}ForAllNamespaces"),
+                format!("list or watch objects of kind {kind}"),
+                LIST_QUERY,
+                false,
+                None,
+            )],
         });
     }
     items
 }
 
-fn parameter(name: &str, location: &str, description: &str, ty: &str, required: bool, flavor: Flavor) -> Value {
+fn parameter(
+    name: &str,
+    location: &str,
+    description: &str,
+    ty: &str,
+    required: bool,
+    flavor: Flavor,
+) -> Value {
     let mut p = Map::new();
     p.insert("name".into(), name.into());
     p.insert("in".into(), location.into());
@@ -239,17 +406,35 @@ fn parameter(name: &str, location: &str, description: &str, ty: &str, required: 
 fn path_parameters(item: &PathItem, kind: &str, flavor: Flavor) -> Vec<Value> {
     let mut params = Vec::new();
     if item.named {
-        params.push(parameter("name", "path", &format!("name of the {kind}"), "string", true, flavor));
+        params.push(parameter(
+            "name",
+            "path",
+            &format!("name of the {kind}"),
+            "string",
+            true,
+            flavor,
+        ));
     }
     if item.namespaced {
-        params.push(parameter("namespace", "path", "object name and auth scope, such as for teams and projects", "string", true, flavor));
+        params.push(parameter(
+            "namespace",
+            "path",
+            "object name and auth scope, such as for teams and projects",
+            "string",
+            true,
+            flavor,
+        ));
     }
     let (ty, description) = query_param("pretty");
     params.push(parameter("pretty", "query", description, ty, false, flavor));
     params
 }
 
-const MEDIA_TYPES: &[&str] = &["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+const MEDIA_TYPES: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
 
 fn render_operation(r: &ResourceType, op: &Operation, flavor: Flavor) -> Value {
     let mut out = Map::new();
@@ -322,13 +507,21 @@ fn render_operation(r: &ResourceType, op: &Operation, flavor: Flavor) -> Value {
 }
 
 /// Adds the paths of resource `r` (whose definition is `def`) to `paths`.
-pub(crate) fn add_paths(paths: &mut Map<String, Value>, r: &ResourceType, def: &str, flavor: Flavor) {
+pub(crate) fn add_paths(
+    paths: &mut Map<String, Value>,
+    r: &ResourceType,
+    def: &str,
+    flavor: Flavor,
+) {
     for item in path_items(r, def) {
         let mut rendered = Map::new();
         for op in &item.operations {
             rendered.insert(op.method.into(), render_operation(r, op, flavor));
         }
-        rendered.insert("parameters".into(), Value::Array(path_parameters(&item, r.kind, flavor)));
+        rendered.insert(
+            "parameters".into(),
+            Value::Array(path_parameters(&item, r.kind, flavor)),
+        );
         paths.insert(item.path, Value::Object(rendered));
     }
 }
@@ -349,7 +542,10 @@ mod tests {
         add_paths(&mut paths, pods, "io.k8s.api.core.v1.Pod", Flavor::V3);
         let named = &paths["/api/v1/namespaces/{namespace}/pods/{name}"];
         assert_eq!(named["get"]["operationId"], "readCoreV1NamespacedPod");
-        assert_eq!(paths["/api/v1/pods"]["get"]["operationId"], "listCoreV1PodForAllNamespaces");
+        assert_eq!(
+            paths["/api/v1/pods"]["get"]["operationId"],
+            "listCoreV1PodForAllNamespaces"
+        );
     }
 
     #[test]
@@ -357,10 +553,19 @@ mod tests {
         let deployments = find("apps", "v1", "deployments").unwrap();
         for flavor in [Flavor::V2, Flavor::V3] {
             let mut paths = Map::new();
-            add_paths(&mut paths, deployments, "io.k8s.api.apps.v1.Deployment", flavor);
+            add_paths(
+                &mut paths,
+                deployments,
+                "io.k8s.api.apps.v1.Deployment",
+                flavor,
+            );
             let patch = &paths["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
             let params = patch["parameters"].as_array().unwrap();
-            assert!(params.iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+            );
             assert!(patch.get("requestBody").is_none());
             assert!(patch.get("consumes").is_none());
             assert_eq!(

@@ -53,9 +53,7 @@ impl Definitions {
     pub(crate) fn root_of(&self, resource: &ResourceType) -> Option<&str> {
         catalog()
             .iter()
-            .position(|r| {
-                r.api_version == resource.api_version && r.plural == resource.plural
-            })
+            .position(|r| r.api_version == resource.api_version && r.plural == resource.plural)
             .and_then(|i| self.roots.get(i))
             .and_then(|n| n.as_deref())
     }
@@ -108,6 +106,7 @@ fn build() -> Definitions {
 
     let mut defs = generator.take_definitions(true);
     fix_special_types(&mut defs);
+    defs.values_mut().for_each(metadata_not_required);
     for (resource, root) in catalog().iter().zip(&roots) {
         let Some(Value::Object(def)) = root.as_ref().and_then(|n| defs.get_mut(n)) else {
             continue;
@@ -161,18 +160,55 @@ fn build() -> Definitions {
     Definitions { defs, roots }
 }
 
-/// Gives IntOrString and Quantity the plain string types upstream's
-/// documents have (k8s-openapi marks both `x-kubernetes-int-or-string`).
+/// Gives IntOrString and Quantity the schemas of upstream's v3 documents
+/// (k8s-openapi marks both `x-kubernetes-int-or-string`). Having no `type`,
+/// `kubectl explain` prints them as `<IntOrString>` and `<Quantity>`.
 fn fix_special_types(defs: &mut Map<String, Value>) {
     let description = |v: Option<&Value>| v.and_then(|d| d.get("description")).cloned();
     if let Some(d) = description(defs.get(INT_OR_STRING)) {
         defs.insert(
             INT_OR_STRING.into(),
-            json!({"description": d, "type": "string", "format": "int-or-string"}),
+            json!({"description": d, "format": "int-or-string", "oneOf": [{"type": "integer"}, {"type": "string"}]}),
         );
     }
     if let Some(d) = description(defs.get(QUANTITY)) {
-        defs.insert(QUANTITY.into(), json!({"description": d, "type": "string"}));
+        defs.insert(
+            QUANTITY.into(),
+            json!({"description": d, "oneOf": [{"type": "string"}, {"type": "number"}]}),
+        );
+    }
+}
+
+/// k8s-openapi lists `metadata` as required in every object type (its Rust
+/// field is not optional); upstream's documents do not, and `kubectl explain`
+/// would print it `-required-`.
+fn metadata_not_required(def: &mut Value) {
+    let is_object_type = def
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| {
+            p.contains_key("apiVersion") && p.contains_key("kind") && p.contains_key("metadata")
+        });
+    let Some(Value::Array(required)) = def.get_mut("required").filter(|_| is_object_type) else {
+        return;
+    };
+    required.retain(|r| r != "metadata");
+    if required.is_empty()
+        && let Some(obj) = def.as_object_mut()
+    {
+        obj.remove("required");
+    }
+}
+
+/// Upstream's Swagger 2.0 form of the types above: plain strings.
+fn v2_special_type(name: &str, converted: Value) -> Value {
+    let description = converted.get("description").cloned().unwrap_or_default();
+    match name {
+        INT_OR_STRING => {
+            json!({"description": description, "type": "string", "format": "int-or-string"})
+        }
+        QUANTITY => json!({"description": description, "type": "string"}),
+        _ => converted,
     }
 }
 
@@ -221,7 +257,14 @@ pub(crate) fn render<'a>(
 ) -> Map<String, Value> {
     names
         .into_iter()
-        .filter_map(|n| defs.get(n).map(|s| (n.clone(), convert(s, flavor))))
+        .filter_map(|n| {
+            let converted = convert(defs.get(n)?, flavor);
+            let converted = match flavor {
+                Flavor::V2 => v2_special_type(n, converted),
+                Flavor::V3 => converted,
+            };
+            Some((n.clone(), converted))
+        })
         .collect()
 }
 
@@ -247,7 +290,10 @@ pub(crate) fn convert(schema: &Value, flavor: Flavor) -> Value {
             "$ref" => {
                 let target = value.as_str().unwrap_or_default();
                 let name = target.strip_prefix(DEFS_PREFIX).unwrap_or(target);
-                out.insert(key.clone(), Value::String(format!("{}{name}", flavor.ref_prefix())));
+                out.insert(
+                    key.clone(),
+                    Value::String(format!("{}{name}", flavor.ref_prefix())),
+                );
             }
             "type" => match value {
                 Value::Array(types) => {
@@ -266,7 +312,11 @@ pub(crate) fn convert(schema: &Value, flavor: Flavor) -> Value {
             "properties" | "patternProperties" => {
                 let props = value
                     .as_object()
-                    .map(|p| p.iter().map(|(k, v)| (k.clone(), convert(v, flavor))).collect())
+                    .map(|p| {
+                        p.iter()
+                            .map(|(k, v)| (k.clone(), convert(v, flavor)))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 out.insert(key.clone(), Value::Object(props));
             }
@@ -344,18 +394,28 @@ mod tests {
             pod["x-kubernetes-group-version-kind"],
             json!([{"group": "", "kind": "Pod", "version": "v1"}])
         );
+        assert!(pod.get("required").is_none(), "{pod}");
+        let binding = &defs["io.k8s.api.rbac.v1.RoleBinding"];
+        assert_eq!(binding["required"], json!(["roleRef"]));
         assert!(defs.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
         assert_eq!(defs[INT_OR_STRING]["format"], "int-or-string");
-        assert_eq!(defs[QUANTITY]["type"], "string");
+        assert!(defs[QUANTITY].get("type").is_none());
+        let v2 = render(defs, [&QUANTITY.to_owned()], Flavor::V2);
+        assert_eq!(v2[QUANTITY]["type"], "string");
         let time = &defs["io.k8s.apimachinery.pkg.apis.meta.v1.Time"];
-        assert_eq!((&time["type"], &time["format"]), (&json!("string"), &json!("date-time")));
+        assert_eq!(
+            (&time["type"], &time["format"]),
+            (&json!("string"), &json!("date-time"))
+        );
     }
 
     #[test]
     fn every_catalog_entry_has_a_definition() {
         let defs = definitions();
         for r in catalog() {
-            let name = defs.root_of(r).unwrap_or_else(|| panic!("{r:?} has no definition"));
+            let name = defs
+                .root_of(r)
+                .unwrap_or_else(|| panic!("{r:?} has no definition"));
             assert!(defs.defs.contains_key(name), "{name}");
         }
     }

@@ -94,7 +94,12 @@ fn parse_field(line: &str) -> Option<RawField<'_>> {
         "message" => Kind::Message(parts.next()?.to_owned()),
         _ => return None,
     };
-    Some(RawField { tag, name, label, kind })
+    Some(RawField {
+        tag,
+        name,
+        label,
+        kind,
+    })
 }
 
 /// `pod_ip` → `podIp`: the JSON name of a field without a definition.
@@ -118,7 +123,10 @@ fn build() -> Table {
     let defs = &definitions().defs;
     // prost renames messages (`APIService` → `ApiService`): match
     // definitions case-insensitively.
-    let def_by_lower: HashMap<String, &str> = defs.keys().map(|k| (k.to_lowercase(), k.as_str())).collect();
+    let def_by_lower: HashMap<String, &str> = defs
+        .keys()
+        .map(|k| (k.to_lowercase(), k.as_str()))
+        .collect();
     let mut messages = HashMap::new();
     let mut by_kind = HashMap::new();
     let mut current: Option<(String, Option<&Value>, Message)> = None;
@@ -129,11 +137,18 @@ fn build() -> Table {
             }
             let def_name = def_by_lower.get(&name.to_lowercase()).copied();
             let def = def_name.and_then(|d| defs.get(d));
-            if let Some(gvks) = def.and_then(|d| d.get("x-kubernetes-group-version-kind")).and_then(Value::as_array) {
+            if let Some(gvks) = def
+                .and_then(|d| d.get("x-kubernetes-group-version-kind"))
+                .and_then(Value::as_array)
+            {
                 for gvk in gvks {
                     let group = gvk["group"].as_str().unwrap_or_default();
                     let version = gvk["version"].as_str().unwrap_or_default();
-                    let api_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+                    let api_version = if group.is_empty() {
+                        version.to_owned()
+                    } else {
+                        format!("{group}/{version}")
+                    };
                     let kind = gvk["kind"].as_str().unwrap_or_default().to_owned();
                     by_kind.insert((api_version, kind), name.to_owned());
                 }
@@ -156,7 +171,15 @@ fn build() -> Table {
             .and_then(|d| d.get("required"))
             .and_then(Value::as_array)
             .is_some_and(|r| r.iter().any(|n| *n == *json_name));
-        message.fields.insert(raw.tag, Field { json_name, label: raw.label, kind: raw.kind, required });
+        message.fields.insert(
+            raw.tag,
+            Field {
+                json_name,
+                label: raw.label,
+                kind: raw.kind,
+                required,
+            },
+        );
     }
     if let Some((name, _, message)) = current.take() {
         messages.insert(name, message);
@@ -191,11 +214,19 @@ mod tests {
     fn json_names_come_from_the_definitions() {
         let t = table();
         let status = &t.messages["io.k8s.api.core.v1.PodStatus"];
-        let names: Vec<&str> = status.fields.values().map(|f| f.json_name.as_str()).collect();
+        let names: Vec<&str> = status
+            .fields
+            .values()
+            .map(|f| f.json_name.as_str())
+            .collect();
         assert!(names.contains(&"podIP"), "{names:?}");
         assert!(names.contains(&"hostIPs"), "{names:?}");
         let container = &t.messages["io.k8s.api.core.v1.Container"];
-        let name = container.fields.values().find(|f| f.json_name == "name").unwrap();
+        let name = container
+            .fields
+            .values()
+            .find(|f| f.json_name == "name")
+            .unwrap();
         assert!(name.required);
         assert_eq!(lower_camel("generate_name"), "generateName");
     }
@@ -203,8 +234,14 @@ mod tests {
     #[test]
     fn kinds_map_to_their_messages() {
         let t = table();
-        assert_eq!(t.message_for("apps/v1", "Deployment"), Some("io.k8s.api.apps.v1.Deployment"));
-        assert_eq!(t.message_for("v1", "Namespace"), Some("io.k8s.api.core.v1.Namespace"));
+        assert_eq!(
+            t.message_for("apps/v1", "Deployment"),
+            Some("io.k8s.api.apps.v1.Deployment")
+        );
+        assert_eq!(
+            t.message_for("v1", "Namespace"),
+            Some("io.k8s.api.core.v1.Namespace")
+        );
         assert_eq!(
             t.message_for("authentication.k8s.io/v1", "SelfSubjectReview"),
             Some("io.k8s.api.authentication.v1.SelfSubjectReview")

@@ -60,15 +60,27 @@ const MEANINGFUL_ZERO: &[&str] = &[
 const MAX_DEPTH: usize = 100;
 
 fn decode_error(message: &str, reason: impl Into<String>) -> ProtobufError {
-    ProtobufError::Decode { kind: message.rsplit('.').next().unwrap_or(message).to_owned(), reason: reason.into() }
+    ProtobufError::Decode {
+        kind: message.rsplit('.').next().unwrap_or(message).to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Converts the bytes of message `name` into JSON.
-pub(crate) fn message_to_json(table: &Table, name: &str, bytes: &[u8]) -> Result<Value, ProtobufError> {
+pub(crate) fn message_to_json(
+    table: &Table,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Value, ProtobufError> {
     convert_message(table, name, bytes, 0)
 }
 
-fn convert_message(table: &Table, name: &str, bytes: &[u8], depth: usize) -> Result<Value, ProtobufError> {
+fn convert_message(
+    table: &Table,
+    name: &str,
+    bytes: &[u8],
+    depth: usize,
+) -> Result<Value, ProtobufError> {
     if depth > MAX_DEPTH {
         return Err(decode_error(name, "the message is nested too deeply"));
     }
@@ -88,7 +100,10 @@ fn convert_message(table: &Table, name: &str, bytes: &[u8], depth: usize) -> Res
         };
         match field.label {
             Label::One => {
-                out.insert(field.json_name.clone(), value(table, name, field, wire, depth)?);
+                out.insert(
+                    field.json_name.clone(),
+                    value(table, name, field, wire, depth)?,
+                );
             }
             Label::Repeated => {
                 let items = out
@@ -103,7 +118,10 @@ fn convert_message(table: &Table, name: &str, bytes: &[u8], depth: usize) -> Res
                     .entry(field.json_name.clone())
                     .or_insert_with(|| Value::Object(Map::new()));
                 let WireValue::Bytes(entry) = wire else {
-                    return Err(decode_error(name, format!("map field {} is not length-delimited", field.json_name)));
+                    return Err(decode_error(
+                        name,
+                        format!("map field {} is not length-delimited", field.json_name),
+                    ));
                 };
                 let (key, val) = map_entry(table, name, field, entry, depth)?;
                 if let Value::Object(entries) = entries {
@@ -162,8 +180,14 @@ fn push_repeated(
         }
         (Kind::Double, WireValue::Bytes(packed)) => {
             for chunk in packed.chunks(8) {
-                let raw: [u8; 8] = chunk.try_into().map_err(|_| decode_error(message, "truncated packed double"))?;
-                items.push(scalar(message, field, WireValue::Fixed64(u64::from_le_bytes(raw)))?);
+                let raw: [u8; 8] = chunk
+                    .try_into()
+                    .map_err(|_| decode_error(message, "truncated packed double"))?;
+                items.push(scalar(
+                    message,
+                    field,
+                    WireValue::Fixed64(u64::from_le_bytes(raw)),
+                )?);
             }
         }
         _ => items.push(value(table, message, field, wire, depth)?),
@@ -188,7 +212,8 @@ fn map_entry(
     while let Some((tag, wire)) = reader.next_field()? {
         match (tag, wire) {
             (1, WireValue::Bytes(k)) => {
-                key = String::from_utf8(k.to_vec()).map_err(|_| decode_error(message, "map key is not UTF-8"))?;
+                key = String::from_utf8(k.to_vec())
+                    .map_err(|_| decode_error(message, "map key is not UTF-8"))?;
             }
             (2, wire) => val = Some(value(table, message, field, wire, depth)?),
             _ => {}
@@ -208,26 +233,48 @@ fn map_entry(
 }
 
 /// One value of a field: a scalar or an embedded message.
-fn value(table: &Table, message: &str, field: &Field, wire: WireValue<'_>, depth: usize) -> Result<Value, ProtobufError> {
+fn value(
+    table: &Table,
+    message: &str,
+    field: &Field,
+    wire: WireValue<'_>,
+    depth: usize,
+) -> Result<Value, ProtobufError> {
     match (&field.kind, wire) {
-        (Kind::Message(name), WireValue::Bytes(bytes)) => convert_message(table, name, bytes, depth + 1),
-        (Kind::Message(_), _) => Err(decode_error(message, format!("field {} is not length-delimited", field.json_name))),
+        (Kind::Message(name), WireValue::Bytes(bytes)) => {
+            convert_message(table, name, bytes, depth + 1)
+        }
+        (Kind::Message(_), _) => Err(decode_error(
+            message,
+            format!("field {} is not length-delimited", field.json_name),
+        )),
         _ => scalar(message, field, wire),
     }
 }
 
 fn scalar(message: &str, field: &Field, wire: WireValue<'_>) -> Result<Value, ProtobufError> {
-    let wrong = || decode_error(message, format!("field {} has the wrong wire type", field.json_name));
+    let wrong = || {
+        decode_error(
+            message,
+            format!("field {} has the wrong wire type", field.json_name),
+        )
+    };
     Ok(match (&field.kind, wire) {
-        (Kind::String, WireValue::Bytes(b)) => Value::String(
-            String::from_utf8(b.to_vec()).map_err(|_| decode_error(message, format!("field {} is not UTF-8", field.json_name)))?,
-        ),
-        (Kind::Bytes, WireValue::Bytes(b)) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        (Kind::String, WireValue::Bytes(b)) => {
+            Value::String(String::from_utf8(b.to_vec()).map_err(|_| {
+                decode_error(message, format!("field {} is not UTF-8", field.json_name))
+            })?)
+        }
+        (Kind::Bytes, WireValue::Bytes(b)) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
         // int32 is sign-extended to 64 bits on the wire: truncation is the decoding.
         (Kind::Int32, WireValue::Varint(v)) => Value::Number((v as i32).into()),
         (Kind::Int64, WireValue::Varint(v)) => Value::Number((v as i64).into()),
         (Kind::Bool, WireValue::Varint(v)) => Value::Bool(v != 0),
-        (Kind::Double, WireValue::Fixed64(v)) => Number::from_f64(f64::from_bits(v)).map_or(Value::Null, Value::Number),
+        (Kind::Double, WireValue::Fixed64(v)) => {
+            Number::from_f64(f64::from_bits(v)).map_or(Value::Null, Value::Number)
+        }
         _ => return Err(wrong()),
     })
 }
@@ -261,7 +308,12 @@ fn utf8(name: &str, b: &[u8]) -> Result<String, ProtobufError> {
 }
 
 /// The types whose JSON form is not their message structure.
-fn convert_special(table: &Table, name: &str, bytes: &[u8], depth: usize) -> Result<Option<Value>, ProtobufError> {
+fn convert_special(
+    table: &Table,
+    name: &str,
+    bytes: &[u8],
+    depth: usize,
+) -> Result<Option<Value>, ProtobufError> {
     let f = || fields(bytes);
     let value = match name {
         TIME | MICRO_TIME => {
@@ -275,10 +327,18 @@ fn convert_special(table: &Table, name: &str, bytes: &[u8], depth: usize) -> Res
                 seconds => {
                     let seconds = seconds.unwrap_or(0);
                     // metav1.Time keeps whole seconds only, as upstream's decoder.
-                    let nanos = if name == TIME { 0 } else { u32::try_from(nanos).unwrap_or(0) };
+                    let nanos = if name == TIME {
+                        0
+                    } else {
+                        u32::try_from(nanos).unwrap_or(0)
+                    };
                     let time = chrono::DateTime::from_timestamp(seconds, nanos)
                         .ok_or_else(|| decode_error(name, "time out of range"))?;
-                    let format = if name == TIME { "%Y-%m-%dT%H:%M:%SZ" } else { "%Y-%m-%dT%H:%M:%S%.6fZ" };
+                    let format = if name == TIME {
+                        "%Y-%m-%dT%H:%M:%SZ"
+                    } else {
+                        "%Y-%m-%dT%H:%M:%S%.6fZ"
+                    };
                     Value::String(time.format(format).to_string())
                 }
             }
@@ -316,14 +376,24 @@ fn convert_special(table: &Table, name: &str, bytes: &[u8], depth: usize) -> Res
 fn embedded_json(name: &str, raw: Option<&[u8]>) -> Result<Value, ProtobufError> {
     match raw {
         None | Some([]) => Ok(Value::Null),
-        Some(raw) => serde_json::from_slice(raw).map_err(|e| decode_error(name, format!("embedded object is not JSON: {e}"))),
+        Some(raw) => serde_json::from_slice(raw)
+            .map_err(|e| decode_error(name, format!("embedded object is not JSON: {e}"))),
     }
 }
 
 /// JSONSchemaPropsOrArray / OrBool / OrStringArray: one of two forms.
-fn json_schema_props_or(table: &Table, name: &str, bytes: &[u8], depth: usize) -> Result<Value, ProtobufError> {
+fn json_schema_props_or(
+    table: &Table,
+    name: &str,
+    bytes: &[u8],
+    depth: usize,
+) -> Result<Value, ProtobufError> {
     let props = format!("{APIEXT}JSONSchemaProps");
-    let props = if table.messages.contains_key(&props) { props } else { format!("{APIEXT}JsonSchemaProps") };
+    let props = if table.messages.contains_key(&props) {
+        props
+    } else {
+        format!("{APIEXT}JsonSchemaProps")
+    };
     let f = fields(bytes)?;
     let convert = |b: &[u8]| convert_message(table, &props, b, depth + 1);
     if name.ends_with("OrBool") {
@@ -366,7 +436,13 @@ fn go_duration(nanos: i64) -> String {
     let sign = if nanos < 0 { "-" } else { "" };
     let n = nanos.unsigned_abs();
     if n < 1_000_000_000 {
-        let (unit, div) = if n < 1_000 { ("ns", 1) } else if n < 1_000_000 { ("µs", 1_000) } else { ("ms", 1_000_000) };
+        let (unit, div) = if n < 1_000 {
+            ("ns", 1)
+        } else if n < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
         return format!("{sign}{}{unit}", trim_fraction(n, div));
     }
     let total_secs = n / 1_000_000_000;

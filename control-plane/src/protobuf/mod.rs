@@ -39,11 +39,17 @@ struct Unknown<'a> {
 }
 
 fn string(bytes: &[u8], what: &str) -> Result<String, ProtobufError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| ProtobufError::Envelope(format!("{what} is not UTF-8")))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ProtobufError::Envelope(format!("{what} is not UTF-8")))
 }
 
 fn parse_unknown(bytes: &[u8]) -> Result<Unknown<'_>, ProtobufError> {
-    let mut unknown = Unknown { api_version: String::new(), kind: String::new(), raw: &[], content_encoding: String::new() };
+    let mut unknown = Unknown {
+        api_version: String::new(),
+        kind: String::new(),
+        raw: &[],
+        content_encoding: String::new(),
+    };
     let mut reader = Reader::new(bytes);
     while let Some((tag, wire)) = reader.next_field()? {
         let WireValue::Bytes(b) = wire else { continue };
@@ -74,15 +80,22 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         .ok_or_else(|| ProtobufError::Envelope("missing the k8s magic prefix".into()))?;
     let unknown = parse_unknown(envelope)?;
     if unknown.kind.is_empty() || unknown.api_version.is_empty() {
-        return Err(ProtobufError::Envelope("the apiVersion or kind is missing".into()));
+        return Err(ProtobufError::Envelope(
+            "the apiVersion or kind is missing".into(),
+        ));
     }
     if !unknown.content_encoding.is_empty() {
-        return Err(ProtobufError::Envelope(format!("content encoding {:?} is not supported", unknown.content_encoding)));
+        return Err(ProtobufError::Envelope(format!(
+            "content encoding {:?} is not supported",
+            unknown.content_encoding
+        )));
     }
     let table = descriptors::table();
     let message = table
         .message_for(&unknown.api_version, &unknown.kind)
-        .ok_or_else(|| ProtobufError::Unsupported(format!("{}, Kind={}", unknown.api_version, unknown.kind)))?;
+        .ok_or_else(|| {
+            ProtobufError::Unsupported(format!("{}, Kind={}", unknown.api_version, unknown.kind))
+        })?;
     let mut object = json::message_to_json(table, message, unknown.raw)?;
     if let Value::Object(map) = &mut object {
         map.insert("apiVersion".into(), Value::String(unknown.api_version));
@@ -107,7 +120,10 @@ mod tests {
     /// A body as kubectl sends it: magic, then `runtime.Unknown`.
     fn envelope(api_version: &str, kind: &str, message: &impl Message) -> Vec<u8> {
         let unknown = PbUnknown {
-            type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+            type_meta: Some(TypeMeta {
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
+            }),
             raw: Some(message.encode_to_vec()),
             content_encoding: Some(String::new()),
             content_type: Some(String::new()),
@@ -133,7 +149,10 @@ mod tests {
             resource_version: s(""),
             generation: Some(0),
             creation_timestamp: Some(meta::Time::default()),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
@@ -143,7 +162,10 @@ mod tests {
         let ns = core::Namespace {
             metadata: Some(go_meta("foo", &[])),
             spec: Some(core::NamespaceSpec::default()),
-            status: Some(core::NamespaceStatus { phase: s(""), ..Default::default() }),
+            status: Some(core::NamespaceStatus {
+                phase: s(""),
+                ..Default::default()
+            }),
         };
         let decoded = decode(&envelope("v1", "Namespace", &ns)).unwrap();
         assert_eq!(
@@ -157,7 +179,11 @@ mod tests {
         let cm = core::ConfigMap {
             metadata: Some(go_meta("cfg", &[])),
             immutable: None,
-            data: [("a".to_string(), "1".to_string()), ("b".to_string(), String::new())].into(),
+            data: [
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), String::new()),
+            ]
+            .into(),
             binary_data: [("bin".to_string(), vec![0u8, 1, 2])].into(),
         };
         let decoded = decode(&envelope("v1", "ConfigMap", &cm)).unwrap();
@@ -179,7 +205,13 @@ mod tests {
             name: s("nginx"),
             image: s("nginx:1.27"),
             command: vec!["sleep".into(), "1".into()],
-            ports: vec![core::ContainerPort { container_port: Some(80), protocol: s(""), name: s(""), host_ip: s(""), host_port: Some(0) }],
+            ports: vec![core::ContainerPort {
+                container_port: Some(80),
+                protocol: s(""),
+                name: s(""),
+                host_ip: s(""),
+                host_port: Some(0),
+            }],
             resources: Some(core::ResourceRequirements {
                 limits: [("cpu".to_string(), Quantity { string: s("500m") })].into(),
                 ..Default::default()
@@ -194,23 +226,44 @@ mod tests {
             metadata: Some(go_meta("web", &labels)),
             spec: Some(apps::DeploymentSpec {
                 replicas: Some(0),
-                selector: Some(meta::LabelSelector { match_labels: [("app".to_string(), "web".to_string())].into(), ..Default::default() }),
+                selector: Some(meta::LabelSelector {
+                    match_labels: [("app".to_string(), "web".to_string())].into(),
+                    ..Default::default()
+                }),
                 template: Some(core::PodTemplateSpec {
                     metadata: Some(go_meta("", &labels)),
-                    spec: Some(core::PodSpec { containers: vec![container], restart_policy: s(""), dns_policy: s(""), host_network: Some(false), ..Default::default() }),
+                    spec: Some(core::PodSpec {
+                        containers: vec![container],
+                        restart_policy: s(""),
+                        dns_policy: s(""),
+                        host_network: Some(false),
+                        ..Default::default()
+                    }),
                 }),
                 strategy: Some(apps::DeploymentStrategy {
                     r#type: s("RollingUpdate"),
                     rolling_update: Some(apps::RollingUpdateDeployment {
-                        max_unavailable: Some(IntOrString { r#type: Some(0), int_val: Some(0), str_val: s("") }),
-                        max_surge: Some(IntOrString { r#type: Some(1), int_val: Some(0), str_val: s("25%") }),
+                        max_unavailable: Some(IntOrString {
+                            r#type: Some(0),
+                            int_val: Some(0),
+                            str_val: s(""),
+                        }),
+                        max_surge: Some(IntOrString {
+                            r#type: Some(1),
+                            int_val: Some(0),
+                            str_val: s("25%"),
+                        }),
                     }),
                 }),
                 min_ready_seconds: Some(0),
                 paused: Some(false),
                 ..Default::default()
             }),
-            status: Some(apps::DeploymentStatus { observed_generation: Some(0), replicas: Some(0), ..Default::default() }),
+            status: Some(apps::DeploymentStatus {
+                observed_generation: Some(0),
+                replicas: Some(0),
+                ..Default::default()
+            }),
         };
         let decoded = decode(&envelope("apps/v1", "Deployment", &deployment)).unwrap();
         assert_eq!(
@@ -237,16 +290,31 @@ mod tests {
             })
         );
         // The result is a valid object of its type.
-        let typed: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(decoded).unwrap();
-        assert_eq!(typed.spec.unwrap().template.spec.unwrap().containers[0].name, "nginx");
+        let typed: k8s_openapi::api::apps::v1::Deployment =
+            serde_json::from_value(decoded).unwrap();
+        assert_eq!(
+            typed.spec.unwrap().template.spec.unwrap().containers[0].name,
+            "nginx"
+        );
     }
 
     #[test]
     fn decodes_a_self_subject_review_and_times() {
         let mut metadata = go_meta("", &[]);
-        metadata.creation_timestamp = Some(meta::Time { seconds: Some(1_700_000_000), nanos: Some(0) });
-        let review = authn::SelfSubjectReview { metadata: Some(metadata), status: Some(authn::SelfSubjectReviewStatus::default()) };
-        let decoded = decode(&envelope("authentication.k8s.io/v1", "SelfSubjectReview", &review)).unwrap();
+        metadata.creation_timestamp = Some(meta::Time {
+            seconds: Some(1_700_000_000),
+            nanos: Some(0),
+        });
+        let review = authn::SelfSubjectReview {
+            metadata: Some(metadata),
+            status: Some(authn::SelfSubjectReviewStatus::default()),
+        };
+        let decoded = decode(&envelope(
+            "authentication.k8s.io/v1",
+            "SelfSubjectReview",
+            &review,
+        ))
+        .unwrap();
         assert_eq!(
             decoded,
             json!({
@@ -273,9 +341,22 @@ mod tests {
     #[test]
     fn unknown_kinds_are_unsupported_and_garbage_is_rejected() {
         let ns = core::Namespace::default();
-        assert!(matches!(decode(&envelope("v1", "Frobnicator", &ns)), Err(ProtobufError::Unsupported(_))));
-        assert!(matches!(decode(b"{\"kind\":\"Namespace\"}"), Err(ProtobufError::Envelope(_))));
-        let mut truncated = envelope("v1", "Namespace", &core::Namespace { metadata: Some(go_meta("x", &[])), ..Default::default() });
+        assert!(matches!(
+            decode(&envelope("v1", "Frobnicator", &ns)),
+            Err(ProtobufError::Unsupported(_))
+        ));
+        assert!(matches!(
+            decode(b"{\"kind\":\"Namespace\"}"),
+            Err(ProtobufError::Envelope(_))
+        ));
+        let mut truncated = envelope(
+            "v1",
+            "Namespace",
+            &core::Namespace {
+                metadata: Some(go_meta("x", &[])),
+                ..Default::default()
+            },
+        );
         truncated.truncate(truncated.len() - 3);
         assert!(decode(&truncated).is_err());
     }

@@ -35,7 +35,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn varint(&mut self) -> Result<u64, ProtobufError> {
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
-            let byte = *self.buf.get(self.pos).ok_or_else(|| self.malformed("truncated varint"))?;
+            let byte = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| self.malformed("truncated varint"))?;
             self.pos += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -46,7 +49,10 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], ProtobufError> {
-        let end = self.pos.checked_add(len).filter(|end| *end <= self.buf.len());
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|end| *end <= self.buf.len());
         let end = end.ok_or_else(|| self.malformed("truncated field"))?;
         let slice = &self.buf[self.pos..end];
         self.pos = end;
@@ -65,12 +71,14 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
-        let number = u32::try_from(key >> 3).map_err(|_| self.malformed("field number too large"))?;
+        let number =
+            u32::try_from(key >> 3).map_err(|_| self.malformed("field number too large"))?;
         let value = match key & 7 {
             0 => WireValue::Varint(self.varint()?),
             1 => WireValue::Fixed64(u64::from_le_bytes(self.fixed::<8>()?)),
             2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| self.malformed("length too large"))?;
+                let len = usize::try_from(self.varint()?)
+                    .map_err(|_| self.malformed("length too large"))?;
                 WireValue::Bytes(self.take(len)?)
             }
             5 => WireValue::Fixed32(u32::from_le_bytes(self.fixed::<4>()?)),

@@ -1,0 +1,367 @@
+//! Real kubectl against a tiny server that serves only discovery, the
+//! OpenAPI documents of `control_plane::openapi`, and records write bodies
+//! (decoded with `control_plane::protobuf`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use control_plane::resources::{catalog, group_versions};
+use control_plane::{openapi, protobuf};
+use serde_json::{Value, json};
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: Method,
+    uri: String,
+    content_type: String,
+    body: Bytes,
+}
+
+type Log = Arc<Mutex<Vec<Recorded>>>;
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+fn resource_list(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = catalog()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| {
+            json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+                   "verbs": r.verbs, "shortNames": r.short_names})
+        })
+        .collect();
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+fn group_list() -> Value {
+    let mut groups: Vec<Value> = Vec::new();
+    for (group, version) in group_versions().into_iter().filter(|(g, _)| !g.is_empty()) {
+        let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+        if let Some(existing) = groups.iter_mut().find(|g| g["name"] == group) {
+            existing["versions"].as_array_mut().unwrap().push(gv);
+        } else {
+            groups.push(json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv}));
+        }
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+async fn handle(State(log): State<Log>, headers: HeaderMap, request: Request) -> Response {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let body = axum::body::to_bytes(request.into_body(), 16 << 20)
+        .await
+        .unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    log.lock().unwrap().push(Recorded {
+        method: method.clone(),
+        uri: uri.to_string(),
+        content_type: content_type.clone(),
+        body: body.clone(),
+    });
+    let path = uri.path();
+    if method == Method::GET {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        return match segments.as_slice() {
+            ["version"] => json_response(
+                StatusCode::OK,
+                &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}),
+            ),
+            ["api"] => json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+            ),
+            ["apis"] => json_response(StatusCode::OK, &group_list()),
+            ["api", version] => json_response(StatusCode::OK, &resource_list("", version)),
+            ["apis", group, version] => {
+                json_response(StatusCode::OK, &resource_list(group, version))
+            }
+            ["openapi", "v3"] => json_response(StatusCode::OK, &openapi::v3_index()),
+            ["openapi", "v3", "api", version] => v3(openapi::v3_group_version_json("", version)),
+            ["openapi", "v3", "apis", group, version] => {
+                v3(openapi::v3_group_version_json(group, version))
+            }
+            _ => not_found(),
+        };
+    }
+    if method == Method::POST {
+        let object = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+            match protobuf::decode(&body) {
+                Ok(object) => object,
+                Err(e) => {
+                    return (StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()).into_response();
+                }
+            }
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        return json_response(StatusCode::CREATED, &object);
+    }
+    not_found()
+}
+
+fn v3(doc: Option<(&'static str, &'static str)>) -> Response {
+    match doc {
+        Some((body, _)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        None => not_found(),
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    log: Log,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let log: Log = Arc::default();
+        let app = Router::new().fallback(handle).with_state(log.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: u\nusers:\n- name: u\n  user: {{}}\ncurrent-context: t\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        Cluster { dir, log, server }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs kubectl with `args`; returns (success, stdout, stderr).
+    async fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let mut command = std::process::Command::new(KUBECTL);
+        command
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.path("kubeconfig"))
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG");
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn posts(&self) -> Vec<Recorded> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == Method::POST)
+            .cloned()
+            .collect()
+    }
+}
+
+fn kubectl_missing() -> bool {
+    if Path::new(KUBECTL).exists() {
+        return false;
+    }
+    eprintln!("skipping: {KUBECTL} is not installed");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explain_prints_fields_from_the_v3_documents() {
+    if kubectl_missing() {
+        return;
+    }
+    let cluster = Cluster::start().await;
+
+    let (ok, out, err) = cluster.kubectl(&["explain", "pods"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("KIND:       Pod"), "{out}");
+    assert!(out.contains("VERSION:    v1"), "{out}");
+    assert!(out.contains("Pod is a collection of containers"), "{out}");
+    assert!(out.contains("spec\t<PodSpec>"), "{out}");
+
+    let (ok, out, err) = cluster.kubectl(&["explain", "pod.spec.containers"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("FIELD: containers <[]Container>"), "{out}");
+    assert!(out.contains("image\t<string>"), "{out}");
+    assert!(out.contains("name\t<string> -required-"), "{out}");
+    assert!(out.contains("Container image name."), "{out}");
+
+    let (ok, out, err) = cluster
+        .kubectl(&["explain", "deployment.spec.strategy"])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("GROUP:      apps"), "{out}");
+    assert!(
+        out.contains("rollingUpdate\t<RollingUpdateDeployment>"),
+        "{out}"
+    );
+    assert!(out.contains("type\t<string>"), "{out}");
+
+    let (ok, out, err) = cluster
+        .kubectl(&["explain", "deployment.spec.strategy.rollingUpdate.maxSurge"])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("maxSurge <IntOrString>"), "{out}");
+
+    let (ok, out, err) = cluster
+        .kubectl(&["explain", "pod.spec.containers.resources"])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("limits\t<map[string]Quantity>"), "{out}");
+
+    let (ok, out, err) = cluster.kubectl(&["explain", "pod", "--recursive"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("imagePullPolicy\t<string>"), "{out}");
+    assert!(out.contains("creationTimestamp\t<string>"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_leaves_validation_to_the_server() {
+    if kubectl_missing() {
+        return;
+    }
+    let cluster = Cluster::start().await;
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  bogus: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n";
+    std::fs::write(cluster.path("deploy.yaml"), manifest).unwrap();
+    let (ok, _, err) = cluster
+        .kubectl(&["apply", "-f", cluster.path("deploy.yaml").to_str().unwrap()])
+        .await;
+    assert!(ok, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let posts = cluster.posts();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(
+        posts[0].uri.contains("fieldValidation=Strict"),
+        "{}",
+        posts[0].uri
+    );
+    let body: Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(body["spec"]["bogus"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_protobuf_bodies_decode_to_json() {
+    if kubectl_missing() {
+        return;
+    }
+    let cluster = Cluster::start().await;
+
+    let (ok, out, err) = cluster.kubectl(&["create", "namespace", "foo"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("namespace/foo created"), "{out}");
+    let (ok, _, err) = cluster
+        .kubectl(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=80",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster
+        .kubectl(&[
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=a=1",
+            "--from-literal=b=two",
+        ])
+        .await;
+    assert!(ok, "{err}");
+
+    let posts = cluster.posts();
+    assert_eq!(posts.len(), 3, "{posts:?}");
+    for post in &posts {
+        assert!(
+            post.content_type
+                .starts_with("application/vnd.kubernetes.protobuf"),
+            "{post:?}"
+        );
+        assert!(post.body.starts_with(protobuf::MAGIC), "{post:?}");
+    }
+    let namespace = protobuf::decode(&posts[0].body).unwrap();
+    assert_eq!(
+        namespace,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "foo"}, "spec": {}, "status": {}})
+    );
+
+    let deployment = protobuf::decode(&posts[1].body).unwrap();
+    assert_eq!(
+        posts[1].uri.split('?').next().unwrap(),
+        "/apis/apps/v1/namespaces/default/deployments"
+    );
+    assert_eq!(
+        deployment,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}], "resources": {}}]},
+                },
+                "strategy": {},
+            },
+            "status": {},
+        })
+    );
+    let typed: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(deployment).unwrap();
+    assert_eq!(typed.metadata.name.as_deref(), Some("web"));
+
+    let configmap = protobuf::decode(&posts[2].body).unwrap();
+    assert_eq!(
+        configmap,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1", "b": "two"}})
+    );
+}
