@@ -39,6 +39,8 @@ pub(crate) struct Field {
     pub(crate) kind: Kind,
     /// Listed as required in the OpenAPI definition: kept even when zero.
     pub(crate) required: bool,
+    /// An embedded Go struct whose fields are inlined into the parent.
+    pub(crate) inline: bool,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +121,44 @@ fn lower_camel(snake: &str) -> String {
     out
 }
 
+/// The property of `def` a prost field name stands for (`pod_ip` → `podIP`).
+fn property<'a>(def: Option<&'a Value>, snake: &str) -> Option<&'a String> {
+    // JSONSchemaProps has `$ref` and `x-kubernetes-*` properties.
+    let normalize = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-' | '$'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let wanted = normalize(snake);
+    def.and_then(|d| d.get("properties"))
+        .and_then(Value::as_object)
+        .and_then(|props| props.keys().find(|p| normalize(p) == wanted))
+}
+
+/// The `(apiVersion, kind)` pairs a definition is the schema of.
+fn group_version_kinds(def: &Value) -> Vec<(String, String)> {
+    let gvks = def
+        .get("x-kubernetes-group-version-kind")
+        .and_then(Value::as_array);
+    gvks.into_iter()
+        .flatten()
+        .map(|gvk| {
+            let group = gvk["group"].as_str().unwrap_or_default();
+            let version = gvk["version"].as_str().unwrap_or_default();
+            let api_version = if group.is_empty() {
+                version.to_owned()
+            } else {
+                format!("{group}/{version}")
+            };
+            (
+                api_version,
+                gvk["kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
 fn build() -> Table {
     let defs = &definitions().defs;
     // prost renames messages (`APIService` → `ApiService`): match
@@ -127,62 +167,70 @@ fn build() -> Table {
         .keys()
         .map(|k| (k.to_lowercase(), k.as_str()))
         .collect();
-    let mut messages = HashMap::new();
-    let mut by_kind = HashMap::new();
-    let mut current: Option<(String, Option<&Value>, Message)> = None;
+    let def_of = |message: &str| {
+        def_by_lower
+            .get(&message.to_lowercase())
+            .and_then(|d| defs.get(*d))
+    };
+
+    let mut raw: Vec<(&str, Vec<RawField<'_>>)> = Vec::new();
     for line in TABLE.lines() {
         if let Some(name) = line.strip_prefix("message ") {
-            if let Some((name, _, message)) = current.take() {
-                messages.insert(name, message);
-            }
-            let def_name = def_by_lower.get(&name.to_lowercase()).copied();
-            let def = def_name.and_then(|d| defs.get(d));
-            if let Some(gvks) = def
-                .and_then(|d| d.get("x-kubernetes-group-version-kind"))
-                .and_then(Value::as_array)
-            {
-                for gvk in gvks {
-                    let group = gvk["group"].as_str().unwrap_or_default();
-                    let version = gvk["version"].as_str().unwrap_or_default();
-                    let api_version = if group.is_empty() {
-                        version.to_owned()
-                    } else {
-                        format!("{group}/{version}")
-                    };
-                    let kind = gvk["kind"].as_str().unwrap_or_default().to_owned();
-                    by_kind.insert((api_version, kind), name.to_owned());
-                }
-            }
-            current = Some((name.to_owned(), def, Message::default()));
-            continue;
-        }
-        let (Some(raw), Some((_, def, message))) = (parse_field(line), current.as_mut()) else {
+            raw.push((name, Vec::new()));
+        } else if let (Some(field), Some((_, fields))) = (parse_field(line), raw.last_mut()) {
+            fields.push(field);
+        } else {
             tracing::warn!(line, "malformed protobuf descriptor line");
-            continue;
-        };
-        let def = *def;
-        let normalized = raw.name.replace('_', "");
-        let property = def
-            .and_then(|d| d.get("properties"))
-            .and_then(Value::as_object)
-            .and_then(|props| props.keys().find(|p| p.to_lowercase() == normalized));
-        let json_name = property.cloned().unwrap_or_else(|| lower_camel(raw.name));
-        let required = def
-            .and_then(|d| d.get("required"))
-            .and_then(Value::as_array)
-            .is_some_and(|r| r.iter().any(|n| *n == *json_name));
-        message.fields.insert(
-            raw.tag,
-            Field {
-                json_name,
-                label: raw.label,
-                kind: raw.kind,
-                required,
-            },
-        );
+        }
     }
-    if let Some((name, _, message)) = current.take() {
-        messages.insert(name, message);
+
+    // Go structs embedded with `json:",inline"` (Volume's VolumeSource,
+    // IngressRule's IngressRuleValue...) are message fields on the wire but
+    // have no property of their own: their fields belong to the parent, and
+    // take their JSON names from the parent's definition.
+    let mut name_source: HashMap<String, &Value> = HashMap::new();
+    for (name, fields) in &raw {
+        let Some(def) = def_of(name) else { continue };
+        for field in fields {
+            if let Kind::Message(target) = &field.kind
+                && property(Some(def), field.name).is_none()
+                && def_of(target).is_none()
+            {
+                name_source.insert(target.clone(), def);
+            }
+        }
+    }
+
+    let mut messages = HashMap::new();
+    let mut by_kind = HashMap::new();
+    for (name, fields) in raw {
+        let own = def_of(name);
+        for gvk in own.map(group_version_kinds).unwrap_or_default() {
+            by_kind.insert(gvk, name.to_owned());
+        }
+        let def = own.or_else(|| name_source.get(name).copied());
+        let mut message = Message::default();
+        for field in fields {
+            let property = property(def, field.name);
+            let inline =
+                def.is_some() && property.is_none() && matches!(field.kind, Kind::Message(_));
+            let json_name = property.cloned().unwrap_or_else(|| lower_camel(field.name));
+            let required = def
+                .and_then(|d| d.get("required"))
+                .and_then(Value::as_array)
+                .is_some_and(|r| r.iter().any(|n| *n == *json_name));
+            message.fields.insert(
+                field.tag,
+                Field {
+                    json_name,
+                    label: field.label,
+                    kind: field.kind,
+                    required,
+                    inline,
+                },
+            );
+        }
+        messages.insert(name.to_owned(), message);
     }
     Table { messages, by_kind }
 }
@@ -229,6 +277,10 @@ mod tests {
             .unwrap();
         assert!(name.required);
         assert_eq!(lower_camel("generate_name"), "generateName");
+        let volume = &t.messages["io.k8s.api.core.v1.Volume"];
+        assert!(volume.fields.values().any(|f| f.inline));
+        let source = &t.messages["io.k8s.api.core.v1.VolumeSource"];
+        assert!(source.fields.values().any(|f| f.json_name == "scaleIO"));
     }
 
     #[test]

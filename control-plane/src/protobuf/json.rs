@@ -99,6 +99,11 @@ fn convert_message(
             continue;
         };
         match field.label {
+            Label::One if field.inline => {
+                if let Value::Object(inner) = value(table, name, field, wire, depth)? {
+                    out.extend(inner);
+                }
+            }
             Label::One => {
                 out.insert(
                     field.json_name.clone(),
