@@ -27,6 +27,16 @@ struct Recorded {
 
 type Log = Arc<Mutex<Vec<Recorded>>>;
 
+/// What the server knows: the request log and objects kubectl may GET.
+#[derive(Clone, Default)]
+struct AppState {
+    log: Log,
+    /// Path → object served on GET.
+    objects: Arc<Mutex<std::collections::HashMap<String, Value>>>,
+    /// Serve `/openapi/v2` (as JSON, whatever the Accept header).
+    serve_v2: bool,
+}
+
 fn json_response(status: StatusCode, value: &Value) -> Response {
     (
         status,
@@ -73,7 +83,8 @@ fn group_list() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-async fn handle(State(log): State<Log>, headers: HeaderMap, request: Request) -> Response {
+async fn handle(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
+    let log = &state.log;
     let method = request.method().clone();
     let uri = request.uri().clone();
     let body = axum::body::to_bytes(request.into_body(), 16 << 20)
@@ -92,6 +103,16 @@ async fn handle(State(log): State<Log>, headers: HeaderMap, request: Request) ->
     });
     let path = uri.path();
     if method == Method::GET {
+        if let Some(object) = state.objects.lock().unwrap().get(path) {
+            return json_response(StatusCode::OK, object);
+        }
+        if path == "/openapi/v2" && state.serve_v2 {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                openapi::v2_document_json(),
+            )
+                .into_response();
+        }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         return match segments.as_slice() {
             ["version"] => json_response(
@@ -114,6 +135,11 @@ async fn handle(State(log): State<Log>, headers: HeaderMap, request: Request) ->
             }
             _ => not_found(),
         };
+    }
+    if method == Method::PATCH
+        && let Some(object) = state.objects.lock().unwrap().get(path)
+    {
+        return json_response(StatusCode::OK, object);
     }
     if method == Method::POST {
         let object = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
@@ -141,6 +167,7 @@ fn v3(doc: Option<(&'static str, &'static str)>) -> Response {
 struct Cluster {
     dir: tempfile::TempDir,
     log: Log,
+    objects: Arc<Mutex<std::collections::HashMap<String, Value>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -152,8 +179,16 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
-        let log: Log = Arc::default();
-        let app = Router::new().fallback(handle).with_state(log.clone());
+        Self::start_with(false).await
+    }
+
+    async fn start_with(serve_v2: bool) -> Cluster {
+        let state = AppState {
+            serve_v2,
+            ..AppState::default()
+        };
+        let (log, objects) = (state.log.clone(), state.objects.clone());
+        let app = Router::new().fallback(handle).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -164,7 +199,12 @@ impl Cluster {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: u\nusers:\n- name: u\n  user: {{}}\ncurrent-context: t\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
-        Cluster { dir, log, server }
+        Cluster {
+            dir,
+            log,
+            objects,
+            server,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -194,13 +234,12 @@ impl Cluster {
     }
 
     fn posts(&self) -> Vec<Recorded> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.method == Method::POST)
-            .cloned()
-            .collect()
+        self.requests(Method::POST)
+    }
+
+    fn requests(&self, method: Method) -> Vec<Recorded> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|r| r.method == method).cloned().collect()
     }
 }
 
@@ -522,5 +561,57 @@ async fn every_kubectl_create_subcommand_body_decodes() {
         let typed = typed.unwrap_or_else(|e| panic!("{args:?}: {e}: {object}"));
         // Nothing is lost or added by the typed roundtrip.
         assert_eq!(typed, object, "{args:?}");
+    }
+}
+
+/// `kubectl apply` of a changed, existing Deployment computes its strategic
+/// merge patch from compiled-in types: no warning about the v3 schemas, and
+/// list items merged by key. With and without `/openapi/v2` served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_patches_an_existing_deployment_without_warnings() {
+    if kubectl_missing() {
+        return;
+    }
+    for serve_v2 in [false, true] {
+        let cluster = Cluster::start_with(serve_v2).await;
+        let manifest = |image: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: default\nspec:\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n      - name: side\n        image: busybox\n"
+            )
+        };
+        let original: Value = serde_yaml::from_str(&manifest("nginx:1")).unwrap();
+        let mut existing = original.clone();
+        existing["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/last-applied-configuration": original.to_string()});
+        existing["metadata"]["resourceVersion"] = json!("5");
+        cluster.objects.lock().unwrap().insert(
+            "/apis/apps/v1/namespaces/default/deployments/web".into(),
+            existing,
+        );
+        std::fs::write(cluster.path("deploy.yaml"), manifest("nginx:2")).unwrap();
+        let (ok, out, err) = cluster
+            .kubectl(&["apply", "-f", cluster.path("deploy.yaml").to_str().unwrap()])
+            .await;
+        assert!(ok, "v2={serve_v2}: {err}");
+        assert!(!err.contains("warning"), "v2={serve_v2}: {err}");
+        assert!(out.contains("deployment.apps/web configured"), "{out}");
+        let patches = cluster.requests(Method::PATCH);
+        assert_eq!(patches.len(), 1, "{patches:?}");
+        assert_eq!(
+            patches[0].content_type,
+            "application/strategic-merge-patch+json"
+        );
+        let patch: Value = serde_json::from_slice(&patches[0].body).unwrap();
+        let spec = &patch["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["$setElementOrder/containers"],
+            json!([{"name": "web"}, {"name": "side"}]),
+            "{patch}"
+        );
+        assert_eq!(
+            spec["containers"],
+            json!([{"image": "nginx:2", "name": "web"}]),
+            "{patch}"
+        );
     }
 }
