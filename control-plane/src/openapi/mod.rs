@@ -54,6 +54,13 @@ pub fn v3_group_version_json(group: &str, version: &str) -> Option<(&'static str
         .map(|d| (d.json.as_str(), d.hash.as_str()))
 }
 
+/// Builds and caches every document (~1 s in a debug build): call it from a
+/// blocking task at startup so the first request does not pay for it.
+pub fn prepare() {
+    let _ = v2();
+    let _ = v3();
+}
+
 /// `api/v1` or `apis/<group>/<version>`: the key of a group version in the
 /// v3 index and in its URL.
 fn v3_key(group: &str, version: &str) -> String {
