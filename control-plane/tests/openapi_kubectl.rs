@@ -136,6 +136,15 @@ async fn handle(State(state): State<AppState>, headers: HeaderMap, request: Requ
             _ => not_found(),
         };
     }
+    if method == Method::PUT
+        && let Some(object) = state
+            .objects
+            .lock()
+            .unwrap()
+            .get(path.trim_end_matches("/approval"))
+    {
+        return json_response(StatusCode::OK, object);
+    }
     if method == Method::PATCH
         && let Some(object) = state.objects.lock().unwrap().get(path)
     {
@@ -294,6 +303,30 @@ async fn kubectl_explain_prints_fields_from_the_v3_documents() {
         .await;
     assert!(ok, "{err}");
     assert!(out.contains("limits\t<map[string]Quantity>"), "{out}");
+
+    for (args, expected) in [
+        (
+            &["explain", "crd.spec.versions.schema"][..],
+            "openAPIV3Schema\t<JSONSchemaProps>",
+        ),
+        (&["explain", "hpa.spec"][..], "VERSION:    v2"),
+        (
+            &["explain", "apiservices.spec"][..],
+            "GROUP:      apiregistration.k8s.io",
+        ),
+        (
+            &["explain", "clusterrolebinding.roleRef"][..],
+            "apiGroup\t<string> -required-",
+        ),
+        (
+            &["explain", "secret.data"][..],
+            "FIELD: data <map[string]string>",
+        ),
+    ] {
+        let (ok, out, err) = cluster.kubectl(args).await;
+        assert!(ok, "{args:?}: {err}");
+        assert!(out.contains(expected), "{args:?}: {out}");
+    }
 
     let (ok, out, err) = cluster.kubectl(&["explain", "pod", "--recursive"]).await;
     assert!(ok, "{err}");
@@ -614,4 +647,56 @@ async fn kubectl_apply_patches_an_existing_deployment_without_warnings() {
             "{patch}"
         );
     }
+}
+
+/// `kubectl certificate approve` PUTs the CSR with protobuf: conditions,
+/// byte fields and extra user info decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_certificate_approve_put_body_decodes() {
+    if kubectl_missing() {
+        return;
+    }
+    let cluster = Cluster::start().await;
+    let csr = json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": "csr1", "resourceVersion": "3", "creationTimestamp": "2024-01-02T03:04:05Z"},
+        "spec": {"request": "aGVsbG8=", "signerName": "kubernetes.io/kube-apiserver-client",
+                 "usages": ["client auth"], "username": "alice", "extra": {"k": ["v1", "v2"]}},
+    });
+    let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests/csr1";
+    cluster
+        .objects
+        .lock()
+        .unwrap()
+        .insert(path.into(), csr.clone());
+    let (ok, _, err) = cluster.kubectl(&["certificate", "approve", "csr1"]).await;
+    assert!(ok, "{err}");
+    let puts = cluster.requests(Method::PUT);
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert_eq!(
+        puts[0].uri.split('?').next().unwrap(),
+        format!("{path}/approval")
+    );
+    assert!(
+        puts[0]
+            .content_type
+            .starts_with("application/vnd.kubernetes.protobuf"),
+        "{:?}",
+        puts[0]
+    );
+    let object = protobuf::decode(&puts[0].body).unwrap();
+    assert_eq!(object["spec"], csr["spec"], "{object}");
+    assert_eq!(
+        object["metadata"]["creationTimestamp"],
+        "2024-01-02T03:04:05Z"
+    );
+    assert_eq!(object["metadata"]["resourceVersion"], "3");
+    let condition = &object["status"]["conditions"][0];
+    assert_eq!(condition["type"], "Approved");
+    assert_eq!(condition["status"], "True");
+    assert_eq!(condition["reason"], "KubectlApprove");
+    assert!(
+        condition["lastUpdateTime"].as_str().unwrap().ends_with('Z'),
+        "{condition}"
+    );
 }
