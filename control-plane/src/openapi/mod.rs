@@ -1,0 +1,275 @@
+//! OpenAPI documents generated from the k8s-openapi schemas: `/openapi/v2`
+//! and `/openapi/v3` (root index and one document per group version).
+//!
+//! Everything is built once from the resource catalog and cached; the
+//! `*_json` functions hand out the serialized bytes for serving.
+
+mod paths;
+pub(crate) mod schemas;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha512};
+
+use crate::resources::{ResourceType, catalog, group_versions};
+use schemas::{Flavor, STATUS, definitions, reachable, render};
+
+/// The version reported in the documents' `info`.
+const INFO_VERSION: &str = "v1.32.0";
+
+/// The Swagger 2.0 document served at `/openapi/v2`.
+pub fn v2_document() -> Value {
+    v2().0.clone()
+}
+
+/// The serialized `/openapi/v2` document.
+pub fn v2_document_json() -> &'static str {
+    &v2().1
+}
+
+/// The `/openapi/v3` index: `{"paths": {"api/v1": {"serverRelativeURL": ...}}}`.
+pub fn v3_index() -> Value {
+    let paths: Map<String, Value> = v3()
+        .iter()
+        .map(|(key, doc)| {
+            let url = format!("/openapi/v3/{key}?hash={}", doc.hash);
+            (key.clone(), json!({ "serverRelativeURL": url }))
+        })
+        .collect();
+    json!({ "paths": paths })
+}
+
+/// The OpenAPI 3 document of one group version (`""`/`v1` for core), if served.
+pub fn v3_group_version(group: &str, version: &str) -> Option<Value> {
+    v3().get(&v3_key(group, version))
+        .map(|d| d.document.clone())
+}
+
+/// The serialized OpenAPI 3 document of one group version, and its hash
+/// (the `hash` query parameter of its URL, usable as an ETag).
+pub fn v3_group_version_json(group: &str, version: &str) -> Option<(&'static str, &'static str)> {
+    v3().get(&v3_key(group, version))
+        .map(|d| (d.json.as_str(), d.hash.as_str()))
+}
+
+/// Builds and caches every document (~1 s in a debug build): call it from a
+/// blocking task at startup so the first request does not pay for it.
+pub fn prepare() {
+    let _ = v2();
+    let _ = v3();
+}
+
+/// `api/v1` or `apis/<group>/<version>`: the key of a group version in the
+/// v3 index and in its URL.
+fn v3_key(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+struct V3Doc {
+    document: Value,
+    json: String,
+    /// Upper-case hex SHA-512 of `json`, as upstream.
+    hash: String,
+}
+
+fn v2() -> &'static (Value, String) {
+    static V2: OnceLock<(Value, String)> = OnceLock::new();
+    V2.get_or_init(|| {
+        let doc = build_v2();
+        let json = doc.to_string();
+        (doc, json)
+    })
+}
+
+fn v3() -> &'static BTreeMap<String, V3Doc> {
+    static V3: OnceLock<BTreeMap<String, V3Doc>> = OnceLock::new();
+    V3.get_or_init(|| {
+        group_versions()
+            .into_iter()
+            .map(|(group, version)| {
+                let document = build_v3(group, version);
+                let json = document.to_string();
+                let hash = hex::encode_upper(Sha512::digest(json.as_bytes()));
+                (
+                    v3_key(group, version),
+                    V3Doc {
+                        document,
+                        json,
+                        hash,
+                    },
+                )
+            })
+            .collect()
+    })
+}
+
+/// The served resources with their definition names.
+fn resources_with_definitions() -> impl Iterator<Item = (&'static ResourceType, &'static str)> {
+    let defs = definitions();
+    catalog()
+        .iter()
+        .filter_map(move |r| defs.root_of(r).map(|d| (r, d)))
+}
+
+fn build_v2() -> Value {
+    let defs = definitions();
+    let mut paths = Map::new();
+    for (r, def) in resources_with_definitions() {
+        paths::add_paths(&mut paths, r, def, Flavor::V2);
+    }
+    let definitions = render(&defs.defs, defs.defs.keys(), Flavor::V2);
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": INFO_VERSION},
+        "paths": paths,
+        "definitions": definitions,
+        "securityDefinitions": {
+            "BearerToken": {"description": "Bearer Token authentication", "type": "apiKey", "name": "authorization", "in": "header"}
+        },
+        "security": [{"BearerToken": []}],
+    })
+}
+
+fn build_v3(group: &str, version: &str) -> Value {
+    let defs = definitions();
+    let mut paths = Map::new();
+    let mut roots = vec![STATUS];
+    for (r, def) in
+        resources_with_definitions().filter(|(r, _)| r.group == group && r.version == version)
+    {
+        paths::add_paths(&mut paths, r, def, Flavor::V3);
+        roots.push(def);
+    }
+    let names = reachable(&defs.defs, roots);
+    let schemas = render(&defs.defs, &names, Flavor::V3);
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": INFO_VERSION},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "BearerToken": {"description": "Bearer Token authentication", "type": "apiKey", "name": "authorization", "in": "header"}
+            }
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` in a document points at a definition it contains.
+    fn assert_refs_resolve(value: &Value, prefix: &str, defs: &Map<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    // JSONSchemaProps has a property named `$ref`.
+                    if let (true, Some(target)) = (k == "$ref", v.as_str()) {
+                        let name = target
+                            .strip_prefix(prefix)
+                            .unwrap_or_else(|| panic!("bad ref {target}"));
+                        assert!(defs.contains_key(name), "dangling ref {target}");
+                    } else {
+                        assert_refs_resolve(v, prefix, defs);
+                    }
+                }
+            }
+            Value::Array(items) => items
+                .iter()
+                .for_each(|v| assert_refs_resolve(v, prefix, defs)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn v3_index_lists_every_group_version_with_a_hash() {
+        let index = v3_index();
+        let paths = index["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), group_versions().len());
+        let url = paths["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
+        let (_, hash) = v3_group_version_json("apps", "v1").unwrap();
+        assert_eq!(url, format!("/openapi/v3/apis/apps/v1?hash={hash}"));
+        assert_eq!(hash.len(), 128);
+        assert!(paths.contains_key("api/v1"));
+    }
+
+    #[test]
+    fn v3_documents_are_self_contained() {
+        for (group, version) in group_versions() {
+            let doc = v3_group_version(group, version).unwrap();
+            assert_eq!(doc["openapi"], "3.0.0");
+            let schemas = doc["components"]["schemas"].as_object().unwrap();
+            assert_refs_resolve(&doc, "#/components/schemas/", schemas);
+        }
+        assert!(v3_group_version("nope", "v1").is_none());
+    }
+
+    #[test]
+    fn v3_core_document_describes_pods_for_kubectl_explain() {
+        let doc = v3_group_version("", "v1").unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let pod = &schemas["io.k8s.api.core.v1.Pod"];
+        assert_eq!(
+            pod["x-kubernetes-group-version-kind"],
+            json!([{"group": "", "kind": "Pod", "version": "v1"}])
+        );
+        assert_eq!(
+            pod["properties"]["spec"]["allOf"],
+            json!([{"$ref": "#/components/schemas/io.k8s.api.core.v1.PodSpec"}])
+        );
+        let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["type"], "array");
+        assert!(
+            containers["description"]
+                .as_str()
+                .unwrap()
+                .contains("containers")
+        );
+        assert!(schemas.get("io.k8s.api.apps.v1.Deployment").is_none());
+    }
+
+    #[test]
+    fn every_resource_has_a_patch_operation_with_field_validation() {
+        let mut gvks_with_patch = Vec::new();
+        for (group, version) in group_versions() {
+            let doc = v3_group_version(group, version).unwrap();
+            for item in doc["paths"].as_object().unwrap().values() {
+                let Some(patch) = item.get("patch") else {
+                    continue;
+                };
+                let params = patch["parameters"].as_array().unwrap();
+                assert!(params.iter().any(|p| p["name"] == "fieldValidation"));
+                assert!(patch.get("requestBody").is_none());
+                gvks_with_patch.push(patch["x-kubernetes-group-version-kind"].clone());
+            }
+        }
+        for r in catalog().iter().filter(|r| r.has_verb("patch")) {
+            let gvk = json!({"group": r.group, "kind": r.kind, "version": r.version});
+            assert!(gvks_with_patch.contains(&gvk), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn v2_document_has_definitions_and_paths() {
+        let doc = v2_document();
+        assert_eq!(doc["swagger"], "2.0");
+        let defs = doc["definitions"].as_object().unwrap();
+        assert_refs_resolve(&doc, "#/definitions/", defs);
+        assert_eq!(
+            defs["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"],
+            json!([{"group": "apps", "kind": "Deployment", "version": "v1"}])
+        );
+        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-action"], "patch");
+        let or_array = &defs["io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray"];
+        assert!(or_array.get("oneOf").is_none(), "{or_array}");
+        assert!(!v2_document_json().contains("$defs"));
+    }
+}
