@@ -892,7 +892,8 @@ impl Runtime {
         if cmd.is_empty() {
             return Err(RuntimeError::Invalid("command is required".into()));
         }
-        exec::exec_sync(r.id, self.config.libcontainer_root(), cmd, timeout)
+        let who = exec_identity(&self.bundle_dir(&r.id));
+        exec::exec_sync(r.id, self.config.libcontainer_root(), cmd, who, timeout)
             .await
             .map_err(|e| match e {
                 exec::ExecError::Timeout { .. } => RuntimeError::Failed {
@@ -915,6 +916,23 @@ impl Runtime {
             log.reopen().await.map_err(fail("reopen container log"))?;
         }
         Ok(())
+    }
+}
+
+/// The user and working directory of the container's process, for execs.
+fn exec_identity(bundle: &Path) -> libct::ExecIdentity {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return libct::ExecIdentity::default();
+    };
+    let Some(process) = spec.process() else {
+        return libct::ExecIdentity::default();
+    };
+    let user = process.user();
+    libct::ExecIdentity {
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        cwd: Some(process.cwd().clone()),
     }
 }
 

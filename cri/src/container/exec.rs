@@ -48,12 +48,13 @@ pub async fn exec_sync(
     id: String,
     root: PathBuf,
     cmd: Vec<String>,
+    who: libct::ExecIdentity,
     timeout_secs: i64,
 ) -> Result<ExecOutput, ExecError> {
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
     let args = cmd.clone();
-    let pid = tokio::task::spawn_blocking(move || libct::exec(&id, &root, args, out_w, err_w))
+    let pid = tokio::task::spawn_blocking(move || libct::exec(&id, &root, args, who, out_w, err_w))
         .await
         .map_err(ExecError::Join)?
         .map_err(ExecError::Start)?;

@@ -88,11 +88,21 @@ pub fn delete(id: &str, root: &Path) -> Result<(), LibctError> {
     c.delete(true).map_err(lc("delete container"))
 }
 
+/// Who an exec runs as, and where: the container's own process settings.
+#[derive(Debug, Clone, Default)]
+pub struct ExecIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub cwd: Option<PathBuf>,
+}
+
 /// Runs `args` inside container `id` (a libcontainer tenant); returns its pid.
 pub fn exec(
     id: &str,
     root: &Path,
     args: Vec<String>,
+    who: ExecIdentity,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<i32, LibctError> {
@@ -105,6 +115,10 @@ pub fn exec(
         .with_stdout(stdout)
         .with_stderr(stderr)
         .as_tenant()
+        .with_user(Some(who.uid))
+        .with_group(Some(who.gid))
+        .with_additional_gids(who.additional_gids)
+        .with_cwd(who.cwd)
         .with_detach(true)
         .with_container_args(args)
         .build()

@@ -99,8 +99,13 @@ impl LogFile {
                 }
             }
         }
+        // tokio's File completes writes in the background: flush makes each record land.
         if let Some(f) = guard.as_mut()
-            && let Err(err) = f.write_all(&rec).await
+            && let Err(err) = async {
+                f.write_all(&rec).await?;
+                f.flush().await
+            }
+            .await
         {
             tracing::warn!(path = %self.path.display(), ?err, "cannot write log file");
         }

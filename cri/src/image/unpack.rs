@@ -134,6 +134,9 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, path, data).unwrap();
     }
@@ -148,10 +151,18 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
+            h.set_mode(0o777);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             b.append_link(&mut h, "bin/link", "tool").unwrap();
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Link);
             h.set_size(0);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             b.append_link(&mut h, "bin/hard", "bin/tool").unwrap();
         });
         let dest = tmp.path().join("fs");
