@@ -14,25 +14,60 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "r8s-cri", version)]
 struct Args {
     /// Unix socket to serve the CRI gRPC API on.
-    #[arg(long, env = "R8S_CRI_LISTEN", default_value = "/run/r8s/cri.sock", help_heading = "Server")]
+    #[arg(
+        long,
+        env = "R8S_CRI_LISTEN",
+        default_value = "/run/r8s/cri.sock",
+        help_heading = "Server"
+    )]
     listen: PathBuf,
     /// Directory for persistent data (images, snapshots, records, IPAM).
-    #[arg(long, env = "R8S_CRI_ROOT", default_value = "/var/lib/r8s/cri", help_heading = "Storage")]
+    #[arg(
+        long,
+        env = "R8S_CRI_ROOT",
+        default_value = "/var/lib/r8s/cri",
+        help_heading = "Storage"
+    )]
     root: PathBuf,
     /// Directory for volatile state (container state, mounts, namespaces).
-    #[arg(long, env = "R8S_CRI_STATE", default_value = "/run/r8s/cri", help_heading = "Storage")]
+    #[arg(
+        long,
+        env = "R8S_CRI_STATE",
+        default_value = "/run/r8s/cri",
+        help_heading = "Storage"
+    )]
     state: PathBuf,
     /// cgroup parent for pods that do not name one themselves.
-    #[arg(long, env = "R8S_CRI_CGROUP_PARENT", default_value = "/r8s", help_heading = "Runtime")]
+    #[arg(
+        long,
+        env = "R8S_CRI_CGROUP_PARENT",
+        default_value = "/r8s",
+        help_heading = "Runtime"
+    )]
     cgroup_parent: String,
     /// Registry (host:port) to reach over plain HTTP; repeatable. Loopback registries always are.
-    #[arg(long = "insecure-registry", env = "R8S_CRI_INSECURE_REGISTRY", value_delimiter = ',', help_heading = "Images")]
+    #[arg(
+        long = "insecure-registry",
+        env = "R8S_CRI_INSECURE_REGISTRY",
+        value_delimiter = ',',
+        help_heading = "Images"
+    )]
     insecure_registry: Vec<String>,
     /// CIDR of this node's pod network (see kubelet's --pod-cidr).
-    #[arg(long, env = "R8S_CRI_POD_CIDR", default_value = "10.244.0.0/24", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "R8S_CRI_POD_CIDR",
+        default_value = "10.244.0.0/24",
+        help_heading = "Network"
+    )]
     pod_cidr: ipnet::Ipv4Net,
     /// Name of the node bridge pods are attached to.
-    #[arg(long, env = "R8S_CRI_BRIDGE", default_value = "r8s0", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "R8S_CRI_BRIDGE",
+        default_value = "r8s0",
+        help_heading = "Network"
+    )]
     bridge: String,
 }
 

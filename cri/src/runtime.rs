@@ -95,7 +95,10 @@ fn new_id() -> String {
 
 impl Runtime {
     fn sandbox_record_path(&self, id: &str) -> PathBuf {
-        self.config.root.join("sandboxes").join(format!("{id}.json"))
+        self.config
+            .root
+            .join("sandboxes")
+            .join(format!("{id}.json"))
     }
     fn container_record_path(&self, id: &str) -> PathBuf {
         self.config
@@ -134,8 +137,7 @@ impl Runtime {
             host_net: Mutex::new(None),
             _shutdown: shutdown,
         };
-        let records: Vec<ContainerRecord> =
-            read_dir_json(&rt.config.root.join("containers"));
+        let records: Vec<ContainerRecord> = read_dir_json(&rt.config.root.join("containers"));
         for mut r in records {
             let alive = matches!(r.state, ContainerState::Created | ContainerState::Running)
                 && r.pid > 0
@@ -303,14 +305,10 @@ impl Runtime {
             let veth = netlink::host_veth_name(&record.id);
             let host = self.host_netlink().await?;
             let prefix = self.config.pod_cidr.prefix_len();
-            let bridge = netlink::ensure_bridge(
-                &host,
-                &self.config.bridge,
-                self.config.gateway(),
-                prefix,
-            )
-            .await
-            .map_err(fail("set up bridge"))?;
+            let bridge =
+                netlink::ensure_bridge(&host, &self.config.bridge, self.config.gateway(), prefix)
+                    .await
+                    .map_err(fail("set up bridge"))?;
             record.host_veth = Some(veth.clone());
             netlink::attach_pod(
                 &host,
@@ -349,7 +347,10 @@ impl Runtime {
         if let Err(err) = self.ipam.release(&record.id) {
             warn!(sandbox = %record.id, ?err, "failed to release address");
         }
-        for p in [&record.netns, &record.ipc, &record.uts].into_iter().flatten() {
+        for p in [&record.netns, &record.ipc, &record.uts]
+            .into_iter()
+            .flatten()
+        {
             namespaces::release(p);
         }
     }
@@ -440,7 +441,11 @@ impl Runtime {
             .lock()
             .await
             .values()
-            .filter(|s| filter.as_ref().is_none_or(|f| sandbox::matches_filter(s, f)))
+            .filter(|s| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| sandbox::matches_filter(s, f))
+            })
             .map(SandboxRecord::to_proto)
             .collect()
     }
@@ -500,13 +505,13 @@ impl Runtime {
         sandbox_id: &str,
         config: proto::ContainerConfig,
     ) -> Result<String> {
-        let sandbox = self
-            .find_sandbox(sandbox_id)
-            .await
-            .ok_or_else(|| RuntimeError::NotFound {
-                kind: "sandbox",
-                id: sandbox_id.to_string(),
-            })?;
+        let sandbox =
+            self.find_sandbox(sandbox_id)
+                .await
+                .ok_or_else(|| RuntimeError::NotFound {
+                    kind: "sandbox",
+                    id: sandbox_id.to_string(),
+                })?;
         if sandbox.state != SandboxState::Ready {
             return Err(RuntimeError::Precondition(format!(
                 "sandbox {:?} is not ready",
@@ -799,7 +804,11 @@ impl Runtime {
             .await
             .values()
             .map(|e| e.snapshot())
-            .filter(|r| filter.as_ref().is_none_or(|f| container::matches_filter(r, f)))
+            .filter(|r| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| container::matches_filter(r, f))
+            })
             .map(|r| r.to_proto())
             .collect()
     }

@@ -62,7 +62,9 @@ pub fn read_dir_json<T: DeserializeOwned>(dir: &Path) -> Vec<T> {
         if path.extension().is_some_and(|e| e == "json") {
             match read_json(&path) {
                 Ok(v) => out.push(v),
-                Err(err) => tracing::warn!(path = %path.display(), ?err, "skipping unreadable record"),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), ?err, "skipping unreadable record")
+                }
             }
         }
     }

@@ -22,8 +22,16 @@ async fn version_status_and_unimplemented_rpcs() {
         .unwrap()
         .into_inner();
     let conditions = s.status.unwrap().conditions;
-    assert!(conditions.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
-    assert!(conditions.iter().any(|c| c.r#type == "NetworkReady" && c.status));
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.r#type == "RuntimeReady" && c.status)
+    );
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && c.status)
+    );
     let err = rt
         .checkpoint_container(proto::CheckpointContainerRequest::default())
         .await
@@ -100,7 +108,9 @@ async fn image_pull_status_list_remove() {
         .into_inner();
     assert!(gone.image.is_none());
     assert_eq!(
-        std::fs::read_dir(env.root().join("snapshots")).unwrap().count(),
+        std::fs::read_dir(env.root().join("snapshots"))
+            .unwrap()
+            .count(),
         0
     );
 }
@@ -123,7 +133,10 @@ async fn pod_lifecycle_logs_exec_exit_code_and_cleanup() {
         .into_inner()
         .status
         .unwrap();
-    assert_eq!(pod_status.state, proto::PodSandboxState::SandboxReady as i32);
+    assert_eq!(
+        pod_status.state,
+        proto::PodSandboxState::SandboxReady as i32
+    );
     let ip = pod_status.network.unwrap().ip;
     let prefix = env.cidr.trim_end_matches("0/24");
     assert!(ip.starts_with(prefix), "pod ip {ip} not in {}", env.cidr);
@@ -150,10 +163,14 @@ async fn pod_lifecycle_logs_exec_exit_code_and_cleanup() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web");
     let out = env.exec(&server, &["cat", "/etc/resolv.conf"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("nameserver 10.96.0.10"));
-    let out = env.exec(&server, &["sh", "-c", "echo to-err >&2; exit 3"]).await;
+    let out = env
+        .exec(&server, &["sh", "-c", "echo to-err >&2; exit 3"])
+        .await;
     assert_eq!(out.exit_code, 3);
     assert_eq!(String::from_utf8_lossy(&out.stderr), "to-err\n");
-    let out = env.exec(&server, &["ip", "-o", "-4", "addr", "show", "eth0"]).await;
+    let out = env
+        .exec(&server, &["ip", "-o", "-4", "addr", "show", "eth0"])
+        .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains(&ip));
 
     let stats = rt
@@ -335,7 +352,10 @@ async fn read_only_rootfs_and_run_as_user() {
     let id = env.create_and_start(&pod, &sandbox_config, config).await;
     let out = env.exec(&id, &["id"]).await;
     let id_text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(id_text.starts_with("uid=1000(app) gid=1000(app)"), "{id_text}");
+    assert!(
+        id_text.starts_with("uid=1000(app) gid=1000(app)"),
+        "{id_text}"
+    );
     let out = env.exec(&id, &["sh", "-c", "touch /tmp/x"]).await;
     assert_ne!(out.exit_code, 0);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));

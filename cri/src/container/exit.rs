@@ -62,6 +62,8 @@ fn poll_until_gone(pid: i32) {
 mod tests {
     use super::*;
 
+    // The children are reaped by `watch` itself.
+    #[allow(clippy::zombie_processes)]
     #[tokio::test]
     async fn exit_code_of_a_child_is_reported() {
         let child = std::process::Command::new("sh")
@@ -72,6 +74,7 @@ mod tests {
         assert_eq!(watch(pid).await.unwrap(), Some(7));
     }
 
+    #[allow(clippy::zombie_processes)]
     #[tokio::test]
     async fn signal_death_maps_to_128_plus_signal() {
         let child = std::process::Command::new("sh")

@@ -167,9 +167,7 @@ pub fn matches_filter(r: &ContainerRecord, f: &proto::ContainerFilter) -> bool {
 
 /// Current time as unix nanoseconds.
 pub fn now_nanos() -> i64 {
-    chrono::Utc::now()
-        .timestamp_nanos_opt()
-        .unwrap_or_default()
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -88,20 +88,24 @@ pub fn process_env(config: &proto::ContainerConfig, image: &ImageConfiguration) 
     let ic = image.config().clone().unwrap_or_default();
     let mut order: Vec<String> = Vec::new();
     let mut values: HashMap<String, String> = HashMap::new();
-    let mut set = |k: String, v: String| {
-        if !values.contains_key(&k) {
-            order.push(k.clone());
+    {
+        let mut set = |k: String, v: String| {
+            if !values.contains_key(&k) {
+                order.push(k.clone());
+            }
+            values.insert(k, v);
+        };
+        for e in ic.env().clone().unwrap_or_default() {
+            let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+            set(k.to_string(), v.to_string());
         }
-        values.insert(k, v);
-    };
-    for e in ic.env().clone().unwrap_or_default() {
-        let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
-        set(k.to_string(), v.to_string());
+        for kv in &config.envs {
+            set(
+                kv.key.clone(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            );
+        }
     }
-    for kv in &config.envs {
-        set(kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned());
-    }
-    drop(set);
     let (pk, pv) = DEFAULT_PATH.split_once('=').unwrap_or(("PATH", ""));
     if !order.iter().any(|k| k == pk) {
         order.push(pk.to_string());
@@ -154,7 +158,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let cwd = if !c.working_dir.is_empty() {
         c.working_dir.clone()
     } else {
-        ic.working_dir().clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
+        ic.working_dir()
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
     };
 
     // User: the request's runAsUser/runAsUsername wins over the image's USER.
@@ -184,10 +191,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 
     // Capabilities.
     let mut caps: Vec<Capability> = Vec::new();
-    let drop_all = sc
-        .capabilities
-        .as_ref()
-        .is_some_and(|cp| cp.drop_capabilities.iter().any(|d| d.eq_ignore_ascii_case("ALL")));
+    let drop_all = sc.capabilities.as_ref().is_some_and(|cp| {
+        cp.drop_capabilities
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case("ALL"))
+    });
     if !drop_all {
         for name in DEFAULT_CAPABILITIES {
             caps.push(parse_cap(name)?);
@@ -265,7 +273,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         ("/etc/hostname", "hostname"),
     ] {
         if !requested.contains(&dest) {
-            mounts.push(bind(dest, &input.sandbox.files_dir.join(file), sc.readonly_rootfs, "rprivate")?);
+            mounts.push(bind(
+                dest,
+                &input.sandbox.files_dir.join(file),
+                sc.readonly_rootfs,
+                "rprivate",
+            )?);
         }
     }
     for m in &c.mounts {
@@ -274,7 +287,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             Ok(proto::MountPropagation::PropagationBidirectional) => "rshared",
             _ => "rprivate",
         };
-        mounts.push(bind(&m.container_path, Path::new(&m.host_path), m.readonly, propagation)?);
+        mounts.push(bind(
+            &m.container_path,
+            Path::new(&m.host_path),
+            m.readonly,
+            propagation,
+        )?);
     }
     spec.set_mounts(Some(mounts));
 
@@ -321,11 +339,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if !sysctls.is_empty() {
         linux.set_sysctl(Some(sysctls));
     }
-    let mut resources = linux.resources().clone().unwrap_or_else(|| {
-        LinuxResourcesBuilder::default()
-            .build()
-            .unwrap_or_default()
-    });
+    let mut resources = linux
+        .resources()
+        .clone()
+        .unwrap_or_else(|| LinuxResourcesBuilder::default().build().unwrap_or_default());
     if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
         let mut cpu = LinuxCpuBuilder::default();
         if r.cpu_shares > 0 {

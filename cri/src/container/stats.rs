@@ -14,7 +14,10 @@ fn rel(path: &str) -> &str {
 }
 
 fn v1(controller: &str, path: &str, file: &str) -> PathBuf {
-    Path::new(CGROUP_ROOT).join(controller).join(rel(path)).join(file)
+    Path::new(CGROUP_ROOT)
+        .join(controller)
+        .join(rel(path))
+        .join(file)
 }
 
 fn v2(path: &str, file: &str) -> PathBuf {

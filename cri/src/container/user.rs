@@ -28,7 +28,9 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Option<(u32, u32)> {
     let (uid, pgid) = if let Ok(uid) = user.parse::<u32>() {
         (uid, primary_gid(rootfs, uid).unwrap_or(0))
     } else {
-        let f = passwd.iter().find(|f| f.first().map(String::as_str) == Some(user))?;
+        let f = passwd
+            .iter()
+            .find(|f| f.first().map(String::as_str) == Some(user))?;
         (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)
     };
     let gid = match group {
@@ -75,7 +77,11 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nweb:x:34:\nextra:x:50:www\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nweb:x:34:\nextra:x:50:www\n",
+        )
+        .unwrap();
         assert_eq!(resolve(dir.path(), "www"), Some((33, 34)));
         assert_eq!(resolve(dir.path(), "33:web"), Some((33, 34)));
         assert_eq!(resolve(dir.path(), "1000"), Some((1000, 0)));

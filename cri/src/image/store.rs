@@ -68,10 +68,7 @@ impl ImageStore {
     }
 
     pub(crate) fn blob_path(&self, digest: &str) -> PathBuf {
-        self.config
-            .root
-            .join("blobs/sha256")
-            .join(hex_of(digest))
+        self.config.root.join("blobs/sha256").join(hex_of(digest))
     }
 
     pub(crate) fn snapshot_dir(&self, digest: &str) -> PathBuf {
@@ -108,12 +105,12 @@ impl ImageStore {
         }
         if let Some(r) = reference::normalize(image) {
             let tag = reference::repo_tag(&r);
-            let digest = r
-                .digest()
-                .map(|d| reference::repo_digest(&r, d));
+            let digest = r.digest().map(|d| reference::repo_digest(&r, d));
             if let Some(found) = images.values().find(|rec| {
                 tag.as_ref().is_some_and(|t| rec.repo_tags.contains(t))
-                    || digest.as_ref().is_some_and(|d| rec.repo_digests.contains(d))
+                    || digest
+                        .as_ref()
+                        .is_some_and(|d| rec.repo_digests.contains(d))
             }) {
                 return Some(found.clone());
             }
@@ -146,13 +143,10 @@ impl ImageStore {
             .ok_or_else(|| ImageError::InvalidReference(image.to_string()))?;
         let key = r.whole();
         let fut = {
-            let mut pulls = self
-                .pulls
-                .lock()
-                .map_err(|_| ImageError::Pull {
-                    reference: key.clone(),
-                    message: "pull table poisoned".into(),
-                })?;
+            let mut pulls = self.pulls.lock().map_err(|_| ImageError::Pull {
+                reference: key.clone(),
+                message: "pull table poisoned".into(),
+            })?;
             if let Some(f) = pulls.get(&key) {
                 f.clone()
             } else {

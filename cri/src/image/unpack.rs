@@ -85,17 +85,19 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<(), UnpackError> {
             } else {
                 let target = parent.join(&file_name[WHITEOUT_PREFIX.len()..]);
                 let _ = std::fs::remove_file(&target);
-                mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                    .map_err(|source| UnpackError::Whiteout { path: target, source })?;
+                mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|source| {
+                    UnpackError::Whiteout {
+                        path: target,
+                        source,
+                    }
+                })?;
             }
             continue;
         }
-        entry
-            .unpack_in(dest)
-            .map_err(|source| UnpackError::Entry {
-                entry: name,
-                source,
-            })?;
+        entry.unpack_in(dest).map_err(|source| UnpackError::Entry {
+            entry: name,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -179,7 +181,10 @@ mod tests {
             std::fs::read_link(dest.join("bin/link")).unwrap(),
             Path::new("tool")
         );
-        assert_eq!(std::fs::read(dest.join("bin/hard")).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(
+            std::fs::read(dest.join("bin/hard")).unwrap(),
+            b"#!/bin/sh\n"
+        );
     }
 
     #[test]

@@ -65,8 +65,9 @@ impl Ipam {
             .map_or(first, |l| if l == last { first } else { l + 1 });
         for i in 0..span {
             let candidate = Ipv4Addr::from(first + (start - first + i) % span);
-            if !st.allocated.contains_key(&candidate) {
-                st.allocated.insert(candidate, owner.to_string());
+            if let std::collections::btree_map::Entry::Vacant(slot) = st.allocated.entry(candidate)
+            {
+                slot.insert(owner.to_string());
                 st.last = Some(candidate);
                 write_json(&self.path, &*st).map_err(IpamError::Store)?;
                 return Ok(candidate);

@@ -138,7 +138,10 @@ pub async fn ensure_bridge(
         .await
         .map_err(nl("bridge up"))?;
     let fwd = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(fwd).map(|s| s.trim() != "1").unwrap_or(true) {
+    if std::fs::read_to_string(fwd)
+        .map(|s| s.trim() != "1")
+        .unwrap_or(true)
+    {
         std::fs::write(fwd, "1").map_err(NetworkError::Forwarding)?;
     }
     Ok(index)
@@ -236,7 +239,6 @@ pub async fn detach_pod(host: &Handle, host_veth: &str) -> Result<(), NetworkErr
 pub fn host_veth_name(sandbox_id: &str) -> String {
     format!("veth{}", &sandbox_id[..sandbox_id.len().min(11)])
 }
-
 
 #[cfg(test)]
 mod tests {

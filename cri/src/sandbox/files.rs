@@ -54,7 +54,10 @@ mod tests {
     fn resolv_conf_follows_dns_config() {
         let d = proto::DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(

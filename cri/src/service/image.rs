@@ -88,7 +88,11 @@ impl ImageService for ImageHandler {
         &self,
         request: Request<proto::ImageStatusRequest>,
     ) -> Result<Response<proto::ImageStatusResponse>, Status> {
-        let image = request.into_inner().image.map(|i| i.image).unwrap_or_default();
+        let image = request
+            .into_inner()
+            .image
+            .map(|i| i.image)
+            .unwrap_or_default();
         Ok(Response::new(proto::ImageStatusResponse {
             image: self.rt.images.resolve(&image).as_ref().map(to_proto),
             info: Default::default(),
@@ -109,7 +113,11 @@ impl ImageService for ImageHandler {
         &self,
         request: Request<proto::RemoveImageRequest>,
     ) -> Result<Response<proto::RemoveImageResponse>, Status> {
-        let image = request.into_inner().image.map(|i| i.image).unwrap_or_default();
+        let image = request
+            .into_inner()
+            .image
+            .map(|i| i.image)
+            .unwrap_or_default();
         self.rt.images.remove(&image).await?;
         Ok(Response::new(proto::RemoveImageResponse {}))
     }

@@ -62,7 +62,9 @@ impl RuntimeService for RuntimeHandler {
             .config
             .ok_or_else(|| Status::invalid_argument("sandbox config is required"))?;
         let pod_sandbox_id = self.rt.run_pod_sandbox(config, req.runtime_handler).await?;
-        Ok(Response::new(proto::RunPodSandboxResponse { pod_sandbox_id }))
+        Ok(Response::new(proto::RunPodSandboxResponse {
+            pod_sandbox_id,
+        }))
     }
 
     async fn stop_pod_sandbox(
@@ -139,7 +141,9 @@ impl RuntimeService for RuntimeHandler {
             .rt
             .create_container(&req.pod_sandbox_id, config)
             .await?;
-        Ok(Response::new(proto::CreateContainerResponse { container_id }))
+        Ok(Response::new(proto::CreateContainerResponse {
+            container_id,
+        }))
     }
 
     async fn start_container(
@@ -157,7 +161,9 @@ impl RuntimeService for RuntimeHandler {
         request: Request<proto::StopContainerRequest>,
     ) -> Result<Response<proto::StopContainerResponse>, Status> {
         let req = request.into_inner();
-        self.rt.stop_container(&req.container_id, req.timeout).await?;
+        self.rt
+            .stop_container(&req.container_id, req.timeout)
+            .await?;
         Ok(Response::new(proto::StopContainerResponse {}))
     }
 
@@ -262,7 +268,9 @@ impl RuntimeService for RuntimeHandler {
             .rt
             .container_stats(&request.into_inner().container_id)
             .await?;
-        Ok(Response::new(proto::ContainerStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(proto::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(

@@ -33,7 +33,10 @@ fn free_port() -> u16 {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A docker-registry instance holding `busybox:latest`.
@@ -266,7 +269,12 @@ impl Runtime {
         (id, config)
     }
 
-    pub fn container_config(&self, name: &str, image: &str, cmd: &[&str]) -> proto::ContainerConfig {
+    pub fn container_config(
+        &self,
+        name: &str,
+        image: &str,
+        cmd: &[&str],
+    ) -> proto::ContainerConfig {
         proto::ContainerConfig {
             metadata: Some(proto::ContainerMetadata {
                 name: name.into(),
@@ -376,7 +384,12 @@ impl Runtime {
 
 fn cgroup_roots() -> Vec<PathBuf> {
     std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -442,7 +455,9 @@ impl Drop for Runtime {
             }
         }
         if Self::link_exists(&self.bridge) {
-            let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .status();
         }
         for root in cgroup_roots() {
             remove_cgroup_tree(&root.join(&rel));
