@@ -43,7 +43,26 @@ async fn version_status_and_unimplemented_rpcs() {
 async fn image_pull_status_list_remove() {
     require_root!();
     let env = common::Runtime::start().await;
-    let image = env.pull_busybox().await;
+    // Concurrent pulls of one image share a single pull and agree on the id.
+    let image = env.registry.busybox();
+    let pull = || async {
+        env.images()
+            .await
+            .pull_image(proto::PullImageRequest {
+                image: Some(proto::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image_ref
+    };
+    let (a, b) = tokio::join!(pull(), pull());
+    assert!(a.starts_with("sha256:"));
+    assert_eq!(a, b);
     let mut images = env.images().await;
     let status = images
         .image_status(proto::ImageStatusRequest {
