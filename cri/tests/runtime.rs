@@ -462,3 +462,69 @@ async fn restart_keeps_pods_running() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_network_pod_shares_the_node_netns() {
+    require_root!();
+    let env = common::Runtime::start().await;
+    let image = env.pull_busybox().await;
+    let mut config = env.sandbox_config("hostnet");
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        security_context: Some(proto::LinuxSandboxSecurityContext {
+            namespace_options: Some(proto::NamespaceOption {
+                network: proto::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut rt = env.runtime().await;
+    let pod = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let status = rt
+        .pod_sandbox_status(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.network.unwrap().ip, "");
+    assert!(!common::Runtime::link_exists(&format!(
+        "veth{}",
+        &pod[..11]
+    )));
+    let mut c = env.container_config("c", &image, &["sleep", "1000"]);
+    c.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            namespace_options: Some(proto::NamespaceOption {
+                network: proto::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = env.create_and_start(&pod, &config, c).await;
+    let out = env.exec(&id, &["readlink", "/proc/self/ns/net"]).await;
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        host.display().to_string()
+    );
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
