@@ -1,0 +1,972 @@
+//! The runtime state behind the gRPC handlers: sandboxes and containers in memory,
+//! persisted as JSON records under `--root`, reloaded (and running containers
+//! re-adopted) on start. Each verb here is one CRI RPC minus the proto plumbing.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use crate::config::Config;
+use crate::container::logs::{self, LogFile};
+use crate::container::{
+    self, ContainerRecord, ContainerState, exec, exit, libct, rootfs, spec, stats,
+};
+use crate::image::ImageStore;
+use crate::network::{Ipam, netlink};
+use crate::proto;
+use crate::sandbox::{self, SandboxRecord, SandboxState, files, namespaces};
+use crate::store::{read_dir_json, write_json};
+
+/// Errors of runtime operations; the service maps them to gRPC codes.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error("failed to {step}")]
+    Failed {
+        step: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn fail<E: std::error::Error + Send + Sync + 'static>(
+    step: &'static str,
+) -> impl FnOnce(E) -> RuntimeError {
+    move |e| RuntimeError::Failed {
+        step,
+        source: Box::new(e),
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// One container in memory: its record plus an exit notification.
+pub struct ContainerEntry {
+    record: StdMutex<ContainerRecord>,
+    exited: watch::Sender<bool>,
+    log: Option<Arc<LogFile>>,
+}
+
+impl ContainerEntry {
+    fn snapshot(&self) -> ContainerRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut ContainerRecord) -> T) -> T {
+        let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut r)
+    }
+}
+
+/// The runtime.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub images: Arc<ImageStore>,
+    sandboxes: Mutex<HashMap<String, SandboxRecord>>,
+    containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
+    ipam: Ipam,
+    host_net: Mutex<Option<rtnetlink::Handle>>,
+    _shutdown: CancellationToken,
+}
+
+fn new_id() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+impl Runtime {
+    fn sandbox_record_path(&self, id: &str) -> PathBuf {
+        self.config
+            .root
+            .join("sandboxes")
+            .join(format!("{id}.json"))
+    }
+    fn container_record_path(&self, id: &str) -> PathBuf {
+        self.config
+            .root
+            .join("containers")
+            .join(format!("{id}.json"))
+    }
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.config.state.join("containers").join(id)
+    }
+    fn rw_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("containers").join(id)
+    }
+
+    /// Loads persisted state and re-adopts running containers.
+    pub async fn load(config: Config, shutdown: CancellationToken) -> Result<Self> {
+        let config = Arc::new(config);
+        let images = Arc::new(ImageStore::load(config.clone()));
+        let ipam = Ipam::open(config.pod_cidr, config.root.join("ipam.json"));
+        let mut sandboxes = HashMap::new();
+        for mut s in read_dir_json::<SandboxRecord>(&config.root.join("sandboxes")) {
+            if s.state == SandboxState::Ready
+                && s.netns.as_ref().is_some_and(|p| !rootfs::is_mounted(p))
+            {
+                warn!(sandbox = %s.id, "sandbox namespaces are gone; marking not ready");
+                s.state = SandboxState::NotReady;
+            }
+            sandboxes.insert(s.id.clone(), s);
+        }
+        let rt = Self {
+            config,
+            images,
+            sandboxes: Mutex::new(sandboxes),
+            containers: Mutex::new(HashMap::new()),
+            ipam,
+            host_net: Mutex::new(None),
+            _shutdown: shutdown,
+        };
+        let records: Vec<ContainerRecord> = read_dir_json(&rt.config.root.join("containers"));
+        for mut r in records {
+            let alive = matches!(r.state, ContainerState::Created | ContainerState::Running)
+                && r.pid > 0
+                && Path::new(&format!("/proc/{}", r.pid)).exists();
+            if matches!(r.state, ContainerState::Created | ContainerState::Running) && !alive {
+                r.state = ContainerState::Exited;
+                r.exit_code = 255;
+                r.reason = "Unknown".into();
+                r.finished_at = container::now_nanos();
+                let _ = write_json(&rt.container_record_path(&r.id), &r);
+            }
+            let log = r.log_path.clone().map(LogFile::new);
+            if alive && let Some(log) = &log {
+                let bundle = rt.bundle_dir(&r.id);
+                for (name, stream) in [("stdout", "stdout"), ("stderr", "stderr")] {
+                    if let Err(err) = logs::spawn_copier(&bundle.join(name), stream, log.clone()) {
+                        warn!(container = %r.id, ?err, "cannot re-attach log stream");
+                    }
+                }
+            }
+            let (tx, _) = watch::channel(!alive);
+            let pid = r.pid;
+            let id = r.id.clone();
+            let entry = Arc::new(ContainerEntry {
+                record: StdMutex::new(r),
+                exited: tx,
+                log,
+            });
+            if alive {
+                info!(container = %id, pid, "re-adopted running container");
+                rt.spawn_exit_watcher(entry.clone(), pid);
+            }
+            rt.containers.lock().await.insert(id, entry);
+        }
+        Ok(rt)
+    }
+
+    async fn host_netlink(&self) -> Result<rtnetlink::Handle> {
+        let mut guard = self.host_net.lock().await;
+        if let Some(h) = guard.as_ref() {
+            return Ok(h.clone());
+        }
+        let h = netlink::host_handle().map_err(fail("open netlink"))?;
+        *guard = Some(h.clone());
+        Ok(h)
+    }
+
+    // ---- sandboxes ----
+
+    /// RunPodSandbox.
+    #[instrument(skip_all)]
+    pub async fn run_pod_sandbox(
+        &self,
+        config: proto::PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| RuntimeError::Invalid("sandbox config metadata is required".into()))?;
+        {
+            let sandboxes = self.sandboxes.lock().await;
+            if let Some(existing) = sandboxes.values().find(|s| {
+                s.config().metadata.as_ref().is_some_and(|m| {
+                    m.name == meta.name
+                        && m.namespace == meta.namespace
+                        && m.uid == meta.uid
+                        && m.attempt == meta.attempt
+                })
+            }) {
+                return Err(RuntimeError::AlreadyExists(format!(
+                    "failed to reserve sandbox name \"{}_{}_{}_{}\": name is reserved for {:?}",
+                    meta.name, meta.namespace, meta.uid, meta.attempt, existing.id
+                )));
+            }
+        }
+        let id = new_id();
+        let hostname = if config.hostname.is_empty() {
+            meta.name.clone()
+        } else {
+            config.hostname.clone()
+        };
+        let nso = sandbox::namespace_options(&config);
+        let host_network = nso.network == proto::NamespaceMode::Node as i32;
+        let host_ipc = nso.ipc == proto::NamespaceMode::Node as i32;
+        let (cgroup_parent, cgroup_owned) = match config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty())
+        {
+            Some(p) => (p, false),
+            None => (
+                format!(
+                    "{}/pod-{}",
+                    self.config.cgroup_parent.trim_end_matches('/'),
+                    &id[..12]
+                ),
+                true,
+            ),
+        };
+        let mut record = SandboxRecord {
+            id: id.clone(),
+            config: SandboxRecord::encode_config(&config),
+            runtime_handler,
+            state: SandboxState::Ready,
+            created_at: container::now_nanos(),
+            ip: None,
+            host_veth: None,
+            netns: None,
+            ipc: None,
+            uts: None,
+            files_dir: self.config.root.join("sandboxes").join(&id),
+            cgroup_parent,
+            cgroup_owned,
+        };
+        match self
+            .setup_sandbox(&mut record, &hostname, host_network, host_ipc, &config)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) => {
+                self.teardown_sandbox(&record).await;
+                let _ = std::fs::remove_dir_all(&record.files_dir);
+                let _ = std::fs::remove_dir_all(self.config.state.join("sandboxes").join(&id));
+                return Err(e);
+            }
+        }
+        write_json(&self.sandbox_record_path(&id), &record).map_err(fail("persist sandbox"))?;
+        info!(sandbox = %id, name = %meta.name, namespace = %meta.namespace, ip = ?record.ip, "sandbox ready");
+        self.sandboxes.lock().await.insert(id.clone(), record);
+        Ok(id)
+    }
+
+    async fn setup_sandbox(
+        &self,
+        record: &mut SandboxRecord,
+        hostname: &str,
+        host_network: bool,
+        host_ipc: bool,
+        config: &proto::PodSandboxConfig,
+    ) -> Result<()> {
+        let ns_dir = self
+            .config
+            .state
+            .join("sandboxes")
+            .join(&record.id)
+            .join("ns");
+        let host = hostname.to_string();
+        let ns = tokio::task::spawn_blocking(move || {
+            namespaces::create(&ns_dir, &host, !host_network, !host_ipc, !host_network)
+        })
+        .await
+        .map_err(fail("create namespaces"))?
+        .map_err(fail("create namespaces"))?;
+        record.netns = ns.net;
+        record.ipc = ns.ipc;
+        record.uts = ns.uts;
+        if let Some(netns) = record.netns.clone() {
+            let ip = self
+                .ipam
+                .allocate(&record.id)
+                .map_err(fail("allocate pod address"))?;
+            record.ip = Some(ip.to_string());
+            let veth = netlink::host_veth_name(&record.id);
+            let host = self.host_netlink().await?;
+            let prefix = self.config.pod_cidr.prefix_len();
+            let bridge =
+                netlink::ensure_bridge(&host, &self.config.bridge, self.config.gateway(), prefix)
+                    .await
+                    .map_err(fail("set up bridge"))?;
+            record.host_veth = Some(veth.clone());
+            netlink::attach_pod(
+                &host,
+                bridge,
+                &netns,
+                &veth,
+                ip,
+                prefix,
+                self.config.gateway(),
+            )
+            .await
+            .map_err(fail("attach pod network"))?;
+        }
+        files::write_pod_files(
+            &record.files_dir,
+            hostname,
+            record.ip.as_deref(),
+            config.dns_config.as_ref(),
+        )
+        .map_err(fail("write pod files"))?;
+        Ok(())
+    }
+
+    /// Releases network and namespaces of a sandbox; idempotent.
+    async fn teardown_sandbox(&self, record: &SandboxRecord) {
+        if let Some(veth) = &record.host_veth {
+            match self.host_netlink().await {
+                Ok(h) => {
+                    if let Err(err) = netlink::detach_pod(&h, veth).await {
+                        warn!(sandbox = %record.id, ?err, "failed to delete veth");
+                    }
+                }
+                Err(err) => warn!(?err, "no netlink handle"),
+            }
+        }
+        if let Err(err) = self.ipam.release(&record.id) {
+            warn!(sandbox = %record.id, ?err, "failed to release address");
+        }
+        for p in [&record.netns, &record.ipc, &record.uts]
+            .into_iter()
+            .flatten()
+        {
+            namespaces::release(p);
+        }
+    }
+
+    /// StopPodSandbox: kills the pod's containers and releases its network.
+    #[instrument(skip_all, fields(sandbox = %id))]
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let Some(record) = self.find_sandbox(id).await else {
+            return Ok(());
+        };
+        for c in self.containers_of(&record.id).await {
+            self.stop_container(&c, 0).await?;
+        }
+        self.teardown_sandbox(&record).await;
+        let mut sandboxes = self.sandboxes.lock().await;
+        if let Some(s) = sandboxes.get_mut(&record.id) {
+            s.state = SandboxState::NotReady;
+            write_json(&self.sandbox_record_path(&s.id), &*s).map_err(fail("persist sandbox"))?;
+        }
+        info!("sandbox stopped");
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops it if needed, removes its containers and files.
+    #[instrument(skip_all, fields(sandbox = %id))]
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        let Some(record) = self.find_sandbox(id).await else {
+            return Ok(());
+        };
+        self.stop_pod_sandbox(&record.id).await?;
+        for c in self.containers_of(&record.id).await {
+            self.remove_container(&c).await?;
+        }
+        let _ = std::fs::remove_dir_all(&record.files_dir);
+        let _ = std::fs::remove_dir_all(self.config.state.join("sandboxes").join(&record.id));
+        if record.cgroup_owned {
+            stats::remove(&record.cgroup_parent);
+        }
+        let _ = std::fs::remove_file(self.sandbox_record_path(&record.id));
+        self.sandboxes.lock().await.remove(&record.id);
+        info!("sandbox removed");
+        Ok(())
+    }
+
+    async fn find_sandbox(&self, id: &str) -> Option<SandboxRecord> {
+        let sandboxes = self.sandboxes.lock().await;
+        if let Some(s) = sandboxes.get(id) {
+            return Some(s.clone());
+        }
+        if id.is_empty() {
+            return None;
+        }
+        let mut m = sandboxes.values().filter(|s| s.id.starts_with(id));
+        match (m.next(), m.next()) {
+            (Some(one), None) => Some(one.clone()),
+            _ => None,
+        }
+    }
+
+    async fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.containers
+            .lock()
+            .await
+            .values()
+            .map(|e| e.snapshot())
+            .filter(|r| r.sandbox_id == sandbox_id)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// PodSandboxStatus.
+    pub async fn pod_sandbox_status(&self, id: &str) -> Result<proto::PodSandboxStatus> {
+        self.find_sandbox(id)
+            .await
+            .map(|s| s.to_status())
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "sandbox",
+                id: id.to_string(),
+            })
+    }
+
+    /// ListPodSandbox.
+    pub async fn list_pod_sandbox(
+        &self,
+        filter: Option<proto::PodSandboxFilter>,
+    ) -> Vec<proto::PodSandbox> {
+        self.sandboxes
+            .lock()
+            .await
+            .values()
+            .filter(|s| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| sandbox::matches_filter(s, f))
+            })
+            .map(SandboxRecord::to_proto)
+            .collect()
+    }
+
+    // ---- containers ----
+
+    async fn entry(&self, id: &str) -> Result<Arc<ContainerEntry>> {
+        let containers = self.containers.lock().await;
+        if let Some(e) = containers.get(id) {
+            return Ok(e.clone());
+        }
+        let mut m = containers
+            .iter()
+            .filter(|(k, _)| !id.is_empty() && k.starts_with(id));
+        match (m.next(), m.next()) {
+            (Some((_, e)), None) => Ok(e.clone()),
+            _ => Err(RuntimeError::NotFound {
+                kind: "container",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    fn spawn_exit_watcher(&self, entry: Arc<ContainerEntry>, pid: i32) {
+        let record_path = self.container_record_path(&entry.snapshot().id);
+        let rx = exit::watch(pid);
+        tokio::spawn(async move {
+            let code = rx.await.ok().flatten();
+            let record = entry.update(|r| {
+                let oom = stats::oom_kills(&r.cgroup_path) > 0;
+                r.state = ContainerState::Exited;
+                r.finished_at = container::now_nanos();
+                match code {
+                    Some(code) => {
+                        r.exit_code = code;
+                        r.reason = container::exit_reason(code, oom).into();
+                    }
+                    None => {
+                        r.exit_code = if oom { 137 } else { 255 };
+                        r.reason = if oom { "OOMKilled" } else { "Unknown" }.into();
+                    }
+                }
+                r.clone()
+            });
+            info!(container = %record.id, exit_code = record.exit_code, reason = %record.reason, "container exited");
+            if let Err(err) = write_json(&record_path, &record) {
+                warn!(container = %record.id, ?err, "failed to persist exit");
+            }
+            entry.exited.send_replace(true);
+        });
+    }
+
+    /// CreateContainer.
+    #[instrument(skip_all, fields(sandbox = %sandbox_id))]
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: proto::ContainerConfig,
+    ) -> Result<String> {
+        let sandbox =
+            self.find_sandbox(sandbox_id)
+                .await
+                .ok_or_else(|| RuntimeError::NotFound {
+                    kind: "sandbox",
+                    id: sandbox_id.to_string(),
+                })?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(RuntimeError::Precondition(format!(
+                "sandbox {:?} is not ready",
+                sandbox.id
+            )));
+        }
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| RuntimeError::Invalid("container config metadata is required".into()))?;
+        let image_ref = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self
+            .images
+            .resolve(&image_ref)
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "image",
+                id: image_ref.clone(),
+            })?;
+        {
+            let containers = self.containers.lock().await;
+            if containers.values().map(|e| e.snapshot()).any(|r| {
+                r.sandbox_id == sandbox.id
+                    && r.config()
+                        .metadata
+                        .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
+            }) {
+                return Err(RuntimeError::AlreadyExists(format!(
+                    "failed to reserve container name {:?}: name is reserved",
+                    meta.name
+                )));
+            }
+        }
+        let id = new_id();
+        let bundle = self.bundle_dir(&id);
+        let rw = self.rw_dir(&id);
+        let merged = bundle.join("rootfs");
+        let lower = self.images.lower_dirs(&image);
+        {
+            let (rw, merged) = (rw.clone(), merged.clone());
+            tokio::task::spawn_blocking(move || rootfs::mount_overlay(&lower, &rw, &merged))
+                .await
+                .map_err(fail("mount rootfs"))?
+                .map_err(fail("mount rootfs"))?;
+        }
+        let cleanup = |bundle: &Path, rw: &Path, merged: &Path| {
+            rootfs::unmount(merged);
+            let _ = std::fs::remove_dir_all(bundle);
+            let _ = std::fs::remove_dir_all(rw);
+        };
+        let res = self
+            .create_in_bundle(&id, &sandbox, &config, &image, &image_ref, &bundle, &merged)
+            .await;
+        match res {
+            Ok(entry) => {
+                self.containers.lock().await.insert(id.clone(), entry);
+                info!(container = %id, name = %meta.name, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                let lc_root = self.config.libcontainer_root();
+                let id2 = id.clone();
+                let _ = tokio::task::spawn_blocking(move || libct::delete(&id2, &lc_root)).await;
+                cleanup(&bundle, &rw, &merged);
+                stats::remove(&format!("{}/{}", sandbox.cgroup_parent, id));
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_in_bundle(
+        &self,
+        id: &str,
+        sandbox: &SandboxRecord,
+        config: &proto::ContainerConfig,
+        image: &crate::image::ImageRecord,
+        image_ref: &str,
+        bundle: &Path,
+        merged: &Path,
+    ) -> Result<Arc<ContainerEntry>> {
+        let sandbox_config = sandbox.config();
+        let cgroup_path = format!("{}/{}", sandbox.cgroup_parent, id);
+        let spec = spec::build(&spec::SpecInput {
+            config,
+            sandbox,
+            sandbox_config: &sandbox_config,
+            image: &image.config,
+            rootfs: merged,
+            cgroups_path: &cgroup_path,
+        })
+        .map_err(|e| RuntimeError::Invalid(format!("{e}")))?;
+        spec.save(bundle.join("config.json"))
+            .map_err(fail("write runtime spec"))?;
+        let log_path = (!sandbox_config.log_directory.is_empty() && !config.log_path.is_empty())
+            .then(|| Path::new(&sandbox_config.log_directory).join(&config.log_path));
+        let log = log_path.clone().map(LogFile::new);
+        let (stdout, stderr) = match &log {
+            Some(log) => {
+                let mut fds = Vec::new();
+                for (name, stream) in [("stdout", "stdout"), ("stderr", "stderr")] {
+                    let fifo = bundle.join(name);
+                    logs::make_fifo(&fifo).map_err(fail("create log fifo"))?;
+                    let fd = logs::open_container_end(&fifo).map_err(fail("open log fifo"))?;
+                    logs::spawn_copier(&fifo, stream, log.clone())
+                        .map_err(fail("start log copier"))?;
+                    fds.push(fd);
+                }
+                let stderr = fds.pop();
+                let stdout = fds.pop();
+                match (stdout, stderr) {
+                    (Some(o), Some(e)) => (o, e),
+                    _ => {
+                        return Err(RuntimeError::Invalid("log streams missing".into()));
+                    }
+                }
+            }
+            None => {
+                let null = |_| -> Result<std::os::fd::OwnedFd> {
+                    Ok(std::fs::OpenOptions::new()
+                        .write(true)
+                        .open("/dev/null")
+                        .map_err(fail("open /dev/null"))?
+                        .into())
+                };
+                (null(())?, null(())?)
+            }
+        };
+        let lc_root = self.config.libcontainer_root();
+        let (id2, bundle2) = (id.to_string(), bundle.to_path_buf());
+        let pid = tokio::task::spawn_blocking(move || {
+            libct::create(&id2, &lc_root, &bundle2, stdout, stderr)
+        })
+        .await
+        .map_err(fail("create container"))?
+        .map_err(fail("create container"))?;
+        let stop_signal = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone());
+        let record = ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: sandbox.id.clone(),
+            config: ContainerRecord::encode_config(config),
+            image_ref: image_ref.to_string(),
+            image_id: image.id.clone(),
+            state: ContainerState::Created,
+            created_at: container::now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid,
+            log_path,
+            cgroup_path,
+            stop_signal,
+        };
+        write_json(&self.container_record_path(id), &record).map_err(fail("persist container"))?;
+        let (tx, _) = watch::channel(false);
+        let entry = Arc::new(ContainerEntry {
+            record: StdMutex::new(record),
+            exited: tx,
+            log,
+        });
+        self.spawn_exit_watcher(entry.clone(), pid);
+        Ok(entry)
+    }
+
+    /// StartContainer.
+    #[instrument(skip_all, fields(container = %id))]
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let entry = self.entry(id).await?;
+        let r = entry.snapshot();
+        if !r.state.can_start() {
+            return Err(RuntimeError::Precondition(format!(
+                "container {:?} is in {:?} state, not created",
+                r.id, r.state
+            )));
+        }
+        let lc_root = self.config.libcontainer_root();
+        let cid = r.id.clone();
+        tokio::task::spawn_blocking(move || libct::start(&cid, &lc_root))
+            .await
+            .map_err(fail("start container"))?
+            .map_err(fail("start container"))?;
+        let record = entry.update(|r| {
+            r.started_at = container::now_nanos();
+            if r.state == ContainerState::Created {
+                r.state = ContainerState::Running;
+            }
+            r.clone()
+        });
+        write_json(&self.container_record_path(&record.id), &record)
+            .map_err(fail("persist container"))?;
+        info!("container started");
+        Ok(())
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds.
+    #[instrument(skip_all, fields(container = %id))]
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let entry = self.entry(id).await?;
+        let r = entry.snapshot();
+        if r.state == ContainerState::Exited || *entry.exited.borrow() {
+            return Ok(());
+        }
+        let pid = Pid::from_raw(r.pid);
+        let mut exited = entry.exited.subscribe();
+        if timeout > 0 {
+            let sig = r
+                .stop_signal
+                .as_deref()
+                .and_then(parse_signal)
+                .unwrap_or(Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(pid, sig);
+            let wait = Duration::from_secs(u64::try_from(timeout).unwrap_or(0));
+            if tokio::time::timeout(wait, exited.wait_for(|e| *e))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        if tokio::time::timeout(Duration::from_secs(30), exited.wait_for(|e| *e))
+            .await
+            .is_err()
+        {
+            return Err(RuntimeError::Failed {
+                step: "stop container",
+                source: "container did not exit after SIGKILL".into(),
+            });
+        }
+        info!("container stopped");
+        Ok(())
+    }
+
+    /// RemoveContainer: kills it if needed and removes every trace.
+    #[instrument(skip_all, fields(container = %id))]
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let Ok(entry) = self.entry(id).await else {
+            return Ok(());
+        };
+        let r = entry.snapshot();
+        if r.state == ContainerState::Created {
+            // Never started: the init waits for start; kill it directly.
+            let _ = nix::sys::signal::kill(Pid::from_raw(r.pid), Signal::SIGKILL);
+        }
+        self.stop_container(&r.id, 0).await?;
+        let lc_root = self.config.libcontainer_root();
+        let cid = r.id.clone();
+        tokio::task::spawn_blocking(move || libct::delete(&cid, &lc_root))
+            .await
+            .map_err(fail("delete container"))?
+            .map_err(fail("delete container"))?;
+        let bundle = self.bundle_dir(&r.id);
+        let rw = self.rw_dir(&r.id);
+        let cgroup = r.cgroup_path.clone();
+        tokio::task::spawn_blocking(move || {
+            rootfs::unmount(&bundle.join("rootfs"));
+            let _ = std::fs::remove_dir_all(&bundle);
+            let _ = std::fs::remove_dir_all(&rw);
+            stats::remove(&cgroup);
+        })
+        .await
+        .map_err(fail("remove container files"))?;
+        let _ = std::fs::remove_file(self.container_record_path(&r.id));
+        self.containers.lock().await.remove(&r.id);
+        info!("container removed");
+        Ok(())
+    }
+
+    /// ContainerStatus.
+    pub async fn container_status(&self, id: &str) -> Result<proto::ContainerStatus> {
+        Ok(self.entry(id).await?.snapshot().to_status())
+    }
+
+    /// ListContainers.
+    pub async fn list_containers(
+        &self,
+        filter: Option<proto::ContainerFilter>,
+    ) -> Vec<proto::Container> {
+        self.containers
+            .lock()
+            .await
+            .values()
+            .map(|e| e.snapshot())
+            .filter(|r| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| container::matches_filter(r, f))
+            })
+            .map(|r| r.to_proto())
+            .collect()
+    }
+
+    fn stats_of(&self, r: &ContainerRecord) -> proto::ContainerStats {
+        let u = stats::usage(&r.cgroup_path);
+        let now = container::now_nanos();
+        let c = r.config();
+        proto::ContainerStats {
+            attributes: Some(proto::ContainerAttributes {
+                id: r.id.clone(),
+                metadata: c.metadata,
+                labels: c.labels,
+                annotations: c.annotations,
+            }),
+            cpu: Some(proto::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: Some(proto::UInt64Value {
+                    value: u.cpu_usage_nanos,
+                }),
+                usage_nano_cores: None,
+                psi: None,
+            }),
+            memory: Some(proto::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: Some(proto::UInt64Value {
+                    value: u.working_set_bytes,
+                }),
+                usage_bytes: Some(proto::UInt64Value {
+                    value: u.memory_usage_bytes,
+                }),
+                ..Default::default()
+            }),
+            writable_layer: None,
+            swap: None,
+            io: None,
+        }
+    }
+
+    /// ContainerStats.
+    pub async fn container_stats(&self, id: &str) -> Result<proto::ContainerStats> {
+        let r = self.entry(id).await?.snapshot();
+        Ok(self.stats_of(&r))
+    }
+
+    /// ListContainerStats.
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<proto::ContainerStatsFilter>,
+    ) -> Vec<proto::ContainerStats> {
+        let records: Vec<ContainerRecord> = self
+            .containers
+            .lock()
+            .await
+            .values()
+            .map(|e| e.snapshot())
+            .collect();
+        records
+            .iter()
+            .filter(|r| r.state == ContainerState::Running)
+            .filter(|r| {
+                filter.as_ref().is_none_or(|f| {
+                    (f.id.is_empty() || r.id.starts_with(&f.id))
+                        && (f.pod_sandbox_id.is_empty()
+                            || r.sandbox_id.starts_with(&f.pod_sandbox_id))
+                        && f.label_selector
+                            .iter()
+                            .all(|(k, v)| r.config().labels.get(k) == Some(v))
+                })
+            })
+            .map(|r| self.stats_of(r))
+            .collect()
+    }
+
+    /// ExecSync.
+    #[instrument(skip_all, fields(container = %id))]
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<exec::ExecOutput> {
+        let r = self.entry(id).await?.snapshot();
+        if r.state != ContainerState::Running {
+            return Err(RuntimeError::Precondition(format!(
+                "container {:?} is not running",
+                r.id
+            )));
+        }
+        if cmd.is_empty() {
+            return Err(RuntimeError::Invalid("command is required".into()));
+        }
+        let who = exec_identity(&self.bundle_dir(&r.id));
+        exec::exec_sync(r.id, self.config.libcontainer_root(), cmd, who, timeout)
+            .await
+            .map_err(|e| match e {
+                exec::ExecError::Timeout { .. } => RuntimeError::Failed {
+                    step: "exec (timeout)",
+                    source: Box::new(e),
+                },
+                other => fail("exec")(other),
+            })
+    }
+
+    /// ReopenContainerLog.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let entry = self.entry(id).await?;
+        if entry.snapshot().state != ContainerState::Running {
+            return Err(RuntimeError::Precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        if let Some(log) = &entry.log {
+            log.reopen().await.map_err(fail("reopen container log"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The user and working directory of the container's process, for execs.
+fn exec_identity(bundle: &Path) -> libct::ExecIdentity {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return libct::ExecIdentity::default();
+    };
+    let Some(process) = spec.process() else {
+        return libct::ExecIdentity::default();
+    };
+    let user = process.user();
+    libct::ExecIdentity {
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        cwd: Some(process.cwd().clone()),
+    }
+}
+
+fn parse_signal(name: &str) -> Option<Signal> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("term"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("bogus"), None);
+    }
+}

@@ -1,0 +1,466 @@
+//! Test harness: a local registry with the busybox test image, an `r8s-cri`
+//! child process with its own dirs, bridge, pod CIDR and cgroup parent, a CRI
+//! client over its socket, and cleanup of everything on drop (even on panic).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cri::proto::image_service_client::ImageServiceClient;
+use cri::proto::runtime_service_client::RuntimeServiceClient;
+use cri::proto::{self};
+use tonic::transport::Channel;
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skips (returns early from) a test that needs root when not root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("skipping: this test needs root (CI runs it as root)");
+            return;
+        }
+    };
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A docker-registry instance holding `busybox:latest`.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        let reg = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&reg.addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
+        let status = Command::new(repo_root().join("hack/images/build"))
+            .arg(&cache)
+            .arg(&reg.addr)
+            .status()
+            .unwrap();
+        assert!(status.success(), "hack/images/build failed");
+        reg
+    }
+
+    pub fn busybox(&self) -> String {
+        format!("{}/busybox:latest", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One r8s-cri instance and everything it may leave behind.
+pub struct Runtime {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub bridge: String,
+    pub cidr: String,
+    pub cgroup_parent: String,
+    pub registry: Registry,
+}
+
+impl Runtime {
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Starts a registry and an r8s-cri with unique network and cgroup names.
+    pub async fn start() -> Self {
+        let registry = Registry::start();
+        let dir = tempfile::tempdir().unwrap();
+        let n: u32 = rand::random();
+        let bridge = format!("r8st{:08x}", n)[..12].to_string();
+        let cidr = format!("10.244.{}.0/24", 100 + (n % 150));
+        let cgroup_parent = format!("/r8s-test-{:08x}", n);
+        let mut rt = Self {
+            child: None,
+            socket: dir.path().join("cri.sock"),
+            dir,
+            bridge,
+            cidr,
+            cgroup_parent,
+            registry,
+        };
+        rt.spawn().await;
+        rt
+    }
+
+    /// (Re)starts the r8s-cri process and waits until it answers.
+    pub async fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_r8s-cri"))
+            .arg("--listen")
+            .arg(&self.socket)
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .arg("--pod-cidr")
+            .arg(&self.cidr)
+            .arg("--bridge")
+            .arg(&self.bridge)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..200 {
+            if let Ok(mut c) = self.try_runtime().await
+                && c.version(proto::VersionRequest::default()).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("r8s-cri did not become ready");
+    }
+
+    /// Stops the r8s-cri process (SIGTERM), leaving containers running.
+    pub fn kill_runtime(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            for _ in 0..100 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        let path = self.socket.clone();
+        tonic::transport::Endpoint::try_from("http://[::]:50051")?
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+    }
+
+    async fn try_runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RuntimeServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        self.try_runtime().await.unwrap()
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await.unwrap())
+    }
+
+    /// Pulls the test busybox image and returns its reference.
+    pub async fn pull_busybox(&self) -> String {
+        let image = self.registry.busybox();
+        self.images()
+            .await
+            .pull_image(proto::PullImageRequest {
+                image: Some(proto::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        image
+    }
+
+    pub fn sandbox_config(&self, name: &str) -> proto::PodSandboxConfig {
+        proto::PodSandboxConfig {
+            metadata: Some(proto::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.logs().join(name).display().to_string(),
+            dns_config: Some(proto::DnsConfig {
+                servers: vec!["10.96.0.10".into()],
+                searches: vec!["default.svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub async fn run_pod(&self, name: &str) -> (String, proto::PodSandboxConfig) {
+        let config = self.sandbox_config(name);
+        let id = self
+            .runtime()
+            .await
+            .run_pod_sandbox(proto::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        (id, config)
+    }
+
+    pub fn container_config(
+        &self,
+        name: &str,
+        image: &str,
+        cmd: &[&str],
+    ) -> proto::ContainerConfig {
+        proto::ContainerConfig {
+            metadata: Some(proto::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(proto::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}/0.log"),
+            ..Default::default()
+        }
+    }
+
+    pub async fn create_and_start(
+        &self,
+        pod: &str,
+        sandbox_config: &proto::PodSandboxConfig,
+        config: proto::ContainerConfig,
+    ) -> String {
+        let mut rt = self.runtime().await;
+        let id = rt
+            .create_container(proto::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(proto::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        id
+    }
+
+    pub async fn status(&self, id: &str) -> proto::ContainerStatus {
+        self.runtime()
+            .await
+            .container_status(proto::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    /// Waits (bounded) until the container has exited; returns its status.
+    pub async fn wait_exited(&self, id: &str) -> proto::ContainerStatus {
+        for _ in 0..600 {
+            let s = self.status(id).await;
+            if s.state == proto::ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("container {id} did not exit");
+    }
+
+    pub async fn exec(&self, id: &str, cmd: &[&str]) -> proto::ExecSyncResponse {
+        self.runtime()
+            .await
+            .exec_sync(proto::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Waits (bounded) until the file at `path` contains `needle`.
+    pub async fn wait_for_file_text(&self, path: &Path, needle: &str) -> String {
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} never contained {needle:?}: {:?}",
+            path.display(),
+            std::fs::read_to_string(path).unwrap_or_default()
+        );
+    }
+
+    pub fn link_exists(name: &str) -> bool {
+        Path::new("/sys/class/net").join(name).exists()
+    }
+
+    pub fn cgroup_exists(&self, rel: &str) -> bool {
+        Path::new("/sys/fs/cgroup/memory")
+            .join(self.cgroup_parent.trim_start_matches('/'))
+            .join(rel)
+            .exists()
+    }
+}
+
+fn cgroup_roots() -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn kill_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.kill_runtime();
+        let rel = self.cgroup_parent.trim_start_matches('/').to_string();
+        for root in cgroup_roots() {
+            kill_cgroup_tree(&root.join(&rel));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // Unmount everything under the test dir, deepest first.
+        let base = self.dir.path().display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&base))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        // Veths on our bridge, then the bridge.
+        if let Ok(out) = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+        {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(name) = line.split(": ").nth(1) {
+                    let name = name.split('@').next().unwrap_or(name);
+                    let _ = Command::new("ip").args(["link", "del", name]).status();
+                }
+            }
+        }
+        if Self::link_exists(&self.bridge) {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .status();
+        }
+        for root in cgroup_roots() {
+            remove_cgroup_tree(&root.join(&rel));
+        }
+    }
+}
