@@ -3,6 +3,7 @@
 //!
 //! Flow: `proxier` (reflectors, debounced sync) -> `model` (Services + EndpointSlices to
 //! per-port facts) -> `rules` (ruleset and transactions) -> `nft` (libnftables via `sys`).
+pub mod dns;
 pub mod metrics;
 pub mod model;
 pub mod nft;
@@ -66,7 +67,9 @@ async fn client(config: &Config) -> Result<kube::Client, ProxyError> {
                 .await
                 .map_err(ProxyError::Kubeconfig)?
         }
-        None => kube::Config::infer().await.map_err(ProxyError::InferConfig)?,
+        None => kube::Config::infer()
+            .await
+            .map_err(ProxyError::InferConfig)?,
     };
     kube::Client::try_from(cfg).map_err(ProxyError::Client)
 }
@@ -91,10 +94,18 @@ pub async fn run_with_client(
     let metrics = Arc::new(metrics::Metrics::new());
     let mut servers = tokio::task::JoinSet::new();
     if let Some(addr) = config.metrics_bind_address {
-        servers.spawn(metrics::serve_metrics(addr, metrics.clone(), shutdown.clone()));
+        servers.spawn(metrics::serve_metrics(
+            addr,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
     }
     if let Some(addr) = config.healthz_bind_address {
-        servers.spawn(metrics::serve_healthz(addr, metrics.clone(), shutdown.clone()));
+        servers.spawn(metrics::serve_healthz(
+            addr,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
     }
     info!(node = %config.rules.node_name, table = %config.rules.table, "starting proxier");
     let syncer = proxier::Syncer::new(config.rules.clone(), applier, metrics);

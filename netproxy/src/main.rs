@@ -32,7 +32,12 @@ struct Args {
 
     /// A list of CIDR ranges that contain valid node IPs for NodePort traffic
     /// (comma-separated). Empty means all local addresses.
-    #[arg(long, env = "R8S_NODEPORT_ADDRESSES", value_delimiter = ',', help_heading = "Networking")]
+    #[arg(
+        long,
+        env = "R8S_NODEPORT_ADDRESSES",
+        value_delimiter = ',',
+        help_heading = "Networking"
+    )]
     nodeport_addresses: Vec<Ipv4Cidr>,
 
     /// SNAT all traffic sent via Service cluster IPs.
@@ -40,7 +45,12 @@ struct Args {
     masquerade_all: bool,
 
     /// Which proxy mode to use: only 'nftables' is supported.
-    #[arg(long, env = "R8S_PROXY_MODE", default_value = "nftables", help_heading = "Networking")]
+    #[arg(
+        long,
+        env = "R8S_PROXY_MODE",
+        default_value = "nftables",
+        help_heading = "Networking"
+    )]
     proxy_mode: String,
 
     /// The minimum period between proxy rule resyncs (e.g. '1s', '500ms').
@@ -52,11 +62,21 @@ struct Args {
     sync_period: Duration,
 
     /// The IP address and port for the metrics server to serve on; empty disables it.
-    #[arg(long, env = "R8S_METRICS_BIND_ADDRESS", default_value = "127.0.0.1:10249", help_heading = "Serving")]
+    #[arg(
+        long,
+        env = "R8S_METRICS_BIND_ADDRESS",
+        default_value = "127.0.0.1:10249",
+        help_heading = "Serving"
+    )]
     metrics_bind_address: String,
 
     /// The IP address and port for the health check server to serve on; empty disables it.
-    #[arg(long, env = "R8S_HEALTHZ_BIND_ADDRESS", default_value = "0.0.0.0:10256", help_heading = "Serving")]
+    #[arg(
+        long,
+        env = "R8S_HEALTHZ_BIND_ADDRESS",
+        default_value = "0.0.0.0:10256",
+        help_heading = "Serving"
+    )]
     healthz_bind_address: String,
 }
 
@@ -72,7 +92,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
         let (num, tail) = rest.split_at(digits);
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_len);
         let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
         let secs = match unit {
@@ -99,7 +121,10 @@ fn bind_address(s: &str) -> anyhow::Result<Option<SocketAddr>> {
 
 fn config(args: Args) -> anyhow::Result<Config> {
     if args.proxy_mode != "nftables" {
-        bail!("unsupported proxy mode {:?}: only \"nftables\" is supported", args.proxy_mode);
+        bail!(
+            "unsupported proxy mode {:?}: only \"nftables\" is supported",
+            args.proxy_mode
+        );
     }
     let node_name = match args.hostname_override.filter(|h| !h.is_empty()) {
         Some(h) => h,
@@ -145,14 +170,28 @@ async fn main() -> ExitCode {
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let _ = tokio::signal::ctrl_c().await;
+            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+            match term {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
             shutdown.cancel();
         }
     });
     match netproxy::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!(error = format!("{:#}", anyhow::Error::from(err)), "r8s-proxy failed");
+            error!(
+                error = format!("{:#}", anyhow::Error::from(err)),
+                "r8s-proxy failed"
+            );
             ExitCode::FAILURE
         }
     }

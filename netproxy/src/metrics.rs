@@ -134,10 +134,15 @@ impl Metrics {
             self.partial_sync_duration.observe(secs);
         }
         let now = SystemTime::now();
-        self.last_timestamp
-            .set(now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0));
-        self.nftables_rules.set(i64::try_from(rules).unwrap_or(i64::MAX));
-        self.nftables_chains.set(i64::try_from(chains).unwrap_or(i64::MAX));
+        self.last_timestamp.set(
+            now.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        self.nftables_rules
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+        self.nftables_chains
+            .set(i64::try_from(chains).unwrap_or(i64::MAX));
         if let Ok(mut h) = self.health.lock() {
             h.last_updated = Some(now);
             h.last_failed = false;
@@ -224,7 +229,11 @@ pub async fn serve_healthz(
     serve(addr, app, shutdown).await
 }
 
-async fn serve(addr: SocketAddr, app: Router, shutdown: CancellationToken) -> Result<(), MetricsError> {
+async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), MetricsError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;

@@ -376,9 +376,24 @@ pub(crate) mod tests {
 
     #[test]
     fn named_target_port_resolves_through_slice_port_name() {
-        let svc = service("default", "web", "10.43.0.10", &[("http", 80), ("metrics", 9090)]);
-        let s1 = slice("default", "web", ("http", 8080), &[("10.42.0.5", "n1", true)]);
-        let s2 = slice("default", "web", ("metrics", 9100), &[("10.42.0.5", "n1", true)]);
+        let svc = service(
+            "default",
+            "web",
+            "10.43.0.10",
+            &[("http", 80), ("metrics", 9090)],
+        );
+        let s1 = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[("10.42.0.5", "n1", true)],
+        );
+        let s2 = slice(
+            "default",
+            "web",
+            ("metrics", 9100),
+            &[("10.42.0.5", "n1", true)],
+        );
         let ports = service_ports([&svc], [&s1, &s2]);
         let web = &ports["default/web"];
         assert_eq!(web[0].endpoints[0].port, 8080);

@@ -65,7 +65,8 @@ impl LibNftables {
         thread::Builder::new()
             .name("r8s-nft".into())
             .spawn(move || {
-                let ctx = enter(netns.as_deref()).and_then(|()| NftCtx::new().map_err(NftError::Ctx));
+                let ctx =
+                    enter(netns.as_deref()).and_then(|()| NftCtx::new().map_err(NftError::Ctx));
                 let mut ctx = match ctx {
                     Ok(c) => {
                         let _ = ready_tx.send(Ok(()));
@@ -119,7 +120,10 @@ impl Applier for LibNftables {
         if tx.is_empty() {
             return Ok(());
         }
-        debug!(commands = tx.commands().len(), "applying nftables transaction");
+        debug!(
+            commands = tx.commands().len(),
+            "applying nftables transaction"
+        );
         self.call(tx.to_json()).map(|_| ())
     }
 

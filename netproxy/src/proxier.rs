@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 use crate::model::service_ports;
 use crate::nft::{Applier, NftError};
-use crate::rules::{Ruleset, RulesConfig, build};
+use crate::rules::{RulesConfig, Ruleset, build};
 
 /// Errors of one sync.
 #[derive(Debug, thiserror::Error)]
@@ -85,24 +85,28 @@ impl Syncer {
         let elapsed = start.elapsed();
         self.metrics
             .synced(elapsed, full, new.rule_count(), new.chain_count());
-        debug!(full, commands, services = model.len(), ?elapsed, "synced proxy rules");
+        debug!(
+            full,
+            commands,
+            services = model.len(),
+            ?elapsed,
+            "synced proxy rules"
+        );
         self.last = Some(new);
         Ok(())
     }
 }
 
 /// Drives the watch stream, waking the sync loop on every change.
-fn pump<S, T>(stream: S, notify: Arc<Notify>, kind: &'static str) -> impl Future<Output = ()>
+async fn pump<S, T>(stream: S, notify: Arc<Notify>, kind: &'static str)
 where
     S: Stream<Item = Result<T, watcher::Error>> + Send,
 {
-    async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => notify.notify_one(),
-                Err(err) => warn!(kind, %err, "watch failed; retrying"),
-            }
+    let mut stream = std::pin::pin!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(_) => notify.notify_one(),
+            Err(err) => warn!(kind, %err, "watch failed; retrying"),
         }
     }
 }
@@ -128,12 +132,18 @@ pub async fn run_proxier(
     let notify = Arc::new(Notify::new());
     let svc_stream = reflector::reflector(
         svc_writer,
-        watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff();
     let eps_stream = reflector::reflector(
         eps_writer,
-        watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()),
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff();
     let watches = tokio::spawn({
@@ -155,7 +165,15 @@ pub async fn run_proxier(
         r = wait_ready(&svc_store, &eps_store) => if r.is_err() { warn!("watch stores dropped"); return; }
     }
     info!("caches synced; programming nftables");
-    sync_loop(&mut syncer, &svc_store, &eps_store, &notify, periods, &shutdown).await;
+    sync_loop(
+        &mut syncer,
+        &svc_store,
+        &eps_store,
+        &notify,
+        periods,
+        &shutdown,
+    )
+    .await;
     let _ = watches.await;
 }
 
@@ -239,18 +257,44 @@ mod tests {
     }
 
     fn is_full(tx: &Transaction) -> bool {
-        tx.commands().get(1).and_then(|c| c.get("delete")).and_then(|d| d.get("table")).is_some()
+        tx.commands()
+            .get(1)
+            .and_then(|c| c.get("delete"))
+            .and_then(|d| d.get("table"))
+            .is_some()
     }
 
     #[tokio::test]
     async fn first_sync_is_full_then_changes_are_partial() {
         let fake = Arc::new(FakeApplier::default());
-        let mut s = Syncer::new(RulesConfig::default(), fake.clone(), Arc::new(Metrics::new()));
+        let mut s = Syncer::new(
+            RulesConfig::default(),
+            fake.clone(),
+            Arc::new(Metrics::new()),
+        );
         let svc = Arc::new(service("default", "web", "10.43.0.10", &[("", 80)]));
-        let sl1 = Arc::new(slice("default", "web", ("", 8080), &[("10.42.0.5", "n1", true)]));
-        let sl2 = Arc::new(slice("default", "web", ("", 8080), &[("10.42.0.6", "n1", true)]));
-        s.sync(&[svc.clone()], &[sl1], false).await.unwrap();
-        s.sync(&[svc.clone()], &[sl2.clone()], false).await.unwrap();
+        let sl1 = Arc::new(slice(
+            "default",
+            "web",
+            ("", 8080),
+            &[("10.42.0.5", "n1", true)],
+        ));
+        let sl2 = Arc::new(slice(
+            "default",
+            "web",
+            ("", 8080),
+            &[("10.42.0.6", "n1", true)],
+        ));
+        s.sync(std::slice::from_ref(&svc), &[sl1], false)
+            .await
+            .unwrap();
+        s.sync(
+            std::slice::from_ref(&svc),
+            std::slice::from_ref(&sl2),
+            false,
+        )
+        .await
+        .unwrap();
         s.sync(&[svc], &[sl2], false).await.unwrap();
         let applied = fake.applied.lock().unwrap();
         assert!(is_full(&applied[0]));
@@ -264,7 +308,9 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut s = Syncer::new(RulesConfig::default(), fake.clone(), metrics.clone());
         let svc = Arc::new(service("default", "web", "10.43.0.10", &[("", 80)]));
-        s.sync(&[svc.clone()], &[], false).await.unwrap();
+        s.sync(std::slice::from_ref(&svc), &[], false)
+            .await
+            .unwrap();
         fake.fail.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(s.sync(&[], &[], false).await.is_err());
         assert!(s.last().is_none());

@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use nftables::expr::{
-    BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Numgen,
-    NgMode, Payload, PayloadField, Prefix, SetItem, Verdict, CT,
+    BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression,
+    NgMode, Numgen, Payload, PayloadField, Prefix, SetItem, Verdict,
 };
-use nftables::stmt::{JumpTarget, Mangle, Match, Operator, Statement, NAT};
+use nftables::stmt::{JumpTarget, Mangle, Match, NAT, Operator, Statement};
 
 use crate::model::{Ipv4Cidr, Protocol};
 

@@ -97,7 +97,10 @@ const MAPS: [(&str, &[&str]); 4] = [
         build::NO_ENDPOINT_SERVICES,
         &["ipv4_addr", "inet_proto", "inet_service"],
     ),
-    (build::NO_ENDPOINT_NODEPORTS, &["inet_proto", "inet_service"]),
+    (
+        build::NO_ENDPOINT_NODEPORTS,
+        &["inet_proto", "inet_service"],
+    ),
 ];
 
 /// An ordered list of nftables commands applied as one atomic transaction.
@@ -168,7 +171,8 @@ impl Ruleset {
             table: Cow::Borrowed(&self.table),
             name: Cow::Borrowed(&set.name),
             set_type: SetTypeValue::Single(SetType::Ipv4Addr),
-            flags: Some([SetFlag::Dynamic, SetFlag::Timeout].into()),
+            // nft 1.0.6 JSON knows no "dynamic" flag; nft adds it itself for sets used by `update`.
+            flags: Some([SetFlag::Timeout].into()),
             timeout: Some(set.timeout),
             ..Default::default()
         }
@@ -202,7 +206,12 @@ impl Ruleset {
 
     /// Number of chains in the table.
     pub fn chain_count(&self) -> usize {
-        self.base.len() + self.services.values().map(|s| s.chains.len()).sum::<usize>()
+        self.base.len()
+            + self
+                .services
+                .values()
+                .map(|s| s.chains.len())
+                .sum::<usize>()
     }
 
     /// One transaction that atomically replaces our table (and touches nothing else):
@@ -282,7 +291,8 @@ impl Ruleset {
         // 2. Create or empty every chain of the new version, and its sets.
         for (before, after) in &changed {
             let existing: BTreeSet<&str> = before.chains.iter().map(|c| c.name.as_str()).collect();
-            let existing_sets: BTreeSet<&str> = before.sets.iter().map(|s| s.name.as_str()).collect();
+            let existing_sets: BTreeSet<&str> =
+                before.sets.iter().map(|s| s.name.as_str()).collect();
             for c in &after.chains {
                 if existing.contains(c.name.as_str()) {
                     tx.push(NfCmd::Flush(FlushObject::Chain(self.chain_obj(&c.name))));
@@ -313,9 +323,19 @@ impl Ruleset {
         let mut stale_sets = Vec::new();
         for (before, after) in &changed {
             let keep: BTreeSet<&str> = after.chains.iter().map(|c| c.name.as_str()).collect();
-            stale_chains.extend(before.chains.iter().filter(|c| !keep.contains(c.name.as_str())));
+            stale_chains.extend(
+                before
+                    .chains
+                    .iter()
+                    .filter(|c| !keep.contains(c.name.as_str())),
+            );
             let keep: BTreeSet<&str> = after.sets.iter().map(|s| s.name.as_str()).collect();
-            stale_sets.extend(before.sets.iter().filter(|s| !keep.contains(s.name.as_str())));
+            stale_sets.extend(
+                before
+                    .sets
+                    .iter()
+                    .filter(|s| !keep.contains(s.name.as_str())),
+            );
         }
         for c in &stale_chains {
             tx.push(NfCmd::Flush(FlushObject::Chain(self.chain_obj(&c.name))));
