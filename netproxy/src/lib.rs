@@ -74,6 +74,18 @@ async fn client(config: &Config) -> Result<kube::Client, ProxyError> {
     kube::Client::try_from(cfg).map_err(ProxyError::Client)
 }
 
+/// Removes our nftables table (kube-proxy's `--cleanup`), in the caller's network namespace.
+pub fn cleanup(table: &str) -> Result<(), ProxyError> {
+    use nft::Applier;
+    if !table.starts_with("r8s") {
+        return Err(ProxyError::TableName(table.to_string()));
+    }
+    let applier = nft::LibNftables::new().map_err(ProxyError::Nft)?;
+    applier
+        .apply(&rules::Ruleset::delete_table_transaction(table))
+        .map_err(ProxyError::Nft)
+}
+
 /// Runs the proxy until `shutdown` is cancelled: connects to the API server, then [`run_with_client`].
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ProxyError> {
     let client = client(&config).await?;

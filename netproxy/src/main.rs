@@ -70,6 +70,10 @@ struct Args {
     )]
     metrics_bind_address: String,
 
+    /// If true, remove the proxy's nftables table and exit.
+    #[arg(long, help_heading = "Misc")]
+    cleanup: bool,
+
     /// The IP address and port for the health check server to serve on; empty disables it.
     #[arg(
         long,
@@ -159,7 +163,20 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = match config(Args::parse()) {
+    let args = Args::parse();
+    if args.cleanup {
+        return match netproxy::cleanup(&RulesConfig::default().table) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                error!(
+                    error = format!("{:#}", anyhow::Error::from(err)),
+                    "cleanup failed"
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match config(args) {
         Ok(c) => c,
         Err(err) => {
             error!(error = format!("{err:#}"), "invalid configuration");
