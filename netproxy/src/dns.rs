@@ -171,6 +171,11 @@ impl DnsIndex {
         idx
     }
 
+    /// The zone, e.g. `cluster.local` (no trailing dot).
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
     /// Answers one question.
     pub fn answer(&self, name: &str, qtype: QueryType) -> Answer {
         let name = normalize(name);

@@ -4,6 +4,7 @@
 //! Flow: `proxier` (reflectors, debounced sync) -> `model` (Services + EndpointSlices to
 //! per-port facts) -> `rules` (ruleset and transactions) -> `nft` (libnftables via `sys`).
 pub mod dns;
+pub mod dns_server;
 pub mod metrics;
 pub mod model;
 pub mod nft;
@@ -34,6 +35,19 @@ pub struct Config {
     pub metrics_bind_address: Option<SocketAddr>,
     /// Where `/healthz` is served; `None` turns it off.
     pub healthz_bind_address: Option<SocketAddr>,
+    /// Cluster DNS; `None` turns it off.
+    pub dns: Option<DnsConfig>,
+}
+
+/// Cluster DNS settings.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// UDP address to serve on.
+    pub bind_address: SocketAddr,
+    /// The cluster zone, e.g. `cluster.local`.
+    pub cluster_domain: String,
+    /// Resolvers for every other name; from /etc/resolv.conf when empty.
+    pub upstreams: Vec<SocketAddr>,
 }
 
 /// Errors that stop the proxy.
@@ -57,6 +71,9 @@ pub enum ProxyError {
     /// A metrics or health server failed.
     #[error("metrics server failed")]
     Metrics(#[source] metrics::MetricsError),
+    /// The DNS server failed.
+    #[error("dns server failed")]
+    Dns(#[source] dns_server::DnsError),
 }
 
 async fn client(config: &Config) -> Result<kube::Client, ProxyError> {
@@ -106,21 +123,27 @@ pub async fn run_with_client(
     let metrics = Arc::new(metrics::Metrics::new());
     let mut servers = tokio::task::JoinSet::new();
     if let Some(addr) = config.metrics_bind_address {
-        servers.spawn(metrics::serve_metrics(
-            addr,
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let f = metrics::serve_metrics(addr, metrics.clone(), shutdown.clone());
+        servers.spawn(async move { f.await.map_err(ProxyError::Metrics) });
     }
     if let Some(addr) = config.healthz_bind_address {
-        servers.spawn(metrics::serve_healthz(
-            addr,
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let f = metrics::serve_healthz(addr, metrics.clone(), shutdown.clone());
+        servers.spawn(async move { f.await.map_err(ProxyError::Metrics) });
     }
     info!(node = %config.rules.node_name, table = %config.rules.table, "starting proxier");
-    let syncer = proxier::Syncer::new(config.rules.clone(), applier, metrics);
+    let mut syncer = proxier::Syncer::new(config.rules.clone(), applier, metrics);
+    if let Some(dns) = &config.dns {
+        let cache = dns_server::DnsCache::default();
+        syncer = syncer.with_dns(dns.cluster_domain.clone(), cache.clone());
+        let upstreams = if dns.upstreams.is_empty() {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            dns_server::upstreams_from_resolv_conf(&text)
+        } else {
+            dns.upstreams.clone()
+        };
+        let f = dns_server::serve_dns(dns.bind_address, cache, upstreams, shutdown.clone());
+        servers.spawn(async move { f.await.map_err(ProxyError::Dns) });
+    }
     let proxier = proxier::run_proxier(client, syncer, config.periods, shutdown.clone());
     tokio::pin!(proxier);
     loop {
@@ -129,7 +152,7 @@ pub async fn run_with_client(
             Some(res) = servers.join_next() => match res {
                 Ok(Err(err)) => {
                     shutdown.cancel();
-                    return Err(ProxyError::Metrics(err));
+                    return Err(err);
                 }
                 Ok(Ok(())) => {}
                 Err(err) => warn!(%err, "http server task failed"),

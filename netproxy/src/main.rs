@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use netproxy::model::Ipv4Cidr;
-use netproxy::{Config, RulesConfig, SyncPeriods};
+use netproxy::{Config, DnsConfig, RulesConfig, SyncPeriods};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -69,6 +69,24 @@ struct Args {
         help_heading = "Serving"
     )]
     metrics_bind_address: String,
+
+    /// UDP address for the cluster DNS server (e.g. '10.43.0.10:53'); empty disables it.
+    #[arg(
+        long,
+        env = "R8S_DNS_BIND_ADDRESS",
+        default_value = "",
+        help_heading = "DNS"
+    )]
+    dns_bind_address: String,
+
+    /// Domain for this cluster; Services resolve as <svc>.<ns>.svc.<cluster-domain>.
+    #[arg(
+        long,
+        env = "R8S_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        help_heading = "DNS"
+    )]
+    cluster_domain: String,
 
     /// If true, remove the proxy's nftables table and exit.
     #[arg(long, help_heading = "Misc")]
@@ -152,6 +170,11 @@ fn config(args: Args) -> anyhow::Result<Config> {
         },
         metrics_bind_address: bind_address(&args.metrics_bind_address)?,
         healthz_bind_address: bind_address(&args.healthz_bind_address)?,
+        dns: bind_address(&args.dns_bind_address)?.map(|addr| DnsConfig {
+            bind_address: addr,
+            cluster_domain: args.cluster_domain,
+            upstreams: Vec::new(),
+        }),
     })
 }
 

@@ -13,6 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::dns::DnsIndex;
+use crate::dns_server::DnsCache;
 use crate::metrics::Metrics;
 use crate::model::service_ports;
 use crate::nft::{Applier, NftError};
@@ -35,6 +37,7 @@ pub struct Syncer {
     applier: Arc<dyn Applier>,
     metrics: Arc<Metrics>,
     last: Option<Ruleset>,
+    dns: Option<(String, DnsCache)>,
 }
 
 impl Syncer {
@@ -45,7 +48,14 @@ impl Syncer {
             applier,
             metrics,
             last: None,
+            dns: None,
         }
+    }
+
+    /// Also refreshes the cluster DNS index for zone `domain` on every sync.
+    pub fn with_dns(mut self, domain: String, cache: DnsCache) -> Self {
+        self.dns = Some((domain, cache));
+        self
     }
 
     /// The ruleset applied last, if the last sync succeeded.
@@ -61,6 +71,13 @@ impl Syncer {
         force_full: bool,
     ) -> Result<(), SyncError> {
         let start = Instant::now();
+        if let Some((domain, cache)) = &self.dns {
+            cache.update(DnsIndex::build(
+                domain,
+                services.iter().map(|s| s.as_ref()),
+                slices.iter().map(|s| s.as_ref()),
+            ));
+        }
         let model = service_ports(
             services.iter().map(|s| s.as_ref()),
             slices.iter().map(|s| s.as_ref()),
