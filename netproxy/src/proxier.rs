@@ -1,0 +1,339 @@
+//! The proxier: reflectors on Services and EndpointSlices feed a debounced sync that rebuilds
+//! the ruleset and applies the smallest transaction (kube-proxy's `syncProxyRules`).
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::dns::DnsIndex;
+use crate::dns_server::DnsCache;
+use crate::metrics::Metrics;
+use crate::model::service_ports;
+use crate::nft::{Applier, NftError};
+use crate::rules::{RulesConfig, Ruleset, build};
+
+/// Errors of one sync.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Applying the transaction failed.
+    #[error("failed to sync proxy rules")]
+    Apply(#[source] NftError),
+    /// The blocking apply task panicked or was cancelled.
+    #[error("nftables apply task failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// Holds the last applied ruleset and turns a new snapshot into a transaction.
+pub struct Syncer {
+    config: RulesConfig,
+    applier: Arc<dyn Applier>,
+    metrics: Arc<Metrics>,
+    last: Option<Ruleset>,
+    dns: Option<(String, DnsCache)>,
+}
+
+impl Syncer {
+    /// A syncer that has applied nothing yet (its first sync is a full one).
+    pub fn new(config: RulesConfig, applier: Arc<dyn Applier>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            config,
+            applier,
+            metrics,
+            last: None,
+            dns: None,
+        }
+    }
+
+    /// Also refreshes the cluster DNS index for zone `domain` on every sync.
+    pub fn with_dns(mut self, domain: String, cache: DnsCache) -> Self {
+        self.dns = Some((domain, cache));
+        self
+    }
+
+    /// The ruleset applied last, if the last sync succeeded.
+    pub fn last(&self) -> Option<&Ruleset> {
+        self.last.as_ref()
+    }
+
+    /// Rebuilds from this snapshot and applies a full or per-Service transaction.
+    pub async fn sync(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        force_full: bool,
+    ) -> Result<(), SyncError> {
+        let start = Instant::now();
+        if let Some((domain, cache)) = &self.dns {
+            cache.update(DnsIndex::build(
+                domain,
+                services.iter().map(|s| s.as_ref()),
+                slices.iter().map(|s| s.as_ref()),
+            ));
+        }
+        let model = service_ports(
+            services.iter().map(|s| s.as_ref()),
+            slices.iter().map(|s| s.as_ref()),
+        );
+        let new = build(&self.config, &model);
+        let (tx, full) = match (&self.last, force_full) {
+            (Some(old), false) => (new.diff_transaction(old), false),
+            _ => (new.full_transaction(), true),
+        };
+        let commands = tx.commands().len();
+        let applier = self.applier.clone();
+        let result = tokio::task::spawn_blocking(move || applier.apply(&tx))
+            .await
+            .map_err(SyncError::Join)
+            .and_then(|r| r.map_err(SyncError::Apply));
+        if let Err(err) = result {
+            // The kernel state is unknown to us now: the next sync replaces the whole table.
+            self.last = None;
+            self.metrics.failed();
+            return Err(err);
+        }
+        let elapsed = start.elapsed();
+        self.metrics
+            .synced(elapsed, full, new.rule_count(), new.chain_count());
+        debug!(
+            full,
+            commands,
+            services = model.len(),
+            ?elapsed,
+            "synced proxy rules"
+        );
+        self.last = Some(new);
+        Ok(())
+    }
+}
+
+/// Drives the watch stream, waking the sync loop on every change.
+async fn pump<S, T>(stream: S, notify: Arc<Notify>, kind: &'static str)
+where
+    S: Stream<Item = Result<T, watcher::Error>> + Send,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(_) => notify.notify_one(),
+            Err(err) => warn!(kind, %err, "watch failed; retrying"),
+        }
+    }
+}
+
+/// Timing of the sync loop.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncPeriods {
+    /// Minimum time between syncs (`--min-sync-period`).
+    pub min: Duration,
+    /// Full resync interval (`--sync-period`).
+    pub full: Duration,
+}
+
+/// Watches the API and keeps the table in sync until `shutdown`.
+pub async fn run_proxier(
+    client: kube::Client,
+    mut syncer: Syncer,
+    periods: SyncPeriods,
+    shutdown: CancellationToken,
+) {
+    let (svc_store, svc_writer) = reflector::store::<Service>();
+    let (eps_store, eps_writer) = reflector::store::<EndpointSlice>();
+    let notify = Arc::new(Notify::new());
+    let svc_stream = reflector::reflector(
+        svc_writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let eps_stream = reflector::reflector(
+        eps_writer,
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let watches = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let (a, b) = (
+            pump(svc_stream, notify.clone(), "Service"),
+            pump(eps_stream, notify.clone(), "EndpointSlice"),
+        );
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = futures::future::join(a, b) => {}
+            }
+        }
+    });
+
+    tokio::select! {
+        _ = shutdown.cancelled() => { let _ = watches.await; return; }
+        r = wait_ready(&svc_store, &eps_store) => if r.is_err() { warn!("watch stores dropped"); return; }
+    }
+    info!("caches synced; programming nftables");
+    sync_loop(
+        &mut syncer,
+        &svc_store,
+        &eps_store,
+        &notify,
+        periods,
+        &shutdown,
+    )
+    .await;
+    let _ = watches.await;
+}
+
+async fn wait_ready(
+    svcs: &Store<Service>,
+    eps: &Store<EndpointSlice>,
+) -> Result<(), reflector::store::WriterDropped> {
+    svcs.wait_until_ready().await?;
+    eps.wait_until_ready().await
+}
+
+async fn sync_loop(
+    syncer: &mut Syncer,
+    svcs: &Store<Service>,
+    eps: &Store<EndpointSlice>,
+    notify: &Notify,
+    periods: SyncPeriods,
+    shutdown: &CancellationToken,
+) {
+    let mut next_full = tokio::time::Instant::now() + periods.full;
+    let mut force_full = true;
+    loop {
+        let started = tokio::time::Instant::now();
+        if started >= next_full {
+            force_full = true;
+        }
+        let result = syncer.sync(&svcs.state(), &eps.state(), force_full).await;
+        let retry = match result {
+            Ok(()) => {
+                if force_full {
+                    next_full = tokio::time::Instant::now() + periods.full;
+                }
+                force_full = false;
+                false
+            }
+            Err(err) => {
+                warn!(error = %err, source = ?std::error::Error::source(&err), "sync failed; retrying");
+                true
+            }
+        };
+        // Debounce: at most one sync per min-sync-period; changes meanwhile coalesce.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(started + periods.min) => {}
+        }
+        if retry {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep_until(next_full) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::{service, slice};
+    use crate::rules::Transaction;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct FakeApplier {
+        applied: Mutex<Vec<Transaction>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Applier for FakeApplier {
+        fn apply(&self, tx: &Transaction) -> Result<(), NftError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(NftError::WorkerGone);
+            }
+            self.applied.lock().unwrap().push(tx.clone());
+            Ok(())
+        }
+        fn run(&self, _cmd: &str) -> Result<String, NftError> {
+            Ok(String::new())
+        }
+    }
+
+    fn is_full(tx: &Transaction) -> bool {
+        tx.commands()
+            .get(1)
+            .and_then(|c| c.get("delete"))
+            .and_then(|d| d.get("table"))
+            .is_some()
+    }
+
+    #[tokio::test]
+    async fn first_sync_is_full_then_changes_are_partial() {
+        let fake = Arc::new(FakeApplier::default());
+        let mut s = Syncer::new(
+            RulesConfig::default(),
+            fake.clone(),
+            Arc::new(Metrics::new()),
+        );
+        let svc = Arc::new(service("default", "web", "10.43.0.10", &[("", 80)]));
+        let sl1 = Arc::new(slice(
+            "default",
+            "web",
+            ("", 8080),
+            &[("10.42.0.5", "n1", true)],
+        ));
+        let sl2 = Arc::new(slice(
+            "default",
+            "web",
+            ("", 8080),
+            &[("10.42.0.6", "n1", true)],
+        ));
+        s.sync(std::slice::from_ref(&svc), &[sl1], false)
+            .await
+            .unwrap();
+        s.sync(
+            std::slice::from_ref(&svc),
+            std::slice::from_ref(&sl2),
+            false,
+        )
+        .await
+        .unwrap();
+        s.sync(&[svc], &[sl2], false).await.unwrap();
+        let applied = fake.applied.lock().unwrap();
+        assert!(is_full(&applied[0]));
+        assert!(!is_full(&applied[1]) && !applied[1].is_empty());
+        assert!(applied[2].is_empty(), "nothing changed, nothing to apply");
+    }
+
+    #[tokio::test]
+    async fn failed_sync_forces_a_full_one_next() {
+        let fake = Arc::new(FakeApplier::default());
+        let metrics = Arc::new(Metrics::new());
+        let mut s = Syncer::new(RulesConfig::default(), fake.clone(), metrics.clone());
+        let svc = Arc::new(service("default", "web", "10.43.0.10", &[("", 80)]));
+        s.sync(std::slice::from_ref(&svc), &[], false)
+            .await
+            .unwrap();
+        fake.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(s.sync(&[], &[], false).await.is_err());
+        assert!(s.last().is_none());
+        assert!(!metrics.healthz().0);
+        fake.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        s.sync(&[], &[], false).await.unwrap();
+        assert!(is_full(fake.applied.lock().unwrap().last().unwrap()));
+    }
+}

@@ -1,0 +1,814 @@
+//! Rule builder: from the Service model to the kube-proxy-style (KEP-3866) ruleset of one table.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use nftables::expr::{Expression, FibFlag, NamedExpression, SetItem};
+use nftables::stmt::{Operator, Statement};
+use nftables::types::{NfChainType, NfHook};
+
+use super::expr::{self, Stmt};
+use super::{AffinitySet, BaseChain, ChainSpec, MapElement, Ruleset, ServiceRules};
+use crate::model::{Endpoint, Ipv4Cidr, ServiceKey, ServicePort};
+
+/// Map: `ipv4_addr . inet_proto . inet_service : verdict` for ClusterIPs, external and LB IPs.
+pub const SERVICE_IPS: &str = "service-ips";
+/// Map: `inet_proto . inet_service : verdict` for NodePorts.
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Map: like service-ips, for Services without usable endpoints.
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Map: like service-nodeports, for Services without usable endpoints.
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Chain that rejects with ICMP port unreachable.
+pub const REJECT_CHAIN: &str = "reject-chain";
+/// Chain that drops (a typed verdict `drop` would serialize as a bare string, which is not a
+/// libnftables verdict).
+pub const DROP_CHAIN: &str = "drop-chain";
+const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+const MASQUERADING: &str = "masquerading";
+const SERVICES: &str = "services";
+const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
+const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
+
+/// nftables priorities by name (`dstnat`, `srcnat`, `filter - 10`).
+const PRIO_DSTNAT: i32 = -100;
+const PRIO_SRCNAT: i32 = 100;
+const PRIO_FILTER_EARLY: i32 = -110;
+
+/// What the builder needs to know about this node and the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesConfig {
+    /// The nftables table (family `ip`); must start with `r8s`.
+    pub table: String,
+    /// This node's name, to pick local endpoints for `Local` traffic policies.
+    pub node_name: String,
+    /// Pod CIDR of the cluster; traffic to ClusterIPs from outside it is masqueraded.
+    pub cluster_cidr: Option<Ipv4Cidr>,
+    /// Masquerade all traffic to Services (`--masquerade-all`).
+    pub masquerade_all: bool,
+    /// Addresses NodePorts answer on; empty means every local address.
+    pub nodeport_addresses: Vec<Ipv4Cidr>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            table: "r8s".into(),
+            node_name: String::new(),
+            cluster_cidr: None,
+            masquerade_all: false,
+            nodeport_addresses: Vec::new(),
+        }
+    }
+}
+
+/// kube-proxy's `hashAndTruncate`: the first 8 characters of the base32 (RFC 4648) SHA-256.
+fn hash8(s: &str) -> String {
+    use sha2::Digest;
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    // 5 bytes = 40 bits = exactly 8 base32 characters.
+    let bits = digest
+        .iter()
+        .take(5)
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    (0..8)
+        .rev()
+        .map(|i| char::from(ALPHABET[usize::try_from((bits >> (i * 5)) & 31).unwrap_or(0)]))
+        .collect()
+}
+
+fn chain_base(id: &str) -> String {
+    format!("{}-{id}", hash8(id))
+}
+
+/// `service-<hash>-ns/name/proto/port`.
+pub fn service_chain(sp: &ServicePort) -> String {
+    format!("service-{}", chain_base(&sp.id()))
+}
+
+/// `external-<hash>-ns/name/proto/port`.
+pub fn external_chain(sp: &ServicePort) -> String {
+    format!("external-{}", chain_base(&sp.id()))
+}
+
+fn endpoint_base(sp: &ServicePort, ep: &Endpoint) -> String {
+    chain_base(&format!("{}__{}/{}", sp.id(), ep.ip, ep.port))
+}
+
+/// `endpoint-<hash>-ns/name/proto/port__ip/port`.
+pub fn endpoint_chain(sp: &ServicePort, ep: &Endpoint) -> String {
+    format!("endpoint-{}", endpoint_base(sp, ep))
+}
+
+/// `affinity-<hash>-ns/name/proto/port__ip/port`.
+pub fn affinity_set(sp: &ServicePort, ep: &Endpoint) -> String {
+    format!("affinity-{}", endpoint_base(sp, ep))
+}
+
+/// Builds the whole ruleset for these Services.
+pub fn build(config: &RulesConfig, services: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Ruleset {
+    Ruleset {
+        table: config.table.clone(),
+        base: base_chains(config),
+        services: services
+            .iter()
+            .map(|(key, ports)| (key.clone(), service_rules(config, ports)))
+            .collect(),
+    }
+}
+
+fn chain(name: &str, rules: Vec<Vec<Stmt>>) -> ChainSpec {
+    ChainSpec {
+        name: name.to_string(),
+        rules,
+    }
+}
+
+fn base(spec: ChainSpec, hook: Option<(NfChainType, NfHook, i32)>) -> BaseChain {
+    BaseChain { chain: spec, hook }
+}
+
+fn base_chains(config: &RulesConfig) -> Vec<BaseChain> {
+    use NfChainType::{Filter, NAT};
+    let local_daddr: Vec<Stmt> = if config.nodeport_addresses.is_empty() {
+        vec![expr::fib_local(FibFlag::Daddr)]
+    } else {
+        let set = config
+            .nodeport_addresses
+            .iter()
+            .map(|c| SetItem::Element(expr::prefix(*c)))
+            .collect();
+        vec![expr::eq(
+            expr::payload("ip", "daddr"),
+            Expression::Named(NamedExpression::Set(set)),
+        )]
+    };
+    let loopback: Ipv4Cidr = Ipv4Cidr {
+        addr: Ipv4Addr::new(127, 0, 0, 0),
+        len: 8,
+    };
+    let mut nodeport_rule = local_daddr.clone();
+    nodeport_rule.push(expr::matches(
+        expr::payload("ip", "daddr"),
+        Operator::NEQ,
+        expr::prefix(loopback),
+    ));
+    nodeport_rule.push(expr::vmap(
+        expr::proto_port(),
+        expr::string(format!("@{SERVICE_NODEPORTS}")),
+    ));
+    let mut nodeport_check = local_daddr;
+    nodeport_check.push(expr::vmap(
+        expr::proto_port(),
+        expr::string(format!("@{NO_ENDPOINT_NODEPORTS}")),
+    ));
+    vec![
+        base(
+            chain("nat-prerouting", vec![vec![expr::jump(SERVICES)]]),
+            Some((NAT, NfHook::Prerouting, PRIO_DSTNAT)),
+        ),
+        base(
+            chain("nat-output", vec![vec![expr::jump(SERVICES)]]),
+            Some((NAT, NfHook::Output, PRIO_DSTNAT)),
+        ),
+        base(
+            chain("nat-postrouting", vec![vec![expr::jump(MASQUERADING)]]),
+            Some((NAT, NfHook::Postrouting, PRIO_SRCNAT)),
+        ),
+        base(
+            chain(
+                "filter-input",
+                vec![
+                    vec![expr::ct_state_new(), expr::jump(NODEPORT_ENDPOINTS_CHECK)],
+                    vec![expr::ct_state_new(), expr::jump(SERVICE_ENDPOINTS_CHECK)],
+                ],
+            ),
+            Some((Filter, NfHook::Input, PRIO_FILTER_EARLY)),
+        ),
+        base(
+            chain(
+                "filter-forward",
+                vec![vec![
+                    expr::ct_state_new(),
+                    expr::jump(SERVICE_ENDPOINTS_CHECK),
+                ]],
+            ),
+            Some((Filter, NfHook::Forward, PRIO_FILTER_EARLY)),
+        ),
+        base(
+            chain(
+                "filter-output",
+                vec![vec![
+                    expr::ct_state_new(),
+                    expr::jump(SERVICE_ENDPOINTS_CHECK),
+                ]],
+            ),
+            Some((Filter, NfHook::Output, PRIO_FILTER_EARLY)),
+        ),
+        base(
+            chain(
+                SERVICES,
+                vec![
+                    vec![expr::vmap(
+                        expr::daddr_proto_port(),
+                        expr::string(format!("@{SERVICE_IPS}")),
+                    )],
+                    nodeport_rule,
+                ],
+            ),
+            None,
+        ),
+        base(
+            chain(
+                SERVICE_ENDPOINTS_CHECK,
+                vec![vec![expr::vmap(
+                    expr::daddr_proto_port(),
+                    expr::string(format!("@{NO_ENDPOINT_SERVICES}")),
+                )]],
+            ),
+            None,
+        ),
+        base(chain(NODEPORT_ENDPOINTS_CHECK, vec![nodeport_check]), None),
+        base(
+            chain(MARK_FOR_MASQUERADE, vec![vec![expr::mark_set(true)]]),
+            None,
+        ),
+        base(
+            chain(
+                MASQUERADING,
+                vec![
+                    vec![expr::mark_unset(), Statement::Return(None)],
+                    vec![expr::mark_set(false)],
+                    vec![Statement::Masquerade(Some(nftables::stmt::NAT {
+                        addr: None,
+                        family: None,
+                        port: None,
+                        flags: Some([nftables::stmt::NATFlag::FullyRandom].into()),
+                    }))],
+                ],
+            ),
+            None,
+        ),
+        base(
+            chain(REJECT_CHAIN, vec![vec![Statement::Reject(None)]]),
+            None,
+        ),
+        base(chain(DROP_CHAIN, vec![vec![Statement::Drop(None)]]), None),
+    ]
+}
+
+fn service_rules(config: &RulesConfig, ports: &[ServicePort]) -> ServiceRules {
+    let mut out = ServiceRules::default();
+    for sp in ports {
+        port_rules(config, sp, &mut out);
+    }
+    out
+}
+
+fn is_local(config: &RulesConfig, ep: &Endpoint) -> bool {
+    ep.node_name.as_deref() == Some(config.node_name.as_str())
+}
+
+fn port_rules(config: &RulesConfig, sp: &ServicePort, out: &mut ServiceRules) {
+    let proto = sp.protocol.as_str();
+    let cluster_key = expr::concat(vec![
+        expr::ip(sp.cluster_ip),
+        expr::string(proto),
+        expr::Expr::Number(u32::from(sp.port)),
+    ]);
+    let external_keys: Vec<_> = sp
+        .external_ips
+        .iter()
+        .map(|ip| {
+            expr::concat(vec![
+                expr::ip(*ip),
+                expr::string(proto),
+                expr::Expr::Number(u32::from(sp.port)),
+            ])
+        })
+        .collect();
+    let node_port_key = sp
+        .node_port
+        .map(|np| expr::concat(vec![expr::string(proto), expr::Expr::Number(u32::from(np))]));
+    let reject = || expr::goto_verdict(REJECT_CHAIN);
+
+    if sp.endpoints.is_empty() {
+        out.elements
+            .push(MapElement::new(NO_ENDPOINT_SERVICES, cluster_key, reject()));
+        for key in external_keys {
+            out.elements
+                .push(MapElement::new(NO_ENDPOINT_SERVICES, key, reject()));
+        }
+        if let Some(key) = node_port_key {
+            out.elements
+                .push(MapElement::new(NO_ENDPOINT_NODEPORTS, key, reject()));
+        }
+        return;
+    }
+
+    // Endpoint chains for every endpoint; each is reached from the cluster and/or external side.
+    for ep in &sp.endpoints {
+        let mut dnat = Vec::new();
+        if let Some(timeout) = sp.affinity_timeout {
+            let set = affinity_set(sp, ep);
+            out.sets.push(AffinitySet {
+                name: set.clone(),
+                timeout,
+            });
+            dnat.push(vec![expr::update_saddr(&set)]);
+        }
+        dnat.push(vec![expr::proto(sp.protocol), expr::dnat(ep.ip, ep.port)]);
+        let mut rules = vec![vec![
+            expr::eq(expr::payload("ip", "saddr"), expr::ip(ep.ip)),
+            expr::jump(MARK_FOR_MASQUERADE),
+        ]];
+        rules.extend(dnat);
+        out.chains.push(chain(&endpoint_chain(sp, ep), rules));
+    }
+
+    let cluster_eps: Vec<&Endpoint> = sp
+        .endpoints
+        .iter()
+        .filter(|ep| !sp.internal_local || is_local(config, ep))
+        .collect();
+    let svc_chain = service_chain(sp);
+    if cluster_eps.is_empty() {
+        // internalTrafficPolicy: Local without local endpoints: drop, as kube-proxy does.
+        out.elements.push(MapElement::new(
+            NO_ENDPOINT_SERVICES,
+            cluster_key,
+            expr::goto_verdict(DROP_CHAIN),
+        ));
+    } else {
+        let mut rules = Vec::new();
+        let daddr = expr::eq(expr::payload("ip", "daddr"), expr::ip(sp.cluster_ip));
+        if config.masquerade_all {
+            rules.push(vec![daddr, expr::jump(MARK_FOR_MASQUERADE)]);
+        } else if let Some(cidr) = config.cluster_cidr {
+            rules.push(vec![
+                daddr,
+                expr::matches(
+                    expr::payload("ip", "saddr"),
+                    Operator::NEQ,
+                    expr::prefix(cidr),
+                ),
+                expr::jump(MARK_FOR_MASQUERADE),
+            ]);
+        }
+        rules.extend(balance(sp, &cluster_eps));
+        out.chains.push(chain(&svc_chain, rules));
+        out.elements.push(MapElement::new(
+            SERVICE_IPS,
+            cluster_key,
+            expr::goto_verdict(&svc_chain),
+        ));
+    }
+
+    if external_keys.is_empty() && node_port_key.is_none() {
+        return;
+    }
+    let ext_chain = external_chain(sp);
+    let mut rules = Vec::new();
+    let has_svc_chain = !cluster_eps.is_empty();
+    if sp.external_local {
+        // Preserve the client address: only local endpoints, no masquerade, except for traffic
+        // from this node or from pods, which may use any endpoint (KEP-1669 short-circuit).
+        if has_svc_chain {
+            if let Some(cidr) = config.cluster_cidr {
+                rules.push(vec![
+                    expr::eq(expr::payload("ip", "saddr"), expr::prefix(cidr)),
+                    expr::goto(&svc_chain),
+                ]);
+            }
+            rules.push(vec![
+                expr::fib_local(FibFlag::Saddr),
+                expr::jump(MARK_FOR_MASQUERADE),
+            ]);
+            rules.push(vec![
+                expr::fib_local(FibFlag::Saddr),
+                expr::goto(&svc_chain),
+            ]);
+        }
+        let local: Vec<&Endpoint> = sp
+            .endpoints
+            .iter()
+            .filter(|e| is_local(config, e))
+            .collect();
+        if local.is_empty() {
+            rules.push(vec![Statement::Drop(None)]);
+        } else {
+            rules.extend(balance(sp, &local));
+        }
+    } else if has_svc_chain {
+        rules.push(vec![expr::jump(MARK_FOR_MASQUERADE)]);
+        rules.push(vec![expr::goto(&svc_chain)]);
+    } else {
+        rules.push(vec![Statement::Drop(None)]);
+    }
+    out.chains.push(chain(&ext_chain, rules));
+    for key in external_keys {
+        out.elements.push(MapElement::new(
+            SERVICE_IPS,
+            key,
+            expr::goto_verdict(&ext_chain),
+        ));
+    }
+    if let Some(key) = node_port_key {
+        out.elements.push(MapElement::new(
+            SERVICE_NODEPORTS,
+            key,
+            expr::goto_verdict(&ext_chain),
+        ));
+    }
+}
+
+/// Affinity lookups (when enabled) then a random pick among `eps`.
+fn balance(sp: &ServicePort, eps: &[&Endpoint]) -> Vec<Vec<Stmt>> {
+    let mut rules = Vec::new();
+    if sp.affinity_timeout.is_some() {
+        for ep in eps {
+            rules.push(vec![
+                expr::eq(
+                    expr::payload("ip", "saddr"),
+                    expr::string(format!("@{}", affinity_set(sp, ep))),
+                ),
+                expr::goto(endpoint_chain(sp, ep)),
+            ]);
+        }
+    }
+    let targets: Vec<String> = eps.iter().map(|ep| endpoint_chain(sp, ep)).collect();
+    rules.push(vec![expr::numgen_vmap(&targets)]);
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::service_ports;
+    use crate::model::tests::{service, slice};
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use serde_json::{Value, json};
+
+    fn config() -> RulesConfig {
+        RulesConfig {
+            node_name: "n1".into(),
+            cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn ruleset(svcs: &[Service], slices: &[EndpointSlice]) -> Ruleset {
+        build(&config(), &service_ports(svcs, slices))
+    }
+
+    fn rules_json(chain: &ChainSpec) -> Vec<Value> {
+        chain
+            .rules
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
+    }
+
+    fn web3() -> (Service, EndpointSlice) {
+        let svc = service("default", "web", "10.43.0.10", &[("http", 80)]);
+        let sl = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[
+                ("10.42.0.5", "n1", true),
+                ("10.42.1.5", "n2", true),
+                ("10.42.2.5", "n3", true),
+            ],
+        );
+        (svc, sl)
+    }
+
+    #[test]
+    fn chain_names_carry_hash_and_service_port_name() {
+        let (svc, sl) = web3();
+        let rs = ruleset(&[svc], &[sl]);
+        let names: Vec<&str> = rs.services["default/web"]
+            .chains
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names.len(), 4);
+        assert!(names[0].starts_with("endpoint-"));
+        assert!(names[0].ends_with("-default/web/tcp/http__10.42.0.5/8080"));
+        let svc_chain = names[3];
+        assert!(svc_chain.starts_with("service-") && svc_chain.ends_with("-default/web/tcp/http"));
+        // 8 base32 characters between the prefix and the id.
+        assert_eq!(svc_chain.split('-').nth(1).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn cluster_ip_with_three_endpoints_balances_with_numgen() {
+        let (svc, sl) = web3();
+        let rs = ruleset(&[svc], &[sl]);
+        let sr = &rs.services["default/web"];
+        let svc_chain = sr
+            .chains
+            .iter()
+            .find(|c| c.name.starts_with("service-"))
+            .unwrap();
+        let rules = rules_json(svc_chain);
+        // Masquerade traffic from outside the cluster CIDR, then pick one of 3.
+        assert_eq!(rules.len(), 2);
+        let masq = rules[0].to_string();
+        assert!(masq.contains(r#""op":"!=""#) && masq.contains(r#""addr":"10.42.0.0","len":16"#));
+        assert!(masq.contains(r#"{"jump":{"target":"mark-for-masquerade"}}"#));
+        let ng = &rules[1][0]["vmap"];
+        assert_eq!(ng["key"], json!({"numgen": {"mode": "random", "mod": 3}}));
+        assert_eq!(ng["data"]["set"].as_array().unwrap().len(), 3);
+        assert_eq!(ng["data"]["set"][2][0], json!(2));
+        // The map entry for the ClusterIP goes to that chain.
+        assert_eq!(sr.elements.len(), 1);
+        assert_eq!(sr.elements[0].map, SERVICE_IPS);
+        assert_eq!(
+            serde_json::to_value(&sr.elements[0].key).unwrap(),
+            json!({"concat": ["10.43.0.10", "tcp", 80]})
+        );
+        assert_eq!(
+            serde_json::to_value(&sr.elements[0].verdict).unwrap(),
+            json!({"goto": {"target": svc_chain.name}})
+        );
+    }
+
+    #[test]
+    fn endpoint_chain_marks_hairpin_then_dnats() {
+        let (svc, sl) = web3();
+        let rs = ruleset(&[svc], &[sl]);
+        let ep = &rs.services["default/web"].chains[0];
+        let rules = rules_json(ep);
+        assert_eq!(
+            rules[0],
+            json!([
+                {"match": {"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.42.0.5", "op": "=="}},
+                {"jump": {"target": "mark-for-masquerade"}}
+            ])
+        );
+        assert_eq!(
+            rules[1],
+            json!([
+                {"match": {"left": {"meta": {"key": "l4proto"}}, "right": "tcp", "op": "=="}},
+                {"dnat": {"addr": "10.42.0.5", "port": 8080}}
+            ])
+        );
+    }
+
+    #[test]
+    fn service_without_endpoints_goes_to_reject_map_only() {
+        let mut svc = service("default", "empty", "10.43.0.11", &[("", 80)]);
+        svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30080);
+        let rs = ruleset(&[svc], &[]);
+        let sr = &rs.services["default/empty"];
+        assert!(sr.chains.is_empty());
+        let maps: Vec<&str> = sr.elements.iter().map(|e| e.map).collect();
+        assert_eq!(maps, [NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS]);
+        for el in &sr.elements {
+            assert_eq!(
+                serde_json::to_value(&el.verdict).unwrap(),
+                json!({"goto": {"target": REJECT_CHAIN}})
+            );
+        }
+    }
+
+    #[test]
+    fn node_port_and_external_ip_go_through_external_chain() {
+        let (mut svc, sl) = web3();
+        let spec = svc.spec.as_mut().unwrap();
+        spec.type_ = Some("NodePort".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        spec.external_ips = Some(vec!["192.0.2.7".into()]);
+        let rs = ruleset(&[svc], &[sl]);
+        let sr = &rs.services["default/web"];
+        let ext = sr
+            .chains
+            .iter()
+            .find(|c| c.name.starts_with("external-"))
+            .unwrap();
+        let svc_chain = sr
+            .chains
+            .iter()
+            .find(|c| c.name.starts_with("service-"))
+            .unwrap();
+        assert_eq!(
+            rules_json(ext),
+            vec![
+                json!([{"jump": {"target": "mark-for-masquerade"}}]),
+                json!([{"goto": {"target": svc_chain.name}}]),
+            ]
+        );
+        let np = sr
+            .elements
+            .iter()
+            .find(|e| e.map == SERVICE_NODEPORTS)
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&np.key).unwrap(),
+            json!({"concat": ["tcp", 30080]})
+        );
+        let ext_ip = sr
+            .elements
+            .iter()
+            .filter(|e| e.map == SERVICE_IPS)
+            .map(|e| serde_json::to_value(&e.key).unwrap())
+            .collect::<Vec<_>>();
+        assert!(ext_ip.contains(&json!({"concat": ["192.0.2.7", "tcp", 80]})));
+    }
+
+    #[test]
+    fn client_ip_affinity_uses_per_endpoint_sets() {
+        let (mut svc, sl) = web3();
+        svc.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+        let rs = ruleset(&[svc], &[sl]);
+        let sr = &rs.services["default/web"];
+        assert_eq!(sr.sets.len(), 3);
+        assert_eq!(sr.sets[0].timeout, 10800);
+        let svc_chain = sr
+            .chains
+            .iter()
+            .find(|c| c.name.starts_with("service-"))
+            .unwrap();
+        let rules = rules_json(svc_chain);
+        // masquerade, 3 lookups, numgen
+        assert_eq!(rules.len(), 5);
+        assert_eq!(
+            rules[1][0]["match"]["right"],
+            json!(format!("@{}", sr.sets[0].name))
+        );
+        assert_eq!(rules[1][1]["goto"]["target"], json!(sr.chains[0].name));
+        let ep = rules_json(&sr.chains[0]);
+        assert_eq!(
+            ep[1],
+            json!([{"set": {"op": "update", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": format!("@{}", sr.sets[0].name)}}])
+        );
+    }
+
+    #[test]
+    fn local_traffic_policies_keep_only_this_nodes_endpoints() {
+        let (mut svc, sl) = web3();
+        let spec = svc.spec.as_mut().unwrap();
+        spec.internal_traffic_policy = Some("Local".into());
+        spec.external_traffic_policy = Some("Local".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        let rs = ruleset(&[svc], &[sl]);
+        let sr = &rs.services["default/web"];
+        let svc_chain = sr
+            .chains
+            .iter()
+            .find(|c| c.name.starts_with("service-"))
+            .unwrap();
+        let rules = rules_json(svc_chain);
+        assert_eq!(
+            rules.last().unwrap()[0]["vmap"]["key"]["numgen"]["mod"],
+            json!(1)
+        );
+        let ext = sr
+            .chains
+            .iter()
+            .find(|c| c.name.starts_with("external-"))
+            .unwrap();
+        let rules = rules_json(ext);
+        let last = rules.last().unwrap();
+        assert_eq!(last[0]["vmap"]["key"]["numgen"]["mod"], json!(1));
+        assert!(last.to_string().contains("10.42.0.5"));
+        // No unconditional masquerade for Local: the client address is kept.
+        assert!(!rules.contains(&json!([{"jump": {"target": "mark-for-masquerade"}}])));
+    }
+
+    #[test]
+    fn internal_local_without_local_endpoints_drops() {
+        let svc = {
+            let mut s = service("default", "web", "10.43.0.10", &[("http", 80)]);
+            s.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+            s
+        };
+        let sl = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[("10.42.1.5", "n2", true)],
+        );
+        let rs = ruleset(&[svc], &[sl]);
+        let el = &rs.services["default/web"].elements[0];
+        assert_eq!(el.map, NO_ENDPOINT_SERVICES);
+        assert_eq!(
+            serde_json::to_value(&el.verdict).unwrap(),
+            json!({"goto": {"target": DROP_CHAIN}})
+        );
+    }
+
+    #[test]
+    fn full_transaction_replaces_only_our_table() {
+        let (svc, sl) = web3();
+        let tx = ruleset(&[svc], &[sl]).full_transaction();
+        let cmds = tx.commands();
+        assert_eq!(
+            cmds[0],
+            json!({"add": {"table": {"family": "ip", "name": "r8s"}}})
+        );
+        assert_eq!(
+            cmds[1],
+            json!({"delete": {"table": {"family": "ip", "name": "r8s"}}})
+        );
+        assert_eq!(
+            cmds[2],
+            json!({"add": {"table": {"family": "ip", "name": "r8s"}}})
+        );
+        assert_eq!(
+            cmds[3],
+            json!({"add": {"map": {"family": "ip", "table": "r8s", "name": "service-ips",
+                "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "verdict"}}})
+        );
+        assert!(!tx.to_json().contains("\"flush\":{\"ruleset\""));
+    }
+
+    #[test]
+    fn unchanged_services_give_an_empty_diff() {
+        let (svc, sl) = web3();
+        let a = ruleset(std::slice::from_ref(&svc), std::slice::from_ref(&sl));
+        let b = ruleset(&[svc], &[sl]);
+        assert!(b.diff_transaction(&a).is_empty());
+    }
+
+    #[test]
+    fn diff_touches_only_the_changed_service() {
+        let (svc, sl) = web3();
+        let other = service("default", "db", "10.43.0.20", &[("", 5432)]);
+        let other_sl = slice("default", "db", ("", 5432), &[("10.42.0.9", "n1", true)]);
+        let old = ruleset(&[svc.clone(), other.clone()], &[sl, other_sl.clone()]);
+        let fewer = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[("10.42.0.5", "n1", true), ("10.42.1.5", "n2", true)],
+        );
+        let new = ruleset(&[svc, other], &[fewer, other_sl]);
+        let text = new.diff_transaction(&old).to_json();
+        assert!(!text.contains("default/db"), "{text}");
+        assert!(!text.contains("\"table\":{"), "no table command: {text}");
+        assert!(!text.contains("10.43.0.20"), "{text}");
+        // The dropped endpoint's chain is flushed and deleted, after the map is repointed.
+        let stale = endpoint_chain(
+            &old_port(&old),
+            &Endpoint {
+                ip: "10.42.2.5".parse().unwrap(),
+                port: 8080,
+                node_name: None,
+            },
+        );
+        let del = json!({"delete": {"chain": {"family": "ip", "table": "r8s", "name": stale}}});
+        let tx = new.diff_transaction(&old);
+        let del_at = tx
+            .commands()
+            .iter()
+            .position(|c| *c == del)
+            .expect("stale chain deleted");
+        let add_el = tx
+            .commands()
+            .iter()
+            .position(|c| c.get("add").and_then(|a| a.get("element")).is_some());
+        assert!(add_el.unwrap() < del_at);
+    }
+
+    fn old_port(rs: &Ruleset) -> ServicePort {
+        let _ = rs;
+        ServicePort {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: "http".into(),
+            protocol: crate::model::Protocol::Tcp,
+            cluster_ip: "10.43.0.10".parse().unwrap(),
+            port: 80,
+            node_port: None,
+            external_ips: vec![],
+            affinity_timeout: None,
+            internal_local: false,
+            external_local: false,
+            endpoints: vec![],
+        }
+    }
+
+    #[test]
+    fn removed_service_is_deleted_by_diff() {
+        let (svc, sl) = web3();
+        let old = ruleset(&[svc], &[sl]);
+        let new = ruleset(&[], &[]);
+        let tx = new.diff_transaction(&old);
+        let deletes = tx
+            .commands()
+            .iter()
+            .filter(|c| c.get("delete").and_then(|d| d.get("chain")).is_some())
+            .count();
+        assert_eq!(deletes, 4);
+    }
+
+    #[test]
+    fn hash_matches_base32_of_sha256() {
+        // sha256("") = e3b0c442...; base32 of e3 b0 c4 42 98 = 4OYMIQUY.
+        assert_eq!(hash8(""), "4OYMIQUY");
+    }
+}
