@@ -264,7 +264,8 @@ impl WatchCache {
                             Err(mpsc::error::TrySendError::Closed(_)) => false,
                         }
                     } else {
-                        true
+                        // Drop watchers whose client went away.
+                        !w.tx.is_closed()
                     };
                     if keep {
                         i += 1;
