@@ -109,6 +109,13 @@ fn decode(b: &[u8]) -> Result<Record> {
     Ok(Record { key, value, create_revision, prev_revision })
 }
 
+/// Only the key of an encoded record.
+fn decode_key(b: &[u8]) -> Result<&str> {
+    let bad = || StoreError::Io("corrupt log record".into());
+    let klen = u32::from_le_bytes(b.get(17..21).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    std::str::from_utf8(b.get(HEADER..HEADER + klen).ok_or_else(bad)?).map_err(|_| bad())
+}
+
 /// Reads and decodes `log[rev]`.
 fn read_record(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision) -> Result<Option<Record>> {
     match log.get(rev).map_err(io_err)? {
@@ -485,11 +492,10 @@ fn read_history(shared: &Shared, prefix: &str, after: Revision) -> Result<Replay
     for entry in log.range(after + 1..).map_err(io_err)? {
         let (k, v) = entry.map_err(io_err)?;
         let rev = k.value();
-        let rec = decode(v.value())?;
         scanned_to = rev;
         scanned += 1;
-        if rec.key.starts_with(prefix) {
-            records.push((rev, rec));
+        if decode_key(v.value())?.starts_with(prefix) {
+            records.push((rev, decode(v.value())?));
         }
         if scanned >= REPLAY_CHUNK {
             break;
