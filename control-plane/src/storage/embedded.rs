@@ -1,2 +1,1002 @@
-//! The embedded durable store (default backend), in the server's data dir.
-//! Placeholder: the storage work replaces this with the real backend.
+//! The embedded durable store (default backend): an MVCC log on redb in the
+//! server's data dir.
+//!
+//! Layout (one redb file, `store.redb`):
+//! - `log`: revision -> record (key, value or tombstone, create revision,
+//!   previous revision of the key). Every write is one record at its own revision.
+//! - `revs`: (key, revision) -> () — the history index used for reads at a past
+//!   revision and for compaction.
+//! - `live`: key -> (mod revision, create revision) for every existing key.
+//! - `meta`: `rev` (current revision), `compacted` (oldest readable revision),
+//!   `compact_cursor` (how far physical compaction got).
+//!
+//! Writes go through one writer thread that drains every queued operation into
+//! one write transaction, commits it with `Durability::Immediate` (one fsync per
+//! batch: group commit) and then acknowledges each operation. Reads run in
+//! `spawn_blocking` on redb snapshots. Watches replay the log from disk and then
+//! follow a broadcast of committed batches; a watcher that lags behind the
+//! broadcast goes back to the disk and catches up, so it never misses an event
+//! (it only ends with `Compacted` if the history it needs was compacted away).
+//!
+//! Compaction at `C` keeps exactly the state at `C` plus everything after it:
+//! reads at `R >= C` and watches with `after >= C` work, older ones get
+//! `Compacted`. The compacted revision is persisted at once; the old history is
+//! then deleted by the writer in chunks between write batches (resumed after a
+//! restart).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{Event, KeyValue, ListResult, Result, Revision, Store, StoreError, WatchStream};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const REVS: TableDefinition<(&str, u64), ()> = TableDefinition::new("revs");
+const LIVE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("live");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_REV: &str = "rev";
+const META_COMPACTED: &str = "compacted";
+const META_COMPACT_CURSOR: &str = "compact_cursor";
+
+/// Most operations committed in one write transaction.
+const MAX_BATCH: usize = 4096;
+/// Log entries handled per compaction transaction.
+const COMPACT_CHUNK: usize = 8192;
+/// Log entries scanned per read transaction while a watch replays history.
+const REPLAY_CHUNK: usize = 4096;
+/// Committed batches buffered for live watchers before they lag (and re-read the disk).
+const BROADCAST_CAPACITY: usize = if cfg!(test) { 64 } else { 4096 };
+
+fn io_err<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// A decoded `log` record.
+struct Record {
+    key: String,
+    /// `None` for a tombstone (delete).
+    value: Option<Vec<u8>>,
+    create_revision: Revision,
+    /// The revision of the key's previous version (0 if none).
+    prev_revision: Revision,
+}
+
+const KIND_PUT: u8 = 0;
+const KIND_DELETE: u8 = 1;
+const HEADER: usize = 1 + 8 + 8 + 4;
+
+fn encode(key: &str, value: Option<&[u8]>, create_revision: Revision, prev_revision: Revision) -> Vec<u8> {
+    let vlen = value.map_or(0, <[u8]>::len);
+    let mut out = Vec::with_capacity(HEADER + key.len() + vlen);
+    out.push(if value.is_some() { KIND_PUT } else { KIND_DELETE });
+    out.extend_from_slice(&create_revision.to_le_bytes());
+    out.extend_from_slice(&prev_revision.to_le_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    if let Some(v) = value {
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+fn decode(b: &[u8]) -> Result<Record> {
+    let bad = || StoreError::Io("corrupt log record".into());
+    if b.len() < HEADER {
+        return Err(bad());
+    }
+    let kind = b[0];
+    let create_revision = u64::from_le_bytes(b[1..9].try_into().map_err(|_| bad())?);
+    let prev_revision = u64::from_le_bytes(b[9..17].try_into().map_err(|_| bad())?);
+    let klen = u32::from_le_bytes(b[17..21].try_into().map_err(|_| bad())?) as usize;
+    let rest = &b[HEADER..];
+    if rest.len() < klen {
+        return Err(bad());
+    }
+    let key = std::str::from_utf8(&rest[..klen]).map_err(|_| bad())?.to_owned();
+    let value = match kind {
+        KIND_PUT => Some(rest[klen..].to_vec()),
+        KIND_DELETE => None,
+        _ => return Err(bad()),
+    };
+    Ok(Record { key, value, create_revision, prev_revision })
+}
+
+/// Reads and decodes `log[rev]`.
+fn read_record(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision) -> Result<Option<Record>> {
+    match log.get(rev).map_err(io_err)? {
+        Some(g) => decode(g.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The key value stored at `rev` (None if missing or a tombstone).
+fn read_kv(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision) -> Result<Option<KeyValue>> {
+    Ok(read_record(log, rev)?.and_then(|r| {
+        r.value.map(|value| KeyValue {
+            key: r.key,
+            value,
+            create_revision: r.create_revision,
+            mod_revision: rev,
+        })
+    }))
+}
+
+/// Turns `log[rev]` into a watch event.
+fn record_to_event(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision, rec: Record) -> Result<Event> {
+    let prev = if rec.prev_revision > 0 { read_kv(log, rec.prev_revision)? } else { None };
+    Ok(match rec.value {
+        Some(value) => Event::Put {
+            kv: KeyValue {
+                key: rec.key,
+                value,
+                create_revision: rec.create_revision,
+                mod_revision: rev,
+            },
+            prev,
+        },
+        None => Event::Delete {
+            prev: prev.unwrap_or(KeyValue {
+                key: rec.key,
+                value: Vec::new(),
+                create_revision: rec.create_revision,
+                mod_revision: rec.prev_revision,
+            }),
+            revision: rev,
+        },
+    })
+}
+
+fn meta_get(meta: &impl ReadableTable<&'static str, u64>, name: &str) -> Result<u64> {
+    Ok(meta.get(name).map_err(io_err)?.map(|g| g.value()).unwrap_or(0))
+}
+
+/// One committed write transaction, as broadcast to live watchers.
+struct Batch {
+    /// The store revision after this batch (its last event's revision).
+    revision: Revision,
+    events: Vec<Event>,
+}
+
+enum WriteOp {
+    Create { key: String, value: Vec<u8> },
+    Update { key: String, value: Vec<u8>, expected: Revision },
+    Delete { key: String, expected: Option<Revision> },
+}
+
+enum Outcome {
+    Written(Revision),
+    Deleted(Revision, KeyValue),
+}
+
+enum Request {
+    Write { op: WriteOp, reply: oneshot::Sender<Result<Outcome>> },
+    Compact { revision: Revision, reply: oneshot::Sender<Result<()>> },
+}
+
+struct Shared {
+    db: Database,
+    current: AtomicU64,
+    compacted: AtomicU64,
+    /// Taken when the store is dropped so live watchers end.
+    events: Mutex<Option<broadcast::Sender<Arc<Batch>>>>,
+}
+
+impl Shared {
+    fn subscribe(&self) -> Option<broadcast::Receiver<Arc<Batch>>> {
+        self.events.lock().unwrap().as_ref().map(broadcast::Sender::subscribe)
+    }
+}
+
+/// The embedded MVCC store on redb. See the module docs.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    requests: Option<std_mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir` (created if missing). Blocks for the
+    /// file open and, after a crash, redb's repair.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let db = Database::builder().create(dir.join("store.redb")).map_err(io_err)?;
+        let (rev, compacted, cursor) = {
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(Durability::Immediate).map_err(io_err)?;
+            let out;
+            {
+                txn.open_table(LOG).map_err(io_err)?;
+                txn.open_table(REVS).map_err(io_err)?;
+                txn.open_table(LIVE).map_err(io_err)?;
+                let meta = txn.open_table(META).map_err(io_err)?;
+                out = (
+                    meta_get(&meta, META_REV)?,
+                    meta_get(&meta, META_COMPACTED)?,
+                    meta_get(&meta, META_COMPACT_CURSOR)?,
+                );
+            }
+            txn.commit().map_err(io_err)?;
+            out
+        };
+        let (events_tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let shared = Arc::new(Shared {
+            db,
+            current: AtomicU64::new(rev),
+            compacted: AtomicU64::new(compacted),
+            events: Mutex::new(Some(events_tx.clone())),
+        });
+        let (tx, rx) = std_mpsc::channel();
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || {
+                    Writer {
+                        shared,
+                        events: events_tx,
+                        compact_target: compacted,
+                        compact_cursor: cursor,
+                    }
+                    .run(rx)
+                })
+                .map_err(io_err)?
+        };
+        Ok(Self { shared, requests: Some(tx), writer: Some(writer) })
+    }
+
+    /// Opens the store on a blocking thread.
+    pub async fn open_async(dir: &Path) -> Result<Self> {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || Self::open(&dir)).await.map_err(io_err)?
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
+        requests.send(Request::Write { op, reply }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = shared.db.begin_read().map_err(io_err)?;
+            f(&txn)
+        })
+        .await
+        .map_err(io_err)?
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.shared.events.lock().unwrap().take();
+        self.requests.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Checks a read revision against the snapshot's current and compacted revisions.
+fn check_read_rev(requested: Revision, current: Revision, compacted: Revision) -> Result<()> {
+    if requested > current {
+        return Err(StoreError::FutureRevision { requested, current });
+    }
+    if requested < compacted {
+        return Err(StoreError::Compacted { requested, compacted });
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.shared.current.load(Ordering::Acquire))
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision> {
+        Ok(self.shared.compacted.load(Ordering::Acquire))
+    }
+
+    async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
+        let key = key.to_owned();
+        self.read(move |txn| {
+            let log = txn.open_table(LOG).map_err(io_err)?;
+            match revision {
+                None => {
+                    let live = txn.open_table(LIVE).map_err(io_err)?;
+                    let Some(rev) = live.get(key.as_str()).map_err(io_err)?.map(|g| g.value().0) else {
+                        return Ok(None);
+                    };
+                    read_kv(&log, rev)
+                }
+                Some(at) => {
+                    let meta = txn.open_table(META).map_err(io_err)?;
+                    check_read_rev(at, meta_get(&meta, META_REV)?, meta_get(&meta, META_COMPACTED)?)?;
+                    let revs = txn.open_table(REVS).map_err(io_err)?;
+                    let found = revs
+                        .range((key.as_str(), 0u64)..=(key.as_str(), at))
+                        .map_err(io_err)?
+                        .next_back()
+                        .transpose()
+                        .map_err(io_err)?
+                        .map(|(k, _)| k.value().1);
+                    match found {
+                        Some(rev) => read_kv(&log, rev),
+                        None => Ok(None),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str, revision: Option<Revision>) -> Result<ListResult> {
+        let prefix = prefix.to_owned();
+        self.read(move |txn| {
+            let log = txn.open_table(LOG).map_err(io_err)?;
+            let meta = txn.open_table(META).map_err(io_err)?;
+            let current = meta_get(&meta, META_REV)?;
+            let mut items = Vec::new();
+            match revision {
+                None => {
+                    let live = txn.open_table(LIVE).map_err(io_err)?;
+                    for entry in live.range(prefix.as_str()..).map_err(io_err)? {
+                        let (k, v) = entry.map_err(io_err)?;
+                        if !k.value().starts_with(prefix.as_str()) {
+                            break;
+                        }
+                        if let Some(kv) = read_kv(&log, v.value().0)? {
+                            items.push(kv);
+                        }
+                    }
+                    Ok(ListResult { revision: current, items })
+                }
+                Some(at) => {
+                    check_read_rev(at, current, meta_get(&meta, META_COMPACTED)?)?;
+                    let revs = txn.open_table(REVS).map_err(io_err)?;
+                    // Versions come in (key, revision) order: keep each key's newest <= at.
+                    let mut newest: Vec<Revision> = Vec::new();
+                    let mut last_key: Option<String> = None;
+                    for entry in revs.range((prefix.as_str(), 0u64)..).map_err(io_err)? {
+                        let (k, _) = entry.map_err(io_err)?;
+                        let (key, rev) = k.value();
+                        if !key.starts_with(prefix.as_str()) {
+                            break;
+                        }
+                        if rev > at {
+                            continue;
+                        }
+                        if last_key.as_deref() == Some(key) {
+                            *newest.last_mut().expect("pushed with last_key") = rev;
+                        } else {
+                            last_key = Some(key.to_owned());
+                            newest.push(rev);
+                        }
+                    }
+                    for rev in newest {
+                        if let Some(kv) = read_kv(&log, rev)? {
+                            items.push(kv);
+                        }
+                    }
+                    Ok(ListResult { revision: at, items })
+                }
+            }
+        })
+        .await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
+        match self.write(WriteOp::Create { key: key.to_owned(), value }).await? {
+            Outcome::Written(rev) | Outcome::Deleted(rev, _) => Ok(rev),
+        }
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision> {
+        match self.write(WriteOp::Update { key: key.to_owned(), value, expected }).await? {
+            Outcome::Written(rev) | Outcome::Deleted(rev, _) => Ok(rev),
+        }
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
+        match self.write(WriteOp::Delete { key: key.to_owned(), expected }).await? {
+            Outcome::Deleted(rev, kv) => Ok((rev, kv)),
+            Outcome::Written(_) => Err(StoreError::Io("unexpected write outcome".into())),
+        }
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        let current = self.shared.current.load(Ordering::Acquire);
+        if after > current {
+            return Err(StoreError::FutureRevision { requested: after, current });
+        }
+        let compacted = self.shared.compacted.load(Ordering::Acquire);
+        if after < compacted {
+            return Err(StoreError::Compacted { requested: after, compacted });
+        }
+        let rx = self.shared.subscribe().ok_or(StoreError::Closed)?;
+        let state = WatchState {
+            shared: self.shared.clone(),
+            prefix: prefix.to_owned(),
+            last: after,
+            rx: Some(rx),
+            pending: VecDeque::new(),
+            live: false,
+            done: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, WatchState::next)))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
+        requests.send(Request::Compact { revision, reply }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// History read from disk by a replaying watcher.
+struct Replay {
+    events: Vec<Event>,
+    /// Every log entry up to here was scanned.
+    scanned_to: Revision,
+    /// The scan reached the snapshot's current revision.
+    at_head: bool,
+}
+
+fn read_history(shared: &Shared, prefix: &str, after: Revision) -> Result<Replay> {
+    let txn = shared.db.begin_read().map_err(io_err)?;
+    let meta = txn.open_table(META).map_err(io_err)?;
+    let current = meta_get(&meta, META_REV)?;
+    let compacted = meta_get(&meta, META_COMPACTED)?;
+    if after < compacted {
+        return Err(StoreError::Compacted { requested: after, compacted });
+    }
+    let log = txn.open_table(LOG).map_err(io_err)?;
+    let mut events = Vec::new();
+    let mut scanned = 0;
+    let mut scanned_to = after;
+    let mut records = Vec::new();
+    for entry in log.range(after + 1..).map_err(io_err)? {
+        let (k, v) = entry.map_err(io_err)?;
+        let rev = k.value();
+        let rec = decode(v.value())?;
+        scanned_to = rev;
+        scanned += 1;
+        if rec.key.starts_with(prefix) {
+            records.push((rev, rec));
+        }
+        if scanned >= REPLAY_CHUNK {
+            break;
+        }
+    }
+    for (rev, rec) in records {
+        events.push(record_to_event(&log, rev, rec)?);
+    }
+    if scanned < REPLAY_CHUNK {
+        Ok(Replay { events, scanned_to: current.max(scanned_to), at_head: true })
+    } else {
+        Ok(Replay { events, scanned_to, at_head: false })
+    }
+}
+
+struct WatchState {
+    shared: Arc<Shared>,
+    prefix: String,
+    /// Every event up to this revision was delivered (or skipped as not matching).
+    last: Revision,
+    rx: Option<broadcast::Receiver<Arc<Batch>>>,
+    pending: VecDeque<Event>,
+    /// Following the broadcast (else replaying from disk).
+    live: bool,
+    done: bool,
+}
+
+impl WatchState {
+    async fn next(mut self) -> Option<(Result<Event>, Self)> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some((Ok(e), self));
+            }
+            if self.done {
+                return None;
+            }
+            if !self.live {
+                // Subscribe before reading the disk so that nothing committed
+                // after the read is missed; duplicates are skipped by revision.
+                if self.rx.is_none() {
+                    match self.shared.subscribe() {
+                        Some(rx) => self.rx = Some(rx),
+                        None => return self.fail(StoreError::Closed),
+                    }
+                }
+                let shared = self.shared.clone();
+                let prefix = self.prefix.clone();
+                let after = self.last;
+                let res = tokio::task::spawn_blocking(move || read_history(&shared, &prefix, after))
+                    .await
+                    .map_err(io_err)
+                    .and_then(|r| r);
+                match res {
+                    Ok(replay) => {
+                        self.pending.extend(replay.events);
+                        self.last = replay.scanned_to;
+                        self.live = replay.at_head;
+                    }
+                    Err(e) => return self.fail(e),
+                }
+                continue;
+            }
+            let rx = self.rx.as_mut().expect("live watcher has a receiver");
+            match rx.recv().await {
+                Ok(batch) => {
+                    if batch.revision <= self.last {
+                        continue;
+                    }
+                    for e in &batch.events {
+                        if e.revision() > self.last && e.key().starts_with(self.prefix.as_str()) {
+                            self.pending.push_back(e.clone());
+                        }
+                    }
+                    self.last = batch.revision;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind the broadcast: catch up from the disk.
+                    self.live = false;
+                    self.rx = None;
+                }
+                Err(broadcast::error::RecvError::Closed) => return self.fail(StoreError::Closed),
+            }
+        }
+    }
+
+    fn fail(mut self, e: StoreError) -> Option<(Result<Event>, Self)> {
+        self.done = true;
+        self.pending.clear();
+        Some((Err(e), self))
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<Batch>>,
+    /// Physical compaction goes up to here...
+    compact_target: Revision,
+    /// ...and has handled every log entry up to here.
+    compact_cursor: Revision,
+}
+
+impl Writer {
+    fn run(mut self, rx: std_mpsc::Receiver<Request>) {
+        // Writers usually wait for their previous acknowledgement before sending
+        // the next write; right after a batch is acknowledged they come back
+        // within microseconds. Waiting briefly for as many requests as the last
+        // batch had keeps them in one batch instead of splitting them into two
+        // half-size batches that each pay a full fsync.
+        let mut expected = 1usize;
+        let mut window = Duration::from_micros(200);
+        loop {
+            let compacting = self.compact_cursor < self.compact_target;
+            let first = if compacting {
+                match rx.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(std_mpsc::TryRecvError::Empty) => None,
+                    Err(std_mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => break,
+                }
+            };
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+                if batch.len() < expected {
+                    let deadline = Instant::now() + window;
+                    while batch.len() < expected && batch.len() < MAX_BATCH {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(r) => {
+                                batch.push(r);
+                                batch.extend(rx.try_iter().take(MAX_BATCH - batch.len()));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                expected = batch.len();
+                let started = Instant::now();
+                self.commit_batch(batch);
+                // Wait at most a quarter of a commit's time for stragglers.
+                window = (started.elapsed() / 4).clamp(Duration::from_micros(50), Duration::from_millis(2));
+            }
+            if self.compact_cursor < self.compact_target
+                && let Err(e) = self.compact_chunk()
+            {
+                tracing::error!(error = %e, "store compaction failed");
+                // Try again after the next request rather than spinning.
+                match rx.recv() {
+                    Ok(r) => self.commit_batch(vec![r]),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Request>) {
+        let start_rev = self.shared.current.load(Ordering::Acquire);
+        let mut rev = start_rev;
+        let mut compacted = self.shared.compacted.load(Ordering::Acquire);
+        let mut events = Vec::new();
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let res: Result<()> = (|| {
+            let mut txn = self.shared.db.begin_write().map_err(io_err)?;
+            txn.set_durability(Durability::Immediate).map_err(io_err)?;
+            {
+                let mut t = Tables {
+                    log: txn.open_table(LOG).map_err(io_err)?,
+                    revs: txn.open_table(REVS).map_err(io_err)?,
+                    live: txn.open_table(LIVE).map_err(io_err)?,
+                };
+                let mut meta = txn.open_table(META).map_err(io_err)?;
+                let mut fatal: Option<StoreError> = None;
+                for req in batch {
+                    if fatal.is_some() {
+                        replies.push(match req {
+                            Request::Write { reply, .. } => Reply::Write(reply, Err(StoreError::Closed)),
+                            Request::Compact { reply, .. } => Reply::Compact(reply, Err(StoreError::Closed)),
+                        });
+                        continue;
+                    }
+                    match req {
+                        Request::Write { op, reply } => {
+                            let out = t.apply(op, &mut rev, &mut events);
+                            if let Err(StoreError::Io(e)) = &out {
+                                fatal = Some(StoreError::Io(e.clone()));
+                            }
+                            replies.push(Reply::Write(reply, out));
+                        }
+                        Request::Compact { revision, reply } => {
+                            let out = if revision > rev {
+                                Err(StoreError::FutureRevision { requested: revision, current: rev })
+                            } else if revision > compacted {
+                                match meta.insert(META_COMPACTED, revision) {
+                                    Ok(_) => {
+                                        compacted = revision;
+                                        Ok(())
+                                    }
+                                    Err(e) => {
+                                        fatal = Some(io_err(e));
+                                        Err(StoreError::Closed)
+                                    }
+                                }
+                            } else {
+                                Ok(())
+                            };
+                            replies.push(Reply::Compact(reply, out));
+                        }
+                    }
+                }
+                if let Some(e) = fatal {
+                    return Err(e);
+                }
+                if rev != start_rev {
+                    meta.insert(META_REV, rev).map_err(io_err)?;
+                }
+            }
+            if rev == start_rev && compacted == self.shared.compacted.load(Ordering::Acquire) {
+                // Only failed preconditions: nothing to make durable.
+                txn.abort().map_err(io_err)?;
+                return Ok(());
+            }
+            txn.commit().map_err(io_err)?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                self.shared.current.store(rev, Ordering::Release);
+                self.shared.compacted.store(compacted, Ordering::Release);
+                self.compact_target = compacted;
+                if !events.is_empty() {
+                    let _ = self.events.send(Arc::new(Batch { revision: rev, events }));
+                }
+                for r in replies {
+                    r.send();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store write transaction failed");
+                for r in replies {
+                    r.fail(&e);
+                }
+            }
+        }
+    }
+
+    /// Deletes one chunk of history superseded at or before the compaction target.
+    fn compact_chunk(&mut self) -> Result<()> {
+        let mut txn = self.shared.db.begin_write().map_err(io_err)?;
+        txn.set_durability(Durability::Immediate).map_err(io_err)?;
+        let cursor;
+        {
+            let mut log = txn.open_table(LOG).map_err(io_err)?;
+            let mut revs = txn.open_table(REVS).map_err(io_err)?;
+            let mut meta = txn.open_table(META).map_err(io_err)?;
+            let mut entries = Vec::new();
+            for entry in log.range(self.compact_cursor + 1..=self.compact_target).map_err(io_err)? {
+                let (k, v) = entry.map_err(io_err)?;
+                entries.push((k.value(), decode(v.value())?));
+                if entries.len() >= COMPACT_CHUNK {
+                    break;
+                }
+            }
+            let full = entries.len() >= COMPACT_CHUNK;
+            for (rev, rec) in &entries {
+                // This entry supersedes the key's previous version.
+                if rec.prev_revision > 0 {
+                    log.remove(rec.prev_revision).map_err(io_err)?;
+                    revs.remove((rec.key.as_str(), rec.prev_revision)).map_err(io_err)?;
+                }
+                if rec.value.is_none() {
+                    log.remove(*rev).map_err(io_err)?;
+                    revs.remove((rec.key.as_str(), *rev)).map_err(io_err)?;
+                }
+            }
+            cursor = if full { entries.last().map_or(self.compact_target, |e| e.0) } else { self.compact_target };
+            meta.insert(META_COMPACT_CURSOR, cursor).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)?;
+        self.compact_cursor = cursor;
+        Ok(())
+    }
+}
+
+enum Reply {
+    Write(oneshot::Sender<Result<Outcome>>, Result<Outcome>),
+    Compact(oneshot::Sender<Result<()>>, Result<()>),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Write(tx, r) => {
+                let _ = tx.send(r);
+            }
+            Reply::Compact(tx, r) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        let e = StoreError::Io(e.to_string());
+        match self {
+            Reply::Write(tx, _) => {
+                let _ = tx.send(Err(e));
+            }
+            Reply::Compact(tx, _) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+struct Tables<'t> {
+    log: redb::Table<'t, u64, &'static [u8]>,
+    revs: redb::Table<'t, (&'static str, u64), ()>,
+    live: redb::Table<'t, &'static str, (u64, u64)>,
+}
+
+impl Tables<'_> {
+    fn live_get(&self, key: &str) -> Result<Option<(Revision, Revision)>> {
+        Ok(self.live.get(key).map_err(io_err)?.map(|g| g.value()))
+    }
+
+    fn current_kv(&self, key: &str, mod_revision: Revision) -> Result<KeyValue> {
+        read_kv(&self.log, mod_revision)?
+            .ok_or_else(|| StoreError::Io(format!("missing log record {mod_revision} for {key}")))
+    }
+
+    fn put(
+        &mut self,
+        key: &str,
+        value: Option<&[u8]>,
+        rev: Revision,
+        create_revision: Revision,
+        prev_revision: Revision,
+    ) -> Result<()> {
+        self.log
+            .insert(rev, encode(key, value, create_revision, prev_revision).as_slice())
+            .map_err(io_err)?;
+        self.revs.insert((key, rev), ()).map_err(io_err)?;
+        if value.is_some() {
+            self.live.insert(key, (rev, create_revision)).map_err(io_err)?;
+        } else {
+            self.live.remove(key).map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: WriteOp, rev: &mut Revision, events: &mut Vec<Event>) -> Result<Outcome> {
+        match op {
+            WriteOp::Create { key, value } => {
+                if self.live_get(&key)?.is_some() {
+                    return Err(StoreError::AlreadyExists(key));
+                }
+                let new = *rev + 1;
+                self.put(&key, Some(&value), new, new, 0)?;
+                *rev = new;
+                events.push(Event::Put {
+                    kv: KeyValue { key, value, create_revision: new, mod_revision: new },
+                    prev: None,
+                });
+                Ok(Outcome::Written(new))
+            }
+            WriteOp::Update { key, value, expected } => {
+                let Some((found, create)) = self.live_get(&key)? else {
+                    return Err(StoreError::NotFound(key));
+                };
+                if found != expected {
+                    return Err(StoreError::Conflict { key, expected, found });
+                }
+                let prev = self.current_kv(&key, found)?;
+                let new = *rev + 1;
+                self.put(&key, Some(&value), new, create, found)?;
+                *rev = new;
+                events.push(Event::Put {
+                    kv: KeyValue { key, value, create_revision: create, mod_revision: new },
+                    prev: Some(prev),
+                });
+                Ok(Outcome::Written(new))
+            }
+            WriteOp::Delete { key, expected } => {
+                let Some((found, create)) = self.live_get(&key)? else {
+                    return Err(StoreError::NotFound(key));
+                };
+                if let Some(expected) = expected
+                    && found != expected
+                {
+                    return Err(StoreError::Conflict { key, expected, found });
+                }
+                let prev = self.current_kv(&key, found)?;
+                let new = *rev + 1;
+                self.put(&key, None, new, create, found)?;
+                *rev = new;
+                events.push(Event::Delete { prev: prev.clone(), revision: new });
+                Ok(Outcome::Deleted(new, prev))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::conformance;
+
+    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        (dir, Arc::new(s))
+    }
+
+    #[tokio::test]
+    async fn conformance_revisions() {
+        let (_d, s) = store();
+        conformance::revisions_increase_by_one(s).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_create_update_delete() {
+        let (_d, s) = store();
+        conformance::create_update_delete(s).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_past_reads() {
+        let (_d, s) = store();
+        conformance::reads_at_past_revisions(s).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_prefix() {
+        let (_d, s) = store();
+        conformance::list_prefix_isolation(s).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_watch() {
+        let (_d, s) = store();
+        conformance::watch_replays_then_live(s).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_watch_concurrent() {
+        let (_d, s) = store();
+        conformance::watch_concurrent_writers(s).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_compaction() {
+        let (_d, s) = store();
+        conformance::compaction(s).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_all_on_one_store() {
+        let (_d, s) = store();
+        conformance::run_all(s).await;
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r1, r3);
+        {
+            let s = EmbeddedStore::open(dir.path()).unwrap();
+            r1 = s.create("/registry/a", b"1".to_vec()).await.unwrap();
+            s.create("/registry/b", b"2".to_vec()).await.unwrap();
+            r3 = s.update("/registry/a", b"3".to_vec(), r1).await.unwrap();
+            s.delete("/registry/b", None).await.unwrap();
+            s.compact(r3).await.unwrap();
+        }
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(s.current_revision().await.unwrap(), 4);
+        assert_eq!(s.compacted_revision().await.unwrap(), r3);
+        let a = s.get("/registry/a", None).await.unwrap().unwrap();
+        assert_eq!(a.value, b"3");
+        assert_eq!(a.mod_revision, r3);
+        assert_eq!(a.create_revision, r1);
+        assert!(s.get("/registry/b", None).await.unwrap().is_none());
+        assert_eq!(s.create("/registry/c", vec![]).await.unwrap(), 5);
+        assert!(matches!(s.get("/registry/a", Some(r1)).await, Err(StoreError::Compacted { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lagging_watcher_catches_up_from_disk() {
+        use futures::StreamExt;
+        let (_d, s) = store();
+        let mut w = s.watch("/registry/", 0).await.unwrap();
+        // Far more batches than the broadcast holds, none read meanwhile.
+        let n = BROADCAST_CAPACITY as u64 + 500;
+        for i in 0..n {
+            s.create(&format!("/registry/k{i:06}"), vec![1]).await.unwrap();
+        }
+        for i in 1..=n {
+            let e = w.next().await.unwrap().unwrap();
+            assert_eq!(e.revision(), i);
+        }
+    }
+
+    #[tokio::test]
+    async fn group_commit_batches_concurrent_writes() {
+        let (_d, s) = store();
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50 {
+                    s.create(&format!("/registry/t{t}/{i}"), vec![0; 100]).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(s.current_revision().await.unwrap(), 800);
+        assert_eq!(s.list("/registry/", None).await.unwrap().items.len(), 800);
+    }
+}

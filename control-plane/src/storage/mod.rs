@@ -9,7 +9,12 @@ use std::pin::Pin;
 
 use futures::Stream;
 
+pub mod compactor;
+pub mod conformance;
 pub mod embedded;
+
+pub use compactor::run_compactor;
+pub use embedded::EmbeddedStore;
 
 /// A global store revision; objects carry it as `metadata.resourceVersion`.
 pub type Revision = u64;
