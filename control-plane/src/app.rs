@@ -55,9 +55,10 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 /// Opens the store in the data dir.
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
-    // TEMP until the storage branch lands: storage::embedded::EmbeddedStore::open_async
-    let _ = config;
-    Err(RunError::Store(storage::StoreError::Closed))
+    let store = storage::embedded::EmbeddedStore::open_async(&config.data_dir.join("db"))
+        .await
+        .map_err(RunError::Store)?;
+    Ok(Arc::new(store))
 }
 
 /// Runs the server until `shutdown` is cancelled.
