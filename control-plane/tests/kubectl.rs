@@ -136,8 +136,8 @@ fn apply_get_describe_patch_scale_and_delete() {
     let yaml = s.ok(&["get", "cm", "web-config", "-o", "yaml"]);
     assert!(yaml.contains("greeting: bonjour") && yaml.contains("resourceVersion:"), "{yaml}");
     let json = s.ok(&["get", "secret", "web-secret", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["data"]["password"], "czNjcmV0");
+    let secret: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(secret["data"]["password"], "czNjcmV0");
     assert_eq!(s.ok(&["get", "cm", "-o", "name", "-l", "app=web"]).trim(), "configmap/web-config");
     let by_field = s.ok(&["get", "cm", "--field-selector", "metadata.name=web-config", "-o", "name"]);
     assert_eq!(by_field.trim(), "configmap/web-config");
