@@ -22,18 +22,18 @@ fn res(group: &str, plural: &str) -> Result<&'static ResourceType, ApiError> {
 /// Creates `obj`, or merges it into the existing object.
 async fn upsert(api: &Api, r: &ResourceType, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
     let opts = WriteOptions::default();
-    match api.create(r, ns, obj.clone(), &opts).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => {
-            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-            let mut patch = obj;
-            if let Some(m) = patch.as_object_mut() {
-                m.remove("metadata");
-            }
-            api.patch(r, ns, &name, UpdateMode::Main, PatchType::Merge, &patch, &opts).await.map(|_| ())
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    if api.read(r, ns, &name).await?.is_none() {
+        match api.create(r, ns, obj.clone(), &opts).await {
+            Err(e) if e.code == 409 => {}
+            other => return other.map(|_| ()),
         }
-        Err(e) => Err(e),
     }
+    let mut patch = obj;
+    if let Some(m) = patch.as_object_mut() {
+        m.remove("metadata");
+    }
+    api.patch(r, ns, &name, UpdateMode::Main, PatchType::Merge, &patch, &opts).await.map(|_| ())
 }
 
 /// Writes the bootstrap objects.

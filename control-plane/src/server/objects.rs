@@ -384,6 +384,10 @@ impl Api {
         self.validate(r, &obj, None)?;
         let _guard = if r.plural == "services" && r.group.is_empty() {
             let guard = self.service_lock.lock().await;
+            // An existing name is AlreadyExists, not a clash of its allocations.
+            if self.read(r, ns, &name).await?.is_some() {
+                return Err(ApiError::already_exists(r, &name));
+            }
             self.allocate_service(&mut obj, None).await?;
             Some(guard)
         } else {
