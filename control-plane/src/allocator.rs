@@ -23,8 +23,14 @@ impl Allocated {
     pub fn scan(services: &[Value], skip: Option<(&str, &str)>) -> Self {
         let mut out = Self::default();
         for svc in services {
-            let ns = svc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-            let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+            let ns = svc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let name = svc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if skip == Some((ns, name)) {
                 continue;
             }
@@ -45,10 +51,13 @@ fn cluster_ips(svc: &Value) -> Vec<Ipv4Addr> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
         .unwrap_or_default();
-    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
-        if !ips.contains(&ip) {
-            ips.push(ip);
-        }
+    if let Some(ip) = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
     }
     ips
 }
@@ -61,7 +70,11 @@ fn node_ports(svc: &Value) -> Vec<(u16, String)> {
                 .iter()
                 .filter_map(|p| {
                     let n = u16::try_from(p.get("nodePort")?.as_u64()?).ok()?;
-                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+                    let proto = p
+                        .get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string();
                     (n != 0).then_some((n, proto))
                 })
                 .collect()
@@ -70,7 +83,11 @@ fn node_ports(svc: &Value) -> Vec<(u16, String)> {
 }
 
 fn cause(field: &str, message: String) -> Cause {
-    Cause { reason: "FieldValueInvalid".into(), message, field: field.into() }
+    Cause {
+        reason: "FieldValueInvalid".into(),
+        message,
+        field: field.into(),
+    }
 }
 
 /// Fills in `spec.clusterIP(s)` and node ports of a Service being created or
@@ -83,22 +100,35 @@ pub fn allocate(
     ports: (u16, u16),
 ) -> Result<(), Vec<Cause>> {
     let mut causes = Vec::new();
-    let svc_type = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let svc_type = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
         return Ok(());
     };
     if svc_type != "ExternalName" {
-        let mut requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
-        if requested.is_empty() {
-            if let Some(first) = spec.get("clusterIPs").and_then(|v| v.get(0)).and_then(Value::as_str) {
-                requested = first.to_string();
-            }
+        let mut requested = spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if requested.is_empty()
+            && let Some(first) = spec
+                .get("clusterIPs")
+                .and_then(|v| v.get(0))
+                .and_then(Value::as_str)
+        {
+            requested = first.to_string();
         }
-        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str);
-        if requested.is_empty() {
-            if let Some(old_ip) = old_ip {
-                requested = old_ip.to_string();
-            }
+        let old_ip = old
+            .and_then(|o| o.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str);
+        if requested.is_empty()
+            && let Some(old_ip) = old_ip
+        {
+            requested = old_ip.to_string();
         }
         let ip = if requested == "None" {
             Some("None".to_string())
@@ -110,7 +140,10 @@ pub fn allocate(
             match found {
                 Some(ip) => Some(ip.to_string()),
                 None => {
-                    causes.push(cause("spec.clusterIPs", "Internal error: failed to allocate a serviceIP: range is full".to_string()));
+                    causes.push(cause(
+                        "spec.clusterIPs",
+                        "Internal error: failed to allocate a serviceIP: range is full".to_string(),
+                    ));
                     None
                 }
             }
@@ -143,7 +176,8 @@ pub fn allocate(
             spec.insert("clusterIP".into(), json!(ip));
             spec.insert("clusterIPs".into(), json!([ip]));
             spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
-            spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+            spec.entry("ipFamilyPolicy")
+                .or_insert_with(|| json!("SingleStack"));
         }
     }
     let wants_node_ports = matches!(svc_type.as_str(), "NodePort" | "LoadBalancer");
@@ -151,20 +185,27 @@ pub fn allocate(
     let mut used_now: HashSet<(u16, String)> = HashSet::new();
     if let Some(list) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for (i, p) in list.iter_mut().enumerate() {
-            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+            let proto = p
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP")
+                .to_string();
             let requested = p.get("nodePort").and_then(Value::as_u64).unwrap_or(0);
             if !wants_node_ports {
-                if requested != 0 {
-                    if let Some(m) = p.as_object_mut() {
-                        m.remove("nodePort");
-                    }
+                if requested != 0
+                    && let Some(m) = p.as_object_mut()
+                {
+                    m.remove("nodePort");
                 }
                 continue;
             }
             let port_num = p.get("port").and_then(Value::as_u64).unwrap_or(0);
             let field = format!("spec.ports[{i}].nodePort");
             let chosen = if requested == 0 {
-                let reuse = old_ports.iter().find(|(pn, pr, _)| *pn == port_num && *pr == proto).map(|(_, _, n)| *n);
+                let reuse = old_ports
+                    .iter()
+                    .find(|(pn, pr, _)| *pn == port_num && *pr == proto)
+                    .map(|(_, _, n)| *n);
                 reuse.or_else(|| {
                     (ports.0..=ports.1).find(|n| {
                         let key = (*n, proto.clone());
@@ -180,8 +221,14 @@ pub fn allocate(
                         )));
                         None
                     }
-                    Ok(n) if taken.node_ports.contains(&(n, proto.clone())) || used_now.contains(&(n, proto.clone())) => {
-                        causes.push(cause(&field, format!("Invalid value: {n}: provided port is already allocated")));
+                    Ok(n)
+                        if taken.node_ports.contains(&(n, proto.clone()))
+                            || used_now.contains(&(n, proto.clone())) =>
+                    {
+                        causes.push(cause(
+                            &field,
+                            format!("Invalid value: {n}: provided port is already allocated"),
+                        ));
                         None
                     }
                     Ok(n) => Some(n),
@@ -197,7 +244,11 @@ pub fn allocate(
             }
         }
     }
-    if causes.is_empty() { Ok(()) } else { Err(causes) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(causes)
+    }
 }
 
 fn node_ports_by_port(svc: &Value) -> Vec<(u64, String, u16)> {
@@ -209,7 +260,11 @@ fn node_ports_by_port(svc: &Value) -> Vec<(u64, String, u16)> {
                 .filter_map(|p| {
                     let n = u16::try_from(p.get("nodePort")?.as_u64()?).ok()?;
                     let port = p.get("port")?.as_u64()?;
-                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+                    let proto = p
+                        .get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string();
                     Some((port, proto, n))
                 })
                 .collect()
@@ -227,7 +282,9 @@ mod tests {
 
     #[test]
     fn allocates_the_next_free_ip_and_node_port() {
-        let existing = vec![json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"clusterIP": "10.43.0.2", "ports": [{"port": 80, "nodePort": 30000}]}})];
+        let existing = vec![
+            json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"clusterIP": "10.43.0.2", "ports": [{"port": 80, "nodePort": 30000}]}}),
+        ];
         let taken = Allocated::scan(&existing, None);
         let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
         allocate(&mut svc, None, &taken, range(), (30000, 32767)).unwrap();
@@ -237,11 +294,17 @@ mod tests {
 
     #[test]
     fn rejects_taken_and_out_of_range_requests() {
-        let existing = vec![json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"clusterIP": "10.43.0.5"}})];
+        let existing = vec![
+            json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"clusterIP": "10.43.0.5"}}),
+        ];
         let taken = Allocated::scan(&existing, None);
         let mut svc = json!({"spec": {"clusterIP": "10.43.0.5"}});
         let causes = allocate(&mut svc, None, &taken, range(), (30000, 32767)).unwrap_err();
-        assert!(causes[0].message.contains("provided IP is already allocated"));
+        assert!(
+            causes[0]
+                .message
+                .contains("provided IP is already allocated")
+        );
         let mut svc = json!({"spec": {"clusterIP": "10.0.0.1", "type": "NodePort", "ports": [{"port": 1, "nodePort": 80}]}});
         let causes = allocate(&mut svc, None, &taken, range(), (30000, 32767)).unwrap_err();
         assert_eq!(causes.len(), 2);
@@ -252,7 +315,8 @@ mod tests {
     fn update_keeps_the_old_allocation() {
         let old = json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"type": "NodePort", "clusterIP": "10.43.0.9", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 31000}]}});
         let taken = Allocated::scan(std::slice::from_ref(&old), Some(("d", "a")));
-        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        let mut new =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
         allocate(&mut new, Some(&old), &taken, range(), (30000, 32767)).unwrap();
         assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 31000);

@@ -47,7 +47,11 @@ fn hostname() -> Option<String> {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -63,14 +67,21 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| RunError::DataDir { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let store = open_store(&config).await?;
-    let cache = WatchCache::start(Arc::clone(&store)).await.map_err(RunError::WatchCache)?;
+    let cache = WatchCache::start(Arc::clone(&store))
+        .await
+        .map_err(RunError::WatchCache)?;
 
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
     let tcp = bind(addr).map_err(|source| RunError::Listen { addr, source })?;
-    let port = tcp.local_addr().map_err(|source| RunError::Listen { addr, source })?.port();
+    let port = tcp
+        .local_addr()
+        .map_err(|source| RunError::Listen { addr, source })?
+        .port();
     let advertise = bootstrap::advertise_address(config.advertise_address, config.bind_address);
 
     let mut sans: Vec<String> = vec![
@@ -95,13 +106,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let data_dir = config.data_dir.clone();
     let pki = tokio::task::spawn_blocking(move || pki::ensure(&data_dir, &sans)).await??;
 
-    let client_host: IpAddr = if config.bind_address.is_unspecified() || config.bind_address.is_loopback() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        config.bind_address
-    };
+    let client_host: IpAddr =
+        if config.bind_address.is_unspecified() || config.bind_address.is_loopback() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            config.bind_address
+        };
     let server_url = format!("https://{}", SocketAddr::new(client_host, port));
-    pki::write_kubeconfig(&config.write_kubeconfig, &pki::kubeconfig(&pki, &server_url))?;
+    pki::write_kubeconfig(
+        &config.write_kubeconfig,
+        &pki::kubeconfig(&pki, &server_url),
+    )?;
     let tls = tls::server_config(&pki)?;
 
     let config = Arc::new(config);

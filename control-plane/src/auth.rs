@@ -13,7 +13,10 @@ pub const ANONYMOUS: &str = "system:anonymous";
 
 impl UserInfo {
     pub fn anonymous() -> Self {
-        Self { username: ANONYMOUS.into(), groups: vec!["system:unauthenticated".into()] }
+        Self {
+            username: ANONYMOUS.into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -29,7 +32,12 @@ impl UserInfo {
     pub fn from_client_cert(der: &[u8]) -> Option<Self> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let subject = cert.subject();
-        let username = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+        let username = subject
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
         let mut groups: Vec<String> = subject
             .iter_organization()
             .filter_map(|o| o.as_str().ok().map(str::to_string))
@@ -41,8 +49,10 @@ impl UserInfo {
 
 /// Paths anyone may read, as kube-apiserver's `system:public-info-viewer`.
 pub fn is_public_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
-        || path.starts_with("/healthz/")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
+    ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }
@@ -62,7 +72,10 @@ mod tests {
         assert!(authorize(&anon, "/readyz"));
         assert!(authorize(&anon, "/version"));
         assert!(!authorize(&anon, "/api/v1/pods"));
-        let admin = UserInfo { username: "admin".into(), groups: vec!["system:masters".into()] };
+        let admin = UserInfo {
+            username: "admin".into(),
+            groups: vec!["system:masters".into()],
+        };
         assert!(admin.is_master());
         assert!(authorize(&admin, "/api/v1/pods"));
     }

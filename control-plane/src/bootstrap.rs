@@ -13,16 +13,22 @@ use crate::server::objects::{UpdateMode, WriteOptions};
 use crate::server::status::ApiError;
 
 /// The namespaces upstream creates.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn res(group: &str, plural: &str) -> Result<&'static ResourceType, ApiError> {
-    resources::find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("{plural} are not served")))
+    resources::find(group, "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} are not served")))
 }
 
 /// Creates `obj`, or merges it into the existing object.
 async fn upsert(api: &Api, r: &ResourceType, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
     let opts = WriteOptions::default();
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if api.read(r, ns, &name).await?.is_none() {
         match api.create(r, ns, obj.clone(), &opts).await {
             Err(e) if e.code == 409 => {}
@@ -33,14 +39,32 @@ async fn upsert(api: &Api, r: &ResourceType, ns: Option<&str>, obj: Value) -> Re
     if let Some(m) = patch.as_object_mut() {
         m.remove("metadata");
     }
-    api.patch(r, ns, &name, UpdateMode::Main, PatchType::Merge, &patch, &opts).await.map(|_| ())
+    api.patch(
+        r,
+        ns,
+        &name,
+        UpdateMode::Main,
+        PatchType::Merge,
+        &patch,
+        &opts,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Writes the bootstrap objects.
 pub async fn run(api: &Api, advertise: IpAddr, port: u16) -> Result<(), ApiError> {
     let namespaces = res("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {
-        match api.create(namespaces, None, json!({"metadata": {"name": ns}}), &WriteOptions::default()).await {
+        match api
+            .create(
+                namespaces,
+                None,
+                json!({"metadata": {"name": ns}}),
+                &WriteOptions::default(),
+            )
+            .await
+        {
             Ok(_) => tracing::info!(namespace = ns, "created system namespace"),
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
@@ -72,7 +96,13 @@ pub async fn run(api: &Api, advertise: IpAddr, port: u16) -> Result<(), ApiError
         "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    upsert(api, res("discovery.k8s.io", "endpointslices")?, Some("default"), slice).await?;
+    upsert(
+        api,
+        res("discovery.k8s.io", "endpointslices")?,
+        Some("default"),
+        slice,
+    )
+    .await?;
     Ok(())
 }
 

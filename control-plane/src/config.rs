@@ -28,18 +28,33 @@ pub enum ConfigError {
 )]
 pub struct ServerFlags {
     /// Directory holding the store, the CA and the serving and client certificates.
-    #[arg(long, env = "R8S_DATA_DIR", default_value = "/var/lib/r8s/server", help_heading = "Storage")]
+    #[arg(
+        long,
+        env = "R8S_DATA_DIR",
+        default_value = "/var/lib/r8s/server",
+        help_heading = "Storage"
+    )]
     pub data_dir: PathBuf,
 
     /// The IP address on which to listen for the --secure-port port
     /// (kube-apiserver --bind-address).
-    #[arg(long, env = "R8S_BIND_ADDRESS", default_value = "0.0.0.0", help_heading = "Secure serving")]
+    #[arg(
+        long,
+        env = "R8S_BIND_ADDRESS",
+        default_value = "0.0.0.0",
+        help_heading = "Secure serving"
+    )]
     pub bind_address: IpAddr,
 
     /// The port on which to serve HTTPS with authentication and authorization;
     /// 0 picks a free port, printed and written into the kubeconfig
     /// (kube-apiserver --secure-port).
-    #[arg(long, env = "R8S_SECURE_PORT", default_value_t = 6443, help_heading = "Secure serving")]
+    #[arg(
+        long,
+        env = "R8S_SECURE_PORT",
+        default_value_t = 6443,
+        help_heading = "Secure serving"
+    )]
     pub secure_port: u16,
 
     /// The IP address on which to advertise the apiserver to members of the
@@ -50,25 +65,50 @@ pub struct ServerFlags {
 
     /// Additional hostname or IP as a Subject Alternative Name in the serving
     /// certificate (repeatable; k3s --tls-san).
-    #[arg(long = "tls-san", env = "R8S_TLS_SAN", value_delimiter = ',', help_heading = "Secure serving")]
+    #[arg(
+        long = "tls-san",
+        env = "R8S_TLS_SAN",
+        value_delimiter = ',',
+        help_heading = "Secure serving"
+    )]
     pub tls_san: Vec<String>,
 
     /// Where to write the admin kubeconfig (mode 0600; k3s --write-kubeconfig).
-    #[arg(long, env = "R8S_WRITE_KUBECONFIG", default_value = "/etc/r8s/r8s.yaml", help_heading = "Client")]
+    #[arg(
+        long,
+        env = "R8S_WRITE_KUBECONFIG",
+        default_value = "/etc/r8s/r8s.yaml",
+        help_heading = "Client"
+    )]
     pub write_kubeconfig: PathBuf,
 
     /// A CIDR notation IP range from which to assign service cluster IPs
     /// (kube-apiserver --service-cluster-ip-range).
-    #[arg(long, env = "R8S_SERVICE_CLUSTER_IP_RANGE", default_value = "10.43.0.0/16", help_heading = "Networking")]
+    #[arg(
+        long,
+        env = "R8S_SERVICE_CLUSTER_IP_RANGE",
+        default_value = "10.43.0.0/16",
+        help_heading = "Networking"
+    )]
     pub service_cluster_ip_range: String,
 
     /// A port range to reserve for services with NodePort visibility
     /// (kube-apiserver --service-node-port-range).
-    #[arg(long, env = "R8S_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", help_heading = "Networking")]
+    #[arg(
+        long,
+        env = "R8S_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767",
+        help_heading = "Networking"
+    )]
     pub service_node_port_range: String,
 
     /// CIDR range for pods in the cluster (kube-controller-manager --cluster-cidr).
-    #[arg(long, env = "R8S_CLUSTER_CIDR", default_value = "10.42.0.0/16", help_heading = "Networking")]
+    #[arg(
+        long,
+        env = "R8S_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        help_heading = "Networking"
+    )]
     pub cluster_cidr: String,
 
     /// Do not run a node agent inside the server process.
@@ -76,7 +116,13 @@ pub struct ServerFlags {
     pub disable_agent: bool,
 
     /// Log verbosity: 0 info, 1-3 debug, 4+ trace (kube-apiserver -v).
-    #[arg(short = 'v', long = "v", env = "R8S_V", default_value_t = 0, help_heading = "Logging")]
+    #[arg(
+        short = 'v',
+        long = "v",
+        env = "R8S_V",
+        default_value_t = 0,
+        help_heading = "Logging"
+    )]
     pub verbosity: u8,
 
     /// Log filter in tracing's env-filter syntax (overrides -v), e.g. `info,control_plane=debug`.
@@ -100,11 +146,18 @@ impl Ipv4Cidr {
             return None;
         }
         let mask = Self::mask(prefix);
-        Some(Self { network: Ipv4Addr::from(u32::from(ip) & mask), prefix })
+        Some(Self {
+            network: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
     }
 
     fn mask(prefix: u8) -> u32 {
-        if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) }
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        }
     }
 
     /// Whether `ip` is inside the network.

@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     let flags = ServerFlags::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(flags.log_filter())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -37,13 +40,18 @@ fn run(flags: ServerFlags) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             signals.cancel();
         });
-        control_plane::run(config, shutdown).await.context("r8s-server failed")
+        control_plane::run(config, shutdown)
+            .await
+            .context("r8s-server failed")
     })
 }
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

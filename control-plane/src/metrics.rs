@@ -54,33 +54,59 @@ impl Metrics {
             "Counter of apiserver requests broken out for each verb, resource and HTTP response code",
             requests.clone(),
         );
-        let durations = Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let durations =
+            Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
         registry.register(
             "apiserver_request_duration_seconds",
             "Response latency distribution in seconds for each verb and resource",
             durations.clone(),
         );
         let objects = Family::<ResourceLabels, Gauge>::default();
-        registry.register("apiserver_storage_objects", "Number of stored objects at the time of last check split by kind", objects.clone());
+        registry.register(
+            "apiserver_storage_objects",
+            "Number of stored objects at the time of last check split by kind",
+            objects.clone(),
+        );
         let rss = Gauge::default();
-        registry.register("process_resident_memory_bytes", "Resident memory size in bytes", rss.clone());
-        Self { registry, requests, durations, objects, rss }
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            rss.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            objects,
+            rss,
+        }
     }
 
     /// Records one finished request.
     pub fn record(&self, verb: &str, resource: &str, code: u16, seconds: f64) {
         self.requests
-            .get_or_create(&RequestLabels { verb: verb.into(), resource: resource.into(), code: code.to_string() })
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+                code: code.to_string(),
+            })
             .inc();
         self.durations
-            .get_or_create(&DurationLabels { verb: verb.into(), resource: resource.into() })
+            .get_or_create(&DurationLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+            })
             .observe(seconds);
     }
 
     /// Sets the stored object count of a resource.
     pub fn set_objects(&self, resource: &str, count: usize) {
         self.objects
-            .get_or_create(&ResourceLabels { resource: resource.into() })
+            .get_or_create(&ResourceLabels {
+                resource: resource.into(),
+            })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
@@ -113,7 +139,11 @@ mod tests {
         m.record("LIST", "pods", 200, 0.01);
         m.set_objects("pods", 3);
         let text = m.encode();
-        assert!(text.contains("apiserver_request_total{verb=\"LIST\",resource=\"pods\",code=\"200\"} 1"));
+        assert!(
+            text.contains(
+                "apiserver_request_total{verb=\"LIST\",resource=\"pods\",code=\"200\"} 1"
+            )
+        );
         assert!(text.contains("apiserver_request_duration_seconds_bucket"));
         assert!(text.contains("apiserver_storage_objects{resource=\"pods\"} 3"));
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,10 @@ pub struct Pki {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_path_buf(), source }
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -65,7 +68,10 @@ fn read_opt(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(PkiError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(PkiError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -94,10 +100,17 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki> {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::default();
             let mut dn = DistinguishedName::new();
-            dn.push(DnType::CommonName, format!("r8s-server-ca@{}", chrono::Utc::now().timestamp()));
+            dn.push(
+                DnType::CommonName,
+                format!("r8s-server-ca@{}", chrono::Utc::now().timestamp()),
+            );
             params.distinguished_name = dn;
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             validity(&mut params, 10);
             let cert = params.self_signed(&key)?;
             let (c, k) = (cert.pem(), key.serialize_pem());
@@ -111,44 +124,56 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki> {
     let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
 
     let (srv_cert_path, srv_key_path) = (dir.join("serving.crt"), dir.join("serving.key"));
-    let (serving_cert_pem, serving_key_pem) = match (read_opt(&srv_cert_path)?, read_opt(&srv_key_path)?) {
-        (Some(c), Some(k)) if cert_has_sans(&c, sans) => (c, k),
-        _ => {
-            let key = KeyPair::generate()?;
-            let mut params = CertificateParams::default();
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::CommonName, "kube-apiserver");
-            params.distinguished_name = dn;
-            params.subject_alt_names = sans
-                .iter()
-                .map(|s| match s.parse::<IpAddr>() {
-                    Ok(ip) => Ok(SanType::IpAddress(ip)),
-                    Err(_) => Ok(SanType::DnsName(s.clone().try_into()?)),
-                })
-                .collect::<Result<Vec<_>, rcgen::Error>>()?;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            validity(&mut params, 1);
-            let cert = params.signed_by(&key, &issuer)?;
-            let (c, k) = (cert.pem(), key.serialize_pem());
-            write_private(&srv_key_path, &k)?;
-            write_private(&srv_cert_path, &c)?;
-            tracing::info!(?sans, "issued the serving certificate");
-            (c, k)
-        }
-    };
+    let (serving_cert_pem, serving_key_pem) =
+        match (read_opt(&srv_cert_path)?, read_opt(&srv_key_path)?) {
+            (Some(c), Some(k)) if cert_has_sans(&c, sans) => (c, k),
+            _ => {
+                let key = KeyPair::generate()?;
+                let mut params = CertificateParams::default();
+                let mut dn = DistinguishedName::new();
+                dn.push(DnType::CommonName, "kube-apiserver");
+                params.distinguished_name = dn;
+                params.subject_alt_names = sans
+                    .iter()
+                    .map(|s| match s.parse::<IpAddr>() {
+                        Ok(ip) => Ok(SanType::IpAddress(ip)),
+                        Err(_) => Ok(SanType::DnsName(s.clone().try_into()?)),
+                    })
+                    .collect::<Result<Vec<_>, rcgen::Error>>()?;
+                params.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyEncipherment,
+                ];
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                validity(&mut params, 1);
+                let cert = params.signed_by(&key, &issuer)?;
+                let (c, k) = (cert.pem(), key.serialize_pem());
+                write_private(&srv_key_path, &k)?;
+                write_private(&srv_cert_path, &c)?;
+                tracing::info!(?sans, "issued the serving certificate");
+                (c, k)
+            }
+        };
 
     let (adm_cert_path, adm_key_path) = (dir.join("admin.crt"), dir.join("admin.key"));
-    let (admin_cert_pem, admin_key_pem) = match (read_opt(&adm_cert_path)?, read_opt(&adm_key_path)?) {
-        (Some(c), Some(k)) => (c, k),
-        _ => {
-            let (c, k) = issue_client_cert(&issuer, "admin", &["system:masters"])?;
-            write_private(&adm_key_path, &k)?;
-            write_private(&adm_cert_path, &c)?;
-            (c, k)
-        }
-    };
-    Ok(Pki { ca_cert_pem, serving_cert_pem, serving_key_pem, admin_cert_pem, admin_key_pem, ca_key_pem })
+    let (admin_cert_pem, admin_key_pem) =
+        match (read_opt(&adm_cert_path)?, read_opt(&adm_key_path)?) {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                let (c, k) = issue_client_cert(&issuer, "admin", &["system:masters"])?;
+                write_private(&adm_key_path, &k)?;
+                write_private(&adm_cert_path, &c)?;
+                (c, k)
+            }
+        };
+    Ok(Pki {
+        ca_cert_pem,
+        serving_cert_pem,
+        serving_key_pem,
+        admin_cert_pem,
+        admin_key_pem,
+        ca_key_pem,
+    })
 }
 
 /// Issues a client certificate with user `cn` and groups `orgs`; returns (cert, key) PEM.
@@ -165,7 +190,10 @@ pub fn issue_client_cert(
     }
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     validity(&mut params, 1);
     let cert = params.signed_by(&key, issuer)?;
@@ -192,8 +220,12 @@ fn cert_has_sans(pem: &str, wanted: &[String]) -> bool {
         .filter_map(|n| match n {
             x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
             x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
-                4 => <[u8; 4]>::try_from(*b).ok().map(|a| IpAddr::from(a).to_string()),
-                16 => <[u8; 16]>::try_from(*b).ok().map(|a| IpAddr::from(a).to_string()),
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| IpAddr::from(a).to_string()),
                 _ => None,
             },
             _ => None,
@@ -233,7 +265,9 @@ mod tests {
         assert_eq!(a.serving_cert_pem, b.serving_cert_pem);
         assert_eq!(a.admin_cert_pem, b.admin_cert_pem);
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join("tls/ca.key")).unwrap().permissions(),
+            &std::fs::metadata(dir.path().join("tls/ca.key"))
+                .unwrap()
+                .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
     }
@@ -242,9 +276,16 @@ mod tests {
     fn serving_cert_is_reissued_for_new_sans() {
         let dir = tempfile::tempdir().unwrap();
         let a = ensure(dir.path(), &["localhost".to_string()]).unwrap();
-        let b = ensure(dir.path(), &["localhost".to_string(), "10.1.2.3".to_string()]).unwrap();
+        let b = ensure(
+            dir.path(),
+            &["localhost".to_string(), "10.1.2.3".to_string()],
+        )
+        .unwrap();
         assert_eq!(a.ca_cert_pem, b.ca_cert_pem);
         assert_ne!(a.serving_cert_pem, b.serving_cert_pem);
-        assert!(cert_has_sans(&b.serving_cert_pem, &["10.1.2.3".to_string()]));
+        assert!(cert_has_sans(
+            &b.serving_cert_pem,
+            &["10.1.2.3".to_string()]
+        ));
     }
 }

@@ -64,25 +64,31 @@ fn moved(src: &mut Map<String, Value>, dst: &mut Map<String, Value>, pairs: &[(&
 }
 
 fn core_event_to_events(obj: Value) -> Value {
-    let Value::Object(mut src) = obj else { return obj };
+    let Value::Object(mut src) = obj else {
+        return obj;
+    };
     let mut dst = Map::new();
-    moved(&mut src, &mut dst, &[
-        ("metadata", "metadata"),
-        ("eventTime", "eventTime"),
-        ("series", "series"),
-        ("reportingComponent", "reportingController"),
-        ("reportingInstance", "reportingInstance"),
-        ("action", "action"),
-        ("reason", "reason"),
-        ("involvedObject", "regarding"),
-        ("related", "related"),
-        ("message", "note"),
-        ("type", "type"),
-        ("source", "deprecatedSource"),
-        ("firstTimestamp", "deprecatedFirstTimestamp"),
-        ("lastTimestamp", "deprecatedLastTimestamp"),
-        ("count", "deprecatedCount"),
-    ]);
+    moved(
+        &mut src,
+        &mut dst,
+        &[
+            ("metadata", "metadata"),
+            ("eventTime", "eventTime"),
+            ("series", "series"),
+            ("reportingComponent", "reportingController"),
+            ("reportingInstance", "reportingInstance"),
+            ("action", "action"),
+            ("reason", "reason"),
+            ("involvedObject", "regarding"),
+            ("related", "related"),
+            ("message", "note"),
+            ("type", "type"),
+            ("source", "deprecatedSource"),
+            ("firstTimestamp", "deprecatedFirstTimestamp"),
+            ("lastTimestamp", "deprecatedLastTimestamp"),
+            ("count", "deprecatedCount"),
+        ],
+    );
     if !dst.contains_key("eventTime") {
         dst.insert("eventTime".into(), Value::Null);
     }
@@ -90,25 +96,31 @@ fn core_event_to_events(obj: Value) -> Value {
 }
 
 fn events_to_core_event(obj: Value) -> Value {
-    let Value::Object(mut src) = obj else { return obj };
+    let Value::Object(mut src) = obj else {
+        return obj;
+    };
     let mut dst = Map::new();
-    moved(&mut src, &mut dst, &[
-        ("metadata", "metadata"),
-        ("eventTime", "eventTime"),
-        ("series", "series"),
-        ("reportingController", "reportingComponent"),
-        ("reportingInstance", "reportingInstance"),
-        ("action", "action"),
-        ("reason", "reason"),
-        ("regarding", "involvedObject"),
-        ("related", "related"),
-        ("note", "message"),
-        ("type", "type"),
-        ("deprecatedSource", "source"),
-        ("deprecatedFirstTimestamp", "firstTimestamp"),
-        ("deprecatedLastTimestamp", "lastTimestamp"),
-        ("deprecatedCount", "count"),
-    ]);
+    moved(
+        &mut src,
+        &mut dst,
+        &[
+            ("metadata", "metadata"),
+            ("eventTime", "eventTime"),
+            ("series", "series"),
+            ("reportingController", "reportingComponent"),
+            ("reportingInstance", "reportingInstance"),
+            ("action", "action"),
+            ("reason", "reason"),
+            ("regarding", "involvedObject"),
+            ("related", "related"),
+            ("note", "message"),
+            ("type", "type"),
+            ("deprecatedSource", "source"),
+            ("deprecatedFirstTimestamp", "firstTimestamp"),
+            ("deprecatedLastTimestamp", "lastTimestamp"),
+            ("deprecatedCount", "count"),
+        ],
+    );
     if !dst.contains_key("involvedObject") {
         dst.insert("involvedObject".into(), json!({}));
     }
@@ -116,13 +128,16 @@ fn events_to_core_event(obj: Value) -> Value {
 }
 
 fn hpa_v2_to_v1(mut obj: Value) -> Value {
-    let cpu = obj.pointer("/spec/metrics").and_then(Value::as_array).and_then(|ms| {
-        ms.iter().find_map(|m| {
-            (m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
-                .then(|| m.pointer("/resource/target/averageUtilization").cloned())
-                .flatten()
-        })
-    });
+    let cpu = obj
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .and_then(|ms| {
+            ms.iter().find_map(|m| {
+                (m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
+                    .then(|| m.pointer("/resource/target/averageUtilization").cloned())
+                    .flatten()
+            })
+        });
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
         spec.remove("metrics");
         spec.remove("behavior");
@@ -130,9 +145,13 @@ fn hpa_v2_to_v1(mut obj: Value) -> Value {
             spec.insert("targetCPUUtilizationPercentage".into(), cpu);
         }
     }
-    let current = obj.pointer("/status/currentMetrics").and_then(Value::as_array).and_then(|ms| {
-        ms.iter().find_map(|m| m.pointer("/resource/current/averageUtilization").cloned())
-    });
+    let current = obj
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .and_then(|ms| {
+            ms.iter()
+                .find_map(|m| m.pointer("/resource/current/averageUtilization").cloned())
+        });
     if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
         status.remove("currentMetrics");
         status.remove("conditions");
@@ -144,21 +163,21 @@ fn hpa_v2_to_v1(mut obj: Value) -> Value {
 }
 
 fn hpa_v1_to_v2(mut obj: Value) -> Value {
-    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-        if let Some(cpu) = spec.remove("targetCPUUtilizationPercentage") {
-            spec.insert(
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+        && let Some(cpu) = spec.remove("targetCPUUtilizationPercentage")
+    {
+        spec.insert(
                 "metrics".into(),
                 json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}}}]),
             );
-        }
     }
-    if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
-        if let Some(c) = status.remove("currentCPUUtilizationPercentage") {
-            status.insert(
+    if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut)
+        && let Some(c) = status.remove("currentCPUUtilizationPercentage")
+    {
+        status.insert(
                 "currentMetrics".into(),
                 json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": c}}}]),
             );
-        }
     }
     obj
 }
@@ -185,7 +204,10 @@ mod tests {
         let v1 = crate::resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
         let obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"}, "spec": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 50}});
         let stored = to_storage(v1, obj);
-        assert_eq!(stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
+        assert_eq!(
+            stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
         let back = to_served(v1, stored);
         assert_eq!(back["spec"]["targetCPUUtilizationPercentage"], 50);
     }

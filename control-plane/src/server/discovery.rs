@@ -57,7 +57,13 @@ impl From<&VirtualResource> for Entry {
 }
 
 /// The response kind `(group, version, kind)` and verbs of a subresource.
-fn subresource_info(e: &Entry, sub: &str) -> ((&'static str, &'static str, &'static str), &'static [&'static str]) {
+fn subresource_info(
+    e: &Entry,
+    sub: &str,
+) -> (
+    (&'static str, &'static str, &'static str),
+    &'static [&'static str],
+) {
     const GPU: &[&str] = &["get", "patch", "update"];
     const CG: &[&str] = &["create", "get"];
     let own = (e.group, e.version, e.kind);
@@ -75,7 +81,10 @@ fn subresource_info(e: &Entry, sub: &str) -> ((&'static str, &'static str, &'sta
                 "Service" => "ServiceProxyOptions",
                 _ => "PodProxyOptions",
             };
-            (("", "v1", kind), &["create", "delete", "get", "patch", "update"])
+            (
+                ("", "v1", kind),
+                &["create", "delete", "get", "patch", "update"],
+            )
         }
         "finalize" => (own, &["update"]),
         "token" => (("authentication.k8s.io", "v1", "TokenRequest"), &["create"]),
@@ -89,7 +98,12 @@ fn entries(group: &str, version: &str) -> Vec<Entry> {
         .filter(|r| r.group == group && r.version == version)
         .map(Entry::from)
         .collect();
-    out.extend(reviews::VIRTUAL.iter().filter(|r| r.group == group && r.version == version).map(Entry::from));
+    out.extend(
+        reviews::VIRTUAL
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .map(Entry::from),
+    );
     out
 }
 
@@ -119,7 +133,11 @@ fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
 }
 
 fn gv_string(group: &str, version: &str) -> String {
-    if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
 }
 
 /// `/api`: APIVersions.
@@ -292,9 +310,16 @@ mod tests {
     fn aggregated_lists_groups_with_preferred_version_first() {
         let doc = aggregated(false, "v2");
         let items = doc["items"].as_array().unwrap();
-        let autoscaling = items.iter().find(|i| i["metadata"]["name"] == "autoscaling").unwrap();
+        let autoscaling = items
+            .iter()
+            .find(|i| i["metadata"]["name"] == "autoscaling")
+            .unwrap();
         assert_eq!(autoscaling["versions"][0]["version"], "v2");
-        assert!(items.iter().any(|i| i["metadata"]["name"] == "authentication.k8s.io"));
+        assert!(
+            items
+                .iter()
+                .any(|i| i["metadata"]["name"] == "authentication.k8s.io")
+        );
         let core = aggregated(true, "v2");
         let pods = core["items"][0]["versions"][0]["resources"]
             .as_array()

@@ -17,7 +17,9 @@ use crate::patch::PatchType;
 use crate::resources::{self, ResourceType};
 
 use super::negotiate::{self, IncludeObject, Output};
-use super::objects::{DeleteOptions, FieldValidation, ListOptions, UpdateMode, WriteOptions, Filter};
+use super::objects::{
+    DeleteOptions, FieldValidation, Filter, ListOptions, UpdateMode, WriteOptions,
+};
 use super::route::{self, ResourcePath, Route};
 use super::status::{self, ApiError};
 use super::watch::WatchRequest;
@@ -38,7 +40,10 @@ impl Params {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, key: &str) -> bool {
@@ -57,12 +62,16 @@ fn json_bytes(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
 
 /// A JSON (or YAML) response.
 fn respond(code: u16, value: &Value, output: Output) -> Response<Body> {
-    if output == Output::Yaml {
-        if let Ok(s) = serde_yaml::to_string(value) {
-            return json_bytes(code, s.into_bytes(), "application/yaml");
-        }
+    if output == Output::Yaml
+        && let Ok(s) = serde_yaml::to_string(value)
+    {
+        return json_bytes(code, s.into_bytes(), "application/yaml");
     }
-    json_bytes(code, serde_json::to_vec(value).unwrap_or_default(), "application/json")
+    json_bytes(
+        code,
+        serde_json::to_vec(value).unwrap_or_default(),
+        "application/json",
+    )
 }
 
 fn error_response(err: &ApiError) -> Response<Body> {
@@ -71,7 +80,10 @@ fn error_response(err: &ApiError) -> Response<Body> {
 
 fn text(code: u16, body: String) -> Response<Body> {
     let mut resp = json_bytes(code, body.into_bytes(), "text/plain; charset=utf-8");
-    resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -85,16 +97,43 @@ fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body
     resp
 }
 
+/// How much of an oversized body is read (and dropped) before answering 413,
+/// so that clients still sending see the Status rather than a reset.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Reads a request body of at most `MAX_BODY` bytes.
-async fn read_body(body: axum::body::Body, content_length: Option<u64>) -> Result<Bytes, ApiError> {
-    if content_length.is_some_and(|l| l > MAX_BODY as u64) {
+async fn read_body(
+    mut body: axum::body::Body,
+    content_length: Option<u64>,
+) -> Result<Bytes, ApiError> {
+    let too_large_declared = content_length.is_some_and(|l| l > MAX_BODY as u64);
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request(format!("failed to read the request body: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+                if seen <= MAX_BODY && !too_large_declared {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+        Ok::<(), ApiError>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(30), drain).await {
+        Ok(result) => result?,
+        Err(_) => return Err(ApiError::timeout("timed out reading the request body")),
+    }
+    if too_large_declared || seen > MAX_BODY {
         return Err(ApiError::too_large());
     }
-    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("failed to read the request body: {e}"))),
-    }
+    Ok(buf.freeze())
 }
 
 /// What a request is, for metrics.
@@ -113,7 +152,10 @@ where
     let req = req.map(Body::new);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut labels = Labels { verb: "GET", resource: String::new() };
+    let mut labels = Labels {
+        verb: "GET",
+        resource: String::new(),
+    };
     let resp = match route_request(&api, &user, req, &mut labels).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
@@ -121,7 +163,8 @@ where
     let code = resp.status().as_u16();
     let elapsed = started.elapsed();
     if labels.verb != "WATCH" {
-        api.metrics.record(labels.verb, &labels.resource, code, elapsed.as_secs_f64());
+        api.metrics
+            .record(labels.verb, &labels.resource, code, elapsed.as_secs_f64());
     } else {
         api.metrics.record(labels.verb, &labels.resource, code, 0.0);
     }
@@ -144,20 +187,48 @@ async fn route_request(
             path
         )));
     }
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let params = Params::parse(req.uri());
-    let get_only = |m: &Method| if m == Method::GET { Ok(()) } else { Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")) };
+    let get_only = |m: &Method| {
+        if m == Method::GET {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
+        }
+    };
     match route::parse(&path) {
         Route::Root => {
             get_only(req.method())?;
-            let mut paths = vec!["/api".to_string(), "/api/v1".to_string(), "/apis".to_string()];
+            let mut paths = vec![
+                "/api".to_string(),
+                "/api/v1".to_string(),
+                "/apis".to_string(),
+            ];
             for (g, v) in discovery::group_versions() {
                 if !g.is_empty() {
                     paths.push(format!("/apis/{g}"));
                     paths.push(format!("/apis/{g}/{v}"));
                 }
             }
-            paths.extend(["/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3", "/readyz", "/version"].map(String::from));
+            paths.extend(
+                [
+                    "/healthz",
+                    "/livez",
+                    "/metrics",
+                    "/openapi/v2",
+                    "/openapi/v3",
+                    "/readyz",
+                    "/version",
+                ]
+                .map(String::from),
+            );
             Ok(respond(200, &json!({"paths": paths}), Output::Json))
         }
         Route::Health(kind) => Ok(health(api, &kind, &path, params.get("verbose").is_some())),
@@ -175,7 +246,9 @@ async fn route_request(
         Route::OpenApiV2 => {
             get_only(req.method())?;
             let wants_json = accept.is_empty()
-                || negotiate::parse_accept(&accept).iter().any(|r| matches!(r.mime.as_str(), "application/json" | "*/*"));
+                || negotiate::parse_accept(&accept)
+                    .iter()
+                    .any(|r| matches!(r.mime.as_str(), "application/json" | "*/*"));
             if !wants_json {
                 return Err(ApiError::path_not_found());
             }
@@ -187,7 +260,8 @@ async fn route_request(
         }
         Route::OpenApiV3 { group, version } => {
             get_only(req.method())?;
-            let doc = crate::openapi::v3_group_version(&group, &version).ok_or_else(ApiError::path_not_found)?;
+            let doc = crate::openapi::v3_group_version(&group, &version)
+                .ok_or_else(ApiError::path_not_found)?;
             Ok(respond(200, &doc, Output::Json))
         }
         Route::CoreVersions | Route::Groups => {
@@ -195,18 +269,31 @@ async fn route_request(
             let core = matches!(route::parse(&path), Route::CoreVersions);
             if let Some(v) = negotiate::aggregated_discovery(&accept) {
                 let body = serde_json::to_vec(&discovery::aggregated(core, v)).unwrap_or_default();
-                return Ok(json_bytes(200, body, &discovery::aggregated_content_type(v)));
+                return Ok(json_bytes(
+                    200,
+                    body,
+                    &discovery::aggregated_content_type(v),
+                ));
             }
-            let doc = if core { discovery::core_versions(&api.server_address) } else { discovery::group_list() };
+            let doc = if core {
+                discovery::core_versions(&api.server_address)
+            } else {
+                discovery::group_list()
+            };
             Ok(respond(200, &doc, Output::Json))
         }
         Route::Group(g) => {
             get_only(req.method())?;
-            Ok(respond(200, &discovery::group(&g).ok_or_else(ApiError::path_not_found)?, Output::Json))
+            Ok(respond(
+                200,
+                &discovery::group(&g).ok_or_else(ApiError::path_not_found)?,
+                Output::Json,
+            ))
         }
         Route::ResourceList { group, version } => {
             get_only(req.method())?;
-            let list = discovery::resource_list(&group, &version).ok_or_else(ApiError::path_not_found)?;
+            let list =
+                discovery::resource_list(&group, &version).ok_or_else(ApiError::path_not_found)?;
             Ok(respond(200, &list, Output::Json))
         }
         Route::Resource(p) => resource_request(api, user, req, p, params, &accept, labels).await,
@@ -223,16 +310,39 @@ fn health(api: &Api, kind: &str, path: &str, verbose: bool) -> Response<Body> {
             "poststarthook" => ok,
             _ => true,
         };
-        return text(if good { 200 } else { 500 }, if good { "ok".into() } else { "not ready".into() });
+        return text(
+            if good { 200 } else { 500 },
+            if good {
+                "ok".into()
+            } else {
+                "not ready".into()
+            },
+        );
     }
     if !verbose {
-        return text(if ok { 200 } else { 500 }, if ok { "ok".into() } else { format!("[-]poststarthook/r8s-bootstrap failed: reason withheld\n{kind} check failed") });
+        return text(
+            if ok { 200 } else { 500 },
+            if ok {
+                "ok".into()
+            } else {
+                format!(
+                    "[-]poststarthook/r8s-bootstrap failed: reason withheld\n{kind} check failed"
+                )
+            },
+        );
     }
     let mut body = String::from("[+]ping ok\n[+]log ok\n[+]etcd ok\n");
     if kind == "readyz" {
-        body.push_str(if ready { "[+]poststarthook/r8s-bootstrap ok\n" } else { "[-]poststarthook/r8s-bootstrap failed: not finished\n" });
+        body.push_str(if ready {
+            "[+]poststarthook/r8s-bootstrap ok\n"
+        } else {
+            "[-]poststarthook/r8s-bootstrap failed: not finished\n"
+        });
     }
-    body.push_str(&format!("{kind} check {}\n", if ok { "passed" } else { "failed" }));
+    body.push_str(&format!(
+        "{kind} check {}\n",
+        if ok { "passed" } else { "failed" }
+    ));
     text(if ok { 200 } else { 500 }, body)
 }
 
@@ -257,15 +367,24 @@ pub fn version() -> Value {
 }
 
 async fn count_objects(api: &Api) {
-    let Ok(list) = api.cache.list("/registry/").await else { return };
+    let Ok(list) = api.cache.list("/registry/").await else {
+        return;
+    };
     let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for kv in &list.items {
-        if let Some(plural) = kv.key.strip_prefix("/registry/").and_then(|k| k.split('/').next()) {
+        if let Some(plural) = kv
+            .key
+            .strip_prefix("/registry/")
+            .and_then(|k| k.split('/').next())
+        {
             *counts.entry(plural).or_default() += 1;
         }
     }
     for r in resources::catalog() {
-        api.metrics.set_objects(&status::qualified(r), counts.get(r.storage_plural).copied().unwrap_or(0));
+        api.metrics.set_objects(
+            &status::qualified(r),
+            counts.get(r.storage_plural).copied().unwrap_or(0),
+        );
     }
 }
 
@@ -277,7 +396,13 @@ fn write_options(params: &Params) -> Result<WriteOptions, ApiError> {
 }
 
 fn patch_type(content_type: Option<&str>) -> Result<PatchType, ApiError> {
-    let mime = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/json-patch+json" => Ok(PatchType::Json),
         "application/merge-patch+json" => Ok(PatchType::Merge),
@@ -292,7 +417,11 @@ fn not_allowed() -> ApiError {
 }
 
 fn require_verb(r: &ResourceType, verb: &str) -> Result<(), ApiError> {
-    if r.has_verb(verb) { Ok(()) } else { Err(not_allowed()) }
+    if r.has_verb(verb) {
+        Ok(())
+    } else {
+        Err(not_allowed())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -306,7 +435,11 @@ async fn resource_request(
     labels: &mut Labels,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let content_length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -347,7 +480,11 @@ async fn resource_request(
             other => other?,
         };
         if v.plural == "bindings" {
-            let name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = body
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             api.bind(ns.unwrap_or("default"), &name, &body).await?;
             return Ok(respond(201, &status::success(json!({})), Output::Json));
         }
@@ -360,10 +497,10 @@ async fn resource_request(
     if (!r.namespaced && ns.is_some()) || (r.namespaced && ns.is_none() && p.name.is_some()) {
         return Err(ApiError::path_not_found());
     }
-    if let Some(sub) = p.subresource.as_deref() {
-        if !r.has_subresource(sub) {
-            return Err(ApiError::path_not_found());
-        }
+    if let Some(sub) = p.subresource.as_deref()
+        && !r.has_subresource(sub)
+    {
+        return Err(ApiError::path_not_found());
     }
     let watch = p.watch_path || params.flag("watch");
     let name = p.name.as_deref();
@@ -390,14 +527,24 @@ async fn resource_request(
                 resource_version_match: params.get("resourceVersionMatch").map(str::to_string),
             };
             let page = api.list(r, ns, &opts).await?;
-            Ok(respond(200, &render::list(r, page, output, include), output))
+            Ok(respond(
+                200,
+                &render::list(r, page, output, include),
+                output,
+            ))
         }
         (&Method::GET, Some(n), None | Some("status")) => {
             require_verb(r, "get")?;
             let obj = api.get(r, ns, n).await?;
-            Ok(respond(200, &render::object(r, obj, output, include), output))
+            Ok(respond(
+                200,
+                &render::object(r, obj, output, include),
+                output,
+            ))
         }
-        (&Method::GET, Some(n), Some("scale")) => Ok(respond(200, &api.get_scale(r, ns, n).await?, plain(output))),
+        (&Method::GET, Some(n), Some("scale")) => {
+            Ok(respond(200, &api.get_scale(r, ns, n).await?, plain(output)))
+        }
         (&Method::POST, None, None) => {
             require_verb(r, "create")?;
             if r.namespaced && ns.is_none() {
@@ -405,7 +552,10 @@ async fn resource_request(
             }
             let body = read_value(body).await?;
             let w = api.create(r, ns, body, &write_options(&params)?).await?;
-            Ok(with_warnings(respond(201, &render::object(r, w.object, output, include), output), &w.warnings))
+            Ok(with_warnings(
+                respond(201, &render::object(r, w.object, output, include), output),
+                &w.warnings,
+            ))
         }
         (&Method::POST, Some(n), Some("binding")) => {
             let body = read_value(body).await?;
@@ -414,7 +564,8 @@ async fn resource_request(
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             let body = read_value(body).await?;
-            let opts = DeleteOptions::default().merge_body(body.get("deleteOptions").unwrap_or(&Value::Null));
+            let opts = DeleteOptions::default()
+                .merge_body(body.get("deleteOptions").unwrap_or(&Value::Null));
             api.delete(r, ns, n, &opts).await?;
             Ok(respond(201, &status::success(json!({})), Output::Json))
         }
@@ -426,31 +577,55 @@ async fn resource_request(
                 _ => UpdateMode::Main,
             };
             let body = read_value(body).await?;
-            let w = api.update(r, ns, n, body, mode, &write_options(&params)?).await?;
+            let w = api
+                .update(r, ns, n, body, mode, &write_options(&params)?)
+                .await?;
             let code = if w.created { 201 } else { 200 };
-            Ok(with_warnings(respond(code, &render::object(r, w.object, output, include), output), &w.warnings))
+            Ok(with_warnings(
+                respond(code, &render::object(r, w.object, output, include), output),
+                &w.warnings,
+            ))
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             let body = read_value(body).await?;
             let dry_run = params.get("dryRun") == Some("All");
-            Ok(respond(200, &api.update_scale(r, ns, n, None, Some(body), dry_run).await?, plain(output)))
+            Ok(respond(
+                200,
+                &api.update_scale(r, ns, n, None, Some(body), dry_run)
+                    .await?,
+                plain(output),
+            ))
         }
         (&Method::PATCH, Some(n), sub @ (None | Some("status"))) => {
             require_verb(r, "patch")?;
             let pt = patch_type(content_type.as_deref())?;
             let bytes = read_body(body, content_length).await?;
             let patch_body = decode_patch(pt, &bytes)?;
-            let mode = if sub == Some("status") { UpdateMode::Status } else { UpdateMode::Main };
-            let w = api.patch(r, ns, n, mode, pt, &patch_body, &write_options(&params)?).await?;
+            let mode = if sub == Some("status") {
+                UpdateMode::Status
+            } else {
+                UpdateMode::Main
+            };
+            let w = api
+                .patch(r, ns, n, mode, pt, &patch_body, &write_options(&params)?)
+                .await?;
             let code = if w.created { 201 } else { 200 };
-            Ok(with_warnings(respond(code, &render::object(r, w.object, output, include), output), &w.warnings))
+            Ok(with_warnings(
+                respond(code, &render::object(r, w.object, output, include), output),
+                &w.warnings,
+            ))
         }
         (&Method::PATCH, Some(n), Some("scale")) => {
             let pt = patch_type(content_type.as_deref())?;
             let bytes = read_body(body, content_length).await?;
             let patch_body = decode_patch(pt, &bytes)?;
             let dry_run = params.get("dryRun") == Some("All");
-            Ok(respond(200, &api.update_scale(r, ns, n, Some((pt, &patch_body)), None, dry_run).await?, plain(output)))
+            Ok(respond(
+                200,
+                &api.update_scale(r, ns, n, Some((pt, &patch_body)), None, dry_run)
+                    .await?,
+                plain(output),
+            ))
         }
         (&Method::DELETE, Some(n), None) => {
             require_verb(r, "delete")?;
@@ -458,7 +633,11 @@ async fn resource_request(
             let (obj, gone) = api.delete(r, ns, n, &opts).await?;
             let returns_object = !gone || matches!(r.plural, "pods" | "namespaces");
             if returns_object {
-                return Ok(respond(200, &render::object(r, obj, output, include), output));
+                return Ok(respond(
+                    200,
+                    &render::object(r, obj, output, include),
+                    output,
+                ));
             }
             let uid = obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
             let details = json!({"name": n, "group": r.group, "kind": r.plural, "uid": uid});
@@ -474,7 +653,11 @@ async fn resource_request(
                 ..Default::default()
             };
             let page = api.delete_collection(r, ns, &list, &opts).await?;
-            Ok(respond(200, &render::list(r, page, plain(output), include), plain(output)))
+            Ok(respond(
+                200,
+                &render::list(r, page, plain(output), include),
+                plain(output),
+            ))
         }
         (_, Some(_), Some(_)) => Err(ApiError::path_not_found()),
         _ => Err(not_allowed()),
@@ -483,17 +666,31 @@ async fn resource_request(
 
 /// JSON or YAML only (subresource kinds have no table).
 fn plain(output: Output) -> Output {
-    if output == Output::Yaml { Output::Yaml } else { Output::Json }
+    if output == Output::Yaml {
+        Output::Yaml
+    } else {
+        Output::Json
+    }
 }
 
 fn decode_patch(pt: PatchType, bytes: &[u8]) -> Result<Value, ApiError> {
-    let format = if pt == PatchType::Apply { negotiate::BodyFormat::Yaml } else { negotiate::BodyFormat::Json };
+    let format = if pt == PatchType::Apply {
+        negotiate::BodyFormat::Yaml
+    } else {
+        negotiate::BodyFormat::Json
+    };
     negotiate::decode_body(format, bytes)
 }
 
-async fn delete_options(params: &Params, body: Body, content_length: Option<u64>) -> Result<DeleteOptions, ApiError> {
+async fn delete_options(
+    params: &Params,
+    body: Body,
+    content_length: Option<u64>,
+) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions {
-        grace_period_seconds: params.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+        grace_period_seconds: params
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok()),
         propagation_policy: params.get("propagationPolicy").map(str::to_string),
         dry_run: params.get("dryRun") == Some("All"),
         ..Default::default()
@@ -525,16 +722,28 @@ async fn watch_response(
         resource_version: params.get("resourceVersion").map(str::to_string),
         allow_bookmarks: params.flag("allowWatchBookmarks"),
         send_initial_events: params.get("sendInitialEvents").map(|v| v == "true"),
-        timeout: params.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs),
-        output: if output == Output::Yaml { Output::Json } else { output },
+        timeout: params
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(Duration::from_secs),
+        output: if output == Output::Yaml {
+            Output::Json
+        } else {
+            output
+        },
         include,
     };
     let rx = api.watch(req).await?;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(resp)
 }
-
-

@@ -71,7 +71,9 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(dispatch::handle(api, user, req).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .into_owned();
             if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }

@@ -10,7 +10,9 @@ use crate::resources::ResourceType;
 /// `/registry/{plural}/{ns}/{name}` or `/registry/{plural}/{name}`.
 pub fn key(resource: &ResourceType, namespace: Option<&str>, name: &str) -> String {
     match namespace {
-        Some(ns) if resource.namespaced => format!("/registry/{}/{}/{}", resource.storage_plural, ns, name),
+        Some(ns) if resource.namespaced => {
+            format!("/registry/{}/{}/{}", resource.storage_plural, ns, name)
+        }
         _ => format!("/registry/{}/{}", resource.storage_plural, name),
     }
 }
@@ -54,7 +56,11 @@ pub fn remove_meta(obj: &mut Value, field: &str) {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -67,7 +73,9 @@ pub fn name_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Field paths present in `input` but dropped by the typed roundtrip:
@@ -82,7 +90,11 @@ fn walk_unknown(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>)
     match (input, typed) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match b.get(k) {
                     Some(tv) => walk_unknown(v, tv, &p, out),
                     None if is_empty(v) => {}
@@ -182,7 +194,8 @@ const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case a
 fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -222,15 +235,22 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_the_keys_the_roundtrip_drops() {
-        let input = json!({"spec": {"foo": 1, "containers": [{"name": "a", "bar": true}]}, "x": null});
+        let input =
+            json!({"spec": {"foo": 1, "containers": [{"name": "a", "bar": true}]}, "x": null});
         let typed = json!({"spec": {"containers": [{"name": "a"}]}});
-        assert_eq!(unknown_fields(&input, &typed), vec!["spec.containers[0].bar", "spec.foo"]);
+        assert_eq!(
+            unknown_fields(&input, &typed),
+            vec!["spec.containers[0].bar", "spec.foo"]
+        );
     }
 
     #[test]
     fn keys_are_namespaced_or_cluster_scoped() {
         let pods = crate::resources::find("", "v1", "pods").unwrap();
-        assert_eq!(key(pods, Some("default"), "web"), "/registry/pods/default/web");
+        assert_eq!(
+            key(pods, Some("default"), "web"),
+            "/registry/pods/default/web"
+        );
         let ns = crate::resources::find("", "v1", "namespaces").unwrap();
         assert_eq!(key(ns, None, "x"), "/registry/namespaces/x");
         assert_eq!(prefix(pods, None), "/registry/pods/");
@@ -247,7 +267,8 @@ mod tests {
         let cm = crate::resources::find("", "v1", "configmaps").unwrap();
         assert!(validate_name(cm, "ok.name-1").is_none());
         assert!(validate_name(cm, "Bad_Name").is_some());
-        let role = crate::resources::find("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap();
+        let role =
+            crate::resources::find("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap();
         assert!(validate_name(role, "system:controller:x").is_none());
     }
 }

@@ -15,7 +15,10 @@ pub struct MediaRange {
 
 impl MediaRange {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -83,7 +86,10 @@ fn meta_version(range: &MediaRange) -> Option<&'static str> {
 /// The first `Accept` entry this server can produce.
 pub fn choose_output(accept: &str) -> Output {
     for range in parse_accept(accept) {
-        let json_like = matches!(range.mime.as_str(), "application/json" | "*/*" | "application/*");
+        let json_like = matches!(
+            range.mime.as_str(),
+            "application/json" | "*/*" | "application/*"
+        );
         match range.param("as") {
             Some("Table") if json_like => {
                 if let Some(v) = meta_version(&range) {
@@ -108,14 +114,17 @@ pub fn choose_output(accept: &str) -> Output {
 /// (`v2` or `v2beta1`).
 pub fn aggregated_discovery(accept: &str) -> Option<&'static str> {
     for range in parse_accept(accept) {
-        if range.param("g") == Some("apidiscovery.k8s.io") && range.param("as") == Some("APIGroupDiscoveryList") {
+        if range.param("g") == Some("apidiscovery.k8s.io")
+            && range.param("as") == Some("APIGroupDiscoveryList")
+        {
             match range.param("v") {
                 Some("v2") => return Some("v2"),
                 Some("v2beta1") => return Some("v2beta1"),
                 _ => {}
             }
         }
-        if range.param("as").is_none() && matches!(range.mime.as_str(), "application/json" | "*/*") {
+        if range.param("as").is_none() && matches!(range.mime.as_str(), "application/json" | "*/*")
+        {
             return None;
         }
     }
@@ -131,13 +140,21 @@ pub enum BodyFormat {
 }
 
 pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
-    let Some(ct) = content_type else { return Ok(BodyFormat::Json) };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let Some(ct) = content_type else {
+        return Ok(BodyFormat::Json);
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "" | "application/json" | "text/plain" | "*/*" => Ok(BodyFormat::Json),
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "application/apply-patch+yaml" => {
-            Ok(BodyFormat::Yaml)
-        }
+        "application/yaml"
+        | "application/x-yaml"
+        | "text/yaml"
+        | "application/apply-patch+yaml" => Ok(BodyFormat::Yaml),
         "application/vnd.kubernetes.protobuf" => Ok(BodyFormat::Protobuf),
         m if m.ends_with("+json") => Ok(BodyFormat::Json),
         _ => Err(ApiError::unsupported_media_type(ct)),
@@ -147,14 +164,15 @@ pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
 /// Decodes a request body into a JSON value.
 pub fn decode_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
     match format {
-        BodyFormat::Json => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
-        }),
+        BodyFormat::Json => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
         BodyFormat::Yaml => {
-            let v: serde_yaml::Value = serde_yaml::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
-            serde_json::to_value(v)
-                .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
+            let v: serde_yaml::Value = serde_yaml::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+            })?;
+            serde_json::to_value(v).map_err(|e| {
+                ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+            })
         }
         BodyFormat::Protobuf => crate::protobuf::decode(body).map_err(|e| match e {
             crate::protobuf::ProtobufError::Unsupported(_) => {
@@ -173,7 +191,10 @@ mod tests {
     fn kubectl_get_accept_asks_for_a_table() {
         let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(choose_output(accept), Output::Table("meta.k8s.io/v1"));
-        assert_eq!(choose_output("application/vnd.kubernetes.protobuf,application/json"), Output::Json);
+        assert_eq!(
+            choose_output("application/vnd.kubernetes.protobuf,application/json"),
+            Output::Json
+        );
         assert_eq!(choose_output("application/yaml"), Output::Yaml);
         assert_eq!(choose_output(""), Output::Json);
     }
@@ -184,7 +205,9 @@ mod tests {
         assert_eq!(aggregated_discovery(accept), Some("v2"));
         assert_eq!(aggregated_discovery("application/json"), None);
         assert_eq!(
-            aggregated_discovery("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"),
+            aggregated_discovery(
+                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+            ),
             Some("v2beta1")
         );
     }

@@ -75,10 +75,17 @@ impl DeleteOptions {
         if let Some(u) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
             self.precondition_uid = Some(u.to_string());
         }
-        if let Some(rv) = body.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        if let Some(rv) = body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
             self.precondition_resource_version = Some(rv.to_string());
         }
-        if body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")) {
+        if body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|d| d == "All"))
+        {
             self.dry_run = true;
         }
         self
@@ -123,7 +130,11 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(resource: &ResourceType, label: Option<&str>, field: Option<&str>) -> Result<Self, ApiError> {
+    pub fn new(
+        resource: &ResourceType,
+        label: Option<&str>,
+        field: Option<&str>,
+    ) -> Result<Self, ApiError> {
         let labels = label
             .filter(|s| !s.is_empty())
             .map(selectors::parse_label_selector)
@@ -142,7 +153,8 @@ impl Filter {
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.as_ref().is_none_or(|l| l.matches(obj)) && self.fields.as_ref().is_none_or(|f| f.matches(obj))
+        self.labels.as_ref().is_none_or(|l| l.matches(obj))
+            && self.fields.as_ref().is_none_or(|f| f.matches(obj))
     }
 }
 
@@ -175,7 +187,11 @@ pub fn encode(resource: &ResourceType, obj: &Value) -> Result<Vec<u8>, ApiError>
 }
 
 /// A stored value, in `resource`'s served version with its resourceVersion.
-pub fn decode_at(resource: &ResourceType, value: &[u8], revision: Revision) -> Result<Value, ApiError> {
+pub fn decode_at(
+    resource: &ResourceType,
+    value: &[u8],
+    revision: Revision,
+) -> Result<Value, ApiError> {
     let obj: Value = serde_json::from_slice(value)
         .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
     let mut obj = convert::to_served(resource, obj);
@@ -188,7 +204,9 @@ pub fn decode(resource: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError>
 }
 
 fn resource_named(plural: &str) -> Option<&'static ResourceType> {
-    resources::catalog().iter().find(|r| r.plural == plural && r.group.is_empty())
+    resources::catalog()
+        .iter()
+        .find(|r| r.plural == plural && r.group.is_empty())
 }
 
 impl Api {
@@ -199,13 +217,27 @@ impl Api {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Option<(Value, Revision)>, ApiError> {
-        let kv = self.cache.get(&meta::key(r, ns, name)).await.map_err(|e| ApiError::from_store(e, r, name))?;
-        kv.map(|kv| Ok((decode(r, &kv)?, kv.mod_revision))).transpose()
+        let kv = self
+            .cache
+            .get(&meta::key(r, ns, name))
+            .await
+            .map_err(|e| ApiError::from_store(e, r, name))?;
+        kv.map(|kv| Ok((decode(r, &kv)?, kv.mod_revision)))
+            .transpose()
     }
 
     /// Reads one object or answers 404.
-    pub async fn get(&self, r: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
-        Ok(self.read(r, ns, name).await?.ok_or_else(|| ApiError::not_found(r, name))?.0)
+    pub async fn get(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        Ok(self
+            .read(r, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(r, name))?
+            .0)
     }
 
     /// Checks the body of a write against the URL and the typed schema;
@@ -244,7 +276,10 @@ impl Api {
         map.insert("apiVersion".into(), json!(r.api_version));
         map.insert("kind".into(), json!(r.kind));
         if r.namespaced {
-            match (str_at(&body, "/metadata/namespace").filter(|s| !s.is_empty()), url_ns) {
+            match (
+                str_at(&body, "/metadata/namespace").filter(|s| !s.is_empty()),
+                url_ns,
+            ) {
                 (Some(b), Some(u)) if b != u => {
                     return Err(ApiError::bad_request(
                         "the namespace of the provided object does not match the namespace sent on the request",
@@ -257,15 +292,24 @@ impl Api {
             remove_meta(&mut body, "namespace");
         }
         let typed = (r.roundtrip)(&body).map_err(|e| {
-            ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", r.kind, r.version, r.kind))
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                r.kind, r.version, r.kind
+            ))
         })?;
         let unknown = meta::unknown_fields(&body, &typed);
         let mut warnings = Vec::new();
         if !unknown.is_empty() {
-            let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            let msgs: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
             match validation {
                 FieldValidation::Strict => {
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        msgs.join(", ")
+                    )));
                 }
                 FieldValidation::Warn => warnings = msgs,
                 FieldValidation::Ignore => {}
@@ -279,8 +323,15 @@ impl Api {
     }
 
     /// Checks that `ns` exists and, for creates, is not terminating.
-    async fn check_namespace(&self, r: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
-        let Some(nsr) = resource_named("namespaces") else { return Ok(()) };
+    async fn check_namespace(
+        &self,
+        r: &ResourceType,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let Some(nsr) = resource_named("namespaces") else {
+            return Ok(());
+        };
         let Some((obj, _)) = self.read(nsr, None, ns).await? else {
             return Err(ApiError::namespace_not_found(ns));
         };
@@ -295,18 +346,31 @@ impl Api {
     }
 
     async fn existing_services(&self) -> Result<Vec<Value>, ApiError> {
-        let Some(svc) = resource_named("services") else { return Ok(Vec::new()) };
+        let Some(svc) = resource_named("services") else {
+            return Ok(Vec::new());
+        };
         let list = self.cache.list(&meta::prefix(svc, None)).await?;
         list.items.iter().map(|kv| decode(svc, kv)).collect()
     }
 
     async fn allocate_service(&self, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
         let existing = self.existing_services().await?;
-        let skip = old.map(|o| (str_at(o, "/metadata/namespace").unwrap_or(""), meta::name(o)));
+        let skip = old.map(|o| {
+            (
+                str_at(o, "/metadata/namespace").unwrap_or(""),
+                meta::name(o),
+            )
+        });
         let taken = Allocated::scan(&existing, skip);
         let cfg = &self.config;
-        allocator::allocate(obj, old, &taken, cfg.service_cluster_ip_range, cfg.service_node_port_range)
-            .map_err(|causes| ApiError::invalid("Service", "", meta::name(obj), &causes))
+        allocator::allocate(
+            obj,
+            old,
+            &taken,
+            cfg.service_cluster_ip_range,
+            cfg.service_node_port_range,
+        )
+        .map_err(|causes| ApiError::invalid("Service", "", meta::name(obj), &causes))
     }
 
     fn validate(&self, r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
@@ -314,10 +378,11 @@ impl Api {
             None => registry::validate_create(r, obj),
             Some(old) => registry::validate_update(r, obj, old),
         };
-        if old.is_none() && !causes.iter().any(|c| c.field == "metadata.name") {
-            if let Some(c) = meta::validate_name(r, meta::name(obj)) {
-                causes.insert(0, c);
-            }
+        if old.is_none()
+            && !causes.iter().any(|c| c.field == "metadata.name")
+            && let Some(c) = meta::validate_name(r, meta::name(obj))
+        {
+            causes.insert(0, c);
         }
         if causes.is_empty() {
             Ok(())
@@ -336,11 +401,11 @@ impl Api {
     ) -> Result<Written, ApiError> {
         let (mut obj, warnings) = self.admit_input(r, body, ns, opts.validation)?;
         let mut name = meta::name(&obj).to_string();
-        if name.is_empty() {
-            if let Some(prefix) = str_at(&obj, "/metadata/generateName").filter(|s| !s.is_empty()) {
-                name = format!("{prefix}{}", meta::name_suffix());
-                set_meta(&mut obj, "name", json!(name));
-            }
+        if name.is_empty()
+            && let Some(prefix) = str_at(&obj, "/metadata/generateName").filter(|s| !s.is_empty())
+        {
+            name = format!("{prefix}{}", meta::name_suffix());
+            set_meta(&mut obj, "name", json!(name));
         }
         if name.is_empty() {
             let cause = registry::Cause {
@@ -351,7 +416,9 @@ impl Api {
             return Err(ApiError::invalid(r.kind, r.group, "", &[cause]));
         }
         let ns = if r.namespaced {
-            let ns = ns.ok_or_else(|| ApiError::bad_request("a namespace is required for namespaced resources"))?;
+            let ns = ns.ok_or_else(|| {
+                ApiError::bad_request("a namespace is required for namespaced resources")
+            })?;
             self.check_namespace(r, ns, &name).await?;
             Some(ns)
         } else {
@@ -360,13 +427,18 @@ impl Api {
         set_meta(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
         set_meta(&mut obj, "creationTimestamp", json!(meta::now()));
         set_meta(&mut obj, "generation", json!(1));
-        for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             remove_meta(&mut obj, f);
         }
-        if STATUS_RESET_ON_CREATE.contains(&r.plural) {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if STATUS_RESET_ON_CREATE.contains(&r.plural)
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         match (r.group, r.plural) {
             ("", "namespaces") => {
@@ -394,13 +466,25 @@ impl Api {
             None
         };
         if opts.dry_run {
-            return Ok(Written { object: obj, created: true, warnings });
+            return Ok(Written {
+                object: obj,
+                created: true,
+                warnings,
+            });
         }
         let key = meta::key(r, ns, &name);
-        let rev = self.store.create(&key, encode(r, &obj)?).await.map_err(|e| ApiError::from_store(e, r, &name))?;
+        let rev = self
+            .store
+            .create(&key, encode(r, &obj)?)
+            .await
+            .map_err(|e| ApiError::from_store(e, r, &name))?;
         set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
         tracing::debug!(resource = r.plural, namespace = ns.unwrap_or(""), name = %name, rev, "created");
-        Ok(Written { object: obj, created: true, warnings })
+        Ok(Written {
+            object: obj,
+            created: true,
+            warnings,
+        })
     }
 
     /// Replaces an object (PUT) or one of its parts (`mode`).
@@ -429,8 +513,14 @@ impl Api {
             }
             return Err(ApiError::not_found(r, name));
         };
-        let object = self.replace(r, ns, name, old, old_rev, new, mode, opts.dry_run).await?;
-        Ok(Written { object, created: false, warnings })
+        let object = self
+            .replace(r, ns, name, old, old_rev, new, mode, opts.dry_run)
+            .await?;
+        Ok(Written {
+            object,
+            created: false,
+            warnings,
+        })
     }
 
     /// The shared path of update and patch: `new` replaces `old` (read at `old_rev`).
@@ -483,12 +573,23 @@ impl Api {
                 }
             }
             UpdateMode::Finalize => {
-                let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
+                let finalizers = new
+                    .pointer("/spec/finalizers")
+                    .cloned()
+                    .unwrap_or_else(|| json!([]));
                 new = old.clone();
                 new["spec"]["finalizers"] = finalizers;
             }
         }
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old.pointer(&format!("/metadata/{f}")) {
                 Some(v) => set_meta(&mut new, f, v.clone()),
                 None => remove_meta(&mut new, f),
@@ -505,10 +606,18 @@ impl Api {
         if mode != UpdateMode::Finalize {
             self.validate(r, &new, Some(&old))?;
         }
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-        let generation = if meta::spec_changed(&old, &new) { generation + 1 } else { generation };
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let generation = if meta::spec_changed(&old, &new) {
+            generation + 1
+        } else {
+            generation
+        };
         set_meta(&mut new, "generation", json!(generation));
-        self.commit_update(r, &meta::key(r, ns, name), &old, old_rev, new, dry_run).await
+        self.commit_update(r, &meta::key(r, ns, name), &old, old_rev, new, dry_run)
+            .await
     }
 
     /// Writes `new` over `old`; completes a pending delete once the last
@@ -530,12 +639,24 @@ impl Api {
             && r.plural == "namespaces";
         // A graceful pod is finished by its node's delete, not by an update.
         let graceful_pod = r.plural == "pods"
-            && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
-        if meta::is_deleting(old) && meta::finalizers(&new).is_empty() && !spec_finalizers_left && !graceful_pod {
+            && new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0;
+        if meta::is_deleting(old)
+            && meta::finalizers(&new).is_empty()
+            && !spec_finalizers_left
+            && !graceful_pod
+        {
             if dry_run {
                 return Ok(new);
             }
-            let (rev, _) = self.store.delete(key, Some(old_rev)).await.map_err(|e| ApiError::from_store(e, r, &name))?;
+            let (rev, _) = self
+                .store
+                .delete(key, Some(old_rev))
+                .await
+                .map_err(|e| ApiError::from_store(e, r, &name))?;
             set_meta(&mut new, "resourceVersion", json!(rev.to_string()));
             tracing::debug!(key, rev, "deleted after its last finalizer");
             return Ok(new);
@@ -577,10 +698,26 @@ impl Api {
             };
             let patched = apply_patch(r, &old, patch_type, patch_body)?;
             let (new, warnings) = self.admit_input(r, patched, ns, opts.validation)?;
-            match self.replace(r, ns, name, old, old_rev, new, mode, opts.dry_run).await {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && !patch_sets_rv(patch_body) && attempt < 4 => continue,
+            match self
+                .replace(r, ns, name, old, old_rev, new, mode, opts.dry_run)
+                .await
+            {
+                Err(e)
+                    if e.code == 409
+                        && e.reason == "Conflict"
+                        && !patch_sets_rv(patch_body)
+                        && attempt < 4 =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e),
-                Ok(object) => return Ok(Written { object, created: false, warnings }),
+                Ok(object) => {
+                    return Ok(Written {
+                        object,
+                        created: false,
+                        warnings,
+                    });
+                }
             }
         }
         Err(ApiError::modified(r, name))
@@ -597,38 +734,71 @@ impl Api {
     ) -> Result<(Value, bool), ApiError> {
         let key = meta::key(r, ns, name);
         for _ in 0..5 {
-            let (obj, rev) = self.read(r, ns, name).await?.ok_or_else(|| ApiError::not_found(r, name))?;
+            let (obj, rev) = self
+                .read(r, ns, name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(r, name))?;
             let uid = str_at(&obj, "/metadata/uid").unwrap_or("");
             if let Some(p) = opts.precondition_uid.as_deref().filter(|p| *p != uid) {
-                return Err(ApiError::conflict(r, name, &format!(
-                    "Precondition failed: UID in precondition: {p}, UID in object meta: {uid}"
-                )));
+                return Err(ApiError::conflict(
+                    r,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {p}, UID in object meta: {uid}"
+                    ),
+                ));
             }
-            if let Some(p) = opts.precondition_resource_version.as_deref().filter(|p| *p != rev.to_string()) {
-                return Err(ApiError::conflict(r, name, &format!(
-                    "Precondition failed: ResourceVersion in precondition: {p}, ResourceVersion in object meta: {rev}"
-                )));
+            if let Some(p) = opts
+                .precondition_resource_version
+                .as_deref()
+                .filter(|p| *p != rev.to_string())
+            {
+                return Err(ApiError::conflict(
+                    r,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {p}, ResourceVersion in object meta: {rev}"
+                    ),
+                ));
             }
             let is_ns = r.plural == "namespaces" && r.group.is_empty();
             if is_ns && PROTECTED_NAMESPACES.contains(&name) {
-                return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+                return Err(ApiError::forbidden(format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                )));
             }
             let has_finalizers = !meta::finalizers(&obj).is_empty();
             let is_pod = r.plural == "pods" && r.group.is_empty();
-            let pod_grace = if is_pod { pod_grace_period(&obj, opts) } else { 0 };
+            let pod_grace = if is_pod {
+                pod_grace_period(&obj, opts)
+            } else {
+                0
+            };
             let deleting = meta::is_deleting(&obj);
             let ns_finalizers = is_ns
-                && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-            let immediate = !has_finalizers && !ns_finalizers && (pod_grace == 0 || (deleting && opts.grace_period_seconds == Some(0)));
+                && obj
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+            let immediate = !has_finalizers
+                && !ns_finalizers
+                && (pod_grace == 0 || (deleting && opts.grace_period_seconds == Some(0)));
             if !immediate {
                 if deleting {
                     return Ok((obj, false));
                 }
                 let mut new = obj.clone();
                 let at = chrono::Utc::now() + chrono::Duration::seconds(pod_grace);
-                set_meta(&mut new, "deletionTimestamp", json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+                set_meta(
+                    &mut new,
+                    "deletionTimestamp",
+                    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                );
                 set_meta(&mut new, "deletionGracePeriodSeconds", json!(pod_grace));
-                let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                let generation = obj
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
                 set_meta(&mut new, "generation", json!(generation + 1));
                 if is_ns {
                     new["status"]["phase"] = json!("Terminating");
@@ -661,23 +831,43 @@ impl Api {
     }
 
     /// Lists objects: selectors, paging with continue tokens, exact revisions.
-    pub async fn list(&self, r: &ResourceType, ns: Option<&str>, opts: &ListOptions) -> Result<ListPage, ApiError> {
-        let filter = Filter::new(r, opts.label_selector.as_deref(), opts.field_selector.as_deref())?;
+    pub async fn list(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListPage, ApiError> {
+        let filter = Filter::new(
+            r,
+            opts.label_selector.as_deref(),
+            opts.field_selector.as_deref(),
+        )?;
         let prefix = meta::prefix(r, ns);
         let (result, start_after) = match opts.continue_token.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => {
                 let (rev, start) = parse_continue(token, &prefix)?;
-                let result = self.store.list(&prefix, Some(rev)).await.map_err(|e| match e {
-                    StoreError::Compacted { .. } => ApiError::gone(CONTINUE_EXPIRED),
-                    other => ApiError::from(other),
-                })?;
+                let result = self
+                    .store
+                    .list(&prefix, Some(rev))
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Compacted { .. } => ApiError::gone(CONTINUE_EXPIRED),
+                        other => ApiError::from(other),
+                    })?;
                 (result, Some(start))
             }
             None => {
                 let exact = opts.resource_version_match.as_deref() == Some("Exact");
-                let rv = opts.resource_version.as_deref().filter(|s| !s.is_empty() && *s != "0");
+                let rv = opts
+                    .resource_version
+                    .as_deref()
+                    .filter(|s| !s.is_empty() && *s != "0");
                 let rv = rv
-                    .map(|s| s.parse::<Revision>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}"))))
+                    .map(|s| {
+                        s.parse::<Revision>().map_err(|_| {
+                            ApiError::bad_request(format!("invalid resource version: {s:?}"))
+                        })
+                    })
                     .transpose()?;
                 match (exact, rv) {
                     (true, Some(rev)) => (self.store.list(&prefix, Some(rev)).await?, None),
@@ -696,7 +886,11 @@ impl Api {
         let mut last_key: Option<String> = None;
         let mut more = false;
         let mut remaining = 0u64;
-        for kv in result.items.iter().filter(|kv| start_after.as_deref().is_none_or(|s| kv.key.as_str() > s)) {
+        for kv in result
+            .items
+            .iter()
+            .filter(|kv| start_after.as_deref().is_none_or(|s| kv.key.as_str() > s))
+        {
             if more {
                 remaining += 1;
                 continue;
@@ -722,7 +916,12 @@ impl Api {
             _ => None,
         };
         let remaining = (more && filter.is_empty()).then_some(remaining);
-        Ok(ListPage { items, revision, continue_token, remaining })
+        Ok(ListPage {
+            items,
+            revision,
+            continue_token,
+            remaining,
+        })
     }
 
     /// Deletes every object a list would return (deletecollection).
@@ -733,7 +932,17 @@ impl Api {
         list: &ListOptions,
         opts: &DeleteOptions,
     ) -> Result<ListPage, ApiError> {
-        let mut page = self.list(r, ns, &ListOptions { limit: None, continue_token: None, ..list.clone() }).await?;
+        let mut page = self
+            .list(
+                r,
+                ns,
+                &ListOptions {
+                    limit: None,
+                    continue_token: None,
+                    ..list.clone()
+                },
+            )
+            .await?;
         let mut deleted = Vec::new();
         for obj in &page.items {
             let obj_ns = str_at(obj, "/metadata/namespace");
@@ -748,7 +957,12 @@ impl Api {
     }
 
     /// The autoscaling/v1 Scale of an object.
-    pub async fn get_scale(&self, r: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub async fn get_scale(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         Ok(scale_of(&self.get(r, ns, name).await?))
     }
 
@@ -762,7 +976,10 @@ impl Api {
         body: Option<Value>,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let (old, old_rev) = self.read(r, ns, name).await?.ok_or_else(|| ApiError::not_found(r, name))?;
+        let (old, old_rev) = self
+            .read(r, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(r, name))?;
         let scale = match (patch, body) {
             (Some((pt, p)), _) => {
                 let current = scale_of(&old);
@@ -774,7 +991,10 @@ impl Api {
             (None, Some(b)) => b,
             (None, None) => return Err(ApiError::bad_request("a Scale body is required")),
         };
-        let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
             let cause = registry::Cause {
                 reason: "FieldValueInvalid".into(),
@@ -788,26 +1008,45 @@ impl Api {
         if let Some(rv) = str_at(&scale, "/metadata/resourceVersion") {
             set_meta(&mut new, "resourceVersion", json!(rv));
         }
-        let obj = self.replace(r, ns, name, old, old_rev, new, UpdateMode::Main, dry_run).await?;
+        let obj = self
+            .replace(r, ns, name, old, old_rev, new, UpdateMode::Main, dry_run)
+            .await?;
         Ok(scale_of(&obj))
     }
 
     /// Binds a pod to a node (`pods/binding`, `bindings`).
     pub async fn bind(&self, ns: &str, pod_name: &str, binding: &Value) -> Result<(), ApiError> {
-        let Some(pods) = resource_named("pods") else { return Err(ApiError::path_not_found()) };
+        let Some(pods) = resource_named("pods") else {
+            return Err(ApiError::path_not_found());
+        };
         let node = str_at(binding, "/target/name").unwrap_or("");
         if node.is_empty() {
-            let cause = registry::Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: "target.name".into() };
+            let cause = registry::Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+                field: "target.name".into(),
+            };
             return Err(ApiError::invalid("Binding", "", pod_name, &[cause]));
         }
-        let (old, old_rev) = self.read(pods, Some(ns), pod_name).await?.ok_or_else(|| ApiError::not_found(pods, pod_name))?;
+        let (old, old_rev) = self
+            .read(pods, Some(ns), pod_name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(pods, pod_name))?;
         if meta::is_deleting(&old) {
-            return Err(ApiError::conflict(pods, pod_name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                pods,
+                pod_name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
         if let Some(current) = str_at(&old, "/spec/nodeName").filter(|n| !n.is_empty()) {
-            return Err(ApiError::new(409, "Conflict", format!(
-                "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{current}\""
-            )));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{current}\""
+                ),
+            ));
         }
         let mut new = old.clone();
         new["spec"]["nodeName"] = json!(node);
@@ -819,7 +1058,15 @@ impl Api {
         conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
         conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
         new["status"]["conditions"] = json!(conditions);
-        self.commit_update(pods, &meta::key(pods, Some(ns), pod_name), &old, old_rev, new, false).await?;
+        self.commit_update(
+            pods,
+            &meta::key(pods, Some(ns), pod_name),
+            &old,
+            old_rev,
+            new,
+            false,
+        )
+        .await?;
         Ok(())
     }
 }
@@ -828,14 +1075,19 @@ impl Api {
 /// upstream's conversion does.
 fn merge_string_data(secret: &mut Value) {
     use base64::Engine;
-    let Some(string_data) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
-    let Some(entries) = string_data.as_object() else { return };
+    let Some(string_data) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    let Some(entries) = string_data.as_object() else {
+        return;
+    };
     if !secret.get("data").is_some_and(Value::is_object) {
         secret["data"] = json!({});
     }
     for (k, v) in entries {
         if let Some(v) = v.as_str() {
-            secret["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
+            secret["data"][k] =
+                json!(base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
         }
     }
 }
@@ -843,7 +1095,9 @@ fn merge_string_data(secret: &mut Value) {
 fn patch_sets_rv(patch: &Value) -> bool {
     patch.pointer("/metadata/resourceVersion").is_some()
         || patch.as_array().is_some_and(|ops| {
-            ops.iter().any(|op| op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion"))
+            ops.iter().any(|op| {
+                op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+            })
         })
 }
 
@@ -855,7 +1109,12 @@ fn patch_error(e: patch::PatchError) -> ApiError {
 }
 
 /// Applies a patch of any type to `old`.
-pub fn apply_patch(r: &ResourceType, old: &Value, patch_type: PatchType, body: &Value) -> Result<Value, ApiError> {
+pub fn apply_patch(
+    r: &ResourceType,
+    old: &Value,
+    patch_type: PatchType,
+    body: &Value,
+) -> Result<Value, ApiError> {
     match patch_type {
         PatchType::Json => patch::json_patch(old, body).map_err(patch_error),
         PatchType::Merge => {
@@ -885,7 +1144,10 @@ fn pod_grace_period(pod: &Value, opts: &DeleteOptions) -> i64 {
         return 0;
     }
     opts.grace_period_seconds
-        .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30)
         .max(0)
 }
@@ -894,12 +1156,21 @@ fn pod_grace_period(pod: &Value, opts: &DeleteOptions) -> i64 {
 pub fn scale_of(obj: &Value) -> Value {
     let m = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let mut metadata = json!({});
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = m.get(f) {
             metadata[f] = v.clone();
         }
     }
-    let selector = obj.pointer("/spec/selector").map(meta::selector_string).unwrap_or_default();
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(meta::selector_string)
+        .unwrap_or_default();
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -928,10 +1199,18 @@ fn parse_continue(token: &str, prefix: &str) -> Result<(Revision, String), ApiEr
         .map_err(|e| bad(&e.to_string()))?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| bad(&e.to_string()))?;
     if v.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
-        return Err(bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(bad(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
-    let rev = v.get("rv").and_then(Value::as_u64).ok_or_else(|| bad("missing resource version"))?;
-    let start = v.get("start").and_then(Value::as_str).ok_or_else(|| bad("missing start key"))?;
+    let rev = v
+        .get("rv")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("missing resource version"))?;
+    let start = v
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("missing start key"))?;
     if !start.starts_with(prefix) {
         return Err(bad("the continue key belongs to another list"));
     }
@@ -952,9 +1231,20 @@ mod tests {
     #[test]
     fn continue_tokens_roundtrip_and_reject_garbage() {
         let t = make_continue(42, "/registry/pods/default/b");
-        assert_eq!(parse_continue(&t, "/registry/pods/").unwrap(), (42, "/registry/pods/default/b".to_string()));
-        assert_eq!(parse_continue("!!!", "/registry/pods/").unwrap_err().code, 400);
-        assert_eq!(parse_continue(&t, "/registry/configmaps/").unwrap_err().code, 400);
+        assert_eq!(
+            parse_continue(&t, "/registry/pods/").unwrap(),
+            (42, "/registry/pods/default/b".to_string())
+        );
+        assert_eq!(
+            parse_continue("!!!", "/registry/pods/").unwrap_err().code,
+            400
+        );
+        assert_eq!(
+            parse_continue(&t, "/registry/configmaps/")
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]
@@ -971,8 +1261,14 @@ mod tests {
     fn pods_on_nodes_get_a_grace_period() {
         let pod = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}, "status": {"phase": "Running"}});
         assert_eq!(pod_grace_period(&pod, &DeleteOptions::default()), 10);
-        let forced = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+        let forced = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
         assert_eq!(pod_grace_period(&pod, &forced), 0);
-        assert_eq!(pod_grace_period(&json!({"spec": {}}), &DeleteOptions::default()), 0);
+        assert_eq!(
+            pod_grace_period(&json!({"spec": {}}), &DeleteOptions::default()),
+            0
+        );
     }
 }

@@ -10,7 +10,12 @@ use super::meta;
 use super::negotiate::{IncludeObject, Output};
 use super::objects::ListPage;
 
-fn row(r: &ResourceType, obj: &Value, include: IncludeObject, now: chrono::DateTime<chrono::Utc>) -> Value {
+fn row(
+    r: &ResourceType,
+    obj: &Value,
+    include: IncludeObject,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
     let mut row = json!({"cells": table::row_cells(r, obj, now)});
     match include {
         IncludeObject::None => {}
@@ -21,7 +26,13 @@ fn row(r: &ResourceType, obj: &Value, include: IncludeObject, now: chrono::DateT
 }
 
 /// A Table of `objects` with list metadata `list_meta`.
-pub fn table(r: &ResourceType, objects: &[Value], list_meta: Value, api_version: &str, include: IncludeObject) -> Value {
+pub fn table(
+    r: &ResourceType,
+    objects: &[Value],
+    list_meta: Value,
+    api_version: &str,
+    include: IncludeObject,
+) -> Value {
     let now = chrono::Utc::now();
     let rows: Vec<Value> = objects.iter().map(|o| row(r, o, include, now)).collect();
     json!({
@@ -37,8 +48,17 @@ pub fn table(r: &ResourceType, objects: &[Value], list_meta: Value, api_version:
 pub fn object(r: &ResourceType, obj: Value, output: Output, include: IncludeObject) -> Value {
     match output {
         Output::Table(av) => {
-            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
-            table(r, std::slice::from_ref(&obj), json!({"resourceVersion": rv}), av, include)
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
+            table(
+                r,
+                std::slice::from_ref(&obj),
+                json!({"resourceVersion": rv}),
+                av,
+                include,
+            )
         }
         Output::PartialMetadata(av) => meta::partial_metadata(&obj, av),
         Output::Json | Output::Yaml => obj,
@@ -57,7 +77,11 @@ pub fn list(r: &ResourceType, page: ListPage, output: Output, include: IncludeOb
     match output {
         Output::Table(av) => table(r, &page.items, list_meta, av, include),
         Output::PartialMetadata(av) => {
-            let items: Vec<Value> = page.items.iter().map(|o| meta::partial_metadata(o, av)).collect();
+            let items: Vec<Value> = page
+                .items
+                .iter()
+                .map(|o| meta::partial_metadata(o, av))
+                .collect();
             json!({"kind": "PartialObjectMetadataList", "apiVersion": av, "metadata": list_meta, "items": items})
         }
         Output::Json | Output::Yaml => json!({
@@ -77,7 +101,12 @@ mod tests {
     fn table_rows_carry_partial_metadata() {
         let cm = crate::resources::find("", "v1", "configmaps").unwrap();
         let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "n", "resourceVersion": "5"}});
-        let t = object(cm, obj, Output::Table("meta.k8s.io/v1"), IncludeObject::Metadata);
+        let t = object(
+            cm,
+            obj,
+            Output::Table("meta.k8s.io/v1"),
+            IncludeObject::Metadata,
+        );
         assert_eq!(t["kind"], "Table");
         assert_eq!(t["metadata"]["resourceVersion"], "5");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");

@@ -37,22 +37,67 @@ const AUTHZ: &str = "authorization.k8s.io";
 
 pub const VIRTUAL: &[VirtualResource] = &[
     virt!("", "v1", "bindings", "binding", "Binding", true),
-    virt!(AUTHN, "authentication.k8s.io/v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false),
-    virt!(AUTHN, "authentication.k8s.io/v1", "tokenreviews", "tokenreview", "TokenReview", false),
-    virt!(AUTHZ, "authorization.k8s.io/v1", "localsubjectaccessreviews", "localsubjectaccessreview", "LocalSubjectAccessReview", true),
-    virt!(AUTHZ, "authorization.k8s.io/v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false),
-    virt!(AUTHZ, "authorization.k8s.io/v1", "selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", false),
-    virt!(AUTHZ, "authorization.k8s.io/v1", "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview", false),
+    virt!(
+        AUTHN,
+        "authentication.k8s.io/v1",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false
+    ),
+    virt!(
+        AUTHN,
+        "authentication.k8s.io/v1",
+        "tokenreviews",
+        "tokenreview",
+        "TokenReview",
+        false
+    ),
+    virt!(
+        AUTHZ,
+        "authorization.k8s.io/v1",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true
+    ),
+    virt!(
+        AUTHZ,
+        "authorization.k8s.io/v1",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false
+    ),
+    virt!(
+        AUTHZ,
+        "authorization.k8s.io/v1",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false
+    ),
+    virt!(
+        AUTHZ,
+        "authorization.k8s.io/v1",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false
+    ),
 ];
 
 /// Looks a virtual resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static VirtualResource> {
-    VIRTUAL.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    VIRTUAL
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 fn allowed(username: &str, groups: &[String]) -> bool {
     // No RBAC yet: every authenticated user may do everything.
-    !username.is_empty() && username != crate::auth::ANONYMOUS || groups.iter().any(|g| g == "system:masters")
+    !username.is_empty() && username != crate::auth::ANONYMOUS
+        || groups.iter().any(|g| g == "system:masters")
 }
 
 /// Answers a review `body` posted by `user`; `None` for `bindings`, which
@@ -70,15 +115,26 @@ pub fn review(resource: &VirtualResource, user: &UserInfo, body: &Value) -> Opti
         out["spec"] = spec.clone();
     }
     let status = match resource.plural {
-        "selfsubjectreviews" => json!({"userInfo": {"username": user.username, "groups": user.groups}}),
-        "tokenreviews" => json!({"authenticated": false, "user": {}, "error": "token authentication is not enabled"}),
+        "selfsubjectreviews" => {
+            json!({"userInfo": {"username": user.username, "groups": user.groups}})
+        }
+        "tokenreviews" => {
+            json!({"authenticated": false, "user": {}, "error": "token authentication is not enabled"})
+        }
         "selfsubjectaccessreviews" => access(allowed(&user.username, &user.groups)),
         "subjectaccessreviews" | "localsubjectaccessreviews" => {
-            let username = body.pointer("/spec/user").and_then(Value::as_str).unwrap_or("");
+            let username = body
+                .pointer("/spec/user")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let groups: Vec<String> = body
                 .pointer("/spec/groups")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|g| g.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|g| g.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             access(allowed(username, &groups))
         }
@@ -113,19 +169,33 @@ mod tests {
 
     #[test]
     fn whoami_returns_the_callers_user_info() {
-        let user = UserInfo { username: "admin".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] };
+        let user = UserInfo {
+            username: "admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        };
         let r = find("authentication.k8s.io", "v1", "selfsubjectreviews").unwrap();
-        let out = review(r, &user, &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})).unwrap();
+        let out = review(
+            r,
+            &user,
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+        )
+        .unwrap();
         assert_eq!(out["status"]["userInfo"]["username"], "admin");
         assert_eq!(out["status"]["userInfo"]["groups"][0], "system:masters");
     }
 
     #[test]
     fn can_i_is_allowed_for_masters() {
-        let user = UserInfo { username: "admin".into(), groups: vec!["system:masters".into()] };
+        let user = UserInfo {
+            username: "admin".into(),
+            groups: vec!["system:masters".into()],
+        };
         let r = find("authorization.k8s.io", "v1", "selfsubjectaccessreviews").unwrap();
         let body = json!({"spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
         assert_eq!(review(r, &user, &body).unwrap()["status"]["allowed"], true);
-        assert_eq!(review(r, &UserInfo::anonymous(), &body).unwrap()["status"]["allowed"], false);
+        assert_eq!(
+            review(r, &UserInfo::anonymous(), &body).unwrap()["status"]["allowed"],
+            false
+        );
     }
 }

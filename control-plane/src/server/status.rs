@@ -19,7 +19,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -33,8 +38,12 @@ impl ApiError {
 
     /// `pods "x" not found`.
     pub fn not_found(resource: &ResourceType, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{}\" not found", qualified(resource), name))
-            .with_details(json!({"name": name, "group": resource.group, "kind": resource.plural}))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", qualified(resource), name),
+        )
+        .with_details(json!({"name": name, "group": resource.group, "kind": resource.plural}))
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
@@ -44,20 +53,33 @@ impl ApiError {
 
     /// The plain 404 of an unknown path.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     pub fn already_exists(resource: &ResourceType, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", qualified(resource), name))
-            .with_details(json!({"name": name, "group": resource.group, "kind": resource.plural}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", qualified(resource), name),
+        )
+        .with_details(json!({"name": name, "group": resource.group, "kind": resource.plural}))
     }
 
     pub fn conflict(resource: &ResourceType, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", qualified(resource), name, why),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                qualified(resource),
+                name,
+                why
+            ),
         )
         .with_details(json!({"name": name, "group": resource.group, "kind": resource.plural}))
     }
@@ -76,15 +98,27 @@ impl ApiError {
         let summary = if causes.len() == 1 {
             format!("{}: {}", causes[0].field, causes[0].message)
         } else {
-            let parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+            let parts: Vec<String> = causes
+                .iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect();
             format!("[{}]", parts.join(", "))
         };
         let causes: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
             .collect();
-        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {summary}"))
-            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        Self::new(
+            422,
+            "Invalid",
+            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -96,11 +130,21 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"
+            ),
+        )
     }
 
     pub fn too_large() -> Self {
-        Self::new(413, "RequestEntityTooLarge", "the request entity is too large: limit is 3145728 bytes")
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "the request entity is too large: limit is 3145728 bytes",
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -108,7 +152,11 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -121,9 +169,12 @@ impl ApiError {
             StoreError::AlreadyExists(_) => Self::already_exists(resource, name),
             StoreError::NotFound(_) => Self::not_found(resource, name),
             StoreError::Conflict { .. } => Self::modified(resource, name),
-            StoreError::Compacted { requested, compacted } => {
-                Self::gone(format!("too old resource version: {requested} ({compacted})"))
-            }
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => Self::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             StoreError::FutureRevision { requested, current } => Self::timeout(format!(
                 "Too large resource version: {requested}, current resource version: {current}"
             )),
@@ -161,9 +212,12 @@ pub fn qualified(resource: &ResourceType) -> String {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Compacted { requested, compacted } => {
-                Self::gone(format!("too old resource version: {requested} ({compacted})"))
-            }
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => Self::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             StoreError::FutureRevision { requested, current } => Self::timeout(format!(
                 "Too large resource version: {requested}, current resource version: {current}"
             )),
@@ -184,17 +238,33 @@ mod tests {
     #[test]
     fn messages_match_upstream() {
         let pods = crate::resources::find("", "v1", "pods").unwrap();
-        assert_eq!(ApiError::not_found(pods, "x").message, "pods \"x\" not found");
+        assert_eq!(
+            ApiError::not_found(pods, "x").message,
+            "pods \"x\" not found"
+        );
         let deploy = crate::resources::find("apps", "v1", "deployments").unwrap();
-        assert_eq!(ApiError::already_exists(deploy, "d").message, "deployments.apps \"d\" already exists");
+        assert_eq!(
+            ApiError::already_exists(deploy, "d").message,
+            "deployments.apps \"d\" already exists"
+        );
         assert_eq!(
             ApiError::modified(pods, "x").message,
             "Operation cannot be fulfilled on pods \"x\": the object has been modified; please apply your changes to the latest version and try again"
         );
-        let cause = Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: "spec.containers[0].image".into() };
+        let cause = Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: "spec.containers[0].image".into(),
+        };
         let e = ApiError::invalid("Pod", "", "x", &[cause]);
-        assert_eq!(e.message, "Pod \"x\" is invalid: spec.containers[0].image: Required value");
-        assert_eq!(e.status()["details"]["causes"][0]["field"], "spec.containers[0].image");
+        assert_eq!(
+            e.message,
+            "Pod \"x\" is invalid: spec.containers[0].image: Required value"
+        );
+        assert_eq!(
+            e.status()["details"]["causes"][0]["field"],
+            "spec.containers[0].image"
+        );
         assert_eq!(e.status()["code"], 422);
     }
 }

@@ -48,7 +48,9 @@ struct Encoder {
 impl Encoder {
     fn event(&self, kind: &str, obj: Value) -> Bytes {
         let object = match self.output {
-            Output::Table(_) | Output::PartialMetadata(_) => render::object(self.resource, obj, self.output, self.include),
+            Output::Table(_) | Output::PartialMetadata(_) => {
+                render::object(self.resource, obj, self.output, self.include)
+            }
             Output::Json | Output::Yaml => obj,
         };
         line(&json!({"type": kind, "object": object}))
@@ -63,7 +65,9 @@ impl Encoder {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        line(&json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata}}))
+        line(
+            &json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata}}),
+        )
     }
 }
 
@@ -78,7 +82,11 @@ fn error_line(err: &ApiError) -> Bytes {
 }
 
 /// The event to send for a store event, after selectors, if any.
-fn translate(r: &ResourceType, filter: &Filter, ev: &Event) -> Result<Option<(&'static str, Value)>, ApiError> {
+fn translate(
+    r: &ResourceType,
+    filter: &Filter,
+    ev: &Event,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
     match ev {
         Event::Put { kv, prev } => {
             let new = decode(r, kv)?;
@@ -103,13 +111,25 @@ fn translate(r: &ResourceType, filter: &Filter, ev: &Event) -> Result<Option<(&'
 
 impl Api {
     /// Starts a watch; the receiver yields the response body's chunks.
-    pub async fn watch(self: &Arc<Self>, req: WatchRequest) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    pub async fn watch(
+        self: &Arc<Self>,
+        req: WatchRequest,
+    ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
         let r = req.resource;
         let prefix = meta::prefix(r, req.namespace.as_deref());
-        let only_key = req.name.as_deref().map(|n| meta::key(r, req.namespace.as_deref(), n));
-        let rv = req.resource_version.as_deref().filter(|s| !s.is_empty() && *s != "0");
+        let only_key = req
+            .name
+            .as_deref()
+            .map(|n| meta::key(r, req.namespace.as_deref(), n));
+        let rv = req
+            .resource_version
+            .as_deref()
+            .filter(|s| !s.is_empty() && *s != "0");
         let start: Option<Revision> = rv
-            .map(|s| s.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}"))))
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
+            })
             .transpose()?;
         let send_initial = req.send_initial_events.unwrap_or(start.is_none());
         let (initial, start) = if send_initial {
@@ -124,15 +144,24 @@ impl Api {
         };
         let (tx, rx) = mpsc::channel::<Bytes>(128);
         let api = Arc::clone(self);
-        let enc = Encoder { resource: r, output: req.output, include: req.include };
+        let enc = Encoder {
+            resource: r,
+            output: req.output,
+            include: req.include,
+        };
         tokio::spawn(async move {
-            for kv in initial.iter().filter(|kv| only_key.as_deref().is_none_or(|k| kv.key == k)) {
+            for kv in initial
+                .iter()
+                .filter(|kv| only_key.as_deref().is_none_or(|k| kv.key == k))
+            {
                 let Ok(obj) = decode(r, kv) else { continue };
                 if req.filter.matches(&obj) && tx.send(enc.event("ADDED", obj)).await.is_err() {
                     return;
                 }
             }
-            if send_initial && req.send_initial_events == Some(true) && req.allow_bookmarks
+            if send_initial
+                && req.send_initial_events == Some(true)
+                && req.allow_bookmarks
                 && tx.send(enc.bookmark(start, true)).await.is_err()
             {
                 return;
@@ -145,9 +174,15 @@ impl Api {
                 }
             };
             let deadline = req.timeout.map(|t| tokio::time::Instant::now() + t);
-            let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365)));
+            let sleep =
+                tokio::time::sleep_until(deadline.unwrap_or_else(|| {
+                    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
+                }));
             tokio::pin!(sleep);
-            let mut bookmarks = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
+            let mut bookmarks = tokio::time::interval_at(
+                tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+                BOOKMARK_INTERVAL,
+            );
             let mut last_rev = start;
             loop {
                 tokio::select! {
@@ -190,7 +225,11 @@ impl Api {
 
 /// Starts a watch-cache watch. `WatchCache::watch`'s future is not `Send`
 /// (it holds a lock guard across an await), so it runs on a blocking thread.
-async fn start_cache_watch(api: &Arc<Api>, prefix: String, start: Revision) -> Result<crate::storage::WatchStream, StoreError> {
+async fn start_cache_watch(
+    api: &Arc<Api>,
+    prefix: String,
+    start: Revision,
+) -> Result<crate::storage::WatchStream, StoreError> {
     let cache = Arc::clone(&api.cache);
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || handle.block_on(cache.watch(&prefix, start)))
@@ -200,9 +239,12 @@ async fn start_cache_watch(api: &Arc<Api>, prefix: String, start: Revision) -> R
 
 fn watch_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Compacted { requested, compacted } => {
-            ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
-        }
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
         other => ApiError::from(other),
     }
 }
