@@ -14,6 +14,11 @@ use crate::storage::Store;
 use crate::watch_cache::WatchCache;
 use crate::{bootstrap, pki, storage, tls};
 
+/// How often store history is compacted.
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
+/// How many revisions of history compaction keeps.
+const COMPACTION_KEEP: u64 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("failed to create the data dir {path}")]
@@ -75,6 +80,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let cache = WatchCache::start(Arc::clone(&store))
         .await
         .map_err(RunError::WatchCache)?;
+    // Like kube-apiserver's periodic etcd compaction: old revisions go, and
+    // watches or continue tokens from before them get 410 Gone.
+    tokio::spawn(storage::compactor::run_compactor(
+        Arc::clone(&store),
+        COMPACTION_INTERVAL,
+        COMPACTION_KEEP,
+    ));
 
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
     let tcp = bind(addr).map_err(|source| RunError::Listen { addr, source })?;
