@@ -1,7 +1,65 @@
-//! r8s-server command line.
+//! r8s-server command line: parses flags, sets up logging, runs the server
+//! until SIGTERM or SIGINT.
+
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::Parser;
+use control_plane::ServerFlags;
+use tokio_util::sync::CancellationToken;
+
 fn main() -> ExitCode {
-    eprintln!("r8s-server: the API server is being built");
-    ExitCode::FAILURE
+    let flags = ServerFlags::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(flags.log_filter())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("r8s-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: ServerFlags) -> anyhow::Result<()> {
+    if flags.disable_agent {
+        tracing::info!("--disable-agent: no node agent in this process");
+    }
+    let config = flags.into_config().context("invalid flags")?;
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signals.cancel();
+        });
+        control_plane::run(config, shutdown)
+            .await
+            .context("r8s-server failed")
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

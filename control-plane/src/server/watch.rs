@@ -1,0 +1,250 @@
+//! Watch: the initial state (synthetic ADDED events) when asked, then the
+//! watch cache's events after a resourceVersion, filtered by selectors, as a
+//! stream of `{"type":..,"object":..}` JSON lines; BOOKMARKs, timeouts, and
+//! a 410 ERROR event when the resourceVersion is too old.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::resources::ResourceType;
+use crate::storage::{Event, Revision, StoreError};
+
+use super::Api;
+use super::meta;
+use super::negotiate::{IncludeObject, Output};
+use super::objects::{Filter, decode, decode_at};
+use super::render;
+use super::status::ApiError;
+
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A parsed watch request.
+pub struct WatchRequest {
+    pub resource: &'static ResourceType,
+    pub namespace: Option<String>,
+    /// A single object, from the legacy `/watch/.../{name}` path.
+    pub name: Option<String>,
+    pub filter: Filter,
+    pub resource_version: Option<String>,
+    pub allow_bookmarks: bool,
+    pub send_initial_events: Option<bool>,
+    pub timeout: Option<Duration>,
+    pub output: Output,
+    pub include: IncludeObject,
+}
+
+struct Encoder {
+    resource: &'static ResourceType,
+    output: Output,
+    include: IncludeObject,
+}
+
+impl Encoder {
+    fn event(&self, kind: &str, obj: Value) -> Bytes {
+        let object = match self.output {
+            Output::Table(_) | Output::PartialMetadata(_) => {
+                render::object(self.resource, obj, self.output, self.include)
+            }
+            Output::Json | Output::Yaml => obj,
+        };
+        line(&json!({"type": kind, "object": object}))
+    }
+
+    fn bookmark(&self, rev: Revision, initial_events_end: bool) -> Bytes {
+        let (kind, api_version) = match self.output {
+            Output::PartialMetadata(av) => ("PartialObjectMetadata", av),
+            _ => (self.resource.kind, self.resource.api_version),
+        };
+        let mut metadata = json!({"resourceVersion": rev.to_string()});
+        if initial_events_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        line(
+            &json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata}}),
+        )
+    }
+}
+
+fn line(v: &Value) -> Bytes {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+fn error_line(err: &ApiError) -> Bytes {
+    line(&json!({"type": "ERROR", "object": err.status()}))
+}
+
+/// The event to send for a store event, after selectors, if any.
+fn translate(
+    r: &ResourceType,
+    filter: &Filter,
+    ev: &Event,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
+    match ev {
+        Event::Put { kv, prev } => {
+            let new = decode(r, kv)?;
+            let new_match = filter.matches(&new);
+            let old_match = match prev {
+                Some(p) => Some(filter.matches(&decode_at(r, &p.value, p.mod_revision)?)),
+                None => None,
+            };
+            Ok(match (new_match, old_match) {
+                (true, Some(true)) => Some(("MODIFIED", new)),
+                (true, _) => Some(("ADDED", new)),
+                (false, Some(true)) => Some(("DELETED", new)),
+                (false, _) => None,
+            })
+        }
+        Event::Delete { prev, revision } => {
+            let old = decode_at(r, &prev.value, *revision)?;
+            Ok(filter.matches(&old).then_some(("DELETED", old)))
+        }
+    }
+}
+
+impl Api {
+    /// Starts a watch; the receiver yields the response body's chunks.
+    pub async fn watch(
+        self: &Arc<Self>,
+        req: WatchRequest,
+    ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+        let r = req.resource;
+        let prefix = meta::prefix(r, req.namespace.as_deref());
+        let only_key = req
+            .name
+            .as_deref()
+            .map(|n| meta::key(r, req.namespace.as_deref(), n));
+        let rv = req
+            .resource_version
+            .as_deref()
+            .filter(|s| !s.is_empty() && *s != "0");
+        let start: Option<Revision> = rv
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
+            })
+            .transpose()?;
+        let send_initial = req.send_initial_events.unwrap_or(start.is_none());
+        let (initial, start) = if send_initial {
+            let list = self.cache.list(&prefix).await?;
+            (list.items, list.revision)
+        } else {
+            let start = match start {
+                Some(s) => s,
+                None => self.cache.revision().await?,
+            };
+            (Vec::new(), start)
+        };
+        let (tx, rx) = mpsc::channel::<Bytes>(128);
+        let api = Arc::clone(self);
+        let enc = Encoder {
+            resource: r,
+            output: req.output,
+            include: req.include,
+        };
+        tokio::spawn(async move {
+            for kv in initial
+                .iter()
+                .filter(|kv| only_key.as_deref().is_none_or(|k| kv.key == k))
+            {
+                let Ok(obj) = decode(r, kv) else { continue };
+                if req.filter.matches(&obj) && tx.send(enc.event("ADDED", obj)).await.is_err() {
+                    return;
+                }
+            }
+            if send_initial
+                && req.send_initial_events == Some(true)
+                && req.allow_bookmarks
+                && tx.send(enc.bookmark(start, true)).await.is_err()
+            {
+                return;
+            }
+            let mut stream = match start_cache_watch(&api, prefix, start).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(error_line(&watch_error(e))).await;
+                    return;
+                }
+            };
+            let deadline = req.timeout.map(|t| tokio::time::Instant::now() + t);
+            let sleep =
+                tokio::time::sleep_until(deadline.unwrap_or_else(|| {
+                    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
+                }));
+            tokio::pin!(sleep);
+            let mut bookmarks = tokio::time::interval_at(
+                tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+                BOOKMARK_INTERVAL,
+            );
+            let mut last_rev = start;
+            loop {
+                tokio::select! {
+                    _ = api.shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    _ = &mut sleep => break,
+                    _ = bookmarks.tick(), if req.allow_bookmarks => {
+                        if tx.send(enc.bookmark(last_rev, false)).await.is_err() {
+                            break;
+                        }
+                    }
+                    ev = stream.next() => match ev {
+                        None => break,
+                        Some(Err(e)) => {
+                            let _ = tx.send(error_line(&watch_error(e))).await;
+                            break;
+                        }
+                        Some(Ok(ev)) => {
+                            last_rev = ev.revision();
+                            if only_key.as_deref().is_some_and(|k| ev.key() != k) {
+                                continue;
+                            }
+                            match translate(r, &req.filter, &ev) {
+                                Ok(Some((kind, obj))) => {
+                                    if tx.send(enc.event(kind, obj)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(key = ev.key(), error = %e, "skipping an undecodable watch event"),
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// Starts a watch-cache watch. `WatchCache::watch`'s future is not `Send`
+/// (it holds a lock guard across an await), so it runs on a blocking thread.
+async fn start_cache_watch(
+    api: &Arc<Api>,
+    prefix: String,
+    start: Revision,
+) -> Result<crate::storage::WatchStream, StoreError> {
+    let cache = Arc::clone(&api.cache);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(cache.watch(&prefix, start)))
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))?
+}
+
+fn watch_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        other => ApiError::from(other),
+    }
+}
