@@ -1,1 +1,76 @@
-//! r8s-agent: see the crate description; its issue builds this out.
+//! r8s-agent, a kubelet-compatible node agent: `config` -> `run` registers the
+//! Node (`node`), keeps its status and Lease fresh, and runs pods
+//! (`pod_worker`) with volumes (`volume`) in cgroups named by `cm`.
+
+pub mod cm;
+pub mod config;
+pub mod node;
+pub mod pod_worker;
+pub mod qos;
+pub mod quantity;
+pub mod volume;
+
+pub use config::Config;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Reported as `containerRuntimeVersion` until the CRI runtime is wired in.
+pub const PLACEHOLDER_RUNTIME_VERSION: &str = concat!("r8s://", env!("CARGO_PKG_VERSION"));
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("failed to read kubeconfig {path}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("failed to load the client configuration")]
+    InferConfig(#[source] kube::config::InferConfigError),
+    #[error("failed to build the API client")]
+    Client(#[source] kube::Error),
+}
+
+async fn client(config: &Config) -> Result<kube::Client, RunError> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                RunError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|source| RunError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
+        }
+        None => kube::Config::infer().await.map_err(RunError::InferConfig)?,
+    };
+    kube::Client::try_from(kube_config).map_err(RunError::Client)
+}
+
+/// Runs the agent until `shutdown` is cancelled: registers the Node, then
+/// keeps its status and Lease fresh.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let client = client(&config).await?;
+    let node_ip = node::detect_node_ip(&config);
+    tracing::info!(node = %config.node_name, %node_ip, "starting r8s-agent");
+    let ctx = Arc::new(node::NodeContext {
+        host: Arc::new(node::SystemHost::new(config.root_dir.clone())),
+        config: Arc::new(config),
+        node_ip,
+        runtime_version: PLACEHOLDER_RUNTIME_VERSION.to_owned(),
+    });
+    // The health sender is kept for the runtime status checks to come.
+    let (_health_tx, health_rx) = watch::channel(node::NodeHealth::default());
+    node::run_node(client, ctx, health_rx, shutdown).await;
+    tracing::info!("r8s-agent stopped");
+    Ok(())
+}

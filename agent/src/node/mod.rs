@@ -1,0 +1,150 @@
+//! The node: host facts -> Node object -> registration, then the status
+//! updater and the Lease heartbeat run until shutdown.
+
+pub mod backoff;
+pub mod conditions;
+#[cfg(test)]
+mod fake_api;
+pub mod host;
+pub mod lease;
+pub mod object;
+pub mod register;
+pub mod status_updater;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Client};
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use conditions::NodeHealth;
+pub use host::{FakeHost, HostFacts, HostInfo, SystemHost};
+pub use object::NodeInputs;
+
+use crate::config::Config;
+use backoff::{Backoff, run_periodic};
+
+/// Why a node step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("failed to {step}")]
+    Api {
+        step: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to read host facts")]
+    Host(#[from] host::HostError),
+}
+
+/// What the node loops share.
+pub struct NodeContext {
+    pub config: Arc<Config>,
+    pub host: Arc<dyn HostInfo>,
+    /// Primary node address (`--node-ip`, or detected).
+    pub node_ip: IpAddr,
+    /// `<runtime>://<version>` from CRI `Version`.
+    pub runtime_version: String,
+}
+
+impl NodeContext {
+    /// The inputs of the Node builders for the given facts.
+    pub fn inputs<'a>(&'a self, facts: &'a HostFacts) -> NodeInputs<'a> {
+        NodeInputs {
+            config: &self.config,
+            facts,
+            node_ip: self.node_ip,
+            container_runtime_version: &self.runtime_version,
+        }
+    }
+}
+
+/// The address other nodes reach this one on: the first `--node-ip`, else the
+/// source address of the default route. A UDP `connect` only picks a route;
+/// it sends nothing.
+pub fn detect_node_ip(config: &Config) -> IpAddr {
+    if let Some(ip) = config.node_ips.first() {
+        return *ip;
+    }
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Registers the Node (retrying with back-off), then runs the status updater
+/// and the Lease heartbeat until `shutdown`.
+pub async fn run_node(
+    client: Client,
+    ctx: Arc<NodeContext>,
+    health: watch::Receiver<NodeHealth>,
+    shutdown: CancellationToken,
+) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut backoff = Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(7),
+    );
+    loop {
+        let attempt = async {
+            let facts = ctx.host.facts()?;
+            let now = Time(Timestamp::now());
+            let desired = object::initial_node(&ctx.inputs(&facts), &health.borrow(), &now);
+            register::register_node(&nodes, &desired).await
+        };
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = attempt => r,
+        };
+        match result {
+            Ok(_) => break,
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(node = %ctx.config.node_name, error = %err, retry_in = ?delay, "unable to register node with API server");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep_until(Instant::now() + delay) => {}
+                }
+            }
+        }
+    }
+
+    // Each loop owns its state; the mutex only hands it to the step in flight.
+    let updater = Arc::new(Mutex::new(status_updater::StatusUpdater::new(
+        nodes.clone(),
+        ctx.clone(),
+        health,
+    )));
+    let status_loop = run_periodic(
+        shutdown.clone(),
+        ctx.config.node_status_update_frequency,
+        Backoff::default(),
+        move || {
+            let updater = updater.clone();
+            async move { updater.lock().await.sync().await }
+        },
+    );
+    let keeper = Arc::new(Mutex::new(lease::LeaseKeeper::new(
+        Api::namespaced(client, lease::NODE_LEASE_NAMESPACE),
+        nodes,
+        ctx.config.node_name.clone(),
+    )));
+    let lease_loop = run_periodic(
+        shutdown.clone(),
+        lease::renew_interval(),
+        Backoff::default(),
+        move || {
+            let keeper = keeper.clone();
+            async move { keeper.lock().await.sync().await }
+        },
+    );
+    tokio::join!(status_loop, lease_loop);
+}
