@@ -35,6 +35,15 @@ pub enum RunError {
     Client(#[source] kube::Error),
 }
 
+/// A per-node /24 in 10.42.0.0/16 for the fake runtime, picked from the node
+/// name so simulated nodes rarely share pod addresses.
+fn fake_pod_ip_base(node_name: &str) -> std::net::Ipv4Addr {
+    let third = node_name
+        .bytes()
+        .fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(b));
+    std::net::Ipv4Addr::new(10, 42, third, 0)
+}
+
 async fn client(config: &Config) -> Result<kube::Client, RunError> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
@@ -70,7 +79,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     });
     // The health sender is kept for the runtime status checks to come.
     let (_health_tx, health_rx) = watch::channel(node::NodeHealth::default());
-    node::run_node(client, ctx, health_rx, shutdown).await;
+    let pods = async {
+        if !ctx.config.fake_runtime {
+            tracing::warn!(
+                "no container runtime is wired in yet: pods bound to this node are not run"
+            );
+            return;
+        }
+        tracing::warn!("FAKE runtime: pods are reported Running but no containers run");
+        let workers = Arc::new(pod_worker::WorkerContext {
+            client: client.clone(),
+            runtime: Arc::new(pod_worker::FakeRuntime::new(fake_pod_ip_base(
+                &ctx.config.node_name,
+            ))),
+            host_ips: vec![ctx.node_ip],
+        });
+        pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()).await;
+    };
+    tokio::join!(
+        node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
+        pods
+    );
     tracing::info!("r8s-agent stopped");
     Ok(())
 }

@@ -155,6 +155,12 @@ pub struct AgentFlags {
     )]
     pub node_status_update_frequency: String,
 
+    /// FAKE runtime for simulated nodes in tests: no containers run; every
+    /// pod bound to this node gets an address and reports all its
+    /// containers Running and ready. Never use on a real node.
+    #[arg(long, env = "R8S_FAKE_RUNTIME", help_heading = "Container runtime")]
+    pub fake_runtime: bool,
+
     /// The port for the kubelet API to serve on. (kubelet --port)
     #[arg(
         long,

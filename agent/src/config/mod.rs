@@ -60,6 +60,8 @@ pub struct Config {
     pub container_runtime_endpoint: Option<String>,
     pub node_status_update_frequency: Duration,
     pub port: u16,
+    /// Simulated node: pods are reported Running without running anything.
+    pub fake_runtime: bool,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -176,6 +178,7 @@ impl Config {
             container_runtime_endpoint: flags.container_runtime_endpoint.filter(|e| !e.is_empty()),
             node_status_update_frequency,
             port: flags.port,
+            fake_runtime: flags.fake_runtime,
         })
     }
 }

@@ -1,5 +1,5 @@
-//! A tiny in-memory API server for node tests: nodes and leases over a kube
-//! `Client`, with every request recorded.
+//! A tiny in-memory API server for agent tests (nodes, leases, pods) over a
+//! kube `Client`, with every request recorded.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -93,6 +93,10 @@ fn handle(state: &mut State, method: &str, path: &str, body: &[u8]) -> (u16, Val
             obj["metadata"]["resourceVersion"] = json!(rv);
             (200, obj.clone())
         }
+        "DELETE" => match state.objects.remove(&key) {
+            Some(o) => (200, o),
+            None => status(404, "NotFound"),
+        },
         _ => status(405, "MethodNotAllowed"),
     }
 }

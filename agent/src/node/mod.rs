@@ -4,7 +4,7 @@
 pub mod backoff;
 pub mod conditions;
 #[cfg(test)]
-mod fake_api;
+pub(crate) mod fake_api;
 pub mod host;
 pub mod lease;
 pub mod object;

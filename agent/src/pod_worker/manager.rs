@@ -216,3 +216,68 @@ pub async fn run_pod_workers(
     drop(workers);
     while tasks.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Mutex;
+
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use kube::api::PostParams;
+
+    use super::*;
+    use crate::node::fake_api;
+    use crate::pod_worker::FakeRuntime;
+
+    fn pod() -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some("web".to_owned());
+        p.metadata.namespace = Some("default".to_owned());
+        p.spec = Some(PodSpec {
+            node_name: Some("node-1".to_owned()),
+            containers: vec![Container {
+                name: "app".to_owned(),
+                image: Some("nginx".to_owned()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        });
+        p
+    }
+
+    #[tokio::test]
+    async fn synced_pod_reports_running_once_and_deleted_pod_is_removed() {
+        let state = Arc::new(Mutex::new(fake_api::State::default()));
+        let client = fake_api::client(state.clone());
+        let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let stored = api.create(&PostParams::default(), &pod()).await.unwrap();
+        let ctx = WorkerContext {
+            client,
+            runtime: Arc::new(FakeRuntime::new(Ipv4Addr::new(10, 42, 7, 0))),
+            host_ips: vec!["10.0.0.5".parse().unwrap()],
+        };
+        sync_pod(&ctx, &stored).await.unwrap();
+        let updated = api.get("web").await.unwrap();
+        let status = updated.status.clone().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.pod_ip.as_deref(), Some("10.42.7.1"));
+        assert_eq!(status.host_ip.as_deref(), Some("10.0.0.5"));
+        // Nothing changed: no second status write.
+        sync_pod(&ctx, &updated).await.unwrap();
+        let patches =
+            |s: &fake_api::State| s.requests.iter().filter(|r| r.starts_with("PATCH")).count();
+        assert_eq!(patches(&state.lock().unwrap()), 1);
+
+        let mut deleting = api.get("web").await.unwrap();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        sync_pod(&ctx, &deleting).await.unwrap();
+        assert!(api.get_opt("web").await.unwrap().is_none());
+        let uid = stored.metadata.uid.unwrap();
+        assert_eq!(
+            ctx.runtime.observed(&uid).await.unwrap().containers.len(),
+            0
+        );
+    }
+}
