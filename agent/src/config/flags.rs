@@ -43,8 +43,7 @@ pub struct AgentFlags {
     pub node_labels: String,
 
     /// Register the node with the given list of taints
-    /// ("<key>=<value>:<effect>"). No-op if register-node is false.
-    /// (kubelet --register-with-taints)
+    /// ("<key>=<value>:<effect>"). (kubelet --register-with-taints)
     #[arg(
         long,
         env = "R8S_REGISTER_WITH_TAINTS",
@@ -104,9 +103,10 @@ pub struct AgentFlags {
     #[arg(long, env = "R8S_EVICTION_HARD", default_value = DEFAULT_EVICTION_HARD, help_heading = "Resources")]
     pub eviction_hard: String,
 
-    /// A set of ResourceName=ResourceQuantity (e.g. "cpu=200m,memory=500Mi,
-    /// ephemeral-storage=1Gi,pid=1000") pairs that describe resources reserved
-    /// for kubernetes system components. (kubelet --kube-reserved)
+    /// A set of ResourceName=ResourceQuantity pairs (e.g.
+    /// "cpu=200m,memory=500Mi,ephemeral-storage=1Gi,pid=1000") that describe
+    /// resources reserved for kubernetes system components.
+    /// (kubelet --kube-reserved)
     #[arg(
         long,
         env = "R8S_KUBE_RESERVED",
@@ -115,9 +115,10 @@ pub struct AgentFlags {
     )]
     pub kube_reserved: String,
 
-    /// A set of ResourceName=ResourceQuantity (e.g. "cpu=200m,memory=500Mi,
-    /// ephemeral-storage=1Gi,pid=1000") pairs that describe resources reserved
-    /// for non-kubernetes components. (kubelet --system-reserved)
+    /// A set of ResourceName=ResourceQuantity pairs (e.g.
+    /// "cpu=200m,memory=500Mi,ephemeral-storage=1Gi,pid=1000") that describe
+    /// resources reserved for non-kubernetes components.
+    /// (kubelet --system-reserved)
     #[arg(
         long,
         env = "R8S_SYSTEM_RESERVED",

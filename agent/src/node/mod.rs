@@ -148,3 +148,73 @@ pub async fn run_node(
     );
     tokio::join!(status_loop, lease_loop);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::AgentFlags;
+
+    #[tokio::test]
+    async fn run_node_registers_then_keeps_status_and_lease_until_cancelled() {
+        let state = Arc::new(Mutex::new(fake_api::State::default()));
+        let client = fake_api::client(state.clone());
+        let flags = AgentFlags::try_parse_from([
+            "r8s-agent",
+            "--hostname-override",
+            "node-1",
+            "--node-status-update-frequency",
+            "10ms",
+        ])
+        .unwrap();
+        let ctx = Arc::new(NodeContext {
+            config: Arc::new(Config::from_flags_with_hostname(flags, "x").unwrap()),
+            host: Arc::new(FakeHost(HostFacts {
+                num_cpus: 1,
+                memory_bytes: 1 << 30,
+                operating_system: "linux".to_owned(),
+                architecture: "amd64".to_owned(),
+                ..HostFacts::default()
+            })),
+            node_ip: "10.0.0.9".parse().unwrap(),
+            runtime_version: "r8s://0.1.0".to_owned(),
+        });
+        let (_tx, rx) = watch::channel(NodeHealth::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_node(client, ctx, rx, shutdown.clone()));
+        let lease_key = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-1";
+        let done = async {
+            loop {
+                {
+                    let s = state.lock().unwrap();
+                    let status_patched = s
+                        .requests
+                        .iter()
+                        .any(|r| r == "PATCH /api/v1/nodes/node-1/status");
+                    if status_patched && s.objects.contains_key(lease_key) {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        // A generous bound so a stuck loop fails instead of hanging the suite.
+        tokio::time::timeout(Duration::from_secs(30), done)
+            .await
+            .expect("node was not registered with status and lease");
+        shutdown.cancel();
+        task.await.unwrap();
+        let s = state.lock().unwrap();
+        assert_eq!(s.requests[0], "POST /api/v1/nodes");
+        let node = &s.objects["/api/v1/nodes/node-1"];
+        assert_eq!(
+            node["metadata"]["labels"]["kubernetes.io/hostname"],
+            "node-1"
+        );
+        assert_eq!(node["status"]["addresses"][0]["address"], "10.0.0.9");
+    }
+}
