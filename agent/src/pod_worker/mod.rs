@@ -2,6 +2,7 @@
 //! `PodRuntime` calls (`runtime`) and writes the pod status computed by
 //! `status`.
 
+pub mod dns;
 pub mod manager;
 pub mod runtime;
 pub mod status;
