@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod manager;
+pub mod restart_backoff;
 pub mod runtime;
 pub mod status;
 
