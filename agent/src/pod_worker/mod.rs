@@ -6,6 +6,7 @@ pub mod dns;
 pub mod manager;
 pub mod restart_backoff;
 pub mod runtime;
+pub mod static_pods;
 pub mod status;
 
 pub use manager::{WorkerContext, run_pod_workers, sync_pod};
