@@ -6,6 +6,7 @@ pub mod cm;
 pub mod config;
 pub mod node;
 pub mod pod_worker;
+pub mod probe;
 pub mod qos;
 pub mod quantity;
 pub mod volume;
