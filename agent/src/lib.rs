@@ -1,6 +1,7 @@
 //! r8s-agent, a kubelet-compatible node agent: `config` -> `run` registers the
 //! Node (`node`), keeps its status and Lease fresh, and runs pods
-//! (`pod_worker`) with volumes (`volume`) in cgroups named by `cm`.
+//! (`pod_worker`, with `probe` results) with volumes (`volume`) in cgroups
+//! sized and named by `qos` and `cm`.
 
 pub mod cm;
 pub mod config;

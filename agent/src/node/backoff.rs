@@ -45,6 +45,7 @@ impl Default for Backoff {
 /// Runs `step` every `period` until `shutdown`; a failed step is retried
 /// after a back-off delay instead of waiting for the next tick.
 pub async fn run_periodic<F, Fut, E>(
+    name: &'static str,
     shutdown: CancellationToken,
     period: Duration,
     mut backoff: Backoff,
@@ -73,7 +74,7 @@ pub async fn run_periodic<F, Fut, E>(
                 }
                 Err(err) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(error = %err, retry_in = ?delay, "node sync failed");
+                    tracing::warn!(loop_name = name, error = %err, retry_in = ?delay, "sync failed, backing off");
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep_until(Instant::now() + delay) => {}
@@ -109,6 +110,7 @@ mod tests {
             let calls = calls.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(run_periodic(
+                "test",
                 shutdown.clone(),
                 Duration::from_millis(1),
                 Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),

@@ -124,6 +124,7 @@ pub async fn run_node(
         health,
     )));
     let status_loop = run_periodic(
+        "node status",
         shutdown.clone(),
         ctx.config.node_status_update_frequency,
         Backoff::default(),
@@ -138,6 +139,7 @@ pub async fn run_node(
         ctx.config.node_name.clone(),
     )));
     let lease_loop = run_periodic(
+        "node lease",
         shutdown.clone(),
         lease::renew_interval(),
         Backoff::default(),
