@@ -46,8 +46,13 @@ struct FakePod {
     pod: Pod,
 }
 
+/// Pod annotation that makes the FAKE runtime report every regular
+/// container as exited with this code (for Job-like tests).
+pub const FAKE_EXIT_CODE_ANNOTATION: &str = "fake.r8s.io/exit-code";
+
 /// A FAKE runtime that runs nothing: every synced pod gets an address and
-/// all its containers report Running and ready (init containers Completed).
+/// all its containers report Running and ready (init containers Completed),
+/// or exited when the pod has the `fake.r8s.io/exit-code` annotation.
 /// For simulated nodes in control-plane tests only.
 pub struct FakeRuntime {
     base: Ipv4Addr,
@@ -152,12 +157,35 @@ impl PodRuntime for FakeRuntime {
             };
             containers.push(fake_container(pod_uid, &c.name, &image, state, ready));
         }
+        let exit_code: Option<i32> = p
+            .pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(FAKE_EXIT_CODE_ANNOTATION))
+            .and_then(|v| v.parse().ok());
         for c in &spec.containers {
             let image = c.image.clone().unwrap_or_default();
-            let state = ObservedState::Running {
-                started_at: Some(p.started_at),
+            let (state, ready) = match exit_code {
+                None => (
+                    ObservedState::Running {
+                        started_at: Some(p.started_at),
+                    },
+                    true,
+                ),
+                Some(code) => (
+                    ObservedState::Terminated(Terminated {
+                        exit_code: code,
+                        reason: Some(if code == 0 { "Completed" } else { "Error" }.to_owned()),
+                        started_at: Some(p.started_at),
+                        finished_at: Some(p.started_at),
+                        container_id: Some(format!("fake://{pod_uid}/{}", c.name)),
+                        ..Terminated::default()
+                    }),
+                    false,
+                ),
             };
-            containers.push(fake_container(pod_uid, &c.name, &image, state, true));
+            containers.push(fake_container(pod_uid, &c.name, &image, state, ready));
         }
         Ok(ObservedPod {
             sandbox_ready: true,
@@ -224,5 +252,31 @@ mod tests {
         );
         rt.kill_pod("u1").await.unwrap();
         assert_eq!(rt.observed("u1").await.unwrap(), ObservedPod::default());
+    }
+
+    #[tokio::test]
+    async fn exit_code_annotation_completes_never_restarting_pods() {
+        let rt = FakeRuntime::new(Ipv4Addr::new(10, 42, 0, 0));
+        let mut p = pod("job");
+        p.spec.as_mut().unwrap().restart_policy = Some("Never".to_owned());
+        let phase = |p: &Pod, o: &ObservedPod| {
+            generate_pod_status(&StatusInputs {
+                pod: p,
+                observed: &o.containers,
+                sandbox_ready: true,
+                pod_is_terminal: false,
+                host_ips: &[],
+                pod_ips: &o.pod_ips,
+                now: Timestamp::now(),
+            })
+            .phase
+        };
+        for (code, want) in [("0", "Succeeded"), ("3", "Failed")] {
+            p.metadata.annotations =
+                Some([(FAKE_EXIT_CODE_ANNOTATION.to_owned(), code.to_owned())].into());
+            rt.sync_pod(&p).await.unwrap();
+            let o = rt.observed("job").await.unwrap();
+            assert_eq!(phase(&p, &o).as_deref(), Some(want));
+        }
     }
 }
