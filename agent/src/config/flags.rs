@@ -1,0 +1,173 @@
+//! Command-line flags of r8s-agent: kubelet's flag names, parsed by clap and
+//! turned into a validated [`crate::config::Config`] by `Config::from_flags`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Default hard eviction thresholds, as kubelet's on Linux.
+pub const DEFAULT_EVICTION_HARD: &str = "imagefs.available<15%,imagefs.inodesFree<5%,memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%";
+
+/// r8s-agent is the node agent: it registers the Node, keeps its Lease,
+/// runs the pods bound to the node through CRI and reports their status.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "r8s-agent", version, about, long_about = None)]
+pub struct AgentFlags {
+    /// Path to a kubeconfig file, specifying how to connect to the API server.
+    /// Without it, the in-cluster config or ~/.kube/config is used.
+    /// (kubelet --kubeconfig)
+    #[arg(long, env = "R8S_KUBECONFIG", help_heading = "API server")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// If non-empty, will use this string as identification instead of the
+    /// actual hostname. (kubelet --hostname-override)
+    #[arg(long, env = "R8S_HOSTNAME_OVERRIDE", help_heading = "Node")]
+    pub hostname_override: Option<String>,
+
+    /// IP address of the node. If set, the agent will use this IP address for
+    /// the node. (kubelet --node-ip)
+    #[arg(long, env = "R8S_NODE_IP", help_heading = "Node")]
+    pub node_ip: Option<String>,
+
+    /// Labels to add when registering the node in the cluster. Labels must be
+    /// key=value pairs separated by ','. Labels in the 'kubernetes.io'
+    /// namespace must begin with an allowed prefix (kubelet.kubernetes.io,
+    /// node.kubernetes.io) or be in the specifically allowed set.
+    /// (kubelet --node-labels)
+    #[arg(
+        long,
+        env = "R8S_NODE_LABELS",
+        default_value = "",
+        help_heading = "Node"
+    )]
+    pub node_labels: String,
+
+    /// Register the node with the given list of taints
+    /// ("<key>=<value>:<effect>"). (kubelet --register-with-taints)
+    #[arg(
+        long,
+        env = "R8S_REGISTER_WITH_TAINTS",
+        default_value = "",
+        help_heading = "Node"
+    )]
+    pub register_with_taints: String,
+
+    /// Number of Pods that can run on this node. (kubelet --max-pods)
+    #[arg(
+        long,
+        env = "R8S_MAX_PODS",
+        default_value_t = 110,
+        help_heading = "Node"
+    )]
+    pub max_pods: u32,
+
+    /// Path to the directory containing static pod files to run.
+    /// (kubelet --pod-manifest-path)
+    #[arg(long, env = "R8S_POD_MANIFEST_PATH", help_heading = "Pods")]
+    pub pod_manifest_path: Option<PathBuf>,
+
+    /// Comma-separated list of DNS server IP addresses. This value is used for
+    /// containers DNS server in case of Pods with "dnsPolicy=ClusterFirst".
+    /// (kubelet --cluster-dns)
+    #[arg(
+        long,
+        env = "R8S_CLUSTER_DNS",
+        default_value = "10.43.0.10",
+        help_heading = "Pods"
+    )]
+    pub cluster_dns: String,
+
+    /// Domain for this cluster. If set, the agent will configure all containers
+    /// to search this domain in addition to the host's search domains.
+    /// (kubelet --cluster-domain)
+    #[arg(
+        long,
+        env = "R8S_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        help_heading = "Pods"
+    )]
+    pub cluster_domain: String,
+
+    /// Directory path for managing agent files (volume mounts, pod state).
+    /// (kubelet --root-dir)
+    #[arg(
+        long,
+        env = "R8S_ROOT_DIR",
+        default_value = "/var/lib/r8s/agent",
+        help_heading = "Node"
+    )]
+    pub root_dir: PathBuf,
+
+    /// A set of eviction thresholds (e.g. "memory.available<1Gi") that if met
+    /// would trigger a pod eviction. (kubelet --eviction-hard)
+    #[arg(long, env = "R8S_EVICTION_HARD", default_value = DEFAULT_EVICTION_HARD, help_heading = "Resources")]
+    pub eviction_hard: String,
+
+    /// A set of ResourceName=ResourceQuantity pairs (e.g.
+    /// "cpu=200m,memory=500Mi,ephemeral-storage=1Gi,pid=1000") that describe
+    /// resources reserved for kubernetes system components.
+    /// (kubelet --kube-reserved)
+    #[arg(
+        long,
+        env = "R8S_KUBE_RESERVED",
+        default_value = "",
+        help_heading = "Resources"
+    )]
+    pub kube_reserved: String,
+
+    /// A set of ResourceName=ResourceQuantity pairs (e.g.
+    /// "cpu=200m,memory=500Mi,ephemeral-storage=1Gi,pid=1000") that describe
+    /// resources reserved for non-kubernetes components.
+    /// (kubelet --system-reserved)
+    #[arg(
+        long,
+        env = "R8S_SYSTEM_RESERVED",
+        default_value = "",
+        help_heading = "Resources"
+    )]
+    pub system_reserved: String,
+
+    /// Optional root cgroup to use for pods. (kubelet --cgroup-root)
+    #[arg(
+        long,
+        env = "R8S_CGROUP_ROOT",
+        default_value = "/",
+        help_heading = "Resources"
+    )]
+    pub cgroup_root: String,
+
+    /// The endpoint of a remote CRI runtime service (e.g.
+    /// "unix:///run/containerd/containerd.sock"). Empty runs the r8s CRI
+    /// runtime in-process. (kubelet --container-runtime-endpoint)
+    #[arg(
+        long,
+        env = "R8S_CONTAINER_RUNTIME_ENDPOINT",
+        help_heading = "Container runtime"
+    )]
+    pub container_runtime_endpoint: Option<String>,
+
+    /// Specifies how often the agent posts node status to the API server
+    /// (e.g. "10s", "1m"). (kubelet --node-status-update-frequency)
+    #[arg(
+        long,
+        env = "R8S_NODE_STATUS_UPDATE_FREQUENCY",
+        default_value = "10s",
+        help_heading = "Node"
+    )]
+    pub node_status_update_frequency: String,
+
+    /// FAKE runtime for simulated nodes in tests: no containers run; every
+    /// pod bound to this node gets an address and reports all its
+    /// containers Running and ready. Never use on a real node.
+    #[arg(long, env = "R8S_FAKE_RUNTIME", help_heading = "Container runtime")]
+    pub fake_runtime: bool,
+
+    /// The port for the kubelet API to serve on. (kubelet --port)
+    #[arg(
+        long,
+        env = "R8S_PORT",
+        default_value_t = 10250,
+        help_heading = "Kubelet API"
+    )]
+    pub port: u16,
+}
