@@ -50,5 +50,4 @@ ensure_rust() {
       return 1
     fi
   fi
-  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 }
