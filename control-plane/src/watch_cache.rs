@@ -94,6 +94,15 @@ fn value_bytes(e: &Event) -> usize {
     }
 }
 
+/// Where a watch starts, as the cache's history sees it.
+enum FromHistory {
+    Stream(WatchStream),
+    /// Older than the history kept: the store replays it.
+    TooOld,
+    /// Newer than the cache has applied: wait for it.
+    Ahead,
+}
+
 impl WatchCache {
     /// Loads everything under `/registry/` and starts following the store.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>> {
@@ -192,30 +201,10 @@ impl WatchCache {
             return self.store.watch(prefix, after).await;
         }
         loop {
-            {
-                let data = self.data.read().unwrap();
-                if after < data.history_start {
-                    drop(data);
-                    return self.store.watch(prefix, after).await;
-                }
-                if after <= data.revision {
-                    let start = data.history.partition_point(|e| e.revision() <= after);
-                    let backlog: Vec<Event> = data
-                        .history
-                        .range(start..)
-                        .filter(|e| e.key().starts_with(prefix))
-                        .map(|e| (**e).clone())
-                        .collect();
-                    let (tx, rx) = mpsc::channel(self.config.watcher_buffer);
-                    let end = Arc::new(Mutex::new(None));
-                    self.watchers.lock().unwrap().push(Watcher {
-                        prefix: prefix.to_owned(),
-                        tx,
-                        end: end.clone(),
-                    });
-                    drop(data);
-                    return Ok(watcher_stream(backlog, rx, end));
-                }
+            match self.watch_from_history(prefix, after) {
+                FromHistory::Stream(stream) => return Ok(stream),
+                FromHistory::TooOld => return self.store.watch(prefix, after).await,
+                FromHistory::Ahead => {}
             }
             // A revision the cache has not applied yet.
             let current = self.store.current_revision().await?;
@@ -224,6 +213,34 @@ impl WatchCache {
             }
             self.wait_for(after).await?;
         }
+    }
+
+    /// The synchronous part of `watch` (no lock guard lives across an await,
+    /// so `watch`'s future is `Send`).
+    fn watch_from_history(&self, prefix: &str, after: Revision) -> FromHistory {
+        let data = self.data.read().unwrap();
+        if after < data.history_start {
+            return FromHistory::TooOld;
+        }
+        if after > data.revision {
+            return FromHistory::Ahead;
+        }
+        let start = data.history.partition_point(|e| e.revision() <= after);
+        let backlog: Vec<Event> = data
+            .history
+            .range(start..)
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| (**e).clone())
+            .collect();
+        let (tx, rx) = mpsc::channel(self.config.watcher_buffer);
+        let end = Arc::new(Mutex::new(None));
+        self.watchers.lock().unwrap().push(Watcher {
+            prefix: prefix.to_owned(),
+            tx,
+            end: end.clone(),
+        });
+        drop(data);
+        FromHistory::Stream(watcher_stream(backlog, rx, end))
     }
 
     /// Applies a run of store events (in revision order).
@@ -522,7 +539,7 @@ mod tests {
                 other => panic!("unexpected: {other:?}"),
             }
         }
-        assert!(got >= 8 && got < 50, "got {got}");
+        assert!((8..50).contains(&got), "got {got}");
         assert!(slow.next().await.is_none());
     }
 

@@ -1035,7 +1035,8 @@ mod tests {
                 log
             }));
         }
-        let mut history: BTreeMap<String, Vec<(Revision, Option<Vec<u8>>)>> = BTreeMap::new();
+        type History = BTreeMap<String, Vec<(Revision, Option<Vec<u8>>)>>;
+        let mut history: History = BTreeMap::new();
         for t in tasks {
             for (k, r, v) in t.await.unwrap() {
                 history.entry(k).or_default().push((r, v));
