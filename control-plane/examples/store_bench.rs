@@ -14,8 +14,12 @@ use control_plane::storage::{EmbeddedStore, Store};
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map_or(5000, |a| a.parse().expect("N: number of writes"));
-    let value_bytes: usize = args.next().map_or(1024, |a| a.parse().expect("VALUE_BYTES"));
+    let n: usize = args
+        .next()
+        .map_or(5000, |a| a.parse().expect("N: number of writes"));
+    let value_bytes: usize = args
+        .next()
+        .map_or(1024, |a| a.parse().expect("VALUE_BYTES"));
     let base = std::env::var_os("R8S_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     for writers in [1usize, 8] {
         let dir = tempfile::tempdir_in(&base).expect("temp dir");
@@ -46,7 +50,8 @@ async fn main() {
         }
         let elapsed = started.elapsed();
         lat.sort();
-        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        let pct =
+            |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
         println!(
             "store_bench backend=embedded writers={writers} n={} value_bytes={value_bytes} puts_per_sec={:.0} p50_ms={:.3} p99_ms={:.3} elapsed_s={:.2}",
             lat.len(),

@@ -24,7 +24,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use crate::storage::run_compactor;
-use crate::storage::{Event, KeyValue, ListResult, Result, Revision, Store, StoreError, WatchStream};
+use crate::storage::{
+    Event, KeyValue, ListResult, Result, Revision, Store, StoreError, WatchStream,
+};
 
 /// The keys the cache holds.
 pub const CACHE_PREFIX: &str = "/registry/";
@@ -119,7 +121,11 @@ impl WatchCache {
             config,
             data: RwLock::new(Data {
                 revision,
-                items: list.items.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
+                items: list
+                    .items
+                    .into_iter()
+                    .map(|kv| (kv.key.clone(), kv))
+                    .collect(),
                 history: VecDeque::new(),
                 history_bytes: 0,
                 history_start: revision,
@@ -152,7 +158,9 @@ impl WatchCache {
             return Ok(());
         }
         let mut rx = self.applied.subscribe();
-        match tokio::time::timeout(self.config.freshness_timeout, rx.wait_for(|r| *r >= target)).await {
+        match tokio::time::timeout(self.config.freshness_timeout, rx.wait_for(|r| *r >= target))
+            .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(StoreError::Closed),
             Err(_) => Err(StoreError::Io(format!(
@@ -191,7 +199,10 @@ impl WatchCache {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v.clone())
             .collect();
-        Ok(ListResult { revision: data.revision, items })
+        Ok(ListResult {
+            revision: data.revision,
+            items,
+        })
     }
 
     /// Events on keys under `prefix` after revision `after`, then live ones;
@@ -209,7 +220,10 @@ impl WatchCache {
             // A revision the cache has not applied yet.
             let current = self.store.current_revision().await?;
             if after > current {
-                return Err(StoreError::FutureRevision { requested: after, current });
+                return Err(StoreError::FutureRevision {
+                    requested: after,
+                    current,
+                });
             }
             self.wait_for(after).await?;
         }
@@ -275,7 +289,10 @@ impl WatchCache {
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 let w = watchers.swap_remove(i);
                                 tracing::debug!(prefix = %w.prefix, revision = rev, "closing a watcher that fell behind");
-                                w.close(StoreError::Compacted { requested: rev - 1, compacted: rev });
+                                w.close(StoreError::Compacted {
+                                    requested: rev - 1,
+                                    compacted: rev,
+                                });
                                 continue;
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -315,9 +332,16 @@ impl WatchCache {
         let mut watchers = self.watchers.lock().unwrap();
         let rev = list.revision.max(data.revision);
         for w in watchers.drain(..) {
-            w.close(StoreError::Compacted { requested: data.revision, compacted: rev });
+            w.close(StoreError::Compacted {
+                requested: data.revision,
+                compacted: rev,
+            });
         }
-        data.items = list.items.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        data.items = list
+            .items
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect();
         data.history.clear();
         data.history_bytes = 0;
         data.revision = list.revision;
@@ -410,7 +434,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn read_your_writes() {
         let (_d, s) = store();
-        s.create("/registry/pods/ns/pre", b"0".to_vec()).await.unwrap();
+        s.create("/registry/pods/ns/pre", b"0".to_vec())
+            .await
+            .unwrap();
         let c = WatchCache::start(s.clone()).await.unwrap();
         assert_eq!(c.list("/registry/pods/").await.unwrap().items.len(), 1);
         for i in 0..200 {
@@ -441,14 +467,25 @@ mod tests {
         let (_d, s) = store();
         let mut revs = Vec::new();
         for i in 0..5 {
-            revs.push(s.create(&format!("/registry/cm/a{i}"), vec![i]).await.unwrap());
+            revs.push(
+                s.create(&format!("/registry/cm/a{i}"), vec![i])
+                    .await
+                    .unwrap(),
+            );
         }
-        let cfg = CacheConfig { history_events: 4, ..Default::default() };
+        let cfg = CacheConfig {
+            history_events: 4,
+            ..Default::default()
+        };
         let c = WatchCache::start_with(s.clone(), cfg).await.unwrap();
         let start = c.revision().await.unwrap();
         for i in 0..6 {
-            s.create(&format!("/registry/cm/b{i}"), vec![i]).await.unwrap();
-            s.create(&format!("/registry/secrets/b{i}"), vec![i]).await.unwrap();
+            s.create(&format!("/registry/cm/b{i}"), vec![i])
+                .await
+                .unwrap();
+            s.create(&format!("/registry/secrets/b{i}"), vec![i])
+                .await
+                .unwrap();
         }
         let cur = s.current_revision().await.unwrap();
         c.list("/registry/").await.unwrap();
@@ -468,7 +505,10 @@ mod tests {
         // Older than the ring but newer than the start: the store.
         let mut w4 = c.watch("/registry/secrets/", start).await.unwrap();
         for i in 0..6 {
-            assert_eq!(next_event(&mut w4).await.key(), format!("/registry/secrets/b{i}"));
+            assert_eq!(
+                next_event(&mut w4).await.key(),
+                format!("/registry/secrets/b{i}")
+            );
         }
         let r = s.create("/registry/cm/c", vec![]).await.unwrap();
         for w in [&mut w, &mut w2, &mut w3] {
@@ -477,7 +517,10 @@ mod tests {
             assert_quiet(w).await;
         }
         // Future revisions.
-        assert!(matches!(c.watch("/registry/cm/", r + 10).await, Err(StoreError::FutureRevision { .. })));
+        assert!(matches!(
+            c.watch("/registry/cm/", r + 10).await,
+            Err(StoreError::FutureRevision { .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -490,7 +533,9 @@ mod tests {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..100 {
-                    s.create(&format!("/registry/pods/t{t}/{i}"), vec![0; 32]).await.unwrap();
+                    s.create(&format!("/registry/pods/t{t}/{i}"), vec![0; 32])
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -515,7 +560,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn slow_watcher_is_closed_with_an_error() {
         let (_d, s) = store();
-        let cfg = CacheConfig { watcher_buffer: 8, ..Default::default() };
+        let cfg = CacheConfig {
+            watcher_buffer: 8,
+            ..Default::default()
+        };
         let c = WatchCache::start_with(s.clone(), cfg).await.unwrap();
         let mut slow = c.watch("/registry/pods/", 0).await.unwrap();
         let mut fast = c.watch("/registry/pods/", 0).await.unwrap();
@@ -525,12 +573,17 @@ mod tests {
             }
         });
         for i in 0..50 {
-            s.create(&format!("/registry/pods/{i}"), vec![]).await.unwrap();
+            s.create(&format!("/registry/pods/{i}"), vec![])
+                .await
+                .unwrap();
         }
         reader.await.unwrap();
         let mut got = 0;
         loop {
-            match tokio::time::timeout(Duration::from_secs(5), slow.next()).await.unwrap() {
+            match tokio::time::timeout(Duration::from_secs(5), slow.next())
+                .await
+                .unwrap()
+            {
                 Some(Ok(e)) => {
                     got += 1;
                     assert_eq!(e.revision(), got);
@@ -546,9 +599,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn compacted_watch_and_compactor() {
         let (_d, s) = store();
-        let c = WatchCache::start_with(s.clone(), CacheConfig { history_events: 2, ..Default::default() }).await.unwrap();
+        let c = WatchCache::start_with(
+            s.clone(),
+            CacheConfig {
+                history_events: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         for i in 0..10 {
-            s.create(&format!("/registry/pods/{i}"), vec![]).await.unwrap();
+            s.create(&format!("/registry/pods/{i}"), vec![])
+                .await
+                .unwrap();
         }
         let compactor = tokio::spawn(run_compactor(s.clone(), Duration::from_millis(20), 3));
         tokio::time::timeout(Duration::from_secs(5), async {

@@ -19,16 +19,26 @@ const ROUNDS: usize = 24;
 
 /// The value written for a tag printed in an ack line (about 1 KiB).
 fn full_value(tag: &str) -> String {
-    let fill = if tag.starts_with("upd") { "y".repeat(700) } else { "x".repeat(1000) };
+    let fill = if tag.starts_with("upd") {
+        "y".repeat(700)
+    } else {
+        "x".repeat(1000)
+    };
     format!("{tag}-{fill}")
 }
 
 /// The writer, when run as the child; a no-op in a normal test run.
 #[test]
 fn crash_child_writer() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let round: usize = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let store = Arc::new(EmbeddedStore::open(Path::new(&dir)).unwrap());
         {
@@ -46,13 +56,19 @@ fn crash_child_writer() {
                     let (key, tag, rev) = match prev.take() {
                         Some((key, rev)) if i % 3 == 0 => {
                             let tag = format!("upd-{round}-{t}-{i}");
-                            let rev = store.update(&key, full_value(&tag).into_bytes(), rev).await.unwrap();
+                            let rev = store
+                                .update(&key, full_value(&tag).into_bytes(), rev)
+                                .await
+                                .unwrap();
                             (key, tag, rev)
                         }
                         _ => {
                             let key = format!("/registry/crash/r{round}/t{t}/k{i}");
                             let tag = format!("new-{round}-{t}-{i}");
-                            let rev = store.create(&key, full_value(&tag).into_bytes()).await.unwrap();
+                            let rev = store
+                                .create(&key, full_value(&tag).into_bytes())
+                                .await
+                                .unwrap();
                             (key, tag, rev)
                         }
                     };
@@ -78,7 +94,11 @@ fn kill9_loses_no_acknowledged_write() {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rng();
     // key -> (revision, value) of the newest acknowledged write.
@@ -87,7 +107,12 @@ fn kill9_loses_no_acknowledged_write() {
     let mut total_acks = 0usize;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["crash_child_writer", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child_writer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env(ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
@@ -96,7 +121,11 @@ fn kill9_loses_no_acknowledged_write() {
             .unwrap();
         // Kill right after start-up in some rounds, after a random number of acks
         // (or a random time) in the others.
-        let kill_after_acks = if round % 6 == 0 { 0 } else { rng.random_range(1..1200) };
+        let kill_after_acks = if round % 6 == 0 {
+            0
+        } else {
+            rng.random_range(1..1200)
+        };
         let kill_after_time = Duration::from_millis(rng.random_range(5..400));
         let mut ready_at = None;
         let mut acks_this_round = 0;
@@ -129,7 +158,10 @@ fn kill9_loses_no_acknowledged_write() {
                 // libtest may print "test crash_child_writer ... " on the same line.
                 let rev = &line[idx + "ready ".len()..];
                 let rev: u64 = rev.parse().unwrap();
-                assert!(rev >= max_acked, "reopened at {rev}, below acknowledged {max_acked}");
+                assert!(
+                    rev >= max_acked,
+                    "reopened at {rev}, below acknowledged {max_acked}"
+                );
                 ready_at = Some(Instant::now());
             }
             if !killed
@@ -157,24 +189,44 @@ fn kill9_loses_no_acknowledged_write() {
         rt.block_on(async {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             let current = store.current_revision().await.unwrap();
-            assert!(current >= max_acked, "round {round}: revision {current} < acknowledged {max_acked}");
+            assert!(
+                current >= max_acked,
+                "round {round}: revision {current} < acknowledged {max_acked}"
+            );
             let listed = store.list("/registry/crash/", None).await.unwrap();
             assert_eq!(listed.revision, current);
-            let by_key: HashMap<_, _> = listed.items.iter().map(|kv| (kv.key.as_str(), kv)).collect();
+            let by_key: HashMap<_, _> = listed
+                .items
+                .iter()
+                .map(|kv| (kv.key.as_str(), kv))
+                .collect();
             for (key, (rev, value)) in &acked {
-                let kv = by_key.get(key.as_str()).unwrap_or_else(|| panic!("round {round}: lost {key}@{rev}"));
+                let kv = by_key
+                    .get(key.as_str())
+                    .unwrap_or_else(|| panic!("round {round}: lost {key}@{rev}"));
                 if key.starts_with(&format!("/registry/crash/r{round}/")) {
                     let got = store.get(key, None).await.unwrap().unwrap();
                     assert_eq!(&got, *kv);
                 }
                 // A later, unacknowledged update may have committed too.
-                assert!(kv.mod_revision >= *rev, "round {round}: {key} at {} < acked {rev}", kv.mod_revision);
+                assert!(
+                    kv.mod_revision >= *rev,
+                    "round {round}: {key} at {} < acked {rev}",
+                    kv.mod_revision
+                );
                 if kv.mod_revision == *rev {
-                    assert_eq!(kv.value, value.as_bytes(), "round {round}: {key} has a wrong value");
+                    assert_eq!(
+                        kv.value,
+                        value.as_bytes(),
+                        "round {round}: {key} has a wrong value"
+                    );
                 }
             }
             // Revisions keep increasing after the reopen.
-            let r = store.create(&format!("/registry/check/{round}"), b"c".to_vec()).await.unwrap();
+            let r = store
+                .create(&format!("/registry/check/{round}"), b"c".to_vec())
+                .await
+                .unwrap();
             assert_eq!(r, current + 1);
             max_acked = max_acked.max(r);
         });
@@ -198,9 +250,16 @@ async fn reopen_after_clean_shutdown() {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let mut last = 0;
         for i in 0..100 {
-            last = store.create(&format!("/registry/x/{i:03}"), format!("v{i}").into_bytes()).await.unwrap();
+            last = store
+                .create(&format!("/registry/x/{i:03}"), format!("v{i}").into_bytes())
+                .await
+                .unwrap();
         }
-        last = store.update("/registry/x/000", b"changed".to_vec(), 1).await.unwrap().max(last);
+        last = store
+            .update("/registry/x/000", b"changed".to_vec(), 1)
+            .await
+            .unwrap()
+            .max(last);
         let (d, _) = store.delete("/registry/x/099", None).await.unwrap();
         store.compact(50).await.unwrap();
         rev = d.max(last);
@@ -213,7 +272,18 @@ async fn reopen_after_clean_shutdown() {
     assert_eq!(l.items.len(), 99);
     assert_eq!(l.items[0].value, b"changed");
     assert_eq!(l.items[5].value, b"v5");
-    assert_eq!(store.get("/registry/x/010", Some(60)).await.unwrap().unwrap().value, b"v10");
+    assert_eq!(
+        store
+            .get("/registry/x/010", Some(60))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"v10"
+    );
     assert!(store.get("/registry/x/010", Some(49)).await.is_err());
-    assert_eq!(store.create("/registry/x/new", vec![]).await.unwrap(), rev + 1);
+    assert_eq!(
+        store.create("/registry/x/new", vec![]).await.unwrap(),
+        rev + 1
+    );
 }

@@ -58,7 +58,10 @@ pub async fn revisions_increase_by_one(s: Arc<dyn Store>) {
     let r2 = s.create(&format!("{root}b"), b"2".to_vec()).await.unwrap();
     assert_eq!(r2, base + 2);
     assert!(s.create(&format!("{root}a"), vec![]).await.is_err());
-    let r3 = s.update(&format!("{root}a"), b"3".to_vec(), r1).await.unwrap();
+    let r3 = s
+        .update(&format!("{root}a"), b"3".to_vec(), r1)
+        .await
+        .unwrap();
     assert_eq!(r3, base + 3);
     assert!(s.update(&format!("{root}a"), vec![], r1).await.is_err());
     let (r4, prev) = s.delete(&format!("{root}b"), None).await.unwrap();
@@ -80,18 +83,28 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
         other => panic!("second create: {other:?}"),
     }
     let kv = s.get(key, None).await.unwrap().unwrap();
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"v1"[..], r1, r1));
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"v1"[..], r1, r1)
+    );
 
     let r2 = s.update(key, b"v2".to_vec(), r1).await.unwrap();
     assert!(r2 > r1);
     match s.update(key, b"stale".to_vec(), r1).await {
-        Err(StoreError::Conflict { key: k, expected, found }) => {
+        Err(StoreError::Conflict {
+            key: k,
+            expected,
+            found,
+        }) => {
             assert_eq!((k.as_str(), expected, found), (key, r1, r2));
         }
         other => panic!("stale update: {other:?}"),
     }
     let kv = s.get(key, None).await.unwrap().unwrap();
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"v2"[..], r1, r2));
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"v2"[..], r1, r2)
+    );
 
     match s.update("/conformance/crud/missing", vec![], 1).await {
         Err(StoreError::NotFound(_)) => {}
@@ -102,14 +115,23 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
         other => panic!("delete of a missing key: {other:?}"),
     }
     match s.delete(key, Some(r1)).await {
-        Err(StoreError::Conflict { expected, found, .. }) => assert_eq!((expected, found), (r1, r2)),
+        Err(StoreError::Conflict {
+            expected, found, ..
+        }) => assert_eq!((expected, found), (r1, r2)),
         other => panic!("stale delete: {other:?}"),
     }
     assert!(s.get(key, None).await.unwrap().is_some());
 
     let (r3, prev) = s.delete(key, Some(r2)).await.unwrap();
     assert!(r3 > r2);
-    assert_eq!((prev.value.as_slice(), prev.mod_revision, prev.create_revision), (&b"v2"[..], r2, r1));
+    assert_eq!(
+        (
+            prev.value.as_slice(),
+            prev.mod_revision,
+            prev.create_revision
+        ),
+        (&b"v2"[..], r2, r1)
+    );
     assert!(s.get(key, None).await.unwrap().is_none());
     match s.update(key, vec![], r2).await {
         Err(StoreError::NotFound(_)) => {}
@@ -126,10 +148,28 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
     assert_eq!(prev.value, b"v3");
     // Empty and binary values survive.
     let bin: Vec<u8> = (0..=255u8).collect();
-    s.create("/conformance/crud/bin", bin.clone()).await.unwrap();
-    s.create("/conformance/crud/empty", Vec::new()).await.unwrap();
-    assert_eq!(s.get("/conformance/crud/bin", None).await.unwrap().unwrap().value, bin);
-    assert_eq!(s.get("/conformance/crud/empty", None).await.unwrap().unwrap().value, b"");
+    s.create("/conformance/crud/bin", bin.clone())
+        .await
+        .unwrap();
+    s.create("/conformance/crud/empty", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get("/conformance/crud/bin", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        bin
+    );
+    assert_eq!(
+        s.get("/conformance/crud/empty", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b""
+    );
 }
 
 /// get and list at past revisions see the state as of that revision.
@@ -149,7 +189,10 @@ pub async fn reads_at_past_revisions(s: Arc<dyn Store>) {
     assert_eq!(s.get(&a, Some(r1)).await.unwrap().unwrap().value, b"a1");
     assert_eq!(s.get(&a, Some(r2)).await.unwrap().unwrap().value, b"a1");
     let a3 = s.get(&a, Some(r3)).await.unwrap().unwrap();
-    assert_eq!((a3.value.as_slice(), a3.mod_revision, a3.create_revision), (&b"a2"[..], r3, r1));
+    assert_eq!(
+        (a3.value.as_slice(), a3.mod_revision, a3.create_revision),
+        (&b"a2"[..], r3, r1)
+    );
     assert_eq!(s.get(&b, Some(r3)).await.unwrap().unwrap().value, b"b1");
     assert!(s.get(&b, Some(r4)).await.unwrap().is_none());
     assert!(s.get(&b, Some(r5)).await.unwrap().is_none());
@@ -159,7 +202,13 @@ pub async fn reads_at_past_revisions(s: Arc<dyn Store>) {
     let names = |l: &super::ListResult| {
         l.items
             .iter()
-            .map(|kv| format!("{}={}", kv.key.trim_start_matches(root), String::from_utf8_lossy(&kv.value)))
+            .map(|kv| {
+                format!(
+                    "{}={}",
+                    kv.key.trim_start_matches(root),
+                    String::from_utf8_lossy(&kv.value)
+                )
+            })
             .collect::<Vec<_>>()
     };
     let at = |r| {
@@ -176,21 +225,40 @@ pub async fn reads_at_past_revisions(s: Arc<dyn Store>) {
     let l6 = at(r6).await;
     assert_eq!(l6.revision, r6);
     assert_eq!(names(&l6), ["a=a2", "b=b2", "c=c1"]);
-    assert_eq!(names(&s.list(root, None).await.unwrap()), ["a=a2", "b=b2", "c=c1"]);
+    assert_eq!(
+        names(&s.list(root, None).await.unwrap()),
+        ["a=a2", "b=b2", "c=c1"]
+    );
 
     let cur = s.current_revision().await.unwrap();
     match s.get(&a, Some(cur + 1)).await {
-        Err(StoreError::FutureRevision { requested, current }) => assert_eq!((requested, current), (cur + 1, cur)),
+        Err(StoreError::FutureRevision { requested, current }) => {
+            assert_eq!((requested, current), (cur + 1, cur))
+        }
         other => panic!("get in the future: {other:?}"),
     }
-    assert!(matches!(s.list(root, Some(cur + 5)).await, Err(StoreError::FutureRevision { .. })));
+    assert!(matches!(
+        s.list(root, Some(cur + 5)).await,
+        Err(StoreError::FutureRevision { .. })
+    ));
 }
 
 /// A list by prefix returns exactly the keys under it, in key order.
 pub async fn list_prefix_isolation(s: Arc<dyn Store>) {
     let root = "/conformance/prefix/";
-    for k in ["pods/ns/b", "pods/ns/a", "pods/a", "podsx/a", "pods", "pod/a", "pods0", "pods/ns2/c"] {
-        s.create(&format!("{root}{k}"), k.as_bytes().to_vec()).await.unwrap();
+    for k in [
+        "pods/ns/b",
+        "pods/ns/a",
+        "pods/a",
+        "podsx/a",
+        "pods",
+        "pod/a",
+        "pods0",
+        "pods/ns2/c",
+    ] {
+        s.create(&format!("{root}{k}"), k.as_bytes().to_vec())
+            .await
+            .unwrap();
     }
     let keys = |prefix: &'static str| {
         let s = s.clone();
@@ -200,10 +268,16 @@ pub async fn list_prefix_isolation(s: Arc<dyn Store>) {
             assert_eq!(l.revision, rev);
             let past = s.list(&format!("{root}{prefix}"), Some(rev)).await.unwrap();
             assert_eq!(past.items, l.items);
-            l.items.into_iter().map(|kv| kv.key.trim_start_matches(root).to_owned()).collect::<Vec<_>>()
+            l.items
+                .into_iter()
+                .map(|kv| kv.key.trim_start_matches(root).to_owned())
+                .collect::<Vec<_>>()
         }
     };
-    assert_eq!(keys("pods/").await, ["pods/a", "pods/ns/a", "pods/ns/b", "pods/ns2/c"]);
+    assert_eq!(
+        keys("pods/").await,
+        ["pods/a", "pods/ns/a", "pods/ns/b", "pods/ns2/c"]
+    );
     assert_eq!(keys("pods/ns/").await, ["pods/ns/a", "pods/ns/b"]);
     assert_eq!(keys("podsx/").await, ["podsx/a"]);
     assert_eq!(keys("pod/").await, ["pod/a"]);
@@ -219,7 +293,9 @@ pub async fn watch_replays_then_live(s: Arc<dyn Store>) {
     let b = format!("{root}items/b");
     let base = s.current_revision().await.unwrap();
     let r1 = s.create(&a, b"a1".to_vec()).await.unwrap();
-    s.create(&format!("{root}other/x"), b"x".to_vec()).await.unwrap();
+    s.create(&format!("{root}other/x"), b"x".to_vec())
+        .await
+        .unwrap();
     let r3 = s.update(&a, b"a2".to_vec(), r1).await.unwrap();
     let r4 = s.create(&b, b"b1".to_vec()).await.unwrap();
 
@@ -231,13 +307,19 @@ pub async fn watch_replays_then_live(s: Arc<dyn Store>) {
     let e = next_event(&mut w).await;
     assert_eq!(put_of(&e), (a.as_str(), &b"a2"[..], r3));
     match &e {
-        Event::Put { kv, prev: Some(prev) } => {
+        Event::Put {
+            kv,
+            prev: Some(prev),
+        } => {
             assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"a1"[..], r1));
             assert_eq!(kv.create_revision, r1);
         }
         other => panic!("update event without prev: {other:?}"),
     }
-    assert_eq!(put_of(&next_event(&mut w).await), (b.as_str(), &b"b1"[..], r4));
+    assert_eq!(
+        put_of(&next_event(&mut w).await),
+        (b.as_str(), &b"b1"[..], r4)
+    );
 
     // A watch from the middle of history.
     let mut w2 = s.watch(&prefix, r3).await.unwrap();
@@ -253,7 +335,10 @@ pub async fn watch_replays_then_live(s: Arc<dyn Store>) {
         match next_event(w).await {
             Event::Delete { prev, revision } => {
                 assert_eq!(revision, r6);
-                assert_eq!((prev.key.as_str(), prev.value.as_slice(), prev.mod_revision), (a.as_str(), &b"a2"[..], r3));
+                assert_eq!(
+                    (prev.key.as_str(), prev.value.as_slice(), prev.mod_revision),
+                    (a.as_str(), &b"a2"[..], r3)
+                );
             }
             other => panic!("expected a delete: {other:?}"),
         }
@@ -295,7 +380,9 @@ pub async fn watch_concurrent_writers(s: Arc<dyn Store>) {
                     s.create(&key, vec![t as u8; 64]).await.unwrap();
                 } else {
                     let cur = s.get(&key, None).await.unwrap().unwrap();
-                    s.update(&key, vec![i as u8; 64], cur.mod_revision).await.unwrap();
+                    s.update(&key, vec![i as u8; 64], cur.mod_revision)
+                        .await
+                        .unwrap();
                 }
             }
         }));
@@ -344,10 +431,16 @@ pub async fn compaction(s: Arc<dyn Store>) {
 
     for r in [r1, r2, r3, r4] {
         match s.get(&a, Some(r)).await {
-            Err(StoreError::Compacted { requested, compacted }) => assert_eq!((requested, compacted), (r, r5)),
+            Err(StoreError::Compacted {
+                requested,
+                compacted,
+            }) => assert_eq!((requested, compacted), (r, r5)),
             other => panic!("get at a compacted revision: {other:?}"),
         }
-        assert!(matches!(s.list(root, Some(r)).await, Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            s.list(root, Some(r)).await,
+            Err(StoreError::Compacted { .. })
+        ));
         match s.watch(root, r).await {
             Err(StoreError::Compacted { .. }) => {}
             Err(e) => panic!("watch at a compacted revision: {e}"),
@@ -359,15 +452,25 @@ pub async fn compaction(s: Arc<dyn Store>) {
     }
     // The state at the compacted revision is intact.
     let l = s.list(root, Some(r5)).await.unwrap();
-    let vals: Vec<_> = l.items.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision)).collect();
-    assert_eq!(vals, [(a.as_str(), &b"a2"[..], r3), (c.as_str(), &b"c1"[..], r5)]);
+    let vals: Vec<_> = l
+        .items
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision))
+        .collect();
+    assert_eq!(
+        vals,
+        [(a.as_str(), &b"a2"[..], r3), (c.as_str(), &b"c1"[..], r5)]
+    );
     assert!(s.get(&b, Some(r5)).await.unwrap().is_none());
     assert_eq!(s.get(&a, Some(r6)).await.unwrap().unwrap().value, b"a3");
 
     // A watch from the compacted revision sees later events with their prev values.
     let mut w = s.watch(root, r5).await.unwrap();
     match next_event(&mut w).await {
-        Event::Put { kv, prev: Some(prev) } => {
+        Event::Put {
+            kv,
+            prev: Some(prev),
+        } => {
             assert_eq!((kv.mod_revision, kv.value.as_slice()), (r6, &b"a3"[..]));
             assert_eq!((prev.mod_revision, prev.value.as_slice()), (r3, &b"a2"[..]));
         }
@@ -390,11 +493,17 @@ pub async fn compaction(s: Arc<dyn Store>) {
     let keys: Vec<_> = l.items.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, [a.as_str(), b.as_str()]);
     assert_eq!(s.get(&a, Some(r8)).await.unwrap().unwrap().value, b"a3");
-    assert!(matches!(s.compact(r8 + 100).await, Err(StoreError::FutureRevision { .. })));
+    assert!(matches!(
+        s.compact(r8 + 100).await,
+        Err(StoreError::FutureRevision { .. })
+    ));
     let mut w = s.watch(root, r8).await.unwrap();
     let r9 = s.update(&b, b"b3".to_vec(), r8).await.unwrap();
     match next_event(&mut w).await {
-        Event::Put { kv, prev: Some(prev) } => {
+        Event::Put {
+            kv,
+            prev: Some(prev),
+        } => {
             assert_eq!(kv.mod_revision, r9);
             assert_eq!(prev.value, b"b2");
         }

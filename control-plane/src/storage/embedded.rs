@@ -29,8 +29,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
@@ -73,10 +73,19 @@ const KIND_PUT: u8 = 0;
 const KIND_DELETE: u8 = 1;
 const HEADER: usize = 1 + 8 + 8 + 4;
 
-fn encode(key: &str, value: Option<&[u8]>, create_revision: Revision, prev_revision: Revision) -> Vec<u8> {
+fn encode(
+    key: &str,
+    value: Option<&[u8]>,
+    create_revision: Revision,
+    prev_revision: Revision,
+) -> Vec<u8> {
     let vlen = value.map_or(0, <[u8]>::len);
     let mut out = Vec::with_capacity(HEADER + key.len() + vlen);
-    out.push(if value.is_some() { KIND_PUT } else { KIND_DELETE });
+    out.push(if value.is_some() {
+        KIND_PUT
+    } else {
+        KIND_DELETE
+    });
     out.extend_from_slice(&create_revision.to_le_bytes());
     out.extend_from_slice(&prev_revision.to_le_bytes());
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -100,24 +109,39 @@ fn decode(b: &[u8]) -> Result<Record> {
     if rest.len() < klen {
         return Err(bad());
     }
-    let key = std::str::from_utf8(&rest[..klen]).map_err(|_| bad())?.to_owned();
+    let key = std::str::from_utf8(&rest[..klen])
+        .map_err(|_| bad())?
+        .to_owned();
     let value = match kind {
         KIND_PUT => Some(rest[klen..].to_vec()),
         KIND_DELETE => None,
         _ => return Err(bad()),
     };
-    Ok(Record { key, value, create_revision, prev_revision })
+    Ok(Record {
+        key,
+        value,
+        create_revision,
+        prev_revision,
+    })
 }
 
 /// Only the key of an encoded record.
 fn decode_key(b: &[u8]) -> Result<&str> {
     let bad = || StoreError::Io("corrupt log record".into());
-    let klen = u32::from_le_bytes(b.get(17..21).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    let klen = u32::from_le_bytes(
+        b.get(17..21)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    ) as usize;
     std::str::from_utf8(b.get(HEADER..HEADER + klen).ok_or_else(bad)?).map_err(|_| bad())
 }
 
 /// Reads and decodes `log[rev]`.
-fn read_record(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision) -> Result<Option<Record>> {
+fn read_record(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    rev: Revision,
+) -> Result<Option<Record>> {
     match log.get(rev).map_err(io_err)? {
         Some(g) => decode(g.value()).map(Some),
         None => Ok(None),
@@ -125,7 +149,10 @@ fn read_record(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision) -> R
 }
 
 /// The key value stored at `rev` (None if missing or a tombstone).
-fn read_kv(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision) -> Result<Option<KeyValue>> {
+fn read_kv(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    rev: Revision,
+) -> Result<Option<KeyValue>> {
     Ok(read_record(log, rev)?.and_then(|r| {
         r.value.map(|value| KeyValue {
             key: r.key,
@@ -137,8 +164,16 @@ fn read_kv(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision) -> Resul
 }
 
 /// Turns `log[rev]` into a watch event.
-fn record_to_event(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision, rec: Record) -> Result<Event> {
-    let prev = if rec.prev_revision > 0 { read_kv(log, rec.prev_revision)? } else { None };
+fn record_to_event(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    rev: Revision,
+    rec: Record,
+) -> Result<Event> {
+    let prev = if rec.prev_revision > 0 {
+        read_kv(log, rec.prev_revision)?
+    } else {
+        None
+    };
     Ok(match rec.value {
         Some(value) => Event::Put {
             kv: KeyValue {
@@ -162,7 +197,11 @@ fn record_to_event(log: &impl ReadableTable<u64, &'static [u8]>, rev: Revision, 
 }
 
 fn meta_get(meta: &impl ReadableTable<&'static str, u64>, name: &str) -> Result<u64> {
-    Ok(meta.get(name).map_err(io_err)?.map(|g| g.value()).unwrap_or(0))
+    Ok(meta
+        .get(name)
+        .map_err(io_err)?
+        .map(|g| g.value())
+        .unwrap_or(0))
 }
 
 /// One committed write transaction, as broadcast to live watchers.
@@ -173,9 +212,19 @@ struct Batch {
 }
 
 enum WriteOp {
-    Create { key: String, value: Vec<u8> },
-    Update { key: String, value: Vec<u8>, expected: Revision },
-    Delete { key: String, expected: Option<Revision> },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
 }
 
 enum Outcome {
@@ -184,8 +233,14 @@ enum Outcome {
 }
 
 enum Request {
-    Write { op: WriteOp, reply: oneshot::Sender<Result<Outcome>> },
-    Compact { revision: Revision, reply: oneshot::Sender<Result<()>> },
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<Outcome>>,
+    },
+    Compact {
+        revision: Revision,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 struct Shared {
@@ -198,7 +253,11 @@ struct Shared {
 
 impl Shared {
     fn subscribe(&self) -> Option<broadcast::Receiver<Arc<Batch>>> {
-        self.events.lock().unwrap().as_ref().map(broadcast::Sender::subscribe)
+        self.events
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
     }
 }
 
@@ -214,7 +273,9 @@ impl EmbeddedStore {
     /// file open and, after a crash, redb's repair.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err)?;
-        let db = Database::builder().create(dir.join("store.redb")).map_err(io_err)?;
+        let db = Database::builder()
+            .create(dir.join("store.redb"))
+            .map_err(io_err)?;
         let (rev, compacted, cursor) = {
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(Durability::Immediate).map_err(io_err)?;
@@ -256,19 +317,27 @@ impl EmbeddedStore {
                 })
                 .map_err(io_err)?
         };
-        Ok(Self { shared, requests: Some(tx), writer: Some(writer) })
+        Ok(Self {
+            shared,
+            requests: Some(tx),
+            writer: Some(writer),
+        })
     }
 
     /// Opens the store on a blocking thread.
     pub async fn open_async(dir: &Path) -> Result<Self> {
         let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || Self::open(&dir)).await.map_err(io_err)?
+        tokio::task::spawn_blocking(move || Self::open(&dir))
+            .await
+            .map_err(io_err)?
     }
 
     async fn write(&self, op: WriteOp) -> Result<Outcome> {
         let (reply, rx) = oneshot::channel();
         let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
-        requests.send(Request::Write { op, reply }).map_err(|_| StoreError::Closed)?;
+        requests
+            .send(Request::Write { op, reply })
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -315,7 +384,10 @@ fn check_read_rev(requested: Revision, current: Revision, compacted: Revision) -
         return Err(StoreError::FutureRevision { requested, current });
     }
     if requested < compacted {
-        return Err(StoreError::Compacted { requested, compacted });
+        return Err(StoreError::Compacted {
+            requested,
+            compacted,
+        });
     }
     Ok(())
 }
@@ -337,14 +409,19 @@ impl Store for EmbeddedStore {
             match revision {
                 None => {
                     let live = txn.open_table(LIVE).map_err(io_err)?;
-                    let Some(rev) = live.get(key.as_str()).map_err(io_err)?.map(|g| g.value().0) else {
+                    let Some(rev) = live.get(key.as_str()).map_err(io_err)?.map(|g| g.value().0)
+                    else {
                         return Ok(None);
                     };
                     read_kv(&log, rev)
                 }
                 Some(at) => {
                     let meta = txn.open_table(META).map_err(io_err)?;
-                    check_read_rev(at, meta_get(&meta, META_REV)?, meta_get(&meta, META_COMPACTED)?)?;
+                    check_read_rev(
+                        at,
+                        meta_get(&meta, META_REV)?,
+                        meta_get(&meta, META_COMPACTED)?,
+                    )?;
                     let revs = txn.open_table(REVS).map_err(io_err)?;
                     let found = revs
                         .range((key.as_str(), 0u64)..=(key.as_str(), at))
@@ -382,7 +459,10 @@ impl Store for EmbeddedStore {
                             items.push(kv);
                         }
                     }
-                    Ok(ListResult { revision: current, items })
+                    Ok(ListResult {
+                        revision: current,
+                        items,
+                    })
                 }
                 Some(at) => {
                     check_read_rev(at, current, meta_get(&meta, META_COMPACTED)?)?;
@@ -411,7 +491,10 @@ impl Store for EmbeddedStore {
                             items.push(kv);
                         }
                     }
-                    Ok(ListResult { revision: at, items })
+                    Ok(ListResult {
+                        revision: at,
+                        items,
+                    })
                 }
             }
         })
@@ -419,19 +502,38 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
-        match self.write(WriteOp::Create { key: key.to_owned(), value }).await? {
+        match self
+            .write(WriteOp::Create {
+                key: key.to_owned(),
+                value,
+            })
+            .await?
+        {
             Outcome::Written(rev) | Outcome::Deleted(rev, _) => Ok(rev),
         }
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision> {
-        match self.write(WriteOp::Update { key: key.to_owned(), value, expected }).await? {
+        match self
+            .write(WriteOp::Update {
+                key: key.to_owned(),
+                value,
+                expected,
+            })
+            .await?
+        {
             Outcome::Written(rev) | Outcome::Deleted(rev, _) => Ok(rev),
         }
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
-        match self.write(WriteOp::Delete { key: key.to_owned(), expected }).await? {
+        match self
+            .write(WriteOp::Delete {
+                key: key.to_owned(),
+                expected,
+            })
+            .await?
+        {
             Outcome::Deleted(rev, kv) => Ok((rev, kv)),
             Outcome::Written(_) => Err(StoreError::Io("unexpected write outcome".into())),
         }
@@ -440,11 +542,17 @@ impl Store for EmbeddedStore {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         let current = self.shared.current.load(Ordering::Acquire);
         if after > current {
-            return Err(StoreError::FutureRevision { requested: after, current });
+            return Err(StoreError::FutureRevision {
+                requested: after,
+                current,
+            });
         }
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if after < compacted {
-            return Err(StoreError::Compacted { requested: after, compacted });
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted,
+            });
         }
         let rx = self.shared.subscribe().ok_or(StoreError::Closed)?;
         let state = WatchState {
@@ -462,7 +570,9 @@ impl Store for EmbeddedStore {
     async fn compact(&self, revision: Revision) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         let requests = self.requests.as_ref().ok_or(StoreError::Closed)?;
-        requests.send(Request::Compact { revision, reply }).map_err(|_| StoreError::Closed)?;
+        requests
+            .send(Request::Compact { revision, reply })
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -482,7 +592,10 @@ fn read_history(shared: &Shared, prefix: &str, after: Revision) -> Result<Replay
     let current = meta_get(&meta, META_REV)?;
     let compacted = meta_get(&meta, META_COMPACTED)?;
     if after < compacted {
-        return Err(StoreError::Compacted { requested: after, compacted });
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted,
+        });
     }
     let log = txn.open_table(LOG).map_err(io_err)?;
     let mut events = Vec::new();
@@ -505,9 +618,17 @@ fn read_history(shared: &Shared, prefix: &str, after: Revision) -> Result<Replay
         events.push(record_to_event(&log, rev, rec)?);
     }
     if scanned < REPLAY_CHUNK {
-        Ok(Replay { events, scanned_to: current.max(scanned_to), at_head: true })
+        Ok(Replay {
+            events,
+            scanned_to: current.max(scanned_to),
+            at_head: true,
+        })
     } else {
-        Ok(Replay { events, scanned_to, at_head: false })
+        Ok(Replay {
+            events,
+            scanned_to,
+            at_head: false,
+        })
     }
 }
 
@@ -544,10 +665,11 @@ impl WatchState {
                 let shared = self.shared.clone();
                 let prefix = self.prefix.clone();
                 let after = self.last;
-                let res = tokio::task::spawn_blocking(move || read_history(&shared, &prefix, after))
-                    .await
-                    .map_err(io_err)
-                    .and_then(|r| r);
+                let res =
+                    tokio::task::spawn_blocking(move || read_history(&shared, &prefix, after))
+                        .await
+                        .map_err(io_err)
+                        .and_then(|r| r);
                 match res {
                     Ok(replay) => {
                         self.pending.extend(replay.events);
@@ -640,7 +762,8 @@ impl Writer {
                 let started = Instant::now();
                 self.commit_batch(batch);
                 // Wait at most a quarter of a commit's time for stragglers.
-                window = (started.elapsed() / 4).clamp(Duration::from_micros(50), Duration::from_millis(2));
+                window = (started.elapsed() / 4)
+                    .clamp(Duration::from_micros(50), Duration::from_millis(2));
             }
             if self.compact_cursor < self.compact_target
                 && let Err(e) = self.compact_chunk()
@@ -675,8 +798,12 @@ impl Writer {
                 for req in batch {
                     if fatal.is_some() {
                         replies.push(match req {
-                            Request::Write { reply, .. } => Reply::Write(reply, Err(StoreError::Closed)),
-                            Request::Compact { reply, .. } => Reply::Compact(reply, Err(StoreError::Closed)),
+                            Request::Write { reply, .. } => {
+                                Reply::Write(reply, Err(StoreError::Closed))
+                            }
+                            Request::Compact { reply, .. } => {
+                                Reply::Compact(reply, Err(StoreError::Closed))
+                            }
                         });
                         continue;
                     }
@@ -690,7 +817,10 @@ impl Writer {
                         }
                         Request::Compact { revision, reply } => {
                             let out = if revision > rev {
-                                Err(StoreError::FutureRevision { requested: revision, current: rev })
+                                Err(StoreError::FutureRevision {
+                                    requested: revision,
+                                    current: rev,
+                                })
                             } else if revision > compacted {
                                 match meta.insert(META_COMPACTED, revision) {
                                     Ok(_) => {
@@ -730,7 +860,10 @@ impl Writer {
                 self.shared.compacted.store(compacted, Ordering::Release);
                 self.compact_target = compacted;
                 if !events.is_empty() {
-                    let _ = self.events.send(Arc::new(Batch { revision: rev, events }));
+                    let _ = self.events.send(Arc::new(Batch {
+                        revision: rev,
+                        events,
+                    }));
                 }
                 for r in replies {
                     r.send();
@@ -755,7 +888,10 @@ impl Writer {
             let mut revs = txn.open_table(REVS).map_err(io_err)?;
             let mut meta = txn.open_table(META).map_err(io_err)?;
             let mut entries = Vec::new();
-            for entry in log.range(self.compact_cursor + 1..=self.compact_target).map_err(io_err)? {
+            for entry in log
+                .range(self.compact_cursor + 1..=self.compact_target)
+                .map_err(io_err)?
+            {
                 let (k, v) = entry.map_err(io_err)?;
                 entries.push((k.value(), decode(v.value())?));
                 if entries.len() >= COMPACT_CHUNK {
@@ -767,14 +903,19 @@ impl Writer {
                 // This entry supersedes the key's previous version.
                 if rec.prev_revision > 0 {
                     log.remove(rec.prev_revision).map_err(io_err)?;
-                    revs.remove((rec.key.as_str(), rec.prev_revision)).map_err(io_err)?;
+                    revs.remove((rec.key.as_str(), rec.prev_revision))
+                        .map_err(io_err)?;
                 }
                 if rec.value.is_none() {
                     log.remove(*rev).map_err(io_err)?;
                     revs.remove((rec.key.as_str(), *rev)).map_err(io_err)?;
                 }
             }
-            cursor = if full { entries.last().map_or(self.compact_target, |e| e.0) } else { self.compact_target };
+            cursor = if full {
+                entries.last().map_or(self.compact_target, |e| e.0)
+            } else {
+                self.compact_target
+            };
             meta.insert(META_COMPACT_CURSOR, cursor).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)?;
@@ -838,18 +979,28 @@ impl Tables<'_> {
         prev_revision: Revision,
     ) -> Result<()> {
         self.log
-            .insert(rev, encode(key, value, create_revision, prev_revision).as_slice())
+            .insert(
+                rev,
+                encode(key, value, create_revision, prev_revision).as_slice(),
+            )
             .map_err(io_err)?;
         self.revs.insert((key, rev), ()).map_err(io_err)?;
         if value.is_some() {
-            self.live.insert(key, (rev, create_revision)).map_err(io_err)?;
+            self.live
+                .insert(key, (rev, create_revision))
+                .map_err(io_err)?;
         } else {
             self.live.remove(key).map_err(io_err)?;
         }
         Ok(())
     }
 
-    fn apply(&mut self, op: WriteOp, rev: &mut Revision, events: &mut Vec<Event>) -> Result<Outcome> {
+    fn apply(
+        &mut self,
+        op: WriteOp,
+        rev: &mut Revision,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome> {
         match op {
             WriteOp::Create { key, value } => {
                 if self.live_get(&key)?.is_some() {
@@ -859,24 +1010,42 @@ impl Tables<'_> {
                 self.put(&key, Some(&value), new, new, 0)?;
                 *rev = new;
                 events.push(Event::Put {
-                    kv: KeyValue { key, value, create_revision: new, mod_revision: new },
+                    kv: KeyValue {
+                        key,
+                        value,
+                        create_revision: new,
+                        mod_revision: new,
+                    },
                     prev: None,
                 });
                 Ok(Outcome::Written(new))
             }
-            WriteOp::Update { key, value, expected } => {
+            WriteOp::Update {
+                key,
+                value,
+                expected,
+            } => {
                 let Some((found, create)) = self.live_get(&key)? else {
                     return Err(StoreError::NotFound(key));
                 };
                 if found != expected {
-                    return Err(StoreError::Conflict { key, expected, found });
+                    return Err(StoreError::Conflict {
+                        key,
+                        expected,
+                        found,
+                    });
                 }
                 let prev = self.current_kv(&key, found)?;
                 let new = *rev + 1;
                 self.put(&key, Some(&value), new, create, found)?;
                 *rev = new;
                 events.push(Event::Put {
-                    kv: KeyValue { key, value, create_revision: create, mod_revision: new },
+                    kv: KeyValue {
+                        key,
+                        value,
+                        create_revision: create,
+                        mod_revision: new,
+                    },
                     prev: Some(prev),
                 });
                 Ok(Outcome::Written(new))
@@ -888,13 +1057,20 @@ impl Tables<'_> {
                 if let Some(expected) = expected
                     && found != expected
                 {
-                    return Err(StoreError::Conflict { key, expected, found });
+                    return Err(StoreError::Conflict {
+                        key,
+                        expected,
+                        found,
+                    });
                 }
                 let prev = self.current_kv(&key, found)?;
                 let new = *rev + 1;
                 self.put(&key, None, new, create, found)?;
                 *rev = new;
-                events.push(Event::Delete { prev: prev.clone(), revision: new });
+                events.push(Event::Delete {
+                    prev: prev.clone(),
+                    revision: new,
+                });
                 Ok(Outcome::Deleted(new, prev))
             }
         }
@@ -981,7 +1157,10 @@ mod tests {
         assert_eq!(a.create_revision, r1);
         assert!(s.get("/registry/b", None).await.unwrap().is_none());
         assert_eq!(s.create("/registry/c", vec![]).await.unwrap(), 5);
-        assert!(matches!(s.get("/registry/a", Some(r1)).await, Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            s.get("/registry/a", Some(r1)).await,
+            Err(StoreError::Compacted { .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -992,7 +1171,9 @@ mod tests {
         // Far more batches than the broadcast holds, none read meanwhile.
         let n = BROADCAST_CAPACITY as u64 + 500;
         for i in 0..n {
-            s.create(&format!("/registry/k{i:06}"), vec![1]).await.unwrap();
+            s.create(&format!("/registry/k{i:06}"), vec![1])
+                .await
+                .unwrap();
         }
         for i in 1..=n {
             let e = w.next().await.unwrap().unwrap();
@@ -1027,7 +1208,10 @@ mod tests {
                             log.push((key, r, None));
                         }
                         Some(kv) => {
-                            let r = s.update(&key, value.clone(), kv.mod_revision).await.unwrap();
+                            let r = s
+                                .update(&key, value.clone(), kv.mod_revision)
+                                .await
+                                .unwrap();
                             log.push((key, r, Some(value)));
                         }
                     }
@@ -1057,7 +1241,11 @@ mod tests {
             let want = state_at(at);
             async move {
                 let got = s.list("/registry/m/", Some(at)).await.unwrap();
-                let got: Vec<_> = got.items.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect();
+                let got: Vec<_> = got
+                    .items
+                    .into_iter()
+                    .map(|kv| (kv.key, kv.value, kv.mod_revision))
+                    .collect();
                 assert_eq!(got, want, "state at {at}");
             }
         };
@@ -1069,14 +1257,21 @@ mod tests {
         // Wait for the background deletion.
         let deadline = Instant::now() + Duration::from_secs(20);
         while s.physical_state().2 < target {
-            assert!(Instant::now() < deadline, "physical compaction did not finish");
+            assert!(
+                Instant::now() < deadline,
+                "physical compaction did not finish"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let kept: u64 = history
             .values()
             .map(|vs| {
                 let after = vs.iter().filter(|(r, _)| *r > target).count() as u64;
-                let at = vs.iter().rev().find(|(r, _)| *r <= target).is_some_and(|(_, v)| v.is_some());
+                let at = vs
+                    .iter()
+                    .rev()
+                    .find(|(r, _)| *r <= target)
+                    .is_some_and(|(_, v)| v.is_some());
                 after + u64::from(at)
             })
             .sum();
@@ -1085,14 +1280,20 @@ mod tests {
         for at in [target, target + 1, 5000, current] {
             check(s.clone(), at).await;
         }
-        assert!(matches!(s.list("/registry/m/", Some(target - 1)).await, Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            s.list("/registry/m/", Some(target - 1)).await,
+            Err(StoreError::Compacted { .. })
+        ));
         // Every event after the compacted revision replays, with prev values.
         let mut w = s.watch("/registry/m/", target).await.unwrap();
         for rev in target + 1..=current {
             let e = conformance::next_event(&mut w).await;
             assert_eq!(e.revision(), rev);
             if let Event::Delete { prev, .. } = &e {
-                let (_, v, r) = state_at(rev - 1).into_iter().find(|(k, _, _)| k == &prev.key).unwrap();
+                let (_, v, r) = state_at(rev - 1)
+                    .into_iter()
+                    .find(|(k, _, _)| k == &prev.key)
+                    .unwrap();
                 assert_eq!((&prev.value, prev.mod_revision), (&v, r));
             }
         }
@@ -1120,7 +1321,9 @@ mod tests {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..50 {
-                    s.create(&format!("/registry/t{t}/{i}"), vec![0; 100]).await.unwrap();
+                    s.create(&format!("/registry/t{t}/{i}"), vec![0; 100])
+                        .await
+                        .unwrap();
                 }
             }));
         }
