@@ -41,6 +41,10 @@ pub enum RunError {
     Pki(#[from] pki::PkiError),
     #[error("failed to build the TLS configuration")]
     Tls(#[from] tls::TlsError),
+    #[error("bad service ranges")]
+    ServiceRanges(#[from] crate::registry::allocator::AllocatorError),
+    #[error("failed to restore the service allocations")]
+    Services(#[source] storage::StoreError),
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -138,7 +142,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Arc::clone(&config),
         shutdown.clone(),
         SocketAddr::new(advertise, port).to_string(),
-    ));
+    )?);
+    api.restore_service_allocations()
+        .await
+        .map_err(RunError::Services)?;
+    // Building the OpenAPI documents takes a while; do it before the first
+    // `kubectl apply` asks, without holding up readiness.
+    tokio::task::spawn_blocking(crate::openapi::prepare);
     tracing::info!(
         url = %server_url,
         port,

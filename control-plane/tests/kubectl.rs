@@ -477,3 +477,92 @@ fn server_side_apply_upserts_and_explain_reads_openapi() {
         );
     }
 }
+
+fn svc_yaml(name: &str, extra_spec: &str, port: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n{extra_spec}  ports:\n  - port: 80\n{port}"
+    )
+}
+
+/// Runs kubectl with `stdin`, expecting failure; returns stderr.
+fn fails_stdin(s: &Server, args: &[&str], stdin: &str) -> String {
+    let out = s.kubectl_stdin(args, stdin);
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn services_keep_their_cluster_ip_and_node_ports_across_updates_and_restarts() {
+    let mut s = Server::start();
+    let v = s.validate();
+    let get = |s: &Server, name: &str, path: &str| {
+        s.ok(&["get", "svc", name, "-o", &format!("jsonpath={{{path}}}")])
+    };
+    // A file without clusterIP, applied twice: the second apply keeps the IP.
+    let a = svc_yaml("a", "", "");
+    s.ok_stdin(&["apply", v, "-f", "-"], &a);
+    let ip_a = get(&s, "a", ".spec.clusterIP");
+    assert!(ip_a.starts_with("10.43."), "{ip_a}");
+    let out = s.ok_stdin(
+        &["apply", v, "-f", "-"],
+        &a.replace("{app: a}", "{app: a2}"),
+    );
+    assert!(out.contains("service/a configured"), "{out}");
+    assert_eq!(get(&s, "a", ".spec.clusterIP"), ip_a);
+    // A PUT that leaves out clusterIP keeps it too.
+    s.ok_stdin(&["replace", "-f", "-"], &a);
+    assert_eq!(get(&s, "a", ".spec.clusterIP"), ip_a);
+
+    // NodePort services get a port in the node port range, kept on apply.
+    let b = svc_yaml("b", "  type: NodePort\n", "");
+    s.ok_stdin(&["apply", v, "-f", "-"], &b);
+    let np: u16 = get(&s, "b", ".spec.ports[0].nodePort").parse().unwrap();
+    assert!((30000..=32767).contains(&np), "{np}");
+    s.ok_stdin(&["apply", v, "-f", "-"], &b);
+    assert_eq!(get(&s, "b", ".spec.ports[0].nodePort"), np.to_string());
+
+    // Two services asking for the same nodePort: the second is Invalid.
+    let port = format!("    nodePort: {np}\n");
+    let c = svc_yaml("c", "  type: NodePort\n", &port);
+    let err = fails_stdin(&s, &["create", "-f", "-"], &c);
+    assert!(
+        err.contains(&format!(
+            "Service \"c\" is invalid: spec.ports[0].nodePort: Invalid value: {np}: provided port is already allocated"
+        )),
+        "{err}"
+    );
+
+    // After a restart the allocations are remembered: the same IP or port
+    // cannot be taken again, and deleting gives them back.
+    s.restart();
+    let err = fails_stdin(&s, &["create", "-f", "-"], &c);
+    assert!(err.contains("provided port is already allocated"), "{err}");
+    let d = svc_yaml("d", &format!("  clusterIP: {ip_a}\n"), "");
+    let err = fails_stdin(&s, &["create", "-f", "-"], &d);
+    assert!(
+        err.contains(&format!(
+            "failed to allocate IP {ip_a}: provided IP is already allocated"
+        )),
+        "{err}"
+    );
+    let kubernetes = s.ok(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    s.ok_stdin(&["create", "-f", "-"], &svc_yaml("e", "", ""));
+    let ip_e = get(&s, "e", ".spec.clusterIP");
+    assert!(ip_e != ip_a && ip_e != kubernetes, "{ip_e}");
+    s.ok(&["delete", "svc", "a", "b"]);
+    s.ok_stdin(&["create", "-f", "-"], &c);
+    s.ok_stdin(&["create", "-f", "-"], &d);
+    assert_eq!(get(&s, "d", ".spec.clusterIP"), ip_a);
+}

@@ -32,9 +32,10 @@ pub fn to_storage(resource: &ResourceType, obj: Value) -> Value {
     }
 }
 
-/// Converts a stored object into the version a request asked for.
+/// Converts a stored object into the version a request asked for, labelled
+/// with that version's apiVersion and kind.
 pub fn from_storage(resource: &ResourceType, obj: Value) -> Value {
-    if is_new_event(resource)
+    let mut obj = if is_new_event(resource)
         && obj.get("apiVersion").and_then(Value::as_str) != Some("events.k8s.io/v1")
     {
         event_from_core(obj)
@@ -44,7 +45,12 @@ pub fn from_storage(resource: &ResourceType, obj: Value) -> Value {
         hpa_v2_to_v1(obj)
     } else {
         obj
+    };
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(resource.api_version));
+        m.insert("kind".into(), json!(resource.kind));
     }
+    obj
 }
 
 fn rename(from: &mut Map<String, Value>, to: &mut Map<String, Value>, pairs: &[(&str, &str)]) {
@@ -83,6 +89,8 @@ pub fn event_to_core(obj: Value) -> Value {
     out.insert("apiVersion".into(), json!("v1"));
     out.insert("kind".into(), json!("Event"));
     rename(&mut from, &mut out, EVENT_FIELDS);
+    // Not omitempty in core/v1.
+    out.entry("involvedObject").or_insert_with(|| json!({}));
     Value::Object(out)
 }
 
@@ -96,6 +104,8 @@ pub fn event_from_core(obj: Value) -> Value {
     out.insert("kind".into(), json!("Event"));
     let reversed: Vec<(&str, &str)> = EVENT_FIELDS.iter().map(|(a, b)| (*b, *a)).collect();
     rename(&mut from, &mut out, &reversed);
+    // Not omitempty in events.k8s.io/v1.
+    out.entry("eventTime").or_insert(Value::Null);
     Value::Object(out)
 }
 
@@ -289,6 +299,20 @@ mod tests {
             20
         );
         assert_eq!(from_storage(v1, stored), hpa);
+    }
+
+    #[test]
+    fn events_get_their_required_fields() {
+        let ev = find("events.k8s.io", "v1", "events").unwrap();
+        let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "message": "hi"});
+        let served = from_storage(ev, core);
+        assert_eq!(served["eventTime"], Value::Null);
+        assert_eq!(served["note"], "hi");
+        let stored = to_storage(
+            ev,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}),
+        );
+        assert_eq!(stored["involvedObject"], json!({}));
     }
 
     #[test]

@@ -58,10 +58,15 @@ impl std::fmt::Display for Cause {
 /// `Deployment.apps "web" is invalid: spec.replicas: ...`, several causes
 /// in brackets, duplicates dropped.
 pub fn invalid_message(resource: &ResourceType, name: &str, causes: &[Cause]) -> String {
-    let qualified = if resource.group.is_empty() {
-        resource.kind.to_string()
+    invalid_message_of(resource.kind, resource.group, name, causes)
+}
+
+/// `invalid_message` for a kind outside the catalog (`Scale`, `Binding`).
+pub fn invalid_message_of(kind: &str, group: &str, name: &str, causes: &[Cause]) -> String {
+    let qualified = if group.is_empty() {
+        kind.to_string()
     } else {
-        format!("{}.{}", resource.kind, resource.group)
+        format!("{kind}.{group}")
     };
     let mut msgs: Vec<String> = Vec::new();
     for c in causes {

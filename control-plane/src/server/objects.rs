@@ -4,17 +4,15 @@
 
 use serde_json::{Value, json};
 
-use crate::allocator::{self, Allocated};
 use crate::patch::{self, PatchType};
-use crate::registry;
+use crate::registry::{self, allocator, convert};
 use crate::resources::{self, ResourceType};
 use crate::selectors;
 use crate::storage::{KeyValue, Revision, StoreError};
 
-use super::Api;
-use super::convert;
 use super::meta::{self, remove_meta, set_meta, str_at};
 use super::status::{ApiError, qualified};
+use super::{Api, ServiceAllocators};
 
 /// `fieldValidation` of writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -194,13 +192,17 @@ pub fn decode_at(
 ) -> Result<Value, ApiError> {
     let obj: Value = serde_json::from_slice(value)
         .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
-    let mut obj = convert::to_served(resource, obj);
+    let mut obj = convert::from_storage(resource, obj);
     set_meta(&mut obj, "resourceVersion", json!(revision.to_string()));
     Ok(obj)
 }
 
 pub fn decode(resource: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
     decode_at(resource, &kv.value, kv.mod_revision)
+}
+
+fn is_service(r: &ResourceType) -> bool {
+    r.plural == "services" && r.group.is_empty()
 }
 
 fn resource_named(plural: &str) -> Option<&'static ResourceType> {
@@ -345,34 +347,6 @@ impl Api {
         Ok(())
     }
 
-    async fn existing_services(&self) -> Result<Vec<Value>, ApiError> {
-        let Some(svc) = resource_named("services") else {
-            return Ok(Vec::new());
-        };
-        let list = self.cache.list(&meta::prefix(svc, None)).await?;
-        list.items.iter().map(|kv| decode(svc, kv)).collect()
-    }
-
-    async fn allocate_service(&self, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
-        let existing = self.existing_services().await?;
-        let skip = old.map(|o| {
-            (
-                str_at(o, "/metadata/namespace").unwrap_or(""),
-                meta::name(o),
-            )
-        });
-        let taken = Allocated::scan(&existing, skip);
-        let cfg = &self.config;
-        allocator::allocate(
-            obj,
-            old,
-            &taken,
-            cfg.service_cluster_ip_range,
-            cfg.service_node_port_range,
-        )
-        .map_err(|causes| ApiError::invalid("Service", "", meta::name(obj), &causes))
-    }
-
     fn validate(&self, r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
         let mut causes = match old {
             None => registry::validate_create(r, obj),
@@ -454,30 +428,48 @@ impl Api {
         }
         registry::default_object(r, &mut obj);
         self.validate(r, &obj, None)?;
-        let _guard = if r.plural == "services" && r.group.is_empty() {
-            let guard = self.service_lock.lock().await;
+        let mut services = if is_service(r) {
+            let mut alloc = self.services.lock().await;
             // An existing name is AlreadyExists, not a clash of its allocations.
             if self.read(r, ns, &name).await?.is_some() {
                 return Err(ApiError::already_exists(r, &name));
             }
-            self.allocate_service(&mut obj, None).await?;
-            Some(guard)
+            let ServiceAllocators { ips, ports } = &mut *alloc;
+            allocator::allocate_service(ips, ports, &mut obj)
+                .map_err(|causes| ApiError::invalid(r.kind, r.group, &name, &causes))?;
+            Some(alloc)
         } else {
             None
         };
-        if opts.dry_run {
+        let stored = if opts.dry_run {
+            Ok(None)
+        } else {
+            let key = meta::key(r, ns, &name);
+            match encode(r, &obj) {
+                Ok(body) => self
+                    .store
+                    .create(&key, body)
+                    .await
+                    .map(Some)
+                    .map_err(|e| ApiError::from_store(e, r, &name)),
+                Err(e) => Err(e),
+            }
+        };
+        // Nothing stored (dry run, failure): give the allocations back.
+        if let Some(alloc) = services.as_mut()
+            && !matches!(stored, Ok(Some(_)))
+        {
+            let ServiceAllocators { ips, ports } = &mut **alloc;
+            allocator::release_service(ips, ports, &obj);
+        }
+        drop(services);
+        let Some(rev) = stored? else {
             return Ok(Written {
                 object: obj,
                 created: true,
                 warnings,
             });
-        }
-        let key = meta::key(r, ns, &name);
-        let rev = self
-            .store
-            .create(&key, encode(r, &obj)?)
-            .await
-            .map_err(|e| ApiError::from_store(e, r, &name))?;
+        };
         set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
         tracing::debug!(resource = r.plural, namespace = ns.unwrap_or(""), name = %name, rev, "created");
         Ok(Written {
@@ -595,15 +587,9 @@ impl Api {
                 None => remove_meta(&mut new, f),
             }
         }
-        let _guard = if mode == UpdateMode::Main && r.plural == "services" && r.group.is_empty() {
-            let guard = self.service_lock.lock().await;
-            self.allocate_service(&mut new, Some(&old)).await?;
-            Some(guard)
-        } else {
-            None
-        };
         registry::default_object(r, &mut new);
         if mode != UpdateMode::Finalize {
+            registry::prepare_update(r, &mut new, &old);
             self.validate(r, &new, Some(&old))?;
         }
         let generation = old
@@ -616,12 +602,45 @@ impl Api {
             generation
         };
         set_meta(&mut new, "generation", json!(generation));
-        self.commit_update(r, &meta::key(r, ns, name), &old, old_rev, new, dry_run)
-            .await
+        let key = meta::key(r, ns, name);
+        if !is_service(r) {
+            return Ok(self
+                .commit_update(r, &key, &old, old_rev, new, dry_run)
+                .await?
+                .0);
+        }
+        let mut alloc = self.services.lock().await;
+        let ServiceAllocators { ips, ports } = &mut *alloc;
+        if mode == UpdateMode::Main {
+            allocator::update_service_allocations(ips, ports, &mut new, Some(&old))
+                .map_err(|causes| ApiError::invalid(r.kind, r.group, name, &causes))?;
+        }
+        let result = self
+            .commit_update(r, &key, &old, old_rev, new.clone(), dry_run)
+            .await;
+        match &result {
+            Ok((_, true)) if !dry_run => allocator::release_service(ips, ports, &new),
+            Ok(_) if !dry_run => {}
+            _ if mode == UpdateMode::Main => {
+                // Not stored: undo the transition, under the same lock.
+                let mut back = old.clone();
+                if let Err(causes) =
+                    allocator::update_service_allocations(ips, ports, &mut back, Some(&new))
+                {
+                    tracing::warn!(
+                        service = name,
+                        ?causes,
+                        "could not undo a service allocation"
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(result?.0)
     }
 
     /// Writes `new` over `old`; completes a pending delete once the last
-    /// finalizer is gone; skips the write when nothing changed.
+    /// finalizer is gone (then `true`); skips the write when nothing changed.
     async fn commit_update(
         &self,
         r: &ResourceType,
@@ -630,7 +649,7 @@ impl Api {
         old_rev: Revision,
         mut new: Value,
         dry_run: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<(Value, bool), ApiError> {
         let name = meta::name(old).to_string();
         let spec_finalizers_left = new
             .pointer("/spec/finalizers")
@@ -650,7 +669,7 @@ impl Api {
             && !graceful_pod
         {
             if dry_run {
-                return Ok(new);
+                return Ok((new, true));
             }
             let (rev, _) = self
                 .store
@@ -659,10 +678,10 @@ impl Api {
                 .map_err(|e| ApiError::from_store(e, r, &name))?;
             set_meta(&mut new, "resourceVersion", json!(rev.to_string()));
             tracing::debug!(key, rev, "deleted after its last finalizer");
-            return Ok(new);
+            return Ok((new, true));
         }
         if meta::same_object(old, &new) || dry_run {
-            return Ok(if dry_run { new } else { old.clone() });
+            return Ok((if dry_run { new } else { old.clone() }, false));
         }
         let rev = self
             .store
@@ -670,7 +689,7 @@ impl Api {
             .await
             .map_err(|e| ApiError::from_store(e, r, &name))?;
         set_meta(&mut new, "resourceVersion", json!(rev.to_string()));
-        Ok(new)
+        Ok((new, false))
     }
 
     /// Patches an object or its `status`; server-side apply upserts.
@@ -818,9 +837,18 @@ impl Api {
             if opts.dry_run {
                 return Ok((obj, true));
             }
+            let mut services = if is_service(r) {
+                Some(self.services.lock().await)
+            } else {
+                None
+            };
             match self.store.delete(&key, Some(rev)).await {
                 Ok(_) => {
                     tracing::debug!(key = %key, "deleted");
+                    if let Some(alloc) = services.as_mut() {
+                        let ServiceAllocators { ips, ports } = &mut **alloc;
+                        allocator::release_service(ips, ports, &obj);
+                    }
                     return Ok((obj, true));
                 }
                 Err(StoreError::Conflict { .. }) => continue,

@@ -95,30 +95,17 @@ impl ApiError {
 
     /// 422 with field causes: `Pod "x" is invalid: spec...: Required value`.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: &[Cause]) -> Self {
-        let summary = if causes.len() == 1 {
-            format!("{}: {}", causes[0].field, causes[0].message)
-        } else {
-            let parts: Vec<String> = causes
-                .iter()
-                .map(|c| format!("{}: {}", c.field, c.message))
-                .collect();
-            format!("[{}]", parts.join(", "))
-        };
+        // A full allocator is the server's failure, not the object's.
+        if let Some(c) = causes.iter().find(|c| c.reason == "InternalError") {
+            return Self::internal(c.message.clone());
+        }
+        let message = crate::registry::invalid_message_of(kind, group, name, causes);
         let causes: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
             .collect();
-        let qualified_kind = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        Self::new(
-            422,
-            "Invalid",
-            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
-        )
-        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+        Self::new(422, "Invalid", message)
+            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

@@ -166,7 +166,7 @@ impl Api {
             {
                 return;
             }
-            let mut stream = match start_cache_watch(&api, prefix, start).await {
+            let mut stream = match api.cache.watch(&prefix, start).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx.send(error_line(&watch_error(e))).await;
@@ -221,20 +221,6 @@ impl Api {
         });
         Ok(rx)
     }
-}
-
-/// Starts a watch-cache watch. `WatchCache::watch`'s future is not `Send`
-/// (it holds a lock guard across an await), so it runs on a blocking thread.
-async fn start_cache_watch(
-    api: &Arc<Api>,
-    prefix: String,
-    start: Revision,
-) -> Result<crate::storage::WatchStream, StoreError> {
-    let cache = Arc::clone(&api.cache);
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(cache.watch(&prefix, start)))
-        .await
-        .map_err(|e| StoreError::Io(e.to_string()))?
 }
 
 fn watch_error(e: StoreError) -> ApiError {
