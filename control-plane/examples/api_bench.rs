@@ -1,9 +1,10 @@
 //! Object creates per second through the HTTP API: N ConfigMaps created by C
-//! concurrent kube-rs clients against a running server (hack/bench runs it).
+//! concurrent requests of one kube-rs client against a running server
+//! (hack/bench runs it).
 //!
 //! usage: api_bench KUBECONFIG N CONCURRENCY [NAMESPACE]
 
-use std::time::{Duration, Instant};
+mod harness;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -25,49 +26,25 @@ async fn main() -> anyhow::Result<()> {
         &kube::config::KubeConfigOptions::default(),
     )
     .await?;
-    let client = kube::Client::try_from(config)?;
-    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config)?, &namespace);
     let run = format!("bench-{}", std::process::id());
 
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for worker in 0..concurrency {
+    let result = harness::run_load(total, concurrency, move |i| {
         let api = api.clone();
-        let run = run.clone();
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = worker;
-            while i < total {
-                let cm = ConfigMap {
-                    metadata: ObjectMeta {
-                        name: Some(format!("{run}-{i}")),
-                        ..Default::default()
-                    },
-                    data: Some([("key".to_string(), "value".repeat(16))].into()),
-                    ..Default::default()
-                };
-                let t = Instant::now();
-                api.create(&PostParams::default(), &cm).await?;
-                latencies.push(t.elapsed());
-                i += concurrency;
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies: Vec<Duration> = Vec::with_capacity(total);
-    for w in workers {
-        latencies.extend(w.await??);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
-    println!(
-        "r8s-server creates: n={} concurrency={} rate={:.0}/s p50={:.2}ms p99={:.2}ms",
-        latencies.len(),
-        concurrency,
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-    );
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("{run}-{i}")),
+                ..Default::default()
+            },
+            data: Some([("key".to_string(), "value".repeat(16))].into()),
+            ..Default::default()
+        };
+        async move {
+            api.create(&PostParams::default(), &cm).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    println!("r8s-server creates: {}", result.summary(concurrency));
     Ok(())
 }

@@ -175,8 +175,10 @@ async fn pod_lifecycle_logs_exec_exit_code_and_cleanup() {
     assert_eq!(status.state, proto::ContainerState::ContainerRunning as i32);
     assert!(status.started_at > 0);
     let log = env.logs().join("web/server/0.log");
-    let text = env.wait_for_file_text(&log, "stderr F oops").await;
-    assert!(text.contains(" stdout F hello\n"), "{text}");
+    // stdout and stderr are copied by separate tasks: wait for each line.
+    env.wait_for_file_text(&log, "stderr F oops").await;
+    let text = env.wait_for_file_text(&log, " stdout F hello\n").await;
+    assert!(text.contains("stderr F oops\n"), "{text}");
 
     let out = env.exec(&server, &["hostname"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web");
