@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::server::{Api, listener};
 use crate::storage::Store;
 use crate::watch_cache::WatchCache;
-use crate::{bootstrap, pki, storage, tls};
+use crate::{bootstrap, controllers, pki, storage, tls};
 
 /// How often store history is compacted.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
@@ -72,6 +72,25 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
         .await
         .map_err(RunError::Store)?;
     Ok(Arc::new(store))
+}
+
+/// Starts the scheduler and controllers as clients of this server.
+async fn start_controllers(
+    pki: &pki::Pki,
+    server_url: &str,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    match controllers::loopback_client(pki, server_url).await {
+        Ok(client) => controllers::spawn_all(&controllers::ControllerContext {
+            client,
+            config,
+            shutdown,
+        }),
+        Err(err) => {
+            tracing::error!(%err, "cannot build the loopback client; controllers are not running")
+        }
+    }
 }
 
 /// Runs the server until `shutdown` is cancelled.
@@ -157,12 +176,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
     let bootstrap_api = Arc::clone(&api);
     let bootstrap_shutdown = shutdown.clone();
+    let bootstrap_pki = pki.clone();
+    let bootstrap_url = server_url.clone();
+    let bootstrap_config = Arc::clone(&config);
     tokio::spawn(async move {
         loop {
             match bootstrap::run(&bootstrap_api, advertise, port).await {
                 Ok(()) => {
                     bootstrap_api.ready.store(true, Ordering::SeqCst);
                     tracing::info!("bootstrap objects are in place; ready");
+                    start_controllers(
+                        &bootstrap_pki,
+                        &bootstrap_url,
+                        bootstrap_config,
+                        bootstrap_shutdown,
+                    )
+                    .await;
                     return;
                 }
                 Err(err) => tracing::warn!(%err, "bootstrap failed; retrying"),

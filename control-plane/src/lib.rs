@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod controllers;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;

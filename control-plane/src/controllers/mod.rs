@@ -1,0 +1,49 @@
+//! The scheduler and controllers of r8s-server. They run in the server
+//! process but only as clients of its API (kube-rs watchers, reflectors and
+//! controllers over a loopback HTTPS connection), exactly like
+//! kube-scheduler and kube-controller-manager would; each lives in its own
+//! module and is started by `spawn_all` once the server is ready.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pki::Pki;
+
+/// Why the loopback client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("failed to read the loopback kubeconfig")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("failed to build the loopback client")]
+    Client(#[from] kube::Error),
+}
+
+/// What every controller gets.
+#[derive(Clone)]
+pub struct ControllerContext {
+    /// A client of this server's own API.
+    pub client: kube::Client,
+    pub config: Arc<Config>,
+    /// Cancelled when the server stops.
+    pub shutdown: CancellationToken,
+}
+
+/// A client of this server at `server_url` authenticating with the admin
+/// (system:masters) certificate.
+pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client, ClientError> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&crate::pki::kubeconfig(pki, server_url))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Starts every controller as a task of its own; they stop when
+/// `ctx.shutdown` is cancelled.
+pub fn spawn_all(ctx: &ControllerContext) {
+    let _ = ctx;
+}
