@@ -51,3 +51,43 @@ ensure_rust() {
     fi
   fi
 }
+
+# The local image registry of a hack/up cluster: Debian's docker-registry on
+# loopback (plain HTTP, which r8s-cri uses for loopback registries), holding
+# the test images hack/images/build makes from Debian packages.
+R8S_REGISTRY="${R8S_REGISTRY:-127.0.0.1:5000}"
+REGISTRY_PIDFILE=/run/r8s/registry.pid
+
+start_local_registry() {
+  mkdir -p /run/r8s /var/lib/r8s/registry /etc/r8s
+  if [ -f "$REGISTRY_PIDFILE" ] && kill -0 "$(cat "$REGISTRY_PIDFILE")" 2>/dev/null; then
+    log "local registry already running on $R8S_REGISTRY"
+  else
+    cat >/etc/r8s/registry.yml <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/r8s/registry
+http:
+  addr: $R8S_REGISTRY
+YAML
+    nohup /usr/bin/docker-registry serve /etc/r8s/registry.yml >>/var/log/r8s-registry.log 2>&1 &
+    echo $! >"$REGISTRY_PIDFILE"
+    for _ in $(seq 100); do
+      curl -fsS "http://$R8S_REGISTRY/v2/" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    log "local registry on $R8S_REGISTRY (log: /var/log/r8s-registry.log)"
+  fi
+  "$R8S_ROOT/hack/images/build" /var/cache/r8s/images "$R8S_REGISTRY"
+}
+
+stop_local_registry() {
+  if [ -f "$REGISTRY_PIDFILE" ] && kill -0 "$(cat "$REGISTRY_PIDFILE")" 2>/dev/null; then
+    kill "$(cat "$REGISTRY_PIDFILE")"
+    log "local registry stopped"
+  fi
+  rm -f "$REGISTRY_PIDFILE"
+}
