@@ -24,7 +24,6 @@ pub mod meta;
 pub mod namespace;
 pub mod networking;
 pub mod pod;
-pub mod quantity;
 pub mod rbac;
 pub mod scaling;
 pub mod service;

@@ -15,7 +15,7 @@ use super::meta::{
     inclusive_range_error, is_dns1123_label, is_dns1123_subdomain, is_valid_port_name,
     is_valid_port_num, validate_annotations, validate_labels,
 };
-use super::quantity::{QUANTITY_FORMAT_ERROR, parse_quantity};
+use agent::quantity::ParsedQuantity;
 
 const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 const SUPPORTED_PROTOCOLS: [&str; 3] = ["SCTP", "TCP", "UDP"];
@@ -496,26 +496,27 @@ fn validate_resources(c: &Value, path: &FieldPath) -> Vec<Cause> {
         .pointer("/resources/requests")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    let mut check = |kind: &str, map: &Map<String, Value>| -> Vec<(String, f64, String)> {
-        let mut out = Vec::new();
-        for (name, q) in map {
-            let p = res.child(kind).key(name);
-            let raw = match q {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            match parse_quantity(&raw) {
-                None => errs.push(field::invalid(&p, raw.as_str(), QUANTITY_FORMAT_ERROR)),
-                Some(v) if v < 0.0 => errs.push(field::invalid(
-                    &p,
-                    raw.as_str(),
-                    "must be greater than or equal to 0",
-                )),
-                Some(v) => out.push((name.clone(), v, raw)),
+    let mut check =
+        |kind: &str, map: &Map<String, Value>| -> Vec<(String, ParsedQuantity, String)> {
+            let mut out = Vec::new();
+            for (name, q) in map {
+                let p = res.child(kind).key(name);
+                let raw = match q {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                match ParsedQuantity::parse(&raw) {
+                    Err(err) => errs.push(field::invalid(&p, raw.as_str(), &err.to_string())),
+                    Ok(v) if v.is_negative() => errs.push(field::invalid(
+                        &p,
+                        raw.as_str(),
+                        "must be greater than or equal to 0",
+                    )),
+                    Ok(v) => out.push((name.clone(), v, raw)),
+                }
             }
-        }
-        out
-    };
+            out
+        };
     let limits = check("limits", limits);
     let requests = check("requests", requests);
     for (name, req, raw) in &requests {
