@@ -5,6 +5,8 @@
 //! module and is started by `spawn_all` once the server is ready.
 
 pub mod leader;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -49,4 +51,6 @@ pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client
 /// `ctx.shutdown` is cancelled.
 pub fn spawn_all(ctx: &ControllerContext) {
     scheduler::spawn(ctx);
+    nodeipam::spawn(ctx);
+    nodelifecycle::spawn(ctx);
 }
