@@ -4,6 +4,7 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
+pub mod daemonset;
 pub mod leader;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -53,4 +54,5 @@ pub fn spawn_all(ctx: &ControllerContext) {
     scheduler::spawn(ctx);
     nodeipam::spawn(ctx);
     nodelifecycle::spawn(ctx);
+    daemonset::spawn(ctx);
 }

@@ -183,7 +183,12 @@ pub fn eviction_delay(pod: &Pod, taints: &[Taint], now: Timestamp) -> Option<Dur
     deadline
 }
 
-fn start_reflector<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+/// A reflector store of `api`'s objects kept current by a task; `changed`
+/// is notified on every watch event.
+pub(super) fn start_reflector<K>(
+    api: Api<K>,
+    changed: Option<Arc<tokio::sync::Notify>>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -196,7 +201,12 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
         .default_backoff()
-        .for_each(|_| std::future::ready(()));
+        .for_each(move |_| {
+            if let Some(n) = changed.as_ref() {
+                n.notify_one();
+            }
+            std::future::ready(())
+        });
     (reader, tokio::spawn(stream))
 }
 
@@ -236,12 +246,12 @@ fn heartbeat(node: &Node, lease: Option<&Arc<Lease>>) -> String {
 
 async fn run(ctx: ControllerContext, token: CancellationToken) {
     let client = ctx.client.clone();
-    let (nodes, h1) = start_reflector(Api::<Node>::all(client.clone()));
+    let (nodes, h1) = start_reflector(Api::<Node>::all(client.clone()), None);
     let (leases, h2) = start_reflector(Api::<Lease>::namespaced(
         client.clone(),
         NODE_LEASE_NAMESPACE,
-    ));
-    let (pods, h3) = start_reflector(Api::<Pod>::all(client.clone()));
+    ), None);
+    let (pods, h3) = start_reflector(Api::<Pod>::all(client.clone()), None);
     let handles = [h1, h2, h3];
     let ready = async {
         let _ = nodes.wait_until_ready().await;
