@@ -16,7 +16,7 @@ use common::{client_for, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 /// An r8s-server with extra flags (no in-process agent), killed on drop.
@@ -41,7 +41,7 @@ impl TestServer {
             .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
             .args(["--disable-agent", "--secure-port", &port.to_string()])
             .args(extra)
-            .env("R8S_LOG_LEVEL", "info,control_plane=debug")
+            .env("R8S_LOG_LEVEL", "info,control_plane::controllers=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -198,11 +198,21 @@ impl SimulatedKubelet {
                     for pod in pods.items {
                         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
                         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                        if node.is_empty() || running || !names.contains(&node) || stopped.contains(&node) {
+                        if node.is_empty() || !names.contains(&node) || stopped.contains(&node) {
                             continue;
                         }
                         let ns = pod.metadata.namespace.clone().unwrap_or_default();
                         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                        if pod.metadata.deletion_timestamp.is_some() {
+                            // The containers are gone: confirm the deletion.
+                            let _ = api
+                                .delete(pod.metadata.name.as_deref().unwrap_or(""), &DeleteParams::default().grace_period(0))
+                                .await;
+                            continue;
+                        }
+                        if running {
+                            continue;
+                        }
                         let now = k8s_openapi::jiff::Timestamp::now().to_string();
                         let status = json!({"status": {"phase": "Running", "startTime": now, "conditions": [
                             {"type": "Ready", "status": "True", "lastTransitionTime": now},
@@ -281,7 +291,9 @@ spec: {containers: [{name: c, image: busybox, resources: {requests: {cpu: 500m}}
 apiVersion: v1
 kind: Pod
 metadata: {name: huge}
-spec: {containers: [{name: c, image: busybox, resources: {requests: {cpu: "100"}}}]}
+spec:
+  tolerations: [{key: dedicated, operator: Exists}]
+  containers: [{name: c, image: busybox, resources: {requests: {cpu: "100"}}}]
 ---
 apiVersion: v1
 kind: Pod

@@ -4,7 +4,9 @@
 //! work runs only while this process holds the lease, so several
 //! r8s-server replicas on one etcd never run two schedulers.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -12,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ControllerContext;
@@ -145,23 +148,34 @@ async fn release(api: &Api<Lease>, name: &str, id: &str) {
     }
 }
 
-/// Runs `work` while this process holds lease `name` (always, when
-/// `--leader-elect=false`). `work` gets a token cancelled when leadership
-/// is lost or the server stops; it is started again on re-acquisition.
-pub async fn run_when_leader<F, Fut>(ctx: ControllerContext, name: &'static str, work: F)
-where
-    F: Fn(CancellationToken) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    if !ctx.config.leader_elect {
-        work(ctx.shutdown.child_token()).await;
-        return;
+type GateKey = (&'static str, usize);
+
+/// One election per lease and server: every controller sharing a lease
+/// watches the same gate.
+static GATES: OnceLock<Mutex<HashMap<GateKey, watch::Receiver<bool>>>> = OnceLock::new();
+
+/// Whether this process leads lease `name`, as a watch; starts the
+/// election on first use.
+pub fn leader_gate(ctx: &ControllerContext, name: &'static str) -> watch::Receiver<bool> {
+    let key = (name, Arc::as_ptr(&ctx.config) as usize);
+    let gates = GATES.get_or_init(Mutex::default);
+    let mut gates = gates.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rx) = gates.get(&key) {
+        return rx.clone();
     }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(elect(ctx.clone(), name, tx));
+    gates.insert(key, rx.clone());
+    rx
+}
+
+/// The election loop: acquire, renew until the renew deadline passes
+/// without success, publish leadership on `leading`.
+async fn elect(ctx: ControllerContext, name: &'static str, leading: watch::Sender<bool>) {
     let timing = Timing::default();
     let api: Api<Lease> = Api::namespaced(ctx.client.clone(), LEASE_NAMESPACE);
     let id = identity();
     loop {
-        // Acquire.
         loop {
             match try_acquire_or_renew(&api, name, &id, timing).await {
                 Ok(true) => break,
@@ -174,9 +188,7 @@ where
             }
         }
         tracing::info!(lease = name, identity = %id, "became leader");
-        let token = ctx.shutdown.child_token();
-        let task = tokio::spawn(work(token.clone()));
-        // Renew until the renew deadline passes without success.
+        let _ = leading.send(true);
         let mut last_renew = tokio::time::Instant::now();
         let stopping = loop {
             tokio::select! {
@@ -194,13 +206,44 @@ where
                 }
             }
         };
-        token.cancel();
-        let _ = task.await;
+        let _ = leading.send(false);
         if stopping {
             release(&api, name, &id).await;
             return;
         }
         tracing::warn!(lease = name, "lost leadership");
+    }
+}
+
+/// Runs `work` while this process holds lease `name` (always, when
+/// `--leader-elect=false`). `work` gets a token cancelled when leadership
+/// is lost or the server stops; it is started again on re-acquisition.
+pub async fn run_when_leader<F, Fut>(ctx: ControllerContext, name: &'static str, work: F)
+where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if !ctx.config.leader_elect {
+        work(ctx.shutdown.child_token()).await;
+        return;
+    }
+    let mut gate = leader_gate(&ctx, name);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            r = gate.wait_for(|leading| *leading) => if r.is_err() { return },
+        }
+        let token = ctx.shutdown.child_token();
+        let task = tokio::spawn(work(token.clone()));
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => {}
+            _ = gate.wait_for(|leading| !*leading) => {}
+        }
+        token.cancel();
+        let _ = task.await;
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
     }
 }
 
