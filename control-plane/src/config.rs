@@ -262,7 +262,12 @@ impl ServerFlags {
             disable_agent: self.disable_agent,
             leader_elect: self.leader_elect,
             node_monitor_grace_period: parse_duration(&self.node_monitor_grace_period).ok_or_else(
-                || ConfigError::Duration("node-monitor-grace-period", self.node_monitor_grace_period.clone()),
+                || {
+                    ConfigError::Duration(
+                        "node-monitor-grace-period",
+                        self.node_monitor_grace_period.clone(),
+                    )
+                },
             )?,
             node_monitor_period: parse_duration(&self.node_monitor_period).ok_or_else(|| {
                 ConfigError::Duration("node-monitor-period", self.node_monitor_period.clone())
@@ -299,7 +304,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
             .unwrap_or(rest.len());
         let value: f64 = rest[..end].parse().ok()?;
         rest = &rest[end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,

@@ -38,7 +38,12 @@ impl TestServer {
             .arg(dir.path().join("data"))
             .arg("--write-kubeconfig")
             .arg(dir.path().join("kubeconfig.yaml"))
-            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .args(["--disable-agent", "--secure-port", &port.to_string()])
             .args(extra)
             .env("R8S_LOG_LEVEL", "info,control_plane::controllers=debug")
@@ -136,8 +141,10 @@ struct SimulatedKubelet {
 }
 
 fn node_object(name: &str, labels: &BTreeMap<&str, &str>, taints: Value) -> Node {
-    let mut all: BTreeMap<String, String> =
-        labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut all: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     all.insert("kubernetes.io/hostname".into(), name.into());
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     serde_json::from_value(json!({
@@ -167,7 +174,11 @@ impl SimulatedKubelet {
                 .expect("create node");
             // Status is ignored on create, as upstream: post it like a kubelet.
             node_api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": status})),
+                )
                 .await
                 .expect("node status");
             let lease: Lease = serde_json::from_value(json!({
@@ -191,13 +202,22 @@ impl SimulatedKubelet {
                 for name in names.iter().filter(|n| !stopped.contains(*n)) {
                     let now = k8s_openapi::jiff::Timestamp::now().to_string();
                     let _ = lease_api
-                        .patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"renewTime": now}})))
+                        .patch(
+                            name,
+                            &PatchParams::default(),
+                            &Patch::Merge(&json!({"spec": {"renewTime": now}})),
+                        )
                         .await;
                 }
                 if let Ok(pods) = pod_api.list(&ListParams::default()).await {
                     for pod in pods.items {
-                        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-                        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                        let node = pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.clone())
+                            .unwrap_or_default();
+                        let running =
+                            pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
                         if node.is_empty() || !names.contains(&node) || stopped.contains(&node) {
                             continue;
                         }
@@ -206,7 +226,10 @@ impl SimulatedKubelet {
                         if pod.metadata.deletion_timestamp.is_some() {
                             // The containers are gone: confirm the deletion.
                             let _ = api
-                                .delete(pod.metadata.name.as_deref().unwrap_or(""), &DeleteParams::default().grace_period(0))
+                                .delete(
+                                    pod.metadata.name.as_deref().unwrap_or(""),
+                                    &DeleteParams::default().grace_period(0),
+                                )
                                 .await;
                             continue;
                         }
@@ -219,7 +242,11 @@ impl SimulatedKubelet {
                             {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
                             {"type": "Initialized", "status": "True", "lastTransitionTime": now}]}});
                         let _ = api
-                            .patch_status(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Strategic(&status))
+                            .patch_status(
+                                pod.metadata.name.as_deref().unwrap_or(""),
+                                &PatchParams::default(),
+                                &Patch::Strategic(&status),
+                            )
                             .await;
                     }
                 }
@@ -263,7 +290,11 @@ fn three_nodes() -> Vec<Node> {
     vec![
         node_object("node-a", &BTreeMap::from([("disk", "ssd")]), json!([])),
         node_object("node-b", &none, json!([])),
-        node_object("node-c", &none, json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}])),
+        node_object(
+            "node-c",
+            &none,
+            json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]),
+        ),
     ]
 }
 
@@ -406,9 +437,23 @@ async fn daemonset_runs_on_every_node_and_rolls_out() {
 
         s.apply(&DAEMONSET.replace("busybox:1", "busybox:2"));
         s.ok(&["rollout", "status", "ds/agent", "--timeout=90s"]);
-        let images = s.ok(&["get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+        let images = s.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ]);
         wait_for(30, "old pods gone", || {
-            let images = s.ok(&["get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+            let images = s.ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=agent",
+                "-o",
+                "jsonpath={.items[*].spec.containers[0].image}",
+            ]);
             images.split_whitespace().all(|i| i == "busybox:2")
         });
         drop(images);
@@ -428,7 +473,10 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
     let none = BTreeMap::new();
     let kubelet = SimulatedKubelet::start(
         client.clone(),
-        vec![node_object("node-a", &none, json!([])), node_object("node-b", &none, json!([]))],
+        vec![
+            node_object("node-a", &none, json!([])),
+            node_object("node-b", &none, json!([])),
+        ],
     )
     .await;
     let s = server.clone();
@@ -451,22 +499,52 @@ spec:
     let s = server.clone();
     blocking(move || {
         wait_for(60, "node-b Ready Unknown", || {
-            s.ok(&["get", "node", "node-b", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]) == "Unknown"
+            s.ok(&[
+                "get",
+                "node",
+                "node-b",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]) == "Unknown"
         });
-        let reason = s.ok(&["get", "node", "node-b", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}"]);
+        let reason = s.ok(&[
+            "get",
+            "node",
+            "node-b",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
+        ]);
         assert_eq!(reason, "Kubelet stopped posting node status.");
         wait_for(30, "unreachable taint", || {
-            s.ok(&["get", "node", "node-b", "-o", "jsonpath={.spec.taints[*].key}"])
-                .contains("node.kubernetes.io/unreachable")
+            s.ok(&[
+                "get",
+                "node",
+                "node-b",
+                "-o",
+                "jsonpath={.spec.taints[*].key}",
+            ])
+            .contains("node.kubernetes.io/unreachable")
         });
         // node-a keeps its heartbeat and stays Ready.
         assert_eq!(
-            s.ok(&["get", "node", "node-a", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]),
+            s.ok(&[
+                "get",
+                "node",
+                "node-a",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"
+            ]),
             "True"
         );
         // Deleted (it stays terminating while its node is unreachable).
         wait_for(60, "pod evicted", || {
-            let out = s.kubectl(&["get", "pod", "short-lived", "-o", "jsonpath={.metadata.deletionTimestamp}"]);
+            let out = s.kubectl(&[
+                "get",
+                "pod",
+                "short-lived",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ]);
             !out.status.success() || !out.stdout.is_empty()
         });
     })

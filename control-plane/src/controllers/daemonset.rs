@@ -85,7 +85,10 @@ pub fn template_pod(ds: &DaemonSet) -> Pod {
     let host_network = spec.host_network == Some(true);
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
     for t in daemon_tolerations(host_network) {
-        if !tolerations.iter().any(|e| e.key == t.key && e.effect == t.effect) {
+        if !tolerations
+            .iter()
+            .any(|e| e.key == t.key && e.effect == t.effect)
+        {
             tolerations.push(t);
         }
     }
@@ -180,7 +183,9 @@ pub fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
     labels.insert(TEMPLATE_GENERATION_LABEL.into(), generation.to_string());
     if let Some(spec) = pod.spec.as_mut() {
         let affinity = spec.affinity.get_or_insert_with(Default::default);
-        let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+        let node_affinity = affinity
+            .node_affinity
+            .get_or_insert_with(NodeAffinity::default);
         node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
             node_selector_terms: vec![NodeSelectorTerm {
                 match_expressions: None,
@@ -295,10 +300,15 @@ pub fn plan(ds: &DaemonSet, hash: &str, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) 
         // Keep the oldest pod; delete duplicates.
         node_pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
         for extra in &node_pods[1..] {
-            out.delete.push(extra.metadata.name.clone().unwrap_or_default());
+            out.delete
+                .push(extra.metadata.name.clone().unwrap_or_default());
         }
         let pod = node_pods[0];
-        let is_new = pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL))
+        let is_new = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(REVISION_HASH_LABEL))
             == Some(&hash.to_string());
         let pod_ready = is_ready(pod) && pod.metadata.deletion_timestamp.is_none();
         if pod_ready {
@@ -313,7 +323,8 @@ pub fn plan(ds: &DaemonSet, hash: &str, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) 
                 old_ready.push(pod);
             } else {
                 // An old pod that is not available anyway goes at once.
-                out.delete.push(pod.metadata.name.clone().unwrap_or_default());
+                out.delete
+                    .push(pod.metadata.name.clone().unwrap_or_default());
             }
         }
     }
@@ -327,7 +338,10 @@ pub fn plan(ds: &DaemonSet, hash: &str, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) 
     }
     let budget = (max_unavailable(ds, desired) - unavailable).max(0);
     old_ready.sort_by_key(|p| p.metadata.name.clone());
-    for p in old_ready.into_iter().take(usize::try_from(budget).unwrap_or(0)) {
+    for p in old_ready
+        .into_iter()
+        .take(usize::try_from(budget).unwrap_or(0))
+    {
         out.delete.push(p.metadata.name.clone().unwrap_or_default());
     }
     let to_i32 = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
@@ -365,16 +379,27 @@ async fn ensure_revision(
         .filter(|r| controlled_by(&r.metadata, &uid))
         .collect();
     let max = owned.iter().map(|r| r.revision).max().unwrap_or(0);
-    if let Some(existing) = owned.iter().find(|r| r.metadata.name.as_deref() == Some(&revision_name)) {
+    if let Some(existing) = owned
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(&revision_name))
+    {
         if existing.revision != max {
             // Rolled back to an older template: it becomes the newest revision.
             let patch = json!({"revision": max + 1});
-            api.patch(&revision_name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            api.patch(
+                &revision_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         }
         return Ok(());
     }
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let mut template = serde_json::to_value(&template)?;
     template["$patch"] = json!("replace");
     let mut labels: BTreeMap<String, String> = ds
@@ -413,7 +438,11 @@ async fn sync(
     }
     let ns = ds.metadata.namespace.clone().unwrap_or_default();
     let uid = ds.metadata.uid.clone().unwrap_or_default();
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let hash = template_hash(&template)?;
     ensure_revision(client, ds, &hash).await?;
     let pods = all_pods.state_filter(|p| {
@@ -431,7 +460,9 @@ async fn sync(
             Ok(_) => {
                 expect.creating.insert(key, Instant::now());
             }
-            Err(err) => tracing::warn!(daemonset = ?ds.metadata.name, node, %err, "failed to create daemon pod"),
+            Err(err) => {
+                tracing::warn!(daemonset = ?ds.metadata.name, node, %err, "failed to create daemon pod")
+            }
         }
     }
     // Pods that showed up satisfy their creation expectation.
@@ -549,8 +580,14 @@ mod tests {
         let d = ds();
         let nodes = vec![
             node("n1", json!({})),
-            node("n2", json!({"spec": {"taints": [{"key": "dedicated", "effect": "NoSchedule"}]}})),
-            node("n3", json!({"spec": {"unschedulable": true, "taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}})),
+            node(
+                "n2",
+                json!({"spec": {"taints": [{"key": "dedicated", "effect": "NoSchedule"}]}}),
+            ),
+            node(
+                "n3",
+                json!({"spec": {"unschedulable": true, "taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}}),
+            ),
         ];
         let p = plan(&d, "h1", &nodes, &[]);
         assert_eq!(p.create_on, vec!["n1", "n3"]);
@@ -566,14 +603,20 @@ mod tests {
         assert_eq!(tolerations.len(), 6);
         let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.controller, Some(true));
-        assert_eq!(p.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL], "h1");
+        assert_eq!(
+            p.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL],
+            "h1"
+        );
     }
 
     #[test]
     fn rolling_update_replaces_one_ready_pod_at_a_time() {
         let d = ds();
         let nodes = vec![node("n1", json!({})), node("n2", json!({}))];
-        let pods = vec![daemon_pod(&d, "n1", "old", true), daemon_pod(&d, "n2", "old", true)];
+        let pods = vec![
+            daemon_pod(&d, "n1", "old", true),
+            daemon_pod(&d, "n2", "old", true),
+        ];
         let p = plan(&d, "new", &nodes, &pods);
         assert_eq!(p.delete, vec!["agent-n1"]);
         assert_eq!(p.status.updated_number_scheduled, Some(0));
@@ -584,7 +627,10 @@ mod tests {
     fn status_counts_match_upstream() {
         let d = ds();
         let nodes = vec![node("n1", json!({})), node("n2", json!({}))];
-        let pods = vec![daemon_pod(&d, "n1", "h", true), daemon_pod(&d, "n2", "h", false)];
+        let pods = vec![
+            daemon_pod(&d, "n1", "h", true),
+            daemon_pod(&d, "n2", "h", false),
+        ];
         let p = plan(&d, "h", &nodes, &pods);
         assert!(p.create_on.is_empty() && p.delete.is_empty());
         assert_eq!(p.status.current_number_scheduled, 2);
@@ -598,8 +644,14 @@ mod tests {
     #[test]
     fn pods_on_nodes_that_no_longer_match_are_deleted() {
         let mut d = ds();
-        d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().node_selector =
-            Some([("role".to_string(), "edge".to_string())].into());
+        d.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .node_selector = Some([("role".to_string(), "edge".to_string())].into());
         let nodes = vec![node("n1", json!({}))];
         let p = plan(&d, "h", &nodes, &[daemon_pod(&d, "n1", "h", true)]);
         assert_eq!(p.delete, vec!["agent-n1"]);

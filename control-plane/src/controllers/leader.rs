@@ -263,15 +263,31 @@ mod tests {
     #[test]
     fn a_fresh_lease_of_another_holder_blocks() {
         let now: Timestamp = "2024-01-01T00:00:10Z".parse().unwrap();
-        assert!(held_by_other(&lease("other", "2024-01-01T00:00:00.000000Z"), "me", now));
-        assert!(!held_by_other(&lease("me", "2024-01-01T00:00:00.000000Z"), "me", now));
+        assert!(held_by_other(
+            &lease("other", "2024-01-01T00:00:00.000000Z"),
+            "me",
+            now
+        ));
+        assert!(!held_by_other(
+            &lease("me", "2024-01-01T00:00:00.000000Z"),
+            "me",
+            now
+        ));
     }
 
     #[test]
     fn an_expired_or_released_lease_can_be_taken() {
         let now: Timestamp = "2024-01-01T00:00:20Z".parse().unwrap();
-        assert!(!held_by_other(&lease("other", "2024-01-01T00:00:00.000000Z"), "me", now));
-        assert!(!held_by_other(&lease("", "2024-01-01T00:00:19.000000Z"), "me", now));
+        assert!(!held_by_other(
+            &lease("other", "2024-01-01T00:00:00.000000Z"),
+            "me",
+            now
+        ));
+        assert!(!held_by_other(
+            &lease("", "2024-01-01T00:00:19.000000Z"),
+            "me",
+            now
+        ));
     }
 
     #[test]

@@ -40,10 +40,18 @@ const MONITORED: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPre
 
 /// Taint keys this controller owns, by condition.
 const CONDITION_TAINTS: [(&str, &str, &str); 4] = [
-    ("MemoryPressure", "True", "node.kubernetes.io/memory-pressure"),
+    (
+        "MemoryPressure",
+        "True",
+        "node.kubernetes.io/memory-pressure",
+    ),
     ("DiskPressure", "True", "node.kubernetes.io/disk-pressure"),
     ("PIDPressure", "True", "node.kubernetes.io/pid-pressure"),
-    ("NetworkUnavailable", "True", "node.kubernetes.io/network-unavailable"),
+    (
+        "NetworkUnavailable",
+        "True",
+        "node.kubernetes.io/network-unavailable",
+    ),
 ];
 const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
@@ -109,7 +117,7 @@ pub fn reconcile_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
             out.push(Taint {
                 key: (*key).into(),
                 effect: (*effect).into(),
-                time_added: (*effect == "NoExecute").then(|| Time(now)),
+                time_added: (*effect == "NoExecute").then_some(Time(now)),
                 value: None,
             });
         }
@@ -167,11 +175,7 @@ pub fn eviction_delay(pod: &Pod, taints: &[Taint], now: Timestamp) -> Option<Dur
             return Some(Duration::ZERO);
         }
         // Without tolerationSeconds the pod tolerates the taint forever.
-        let Some(seconds) = matching
-            .iter()
-            .filter_map(|t| t.toleration_seconds)
-            .min()
-        else {
+        let Some(seconds) = matching.iter().filter_map(|t| t.toleration_seconds).min() else {
             continue;
         };
         let added = taint.time_added.as_ref().map_or(now, |t| t.0);
@@ -247,10 +251,10 @@ fn heartbeat(node: &Node, lease: Option<&Arc<Lease>>) -> String {
 async fn run(ctx: ControllerContext, token: CancellationToken) {
     let client = ctx.client.clone();
     let (nodes, h1) = start_reflector(Api::<Node>::all(client.clone()), None);
-    let (leases, h2) = start_reflector(Api::<Lease>::namespaced(
-        client.clone(),
-        NODE_LEASE_NAMESPACE,
-    ), None);
+    let (leases, h2) = start_reflector(
+        Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+        None,
+    );
     let (pods, h3) = start_reflector(Api::<Pod>::all(client.clone()), None);
     let handles = [h1, h2, h3];
     let ready = async {
@@ -266,7 +270,11 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
         () = ready => {}
     }
     let grace = ctx.config.node_monitor_grace_period;
-    let mut tick = tokio::time::interval(ctx.config.node_monitor_period.max(Duration::from_millis(100)));
+    let mut tick = tokio::time::interval(
+        ctx.config
+            .node_monitor_period
+            .max(Duration::from_millis(100)),
+    );
     let mut health = Health::default();
     let mut orphans: HashSet<String> = HashSet::new();
     let mut last_gc = Instant::now();
@@ -458,23 +466,39 @@ mod tests {
 
     #[test]
     fn unknown_ready_gets_unreachable_taints() {
-        let n = node(json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": "custom", "effect": "NoSchedule"}]},
-            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}));
+        let n = node(
+            json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": "custom", "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
+        );
         let taints = reconcile_taints(&n, Timestamp::now()).unwrap();
-        let keys: Vec<_> = taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+        let keys: Vec<_> = taints
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect();
         assert_eq!(
             keys,
-            vec![("custom", "NoSchedule"), (TAINT_UNREACHABLE, "NoSchedule"), (TAINT_UNREACHABLE, "NoExecute")]
+            vec![
+                ("custom", "NoSchedule"),
+                (TAINT_UNREACHABLE, "NoSchedule"),
+                (TAINT_UNREACHABLE, "NoExecute")
+            ]
         );
         assert!(taints[2].time_added.is_some());
     }
 
     #[test]
     fn ready_node_loses_managed_taints() {
-        let n = node(json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": TAINT_NOT_READY, "effect": "NoSchedule"}]},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
-        assert_eq!(reconcile_taints(&n, Timestamp::now()).unwrap(), Vec::<Taint>::new());
-        let clean = node(json!({"metadata": {"name": "n"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
+        let n = node(
+            json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": TAINT_NOT_READY, "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        assert_eq!(
+            reconcile_taints(&n, Timestamp::now()).unwrap(),
+            Vec::<Taint>::new()
+        );
+        let clean = node(
+            json!({"metadata": {"name": "n"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
         assert!(reconcile_taints(&clean, Timestamp::now()).is_none());
     }
 
@@ -486,7 +510,10 @@ mod tests {
         let ready = c.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "Unknown");
         assert_eq!(ready.reason.as_deref(), Some("NodeStatusUnknown"));
-        assert_eq!(ready.message.as_deref(), Some("Kubelet stopped posting node status."));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("Kubelet stopped posting node status.")
+        );
         assert_eq!(c.len(), 4);
     }
 
@@ -501,10 +528,21 @@ mod tests {
         };
         let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [],
             "tolerations": [{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}})).unwrap();
-        assert_eq!(eviction_delay(&pod, std::slice::from_ref(&taint), now), Some(Duration::from_secs(5)));
+        assert_eq!(
+            eviction_delay(&pod, std::slice::from_ref(&taint), now),
+            Some(Duration::from_secs(5))
+        );
         let later = Timestamp::from_second(now.as_second() + 6).unwrap();
-        assert_eq!(eviction_delay(&pod, std::slice::from_ref(&taint), later), Some(Duration::ZERO));
-        let intolerant: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []}})).unwrap();
-        assert_eq!(eviction_delay(&intolerant, &[taint], now), Some(Duration::ZERO));
+        assert_eq!(
+            eviction_delay(&pod, std::slice::from_ref(&taint), later),
+            Some(Duration::ZERO)
+        );
+        let intolerant: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}))
+                .unwrap();
+        assert_eq!(
+            eviction_delay(&intolerant, &[taint], now),
+            Some(Duration::ZERO)
+        );
     }
 }

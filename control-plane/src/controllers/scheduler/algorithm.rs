@@ -113,6 +113,10 @@ fn select_host(nodes: &[&NodeInfo], scores: &[i64]) -> String {
     nodes[best].name.clone()
 }
 
+/// A preemption candidate: (max victim priority, sum of victim
+/// priorities, victim count, node, victims); lower is better.
+type Candidate = (i32, i64, usize, String, Vec<Arc<PodInfo>>);
+
 /// DefaultPreemption: the node where evicting the fewest, lowest-priority
 /// pods lets the pod fit; or the PostFilter message when none exists.
 fn preempt(
@@ -121,13 +125,17 @@ fn preempt(
     statuses: &HashMap<&str, NodeStatus>,
 ) -> Result<(String, Vec<Arc<PodInfo>>), String> {
     let pod = &state.info.pod;
-    if pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.preemption_policy.as_deref())
+        == Some("Never")
+    {
         return Err(PREEMPTION_NEVER.into());
     }
     let priority = state.info.priority;
     let mut node_statuses: Vec<NodeStatus> = Vec::new();
-    // (max victim priority, sum of priorities, count, node, victims)
-    let mut best: Option<(i32, i64, usize, String, Vec<Arc<PodInfo>>)> = None;
+    let mut best: Option<Candidate> = None;
     for (name, status) in statuses {
         if status.code == Code::Unresolvable {
             node_statuses.push(NodeStatus {
@@ -144,9 +152,9 @@ fn preempt(
                 let max = victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN);
                 let sum: i64 = victims.iter().map(|v| i64::from(v.priority)).sum();
                 let candidate = (max, sum, victims.len(), name.to_string(), victims);
-                let better = best.as_ref().is_none_or(|b| {
-                    (candidate.0, candidate.1, candidate.2) < (b.0, b.1, b.2)
-                });
+                let better = best
+                    .as_ref()
+                    .is_none_or(|b| (candidate.0, candidate.1, candidate.2) < (b.0, b.1, b.2));
                 if better {
                     best = Some(candidate);
                 }
@@ -214,8 +222,15 @@ mod tests {
 
     #[test]
     fn too_much_cpu_gives_the_upstream_message() {
-        let c = cache(vec![node("n1", "2", json!({})), node("n2", "2", json!({})), node("n3", "2", json!({}))]);
-        let Outcome::Unschedulable { message, preemption } = schedule(cpu_pod("p", "4", 0), &c, &mut 0)
+        let c = cache(vec![
+            node("n1", "2", json!({})),
+            node("n2", "2", json!({})),
+            node("n3", "2", json!({})),
+        ]);
+        let Outcome::Unschedulable {
+            message,
+            preemption,
+        } = schedule(cpu_pod("p", "4", 0), &c, &mut 0)
         else {
             panic!("should not fit");
         };
@@ -230,7 +245,8 @@ mod tests {
     fn equal_priority_pods_are_not_victims() {
         let mut c = cache(vec![node("n1", "2", json!({}))]);
         c.add_pod(PodInfo::new(cpu_pod("a", "2", 0)), "n1", false);
-        let Outcome::Unschedulable { message, .. } = schedule(cpu_pod("p", "1", 0), &c, &mut 0) else {
+        let Outcome::Unschedulable { message, .. } = schedule(cpu_pod("p", "1", 0), &c, &mut 0)
+        else {
             panic!("should not fit");
         };
         assert_eq!(
@@ -256,7 +272,11 @@ mod tests {
 
     #[test]
     fn pods_spread_over_equal_nodes() {
-        let mut c = cache(vec![node("n1", "4", json!({})), node("n2", "4", json!({})), node("n3", "4", json!({}))]);
+        let mut c = cache(vec![
+            node("n1", "4", json!({})),
+            node("n2", "4", json!({})),
+            node("n3", "4", json!({})),
+        ]);
         let mut next = 0;
         for i in 0..6 {
             let p = cpu_pod(&format!("p{i}"), "500m", 0);
@@ -273,7 +293,8 @@ mod tests {
     #[test]
     fn no_nodes_message() {
         let c = Cache::default();
-        let Outcome::Unschedulable { message, .. } = schedule(cpu_pod("p", "1", 0), &c, &mut 0) else {
+        let Outcome::Unschedulable { message, .. } = schedule(cpu_pod("p", "1", 0), &c, &mut 0)
+        else {
             panic!("should not fit");
         };
         assert_eq!(message, NO_NODES_AVAILABLE);

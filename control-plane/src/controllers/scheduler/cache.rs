@@ -93,7 +93,10 @@ impl PodInfo {
             .as_ref()
             .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .is_some_and(|t| !t.is_empty())
     }
 }
@@ -310,9 +313,21 @@ mod tests {
 
     #[test]
     fn host_ports_conflict_on_wildcard_address() {
-        let a = HostPort { protocol: "TCP".into(), host_ip: "0.0.0.0".into(), port: 80 };
-        let b = HostPort { protocol: "TCP".into(), host_ip: "10.0.0.1".into(), port: 80 };
-        let c = HostPort { protocol: "UDP".into(), host_ip: "10.0.0.1".into(), port: 80 };
+        let a = HostPort {
+            protocol: "TCP".into(),
+            host_ip: "0.0.0.0".into(),
+            port: 80,
+        };
+        let b = HostPort {
+            protocol: "TCP".into(),
+            host_ip: "10.0.0.1".into(),
+            port: 80,
+        };
+        let c = HostPort {
+            protocol: "UDP".into(),
+            host_ip: "10.0.0.1".into(),
+            port: 80,
+        };
         assert!(a.conflicts(&b));
         assert!(!b.conflicts(&c));
     }

@@ -104,11 +104,17 @@ fn required_terms(pod: &Pod, anti: bool) -> Vec<PodAffinityTerm> {
     let terms = if anti {
         affinity
             .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .clone()
+            })
     } else {
         affinity
             .and_then(|a| a.pod_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .clone()
+            })
     };
     terms.unwrap_or_default()
 }
@@ -202,7 +208,8 @@ pub fn spread_constraints(
             SpreadConstraint {
                 max_skew: c.max_skew,
                 key: c.topology_key.clone(),
-                self_match: c.label_selector.is_some() && selector_matches(&selector, pod_labels(pod)),
+                self_match: c.label_selector.is_some()
+                    && selector_matches(&selector, pod_labels(pod)),
                 selector,
                 counts: HashMap::new(),
                 min: 0,
@@ -274,7 +281,8 @@ pub fn filter(state: &PodState, node: &NodeInfo) -> Result<(), NodeStatus> {
         return Err(NodeStatus::new(Code::Unresolvable, ERR_NODE_NAME));
     }
     // TaintToleration
-    if let Some(taint) = untolerated_taint(node_taints(n), tolerations, &["NoSchedule", "NoExecute"])
+    if let Some(taint) =
+        untolerated_taint(node_taints(n), tolerations, &["NoSchedule", "NoExecute"])
     {
         return Err(NodeStatus::new(
             Code::Unresolvable,
@@ -404,7 +412,10 @@ fn filter_inter_pod_affinity(state: &PodState, node: &NodeInfo) -> Result<(), No
                 .is_some_and(|c| *c > 0)
         })
     {
-        return Err(NodeStatus::new(Code::Unschedulable, ERR_EXISTING_ANTI_AFFINITY));
+        return Err(NodeStatus::new(
+            Code::Unschedulable,
+            ERR_EXISTING_ANTI_AFFINITY,
+        ));
     }
     Ok(())
 }
@@ -454,7 +465,10 @@ pub(crate) mod tests {
         assert_eq!(err.reasons, vec!["Insufficient cpu"]);
         assert_eq!(err.code, Code::Unschedulable);
         let s = prefilter(pod("b", cpu("3")), &c);
-        assert_eq!(filter(&s, &c.nodes["n1"]).unwrap_err().code, Code::Unresolvable);
+        assert_eq!(
+            filter(&s, &c.nodes["n1"]).unwrap_err().code,
+            Code::Unresolvable
+        );
         let s = prefilter(pod("b", cpu("500m")), &c);
         assert!(filter(&s, &c.nodes["n1"]).is_ok());
     }
@@ -473,7 +487,10 @@ pub(crate) mod tests {
             vec!["node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"]
         );
         let s = prefilter(
-            pod("b", json!({"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]})),
+            pod(
+                "b",
+                json!({"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}),
+            ),
             &c,
         );
         assert!(filter(&s, &c.nodes["n1"]).is_ok());
@@ -481,9 +498,16 @@ pub(crate) mod tests {
 
     #[test]
     fn unschedulable_node_is_filtered() {
-        let c = cache(vec![node("n1", "2", json!({"spec": {"unschedulable": true}}))]);
+        let c = cache(vec![node(
+            "n1",
+            "2",
+            json!({"spec": {"unschedulable": true}}),
+        )]);
         let s = prefilter(pod("b", json!({})), &c);
-        assert_eq!(filter(&s, &c.nodes["n1"]).unwrap_err().reasons, vec![ERR_UNSCHEDULABLE]);
+        assert_eq!(
+            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            vec![ERR_UNSCHEDULABLE]
+        );
     }
 
     #[test]
@@ -492,7 +516,10 @@ pub(crate) mod tests {
         let ports = json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]});
         c.add_pod(PodInfo::new(pod("a", ports.clone())), "n1", false);
         let s = prefilter(pod("b", ports), &c);
-        assert_eq!(filter(&s, &c.nodes["n1"]).unwrap_err().reasons, vec![ERR_NODE_PORTS]);
+        assert_eq!(
+            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            vec![ERR_NODE_PORTS]
+        );
     }
 
     #[test]
@@ -502,7 +529,10 @@ pub(crate) mod tests {
             {"labelSelector": {"matchLabels": {"app": "a"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
         c.add_pod(PodInfo::new(pod("a", json!({}))), "n1", false);
         let s = prefilter(pod("x", anti), &c);
-        assert_eq!(filter(&s, &c.nodes["n1"]).unwrap_err().reasons, vec![ERR_ANTI_AFFINITY]);
+        assert_eq!(
+            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            vec![ERR_ANTI_AFFINITY]
+        );
         assert!(filter(&s, &c.nodes["n2"]).is_ok());
     }
 
@@ -528,7 +558,10 @@ pub(crate) mod tests {
         c.add_pod(PodInfo::new(pod("a", json!({}))), "n1", false);
         let s = prefilter(pod("x", aff), &c);
         assert!(filter(&s, &c.nodes["n1"]).is_ok());
-        assert_eq!(filter(&s, &c.nodes["n2"]).unwrap_err().reasons, vec![ERR_AFFINITY]);
+        assert_eq!(
+            filter(&s, &c.nodes["n2"]).unwrap_err().reasons,
+            vec![ERR_AFFINITY]
+        );
     }
 
     #[test]
@@ -542,15 +575,25 @@ pub(crate) mod tests {
         let mut incoming = (*pod("w2", spread)).clone();
         incoming.metadata.labels = web.metadata.labels.clone();
         let s = prefilter(Arc::new(incoming), &c);
-        assert_eq!(filter(&s, &c.nodes["n1"]).unwrap_err().reasons, vec![ERR_SPREAD]);
+        assert_eq!(
+            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            vec![ERR_SPREAD]
+        );
         assert!(filter(&s, &c.nodes["n2"]).is_ok());
     }
 
     #[test]
     fn too_many_pods_is_reported() {
-        let mut c = cache(vec![node("n1", "2", json!({"status": {"allocatable": {"pods": "1"}}}))]);
+        let mut c = cache(vec![node(
+            "n1",
+            "2",
+            json!({"status": {"allocatable": {"pods": "1"}}}),
+        )]);
         c.add_pod(PodInfo::new(pod("a", json!({}))), "n1", false);
         let s = prefilter(pod("b", json!({})), &c);
-        assert_eq!(filter(&s, &c.nodes["n1"]).unwrap_err().reasons, vec![ERR_TOO_MANY_PODS]);
+        assert_eq!(
+            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            vec![ERR_TOO_MANY_PODS]
+        );
     }
 }

@@ -74,7 +74,14 @@ mod tests {
         ];
         let preemption = format!(
             "preemption: {}",
-            nodes_available_message(3, &[status(PREEMPTION_NOT_HELPFUL), status(PREEMPTION_NOT_HELPFUL), status(PREEMPTION_NOT_HELPFUL)])
+            nodes_available_message(
+                3,
+                &[
+                    status(PREEMPTION_NOT_HELPFUL),
+                    status(PREEMPTION_NOT_HELPFUL),
+                    status(PREEMPTION_NOT_HELPFUL)
+                ]
+            )
         );
         assert_eq!(
             fit_error_message(3, &statuses, Some(&preemption)),

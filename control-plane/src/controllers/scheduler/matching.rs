@@ -75,12 +75,16 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         return false;
     }
     let labels = node_labels(node);
-    if !exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key))) {
+    if !exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key)))
+    {
         return false;
     }
     let name = node.metadata.name.clone().unwrap_or_default();
     fields.iter().all(|r| {
-        r.key == "metadata.name" && matches!(r.operator.as_str(), "In" | "NotIn")
+        r.key == "metadata.name"
+            && matches!(r.operator.as_str(), "In" | "NotIn")
             && requirement_matches(r, Some(&name))
     })
 }
@@ -101,9 +105,15 @@ pub fn pod_matches_node(pod: &Pod, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
-        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, node)),
+        Some(sel) => sel
+            .node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, node)),
         None => true,
     }
 }
@@ -169,40 +179,78 @@ mod tests {
     fn node_affinity_operators_match_like_upstream() {
         let n = node(json!({"zone": "a", "gpus": "4"}));
         let affinity = |exprs: serde_json::Value| {
-            pod(json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": exprs}]}}}}))
+            pod(
+                json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": exprs}]}}}}),
+            )
         };
-        assert!(pod_matches_node(&affinity(json!([{"key": "zone", "operator": "In", "values": ["a", "b"]}])), &n));
-        assert!(!pod_matches_node(&affinity(json!([{"key": "zone", "operator": "NotIn", "values": ["a"]}])), &n));
-        assert!(pod_matches_node(&affinity(json!([{"key": "gpus", "operator": "Gt", "values": ["3"]}])), &n));
-        assert!(!pod_matches_node(&affinity(json!([{"key": "gpus", "operator": "Lt", "values": ["3"]}])), &n));
-        assert!(pod_matches_node(&affinity(json!([{"key": "ssd", "operator": "DoesNotExist"}])), &n));
-        assert!(!pod_matches_node(&affinity(json!([{"key": "ssd", "operator": "Exists"}])), &n));
+        assert!(pod_matches_node(
+            &affinity(json!([{"key": "zone", "operator": "In", "values": ["a", "b"]}])),
+            &n
+        ));
+        assert!(!pod_matches_node(
+            &affinity(json!([{"key": "zone", "operator": "NotIn", "values": ["a"]}])),
+            &n
+        ));
+        assert!(pod_matches_node(
+            &affinity(json!([{"key": "gpus", "operator": "Gt", "values": ["3"]}])),
+            &n
+        ));
+        assert!(!pod_matches_node(
+            &affinity(json!([{"key": "gpus", "operator": "Lt", "values": ["3"]}])),
+            &n
+        ));
+        assert!(pod_matches_node(
+            &affinity(json!([{"key": "ssd", "operator": "DoesNotExist"}])),
+            &n
+        ));
+        assert!(!pod_matches_node(
+            &affinity(json!([{"key": "ssd", "operator": "Exists"}])),
+            &n
+        ));
     }
 
     #[test]
     fn match_fields_selects_by_node_name() {
         let n = node(json!({}));
-        let p = pod(json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}));
+        let p = pod(
+            json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}),
+        );
         assert!(pod_matches_node(&p, &n));
-        let p = pod(json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]}}}}));
+        let p = pod(
+            json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]}}}}),
+        );
         assert!(!pod_matches_node(&p, &n));
     }
 
     #[test]
     fn node_selector_must_match_every_label() {
         let n = node(json!({"disk": "ssd"}));
-        assert!(pod_matches_node(&pod(json!({"containers": [], "nodeSelector": {"disk": "ssd"}})), &n));
-        assert!(!pod_matches_node(&pod(json!({"containers": [], "nodeSelector": {"disk": "hdd"}})), &n));
+        assert!(pod_matches_node(
+            &pod(json!({"containers": [], "nodeSelector": {"disk": "ssd"}})),
+            &n
+        ));
+        assert!(!pod_matches_node(
+            &pod(json!({"containers": [], "nodeSelector": {"disk": "hdd"}})),
+            &n
+        ));
     }
 
     #[test]
     fn tolerations_match_key_value_and_effect() {
-        let taint: Taint = serde_json::from_value(json!({"key": "k", "value": "v", "effect": "NoSchedule"})).unwrap();
+        let taint: Taint =
+            serde_json::from_value(json!({"key": "k", "value": "v", "effect": "NoSchedule"}))
+                .unwrap();
         let tol = |v: serde_json::Value| -> Toleration { serde_json::from_value(v).unwrap() };
         assert!(tolerates(&tol(json!({"key": "k", "value": "v"})), &taint));
         assert!(!tolerates(&tol(json!({"key": "k", "value": "w"})), &taint));
-        assert!(tolerates(&tol(json!({"key": "k", "operator": "Exists"})), &taint));
+        assert!(tolerates(
+            &tol(json!({"key": "k", "operator": "Exists"})),
+            &taint
+        ));
         assert!(tolerates(&tol(json!({"operator": "Exists"})), &taint));
-        assert!(!tolerates(&tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})), &taint));
+        assert!(!tolerates(
+            &tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})),
+            &taint
+        ));
     }
 }

@@ -23,8 +23,8 @@ use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -229,7 +229,11 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
         shared.clone(),
         nodes_synced.clone(),
     ));
-    tasks.spawn(watch_pods(ctx.client.clone(), shared.clone(), pods_synced.clone()));
+    tasks.spawn(watch_pods(
+        ctx.client.clone(),
+        shared.clone(),
+        pods_synced.clone(),
+    ));
     let flusher = shared.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -389,7 +393,10 @@ async fn preempt(client: &kube::Client, pod: &Pod, node: &str, victims: &[Arc<Po
                 "Normal",
                 "Preempted",
                 "Preempting",
-                format!("Preempted by pod {} on node {node}", pod.metadata.uid.as_deref().unwrap_or(&preemptor)),
+                format!(
+                    "Preempted by pod {} on node {node}",
+                    pod.metadata.uid.as_deref().unwrap_or(&preemptor)
+                ),
             )
             .await;
         if let Err(err) = api.delete(name, &DeleteParams::default()).await {

@@ -97,7 +97,8 @@ impl SchedulingQueue {
             Some(e) => {
                 // Our own status writes must not requeue the pod; a change
                 // of its spec or labels may make it schedulable.
-                let changed = e.pod.spec != pod.spec || e.pod.metadata.labels != pod.metadata.labels;
+                let changed =
+                    e.pod.spec != pod.spec || e.pod.metadata.labels != pod.metadata.labels;
                 e.pod = pod;
                 if changed && matches!(e.state, State::Unschedulable(_) | State::Backoff(_)) {
                     self.push_active(&key);

@@ -218,7 +218,9 @@ mod tests {
 
     #[test]
     fn extended_resources_are_scalars() {
-        let p = pod(json!({"containers": [{"name": "a", "resources": {"requests": {"example.com/gpu": "2"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "a", "resources": {"requests": {"example.com/gpu": "2"}}}]}),
+        );
         assert_eq!(pod_requests(&p).scalar("example.com/gpu"), 2);
     }
 }

@@ -25,7 +25,10 @@ pub fn prescore(state: &PodState, cache: &Cache) -> ScoreState {
     let mut weighted = Vec::new();
     for t in affinity
         .and_then(|a| a.pod_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .into_iter()
         .flatten()
     {
@@ -33,7 +36,10 @@ pub fn prescore(state: &PodState, cache: &Cache) -> ScoreState {
     }
     for t in affinity
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .into_iter()
         .flatten()
     {
@@ -74,7 +80,10 @@ pub fn least_allocated_score(state: &PodState, node: &NodeInfo) -> i64 {
         node.non_zero_requested.milli_cpu + r.milli_cpu,
         node.allocatable.milli_cpu,
     );
-    let mem = least_allocated(node.non_zero_requested.memory + r.memory, node.allocatable.memory);
+    let mem = least_allocated(
+        node.non_zero_requested.memory + r.memory,
+        node.allocatable.memory,
+    );
     (cpu + mem) / 2
 }
 
@@ -93,7 +102,10 @@ pub fn balanced_allocation_score(state: &PodState, node: &NodeInfo) -> i64 {
         node.non_zero_requested.milli_cpu + r.milli_cpu,
         node.allocatable.milli_cpu,
     );
-    let mem = fraction(node.non_zero_requested.memory + r.memory, node.allocatable.memory);
+    let mem = fraction(
+        node.non_zero_requested.memory + r.memory,
+        node.allocatable.memory,
+    );
     let std = (cpu - mem).abs() / 2.0;
     ((1.0 - std) * MAX_NODE_SCORE as f64) as i64
 }
@@ -110,7 +122,10 @@ pub fn node_affinity_raw(state: &PodState, node: &NodeInfo) -> i64 {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .into_iter()
         .flatten()
         .filter(|t| t.weight != 0 && term_matches(&t.preference, n))
@@ -125,7 +140,11 @@ pub fn taint_toleration_raw(state: &PodState, node: &NodeInfo) -> i64 {
     };
     let tolerations: Vec<_> = pod_tolerations(&state.info.pod)
         .iter()
-        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .filter(|t| {
+            t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+        })
         .collect();
     node_taints(n)
         .iter()
@@ -226,20 +245,29 @@ pub fn score_nodes(state: &PodState, cache: &Cache, nodes: &[&NodeInfo]) -> Vec<
         &|s| default_normalize(s, false),
     );
     add(
-        nodes.iter().map(|n| taint_toleration_raw(state, n)).collect(),
+        nodes
+            .iter()
+            .map(|n| taint_toleration_raw(state, n))
+            .collect(),
         3,
         &|s| default_normalize(s, true),
     );
     if !score.affinity_pairs.is_empty() {
         add(
-            nodes.iter().map(|n| inter_pod_affinity_raw(&score, n)).collect(),
+            nodes
+                .iter()
+                .map(|n| inter_pod_affinity_raw(&score, n))
+                .collect(),
             2,
             &min_max_normalize,
         );
     }
     if !score.spread.is_empty() {
         add(
-            nodes.iter().map(|n| topology_spread_raw(&score, n)).collect(),
+            nodes
+                .iter()
+                .map(|n| topology_spread_raw(&score, n))
+                .collect(),
             2,
             &spread_normalize,
         );
@@ -259,7 +287,10 @@ mod tests {
     fn least_allocated_prefers_the_emptier_node() {
         let mut c = cache(vec![node("n1", "4", json!({})), node("n2", "4", json!({}))]);
         c.add_pod(
-            PodInfo::new(pod("a", json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}))),
+            PodInfo::new(pod(
+                "a",
+                json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}),
+            )),
             "n1",
             false,
         );
@@ -285,7 +316,11 @@ mod tests {
     #[test]
     fn prefer_no_schedule_taints_lower_the_score() {
         let c = cache(vec![
-            node("n1", "4", json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}})),
+            node(
+                "n1",
+                "4",
+                json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}),
+            ),
             node("n2", "4", json!({})),
         ]);
         let s = prefilter(pod("b", json!({})), &c);
@@ -301,8 +336,11 @@ mod tests {
             node("n2", "4", json!({"metadata": {"labels": {"disk": "ssd"}}})),
         ]);
         let s = prefilter(
-            pod("b", json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}})),
+            pod(
+                "b",
+                json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}),
+            ),
             &c,
         );
         let nodes: Vec<_> = c.nodes.values().collect();
@@ -312,9 +350,16 @@ mod tests {
 
     #[test]
     fn balanced_allocation_is_100_when_fractions_match() {
-        let c = cache(vec![node("n1", "4", json!({"status": {"allocatable": {"memory": "4Gi"}}}))]);
+        let c = cache(vec![node(
+            "n1",
+            "4",
+            json!({"status": {"allocatable": {"memory": "4Gi"}}}),
+        )]);
         let s = prefilter(
-            pod("b", json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]})),
+            pod(
+                "b",
+                json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}),
+            ),
             &c,
         );
         assert_eq!(balanced_allocation_score(&s, &c.nodes["n1"]), 100);
