@@ -372,9 +372,12 @@ async fn pods_are_bound_spread_and_constrained() {
         assert!(pod_node(&s, "huge").is_empty());
         let msg = scheduled_message(&s, "huge");
         assert!(msg.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{msg}");
+        // Events are written asynchronously after the condition.
+        wait_for(30, "FailedScheduling event", || {
+            s.ok(&["describe", "pod", "huge"]).contains("FailedScheduling")
+        });
         let describe = s.ok(&["describe", "pod", "huge"]);
         assert!(describe.contains("0/3 nodes are available: 3 Insufficient cpu."), "{describe}");
-        assert!(describe.contains("FailedScheduling"), "{describe}");
 
         wait_for(30, "tainted-node pod marked unschedulable", || {
             !scheduled_message(&s, "wants-infra").is_empty()
@@ -385,9 +388,17 @@ async fn pods_are_bound_spread_and_constrained() {
             "{msg}"
         );
 
-        let events = s.ok(&["get", "events", "--field-selector", "reason=Scheduled", "-o", "jsonpath={.items[*].message}"]);
-        assert!(events.contains("Successfully assigned default/small-0 to node-"), "{events}");
-
+        wait_for(30, "Scheduled event", || {
+            let events = s.ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=Scheduled",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ]);
+            events.contains("Successfully assigned default/small-0 to node-")
+        });
         // Node IPAM gave each node its own /24.
         wait_for(30, "pod CIDRs", || {
             let cidrs = s.ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]);

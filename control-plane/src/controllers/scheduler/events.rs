@@ -85,3 +85,64 @@ impl Recorder {
         }
     }
 }
+
+/// Events waiting to be written before new ones are dropped, as client-go's
+/// broadcaster drops when its queue is full.
+const SINK_CAPACITY: usize = 4096;
+/// Event writes in flight at once.
+const SINK_PARALLELISM: usize = 16;
+
+/// A bounded, asynchronous event writer so recording never slows the
+/// component down.
+#[derive(Clone)]
+pub struct EventSink {
+    recorder: Recorder,
+    tx: tokio::sync::mpsc::Sender<Event>,
+}
+
+impl EventSink {
+    /// Starts the writer task; it ends with `token`.
+    pub fn spawn(
+        client: kube::Client,
+        recorder: Recorder,
+        token: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        use futures::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Event>(SINK_CAPACITY);
+        let writes = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(move |event| {
+                let client = client.clone();
+                async move {
+                    let ns = event.metadata.namespace.clone().unwrap_or_default();
+                    let api: Api<Event> = Api::namespaced(client, &ns);
+                    if let Err(err) = api.create(&PostParams::default(), &event).await {
+                        tracing::debug!(%err, "failed to record an event");
+                    }
+                }
+            })
+            .buffer_unordered(SINK_PARALLELISM)
+            .for_each(|()| std::future::ready(()));
+        tokio::spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = writes => {}
+            }
+        });
+        Self { recorder, tx }
+    }
+
+    /// Queues an event; dropped (with a debug log) when the queue is full.
+    pub fn emit(
+        &self,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let event = self.recorder.event(object, type_, reason, action, message);
+        if self.tx.try_send(event).is_err() {
+            tracing::debug!(reason, "event queue full; dropping an event");
+        }
+    }
+}

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::algorithm::Outcome;
 use self::cache::{Cache, PodInfo, pod_key};
-use self::events::{Recorder, pod_reference};
+use self::events::{EventSink, Recorder, pod_reference};
 use self::queue::SchedulingQueue;
 use super::ControllerContext;
 use super::leader::{self, SCHEDULER_LEASE};
@@ -95,6 +95,15 @@ fn is_terminal(pod: &Pod) -> bool {
     )
 }
 
+/// Pods with `spec.schedulingGates` wait until every gate is removed
+/// (upstream's SchedulingGates PreEnqueue plugin).
+fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
+}
+
 fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec
         .as_ref()
@@ -120,7 +129,11 @@ fn on_pod(shared: &Shared, pod: Pod) {
     if shared.cache().is_assumed(&key) {
         return;
     }
-    if responsible(&pod) && pod.metadata.deletion_timestamp.is_none() && !is_terminal(&pod) {
+    if responsible(&pod)
+        && pod.metadata.deletion_timestamp.is_none()
+        && !is_terminal(&pod)
+        && !is_gated(&pod)
+    {
         shared.queue().add_or_update(Arc::new(pod));
         shared.wake.notify_one();
     } else {
@@ -249,9 +262,10 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
         () = async { nodes_synced.notified().await; pods_synced.notified().await; } => {}
     }
     tracing::info!("scheduler caches synced");
+    let events = EventSink::spawn(ctx.client.clone(), RECORDER, token.clone());
     tokio::select! {
         () = token.cancelled() => {}
-        () = schedule_loop(&ctx, &shared) => {}
+        () = schedule_loop(&ctx, &shared, &events) => {}
     }
     tasks.abort_all();
 }
@@ -268,7 +282,7 @@ async fn next_pod(shared: &Shared) -> Arc<Pod> {
     }
 }
 
-async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>) {
+async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &EventSink) {
     let permits = Arc::new(Semaphore::new(PARALLEL_BINDINGS));
     let mut next_start = 0usize;
     loop {
@@ -296,8 +310,9 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>) {
                 };
                 let client = ctx.client.clone();
                 let shared = shared.clone();
+                let events = events.clone();
                 tokio::spawn(async move {
-                    bind(&client, &shared, &pod, &node).await;
+                    bind(&client, &shared, &events, &pod, &node).await;
                     drop(permit);
                 });
             }
@@ -308,18 +323,19 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>) {
                 tracing::debug!(pod = %key, %message, "unschedulable");
                 shared.queue().unschedulable(&key, Instant::now());
                 let client = ctx.client.clone();
+                let events = events.clone();
                 tokio::spawn(async move {
                     if let Some((node, victims)) = preemption {
-                        preempt(&client, &pod, &node, &victims).await;
+                        preempt(&client, &events, &pod, &node, &victims).await;
                     }
-                    mark_unschedulable(&client, &pod, &message).await;
+                    mark_unschedulable(&client, &events, &pod, &message).await;
                 });
             }
         }
     }
 }
 
-async fn bind(client: &kube::Client, shared: &Shared, pod: &Pod, node: &str) {
+async fn bind(client: &kube::Client, shared: &Shared, events: &EventSink, pod: &Pod, node: &str) {
     let key = pod_key(pod);
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or("");
@@ -345,16 +361,13 @@ async fn bind(client: &kube::Client, shared: &Shared, pod: &Pod, node: &str) {
         Ok(_) => {
             shared.queue().done(&key);
             tracing::debug!(pod = %key, node, "bound");
-            RECORDER
-                .record(
-                    client,
-                    pod_reference(pod),
-                    "Normal",
-                    "Scheduled",
-                    "Binding",
-                    format!("Successfully assigned {ns}/{name} to {node}"),
-                )
-                .await;
+            events.emit(
+                pod_reference(pod),
+                "Normal",
+                "Scheduled",
+                "Binding",
+                format!("Successfully assigned {ns}/{name} to {node}"),
+            );
         }
         Err(err) => {
             let gone = matches!(&err, kube::Error::Api(s) if s.code == 404 || s.code == 409);
@@ -377,7 +390,13 @@ async fn bind(client: &kube::Client, shared: &Shared, pod: &Pod, node: &str) {
 
 /// Evicts the victims and nominates the node (upstream DefaultPreemption's
 /// `prepareCandidate`).
-async fn preempt(client: &kube::Client, pod: &Pod, node: &str, victims: &[Arc<PodInfo>]) {
+async fn preempt(
+    client: &kube::Client,
+    events: &EventSink,
+    pod: &Pod,
+    node: &str,
+    victims: &[Arc<PodInfo>],
+) {
     let preemptor = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -386,19 +405,16 @@ async fn preempt(client: &kube::Client, pod: &Pod, node: &str, victims: &[Arc<Po
     for v in victims {
         let api: Api<Pod> = Api::namespaced(client.clone(), v.namespace());
         let name = v.pod.metadata.name.as_deref().unwrap_or("");
-        RECORDER
-            .record(
-                client,
-                pod_reference(&v.pod),
-                "Normal",
-                "Preempted",
-                "Preempting",
-                format!(
-                    "Preempted by pod {} on node {node}",
-                    pod.metadata.uid.as_deref().unwrap_or(&preemptor)
-                ),
-            )
-            .await;
+        events.emit(
+            pod_reference(&v.pod),
+            "Normal",
+            "Preempted",
+            "Preempting",
+            format!(
+                "Preempted by pod {} on node {node}",
+                pod.metadata.uid.as_deref().unwrap_or(&preemptor)
+            ),
+        );
         if let Err(err) = api.delete(name, &DeleteParams::default()).await {
             tracing::warn!(victim = %v.key, %err, "failed to preempt");
         }
@@ -420,7 +436,7 @@ async fn preempt(client: &kube::Client, pod: &Pod, node: &str, victims: &[Arc<Po
 
 /// PodScheduled=False/Unschedulable with the fit error, and a
 /// FailedScheduling event.
-async fn mark_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
+async fn mark_unschedulable(client: &kube::Client, events: &EventSink, pod: &Pod, message: &str) {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or("");
     let already = pod
@@ -452,14 +468,11 @@ async fn mark_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
             tracing::debug!(pod = name, %err, "failed to update the PodScheduled condition");
         }
     }
-    RECORDER
-        .record(
-            client,
-            pod_reference(pod),
-            "Warning",
-            "FailedScheduling",
-            "Scheduling",
-            message.to_string(),
-        )
-        .await;
+    events.emit(
+        pod_reference(pod),
+        "Warning",
+        "FailedScheduling",
+        "Scheduling",
+        message.to_string(),
+    );
 }
