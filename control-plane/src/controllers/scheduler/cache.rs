@@ -170,11 +170,18 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn upsert_node(&mut self, node: Node) {
+    /// Adds or updates a node; returns whether anything the filters read
+    /// changed (not just a heartbeat), i.e. whether waiting pods may fit now.
+    pub fn upsert_node(&mut self, node: Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
         let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo {
             name: name.clone(),
             ..NodeInfo::default()
+        });
+        let relevant = info.node.as_ref().is_none_or(|old| {
+            old.metadata.labels != node.metadata.labels
+                || old.spec != node.spec
+                || node_allocatable(old) != node_allocatable(&node)
         });
         let is_new = info.node.is_none();
         info.allocatable = node_allocatable(&node);
@@ -182,6 +189,7 @@ impl Cache {
         if is_new {
             self.rebuild_order();
         }
+        relevant
     }
 
     pub fn remove_node(&mut self, name: &str) {
@@ -300,6 +308,21 @@ mod tests {
         let n = &cache.nodes["n1"];
         assert_eq!(n.requested.milli_cpu, 500);
         assert!(n.used_ports.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_only_node_updates_are_not_relevant() {
+        let mut cache = Cache::default();
+        let node = |hb: &str, cpu: &str| -> Node {
+            serde_json::from_value(
+                json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": cpu},
+                "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": hb}]}}),
+            )
+            .unwrap()
+        };
+        assert!(cache.upsert_node(node("2024-01-01T00:00:00Z", "4")));
+        assert!(!cache.upsert_node(node("2024-01-01T00:00:10Z", "4")));
+        assert!(cache.upsert_node(node("2024-01-01T00:00:20Z", "8")));
     }
 
     #[test]

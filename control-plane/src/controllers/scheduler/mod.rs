@@ -196,8 +196,10 @@ async fn watch_nodes(client: kube::Client, shared: Arc<Shared>, synced: Arc<Noti
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Apply(node)) => {
-                shared.cache().upsert_node(node);
-                shared.move_all();
+                let relevant = shared.cache().upsert_node(node);
+                if relevant {
+                    shared.move_all();
+                }
             }
             Ok(Event::Delete(node)) => {
                 shared
