@@ -561,3 +561,45 @@ spec:
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_pod_preempts_a_lower_one() {
+    let server = Arc::new(TestServer::start(&[]));
+    let client = client_for(&server.kubeconfig()).await;
+    let _kubelet = SimulatedKubelet::start(
+        client.clone(),
+        vec![node_object("node-a", &BTreeMap::new(), json!([]))],
+    )
+    .await;
+    let s = server.clone();
+    blocking(move || {
+        s.apply(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: low}
+spec: {containers: [{name: c, image: busybox, resources: {requests: {cpu: "3"}}}]}
+"#,
+        );
+        wait_for(30, "low bound", || pod_node(&s, "low") == "node-a");
+        s.apply(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: high}
+spec:
+  priority: 1000
+  containers: [{name: c, image: busybox, resources: {requests: {cpu: "2"}}}]
+"#,
+        );
+        wait_for(60, "high bound after preemption", || {
+            pod_node(&s, "high") == "node-a"
+        });
+        assert!(!s.kubectl(&["get", "pod", "low"]).status.success());
+        wait_for(30, "Preempted event", || {
+            s.ok(&["get", "events", "-o", "jsonpath={.items[*].reason}"])
+                .contains("Preempted")
+        });
+    })
+    .await;
+}
