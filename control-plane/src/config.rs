@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -14,6 +15,8 @@ pub enum ConfigError {
     ClusterCidr(String),
     #[error("invalid --service-node-port-range {0:?}: expected a range such as 30000-32767")]
     NodePortRange(String),
+    #[error("invalid --{0} {1:?}: expected a duration such as 40s, 1m30s or 500ms")]
+    Duration(&'static str, String),
 }
 
 /// Flags of `r8s-server`; names follow kube-apiserver and k3s server.
@@ -111,6 +114,39 @@ pub struct ServerFlags {
     )]
     pub cluster_cidr: String,
 
+    /// Start a leader election client and gain leadership before running
+    /// the scheduler and controllers (kube-controller-manager --leader-elect).
+    #[arg(
+        long,
+        env = "R8S_LEADER_ELECT",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        help_heading = "Controllers"
+    )]
+    pub leader_elect: bool,
+
+    /// Amount of time a running Node may be unresponsive before it is
+    /// marked unhealthy (kube-controller-manager --node-monitor-grace-period).
+    #[arg(
+        long,
+        env = "R8S_NODE_MONITOR_GRACE_PERIOD",
+        default_value = "40s",
+        help_heading = "Controllers"
+    )]
+    pub node_monitor_grace_period: String,
+
+    /// The period for syncing NodeStatus in the node lifecycle controller
+    /// (kube-controller-manager --node-monitor-period).
+    #[arg(
+        long,
+        env = "R8S_NODE_MONITOR_PERIOD",
+        default_value = "5s",
+        help_heading = "Controllers"
+    )]
+    pub node_monitor_period: String,
+
     /// Do not run a node agent inside the server process.
     #[arg(long, env = "R8S_DISABLE_AGENT", help_heading = "Components")]
     pub disable_agent: bool,
@@ -199,6 +235,9 @@ pub struct Config {
     pub service_node_port_range: (u16, u16),
     pub cluster_cidr: Ipv4Cidr,
     pub disable_agent: bool,
+    pub leader_elect: bool,
+    pub node_monitor_grace_period: Duration,
+    pub node_monitor_period: Duration,
 }
 
 impl ServerFlags {
@@ -221,6 +260,18 @@ impl ServerFlags {
             service_node_port_range,
             cluster_cidr,
             disable_agent: self.disable_agent,
+            leader_elect: self.leader_elect,
+            node_monitor_grace_period: parse_duration(&self.node_monitor_grace_period).ok_or_else(
+                || {
+                    ConfigError::Duration(
+                        "node-monitor-grace-period",
+                        self.node_monitor_grace_period.clone(),
+                    )
+                },
+            )?,
+            node_monitor_period: parse_duration(&self.node_monitor_period).ok_or_else(|| {
+                ConfigError::Duration("node-monitor-period", self.node_monitor_period.clone())
+            })?,
         })
     }
 
@@ -235,6 +286,40 @@ impl ServerFlags {
             _ => "debug,control_plane=trace".into(),
         }
     }
+}
+
+/// A Go `time.Duration` string (`40s`, `1m30s`, `500ms`, `1h`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..end].parse().ok()?;
+        rest = &rest[end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += Duration::try_from_secs_f64(value * unit).ok()?;
+    }
+    Some(total)
 }
 
 fn parse_port_range(s: &str) -> Option<(u16, u16)> {
@@ -265,6 +350,19 @@ mod tests {
         assert!(!c.contains(Ipv4Addr::new(10, 44, 0, 1)));
         assert_eq!(c.nth(1), Some(Ipv4Addr::new(10, 43, 0, 1)));
         assert_eq!(c.nth(65536), None);
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("40s"), Some(Duration::from_secs(40)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5x"), None);
+        let config = ServerFlags::parse_from(["r8s-server", "--leader-elect=false"])
+            .into_config()
+            .unwrap();
+        assert!(!config.leader_elect);
+        assert_eq!(config.node_monitor_grace_period, Duration::from_secs(40));
     }
 
     #[test]

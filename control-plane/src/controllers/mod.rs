@@ -4,6 +4,12 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
+pub mod daemonset;
+pub mod leader;
+pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod scheduler;
+
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -45,5 +51,8 @@ pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client
 /// Starts every controller as a task of its own; they stop when
 /// `ctx.shutdown` is cancelled.
 pub fn spawn_all(ctx: &ControllerContext) {
-    let _ = ctx;
+    scheduler::spawn(ctx);
+    nodeipam::spawn(ctx);
+    nodelifecycle::spawn(ctx);
+    daemonset::spawn(ctx);
 }

@@ -1,0 +1,357 @@
+//! The scheduler's cache: every node with the pods bound (or assumed) to
+//! it and their aggregated requests and host ports, so a scheduling cycle
+//! never scans all pods (upstream `internal/cache` + `framework.NodeInfo`).
+//! Fed by the node and pod watchers; no I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::resources::{Resources, node_allocatable, pod_non_zero_requests, pod_requests};
+
+/// `namespace/name`.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// A host port a container asks for; `0.0.0.0` stands for every address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub protocol: String,
+    pub host_ip: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Whether two host ports cannot share a node (upstream `HostPortInfo`).
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.host_ip == other.host_ip
+                || self.host_ip == "0.0.0.0"
+                || other.host_ip == "0.0.0.0")
+    }
+}
+
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| HostPort {
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            host_ip: p
+                .host_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".into()),
+            port: p.host_port.unwrap_or(0),
+        })
+        .collect()
+}
+
+/// What the scheduler keeps of one pod.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub key: String,
+    pub requests: Resources,
+    pub non_zero: Resources,
+    pub priority: i32,
+    pub host_ports: Vec<HostPort>,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> Self {
+        let spec = pod.spec.as_ref();
+        Self {
+            key: pod_key(&pod),
+            requests: pod_requests(&pod),
+            non_zero: pod_non_zero_requests(&pod),
+            priority: spec.and_then(|s| s.priority).unwrap_or(0),
+            host_ports: host_ports(&pod),
+            pod,
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn has_required_anti_affinity(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .is_some_and(|t| !t.is_empty())
+    }
+}
+
+/// A node and what is placed on it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `None` while only pods bound to a node not (yet) seen are known.
+    pub node: Option<Arc<Node>>,
+    pub allocatable: Resources,
+    pub requested: Resources,
+    pub non_zero_requested: Resources,
+    pub pods: HashMap<String, Arc<PodInfo>>,
+    pub used_ports: Vec<HostPort>,
+}
+
+impl NodeInfo {
+    pub fn add_pod(&mut self, info: Arc<PodInfo>) {
+        if let Some(old) = self.pods.remove(&info.key) {
+            self.account(&old, false);
+        }
+        self.account(&info, true);
+        self.pods.insert(info.key.clone(), info);
+    }
+
+    pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
+        let old = self.pods.remove(key)?;
+        self.account(&old, false);
+        Some(old)
+    }
+
+    fn account(&mut self, info: &PodInfo, add: bool) {
+        if add {
+            self.requested.add(&info.requests);
+            self.non_zero_requested.add(&info.non_zero);
+            self.used_ports.extend(info.host_ports.iter().cloned());
+        } else {
+            self.requested.sub(&info.requests);
+            self.non_zero_requested.sub(&info.non_zero);
+            for p in &info.host_ports {
+                if let Some(i) = self.used_ports.iter().position(|u| u == p) {
+                    self.used_ports.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// Labels of the node (empty when unknown).
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.node
+            .as_ref()
+            .and_then(|n| n.metadata.labels.as_ref())
+            .and_then(|l| l.get(key))
+            .map(String::as_str)
+    }
+}
+
+/// Every node and bound pod the scheduler knows.
+#[derive(Debug, Default)]
+pub struct Cache {
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// Node names with a Node object, in a stable order for round-robin.
+    pub node_order: Vec<String>,
+    /// Where each bound or assumed pod is.
+    pod_node: HashMap<String, String>,
+    /// Pods assumed by this scheduler and not yet seen bound.
+    assumed: HashSet<String>,
+    /// Keys of bound pods with required anti-affinity terms.
+    pub anti_affinity_pods: HashSet<String>,
+}
+
+impl Cache {
+    /// Adds or updates a node; returns whether anything the filters read
+    /// changed (not just a heartbeat), i.e. whether waiting pods may fit now.
+    pub fn upsert_node(&mut self, node: Node) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo {
+            name: name.clone(),
+            ..NodeInfo::default()
+        });
+        let relevant = info.node.as_ref().is_none_or(|old| {
+            old.metadata.labels != node.metadata.labels
+                || old.spec != node.spec
+                || node_allocatable(old) != node_allocatable(&node)
+        });
+        let is_new = info.node.is_none();
+        info.allocatable = node_allocatable(&node);
+        info.node = Some(Arc::new(node));
+        if is_new {
+            self.rebuild_order();
+        }
+        relevant
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(info) = self.nodes.get_mut(name) {
+            info.node = None;
+            if info.pods.is_empty() {
+                self.nodes.remove(name);
+            }
+        }
+        self.rebuild_order();
+    }
+
+    fn rebuild_order(&mut self) {
+        self.node_order = self
+            .nodes
+            .values()
+            .filter(|n| n.node.is_some())
+            .map(|n| n.name.clone())
+            .collect();
+    }
+
+    /// Records a pod on `node` (a bound pod from the watch, or an assumed one).
+    pub fn add_pod(&mut self, info: PodInfo, node: &str, assumed: bool) {
+        let key = info.key.clone();
+        if let Some(prev) = self.pod_node.get(&key).cloned()
+            && prev != node
+        {
+            self.remove_pod(&key);
+        }
+        if info.has_required_anti_affinity() {
+            self.anti_affinity_pods.insert(key.clone());
+        } else {
+            self.anti_affinity_pods.remove(&key);
+        }
+        if assumed {
+            self.assumed.insert(key.clone());
+        } else {
+            self.assumed.remove(&key);
+        }
+        self.nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeInfo {
+                name: node.to_string(),
+                ..NodeInfo::default()
+            })
+            .add_pod(Arc::new(info));
+        self.pod_node.insert(key, node.to_string());
+    }
+
+    pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
+        self.assumed.remove(key);
+        self.anti_affinity_pods.remove(key);
+        let node = self.pod_node.remove(key)?;
+        let info = self.nodes.get_mut(&node)?;
+        let removed = info.remove_pod(key);
+        if info.node.is_none() && info.pods.is_empty() {
+            self.nodes.remove(&node);
+        }
+        removed
+    }
+
+    /// Whether the pod is bound or assumed somewhere.
+    pub fn has_pod(&self, key: &str) -> bool {
+        self.pod_node.contains_key(key)
+    }
+
+    pub fn is_assumed(&self, key: &str) -> bool {
+        self.assumed.contains(key)
+    }
+
+    /// The node a pod is on, with the pod's info.
+    pub fn pod(&self, key: &str) -> Option<(&NodeInfo, &Arc<PodInfo>)> {
+        let node = self.nodes.get(self.pod_node.get(key)?)?;
+        Some((node, node.pods.get(key)?))
+    }
+
+    /// Every pod key the cache holds (for relist reconciliation).
+    pub fn pod_keys(&self) -> Vec<String> {
+        self.pod_node.keys().cloned().collect()
+    }
+
+    /// All bound pods with the node they are on.
+    pub fn all_pods(&self) -> impl Iterator<Item = (&NodeInfo, &Arc<PodInfo>)> {
+        self.nodes
+            .values()
+            .flat_map(|n| n.pods.values().map(move |p| (n, p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, cpu: &str, port: Option<i32>) -> PodInfo {
+        let mut c = json!({"name": "c", "resources": {"requests": {"cpu": cpu}}});
+        if let Some(p) = port {
+            c["ports"] = json!([{"containerPort": 80, "hostPort": p}]);
+        }
+        PodInfo::new(Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"containers": [c]}})).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn node_info_aggregates_requests_and_ports() {
+        let mut cache = Cache::default();
+        cache.upsert_node(serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "4", "pods": "110"}}})).unwrap());
+        cache.add_pod(pod("a", "1", Some(8080)), "n1", false);
+        cache.add_pod(pod("b", "500m", None), "n1", true);
+        let n = &cache.nodes["n1"];
+        assert_eq!(n.requested.milli_cpu, 1500);
+        assert_eq!(n.used_ports.len(), 1);
+        assert!(cache.is_assumed("default/b"));
+        cache.remove_pod("default/a");
+        let n = &cache.nodes["n1"];
+        assert_eq!(n.requested.milli_cpu, 500);
+        assert!(n.used_ports.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_only_node_updates_are_not_relevant() {
+        let mut cache = Cache::default();
+        let node = |hb: &str, cpu: &str| -> Node {
+            serde_json::from_value(
+                json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": cpu},
+                "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": hb}]}}),
+            )
+            .unwrap()
+        };
+        assert!(cache.upsert_node(node("2024-01-01T00:00:00Z", "4")));
+        assert!(!cache.upsert_node(node("2024-01-01T00:00:10Z", "4")));
+        assert!(cache.upsert_node(node("2024-01-01T00:00:20Z", "8")));
+    }
+
+    #[test]
+    fn a_pod_moving_nodes_is_accounted_once() {
+        let mut cache = Cache::default();
+        cache.add_pod(pod("a", "1", None), "n1", true);
+        cache.add_pod(pod("a", "1", None), "n2", false);
+        assert!(!cache.nodes.contains_key("n1"));
+        assert_eq!(cache.nodes["n2"].requested.milli_cpu, 1000);
+    }
+
+    #[test]
+    fn host_ports_conflict_on_wildcard_address() {
+        let a = HostPort {
+            protocol: "TCP".into(),
+            host_ip: "0.0.0.0".into(),
+            port: 80,
+        };
+        let b = HostPort {
+            protocol: "TCP".into(),
+            host_ip: "10.0.0.1".into(),
+            port: 80,
+        };
+        let c = HostPort {
+            protocol: "UDP".into(),
+            host_ip: "10.0.0.1".into(),
+            port: 80,
+        };
+        assert!(a.conflicts(&b));
+        assert!(!b.conflicts(&c));
+    }
+}

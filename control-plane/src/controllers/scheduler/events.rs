@@ -1,0 +1,148 @@
+//! core/v1 Events the scheduler and node controllers record (what
+//! `kubectl describe` shows under Events), fire and forget.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+
+/// Who records the event (`source.component`, `reportingComponent`).
+#[derive(Debug, Clone, Copy)]
+pub struct Recorder {
+    pub component: &'static str,
+}
+
+/// A reference to a pod for `involvedObject`.
+pub fn pod_reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+impl Recorder {
+    /// Builds an event about `object` (`type_` is Normal or Warning).
+    pub fn event(
+        &self,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) -> Event {
+        let now = Timestamp::now();
+        let ns = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = format!(
+            "{}.{:x}",
+            object.name.as_deref().unwrap_or("object"),
+            now.as_nanosecond()
+        );
+        Event {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(ns),
+                ..ObjectMeta::default()
+            },
+            involved_object: object,
+            reason: Some(reason.into()),
+            message: Some(message),
+            type_: Some(type_.into()),
+            action: Some(action.into()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            reporting_component: Some(self.component.into()),
+            reporting_instance: Some(self.component.into()),
+            source: Some(EventSource {
+                component: Some(self.component.into()),
+                host: None,
+            }),
+            ..Event::default()
+        }
+    }
+
+    /// Records an event; failures are only logged.
+    pub async fn record(
+        &self,
+        client: &kube::Client,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let event = self.event(object, type_, reason, action, message);
+        let ns = event.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+        if let Err(err) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(%err, reason, "failed to record an event");
+        }
+    }
+}
+
+/// Events waiting to be written before new ones are dropped, as client-go's
+/// broadcaster drops when its queue is full.
+const SINK_CAPACITY: usize = 4096;
+/// Event writes in flight at once.
+const SINK_PARALLELISM: usize = 16;
+
+/// A bounded, asynchronous event writer so recording never slows the
+/// component down.
+#[derive(Clone)]
+pub struct EventSink {
+    recorder: Recorder,
+    tx: tokio::sync::mpsc::Sender<Event>,
+}
+
+impl EventSink {
+    /// Starts the writer task; it ends with `token`.
+    pub fn spawn(
+        client: kube::Client,
+        recorder: Recorder,
+        token: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        use futures::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Event>(SINK_CAPACITY);
+        let writes = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(move |event| {
+                let client = client.clone();
+                async move {
+                    let ns = event.metadata.namespace.clone().unwrap_or_default();
+                    let api: Api<Event> = Api::namespaced(client, &ns);
+                    if let Err(err) = api.create(&PostParams::default(), &event).await {
+                        tracing::debug!(%err, "failed to record an event");
+                    }
+                }
+            })
+            .buffer_unordered(SINK_PARALLELISM)
+            .for_each(|()| std::future::ready(()));
+        tokio::spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = writes => {}
+            }
+        });
+        Self { recorder, tx }
+    }
+
+    /// Queues an event; dropped (with a debug log) when the queue is full.
+    pub fn emit(
+        &self,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let event = self.recorder.event(object, type_, reason, action, message);
+        if self.tx.try_send(event).is_err() {
+            tracing::debug!(reason, "event queue full; dropping an event");
+        }
+    }
+}
