@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::registry::quantity::parse_quantity;
+use agent::quantity::ParsedQuantity;
 
 /// Requests of a container without any, for scoring only (upstream
 /// `schedutil.DefaultMilliCPURequest` and `DefaultMemoryRequest`).
@@ -28,12 +28,12 @@ pub struct Resources {
 
 /// Milli-units of a quantity (CPU), rounded up like `MilliValue`.
 fn milli(q: &Quantity) -> i64 {
-    parse_quantity(&q.0).map_or(0, |v| (v * 1000.0).ceil() as i64)
+    ParsedQuantity::parse(&q.0).map_or(0, |v| v.milli_value())
 }
 
 /// Whole units of a quantity, rounded up like `Value`.
 fn units(q: &Quantity) -> i64 {
-    parse_quantity(&q.0).map_or(0, |v| v.ceil() as i64)
+    ParsedQuantity::parse(&q.0).map_or(0, |v| v.value())
 }
 
 impl Resources {
