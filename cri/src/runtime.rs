@@ -913,6 +913,86 @@ impl Runtime {
             })
     }
 
+    /// Checks that `id` is a running container (the Exec/Attach RPCs' precondition);
+    /// returns its full id.
+    pub async fn running_container(&self, id: &str) -> Result<String> {
+        let r = self.entry(id).await?.snapshot();
+        if r.state != ContainerState::Running {
+            return Err(RuntimeError::Precondition(format!(
+                "container {:?} is not running",
+                r.id
+            )));
+        }
+        Ok(r.id)
+    }
+
+    /// Starts a streaming exec (the streaming server's side of Exec).
+    #[instrument(skip_all, fields(container = %id))]
+    pub async fn start_exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        opts: exec::StreamOptions,
+    ) -> Result<exec::ExecProcess> {
+        let id = self.running_container(id).await?;
+        if cmd.is_empty() {
+            return Err(RuntimeError::Invalid("command is required".into()));
+        }
+        let bundle = self.bundle_dir(&id);
+        let who = exec_identity(&bundle);
+        let scratch = self.config.state.join("exec");
+        exec::exec_streaming(
+            id,
+            self.config.libcontainer_root(),
+            bundle,
+            scratch,
+            cmd,
+            who,
+            opts,
+        )
+        .await
+        .map_err(fail("exec"))
+    }
+
+    /// Checks that `id` is a ready sandbox (the PortForward RPC's precondition);
+    /// returns its full id.
+    pub async fn ready_sandbox(&self, id: &str) -> Result<String> {
+        let s = self.find_sandbox(id).await.ok_or_else(|| RuntimeError::NotFound {
+            kind: "sandbox",
+            id: id.to_string(),
+        })?;
+        if s.state != SandboxState::Ready {
+            return Err(RuntimeError::Precondition(format!(
+                "sandbox {:?} is not ready",
+                s.id
+            )));
+        }
+        Ok(s.id)
+    }
+
+    /// Where port-forward connects for sandbox `id`.
+    pub async fn port_forward_target(
+        &self,
+        id: &str,
+    ) -> Result<crate::streaming::portforward::Target> {
+        let id = self.ready_sandbox(id).await?;
+        let netns = self
+            .find_sandbox(&id)
+            .await
+            .and_then(|s| s.netns.clone());
+        Ok(crate::streaming::portforward::Target { pod: id, netns })
+    }
+
+    /// Attach: not wired to the container's own stdio yet; reports why.
+    pub async fn attach_session(&self, id: &str, io: crate::streaming::remotecommand::SessionIo) {
+        use crate::streaming::remotecommand::{ExitStatus, Outgoing};
+        let msg = match self.running_container(id).await {
+            Ok(_) => "attach is not supported by r8s-cri yet".to_string(),
+            Err(err) => err.to_string(),
+        };
+        let _ = io.out.send(Outgoing::Status(ExitStatus::Internal(msg))).await;
+    }
+
     /// ReopenContainerLog.
     pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
         let entry = self.entry(id).await?;
