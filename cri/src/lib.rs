@@ -83,12 +83,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             .await
             .map_err(ServeError::Load)?,
     );
-    let (streaming, stream_listener) = streaming::bind(config.streaming_address)
-        .await
-        .map_err(|source| ServeError::StreamingBind {
-            addr: config.streaming_address,
-            source,
-        })?;
+    let (streaming, stream_listener) =
+        streaming::bind(config.streaming_address)
+            .await
+            .map_err(|source| ServeError::StreamingBind {
+                addr: config.streaming_address,
+                source,
+            })?;
     let stream_server = tokio::spawn(streaming::serve(
         stream_listener,
         streaming.clone(),

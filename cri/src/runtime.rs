@@ -957,10 +957,13 @@ impl Runtime {
     /// Checks that `id` is a ready sandbox (the PortForward RPC's precondition);
     /// returns its full id.
     pub async fn ready_sandbox(&self, id: &str) -> Result<String> {
-        let s = self.find_sandbox(id).await.ok_or_else(|| RuntimeError::NotFound {
-            kind: "sandbox",
-            id: id.to_string(),
-        })?;
+        let s = self
+            .find_sandbox(id)
+            .await
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "sandbox",
+                id: id.to_string(),
+            })?;
         if s.state != SandboxState::Ready {
             return Err(RuntimeError::Precondition(format!(
                 "sandbox {:?} is not ready",
@@ -976,10 +979,7 @@ impl Runtime {
         id: &str,
     ) -> Result<crate::streaming::portforward::Target> {
         let id = self.ready_sandbox(id).await?;
-        let netns = self
-            .find_sandbox(&id)
-            .await
-            .and_then(|s| s.netns.clone());
+        let netns = self.find_sandbox(&id).await.and_then(|s| s.netns.clone());
         Ok(crate::streaming::portforward::Target { pod: id, netns })
     }
 
@@ -990,7 +990,10 @@ impl Runtime {
             Ok(_) => "attach is not supported by r8s-cri yet".to_string(),
             Err(err) => err.to_string(),
         };
-        let _ = io.out.send(Outgoing::Status(ExitStatus::Internal(msg))).await;
+        let _ = io
+            .out
+            .send(Outgoing::Status(ExitStatus::Internal(msg)))
+            .await;
     }
 
     /// ReopenContainerLog.

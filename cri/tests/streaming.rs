@@ -89,7 +89,11 @@ async fn start_pod(env: &common::Runtime, name: &str, cmd: &[&str]) -> (String, 
     let image = env.pull_busybox().await;
     let (pod, sandbox_config) = env.run_pod(name).await;
     let id = env
-        .create_and_start(&pod, &sandbox_config, env.container_config("main", &image, cmd))
+        .create_and_start(
+            &pod,
+            &sandbox_config,
+            env.container_config("main", &image, cmd),
+        )
         .await;
     (pod, id)
 }
@@ -125,8 +129,7 @@ async fn exec_over_websocket_v5_and_v4_reports_output_and_exit_codes() {
     let ws_url = url.replacen("http://", "ws://", 1);
     let err = tokio_tungstenite::client_async(ws_url.as_str(), again)
         .await
-        .err()
-        .expect("a used token must be refused");
+        .expect_err("a used token must be refused");
     assert!(err.to_string().contains("404"), "{err}");
 
     // Non-zero exit: NonZeroExitCode with the code as cause.
@@ -253,16 +256,29 @@ async fn exec_over_plain_spdy_v4() {
         "{head}"
     );
     // kubectl's order: error, stdin, stdout, stderr.
-    let mut error = conn.open_stream(h(&[("streamType", "error")])).await.unwrap();
-    let stdin = conn.open_stream(h(&[("streamType", "stdin")])).await.unwrap();
-    let mut stdout = conn.open_stream(h(&[("streamType", "stdout")])).await.unwrap();
-    let mut stderr = conn.open_stream(h(&[("streamType", "stderr")])).await.unwrap();
+    let mut error = conn
+        .open_stream(h(&[("streamType", "error")]))
+        .await
+        .unwrap();
+    let stdin = conn
+        .open_stream(h(&[("streamType", "stdin")]))
+        .await
+        .unwrap();
+    let mut stdout = conn
+        .open_stream(h(&[("streamType", "stdout")]))
+        .await
+        .unwrap();
+    let mut stderr = conn
+        .open_stream(h(&[("streamType", "stderr")]))
+        .await
+        .unwrap();
     error.writer.finish().await.unwrap();
     stdin.writer.write(b"through spdy\n").await.unwrap();
     stdin.writer.finish().await.unwrap();
     assert_eq!(read_all(&mut stdout.reader).await, b"through spdy\n");
     assert_eq!(read_all(&mut stderr.reader).await, b"err\n");
-    let status: serde_json::Value = serde_json::from_slice(&read_all(&mut error.reader).await).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&read_all(&mut error.reader).await).unwrap();
     assert_eq!(status["reason"], "NonZeroExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "2");
     conn.close().await;
@@ -272,18 +288,23 @@ async fn exec_over_plain_spdy_v4() {
 
 async fn forward_one(conn: &Connection, request_id: &str, port: &str) -> (Vec<u8>, Vec<u8>) {
     let mut error = conn
-        .open_stream(h(&[("streamType", "error"), ("port", port), ("requestID", request_id)]))
+        .open_stream(h(&[
+            ("streamType", "error"),
+            ("port", port),
+            ("requestID", request_id),
+        ]))
         .await
         .unwrap();
     error.writer.finish().await.unwrap();
     let mut data = conn
-        .open_stream(h(&[("streamType", "data"), ("port", port), ("requestID", request_id)]))
+        .open_stream(h(&[
+            ("streamType", "data"),
+            ("port", port),
+            ("requestID", request_id),
+        ]))
         .await
         .unwrap();
-    data.writer
-        .write(b"GET / HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
+    data.writer.write(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let body = read_all(&mut data.reader).await;
     let err = read_all(&mut error.reader).await;
     (body, err)
@@ -332,22 +353,361 @@ async fn port_forward_over_websocket_tunnel_and_plain_spdy() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let body = String::from_utf8_lossy(&last.0);
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body:?} {:?}", String::from_utf8_lossy(&last.1));
+    assert!(
+        body.starts_with("HTTP/1.1 200 OK"),
+        "{body:?} {:?}",
+        String::from_utf8_lossy(&last.1)
+    );
     assert!(body.ends_with("hello-pf\n"), "{body:?}");
     assert!(last.1.is_empty());
     // A closed port reports on the error stream.
     let (body, err) = forward_one(&conn, "closed", "8081").await;
     assert!(body.is_empty());
     let err = String::from_utf8_lossy(&err);
-    assert!(err.starts_with("error forwarding port 8081 to pod"), "{err}");
+    assert!(
+        err.starts_with("error forwarding port 8081 to pod"),
+        "{err}"
+    );
     conn.close().await;
 
     // The fallback: plain SPDY/3.1 POST.
     let url = pf_url().await;
     let (conn, _) = spdy_connect(&url, "portforward.k8s.io").await;
     let (body, err) = forward_one(&conn, "0", "8080").await;
-    assert!(String::from_utf8_lossy(&body).ends_with("hello-pf\n"), "{err:?}");
+    assert!(
+        String::from_utf8_lossy(&body).ends_with("hello-pf\n"),
+        "{err:?}"
+    );
     conn.close().await;
 
+    remove_pod(&env, &pod).await;
+}
+
+/// A fake API server in front of r8s-cri, for the real kubectl: discovery and
+/// the pod come from canned JSON; `…/exec` and `…/portforward` call the CRI
+/// RPC and proxy the upgraded connection byte for byte, as kubelet does.
+mod fake_apiserver {
+    use super::*;
+
+    pub struct Target {
+        pub socket: std::path::PathBuf,
+        pub container: String,
+        pub sandbox: String,
+    }
+
+    async fn read_head(tcp: &mut TcpStream) -> Option<String> {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if tcp.read(&mut b).await.ok()? == 0 {
+                return None;
+            }
+            head.push(b[0]);
+        }
+        String::from_utf8(head).ok()
+    }
+
+    async fn reply(tcp: &mut TcpStream, status: &str, content_type: &str, body: &str) {
+        let msg = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tcp.write_all(msg.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    }
+
+    const DISCOVERY: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+    fn query(path: &str) -> Vec<(String, String)> {
+        path.split_once('?')
+            .map(|(_, q)| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), unescape(v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn unescape(v: &str) -> String {
+        let b = v.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'%' if i + 2 < b.len() => {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                }
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    async fn proxy(mut client: TcpStream, head: &str, url: &str) {
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut upstream = TcpStream::connect(host).await.unwrap();
+        let (first, others) = head.split_once("\r\n").unwrap();
+        let method = first.split(' ').next().unwrap();
+        let rewritten = format!("{method} /{path} HTTP/1.1\r\n{others}");
+        upstream.write_all(rewritten.as_bytes()).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+
+    async fn handle(mut tcp: TcpStream, target: std::sync::Arc<Target>) {
+        let Some(head) = read_head(&mut tcp).await else {
+            return;
+        };
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let bare = path.split('?').next().unwrap_or("").to_string();
+        let mut cri = cri::client::connect_path(&target.socket).await.unwrap();
+        match bare.as_str() {
+            "/version" => {
+                reply(
+                    &mut tcp,
+                    "200 OK",
+                    "application/json",
+                    r#"{"major":"1","minor":"32","gitVersion":"v1.32.0"}"#,
+                )
+                .await
+            }
+            "/api" => {
+                let body = r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[{"metadata":{"name":""},"versions":[{"version":"v1","resources":[{"resource":"pods","responseKind":{"group":"","version":"v1","kind":"Pod"},"scope":"Namespaced","verbs":["get","list"]}]}]}]}"#;
+                reply(&mut tcp, "200 OK", DISCOVERY, body).await
+            }
+            "/apis" => {
+                let body = r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}"#;
+                reply(&mut tcp, "200 OK", DISCOVERY, body).await
+            }
+            "/api/v1/namespaces/default/pods/p" => {
+                let body = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default"},"spec":{"containers":[{"name":"main","image":"busybox"}]},"status":{"phase":"Running"}}"#;
+                reply(&mut tcp, "200 OK", "application/json", body).await
+            }
+            "/api/v1/namespaces/default/pods/p/exec" => {
+                let q = query(&path);
+                let flag = |k: &str| q.iter().any(|(n, v)| n == k && v == "true");
+                let req = proto::ExecRequest {
+                    container_id: target.container.clone(),
+                    cmd: q
+                        .iter()
+                        .filter(|(n, _)| n == "command")
+                        .map(|(_, v)| v.clone())
+                        .collect(),
+                    tty: flag("tty"),
+                    stdin: flag("stdin"),
+                    stdout: flag("stdout"),
+                    stderr: flag("stderr"),
+                };
+                let url = cri.runtime.exec(req).await.unwrap().into_inner().url;
+                proxy(tcp, &head, &url).await
+            }
+            "/api/v1/namespaces/default/pods/p/portforward" => {
+                let req = proto::PortForwardRequest {
+                    pod_sandbox_id: target.sandbox.clone(),
+                    port: vec![],
+                };
+                let url = cri
+                    .runtime
+                    .port_forward(req)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .url;
+                proxy(tcp, &head, &url).await
+            }
+            _ => reply(&mut tcp, "404 Not Found", "text/plain", "not found").await,
+        }
+    }
+
+    /// Serves until dropped (the task is aborted); returns the port.
+    pub async fn start(target: Target) -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = std::sync::Arc::new(target);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(handle(tcp, target.clone()));
+            }
+        });
+        (port, task)
+    }
+}
+
+fn kubectl(dir: &std::path::Path, port: u16, websockets: bool) -> tokio::process::Command {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets.to_string())
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn kubectl_exec(
+    dir: &std::path::Path,
+    port: u16,
+    websockets: bool,
+    stdin: &[u8],
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = kubectl(dir, port, websockets);
+    cmd.arg("exec")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).await.unwrap();
+    drop(input);
+    tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn kubectl_port_forward_get(dir: &std::path::Path, port: u16, websockets: bool) -> String {
+    let mut child = kubectl(dir, port, websockets)
+        .args(["port-forward", "pod/p", ":8080"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let local = loop {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(LIMIT, out.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "kubectl port-forward exited: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&seen).to_string();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with("Forwarding from 127.0.0.1:"))
+        {
+            let port = line
+                .trim_start_matches("Forwarding from 127.0.0.1:")
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string();
+            break port;
+        }
+    };
+    let mut tcp = TcpStream::connect(format!("127.0.0.1:{local}"))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut body = Vec::new();
+    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = child.kill().await;
+    String::from_utf8_lossy(&body).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_kubectl_exec_and_port_forward_through_a_kubelet_style_proxy() {
+    require_root!();
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: kubectl is not installed");
+        return;
+    }
+    let env = common::Runtime::start().await;
+    let (pod, id) = start_pod(
+        &env,
+        "kubectl",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-kubectl > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ],
+    )
+    .await;
+    let (port, server) = fake_apiserver::start(fake_apiserver::Target {
+        socket: env.socket.clone(),
+        container: id.clone(),
+        sandbox: pod.clone(),
+    })
+    .await;
+    let _stop = scopeguard::guard(server, |s| s.abort());
+    let dir = tempfile::tempdir().unwrap();
+
+    for websockets in [true, false] {
+        let out = kubectl_exec(
+            dir.path(),
+            port,
+            websockets,
+            b"",
+            &["p", "--", "sh", "-c", "echo hi; exit 3"],
+        )
+        .await;
+        assert_eq!(out.stdout, b"hi\n", "websockets={websockets} {out:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "websockets={websockets} {out:?}"
+        );
+
+        let out = kubectl_exec(
+            dir.path(),
+            port,
+            websockets,
+            b"via stdin\n",
+            &["-i", "p", "--", "cat"],
+        )
+        .await;
+        assert_eq!(
+            out.stdout, b"via stdin\n",
+            "websockets={websockets} {out:?}"
+        );
+        assert!(out.status.success(), "websockets={websockets} {out:?}");
+
+        let mut body = String::new();
+        for _ in 0..20 {
+            body = kubectl_port_forward_get(dir.path(), port, websockets).await;
+            if body.contains("hello-kubectl") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            body.ends_with("hello-kubectl\n"),
+            "websockets={websockets} {body:?}"
+        );
+    }
     remove_pod(&env, &pod).await;
 }

@@ -173,7 +173,8 @@ pub struct ExecProcess {
 /// Writes the process.json of a tty exec: the container's process with our
 /// args, a terminal, and TERM=xterm unless set (as containerd does).
 fn write_tty_process(bundle: &Path, cmd: &[String], path: &Path) -> Result<(), ExecError> {
-    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(ExecError::Spec)?;
+    let spec =
+        oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(ExecError::Spec)?;
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(cmd.to_vec()));
     process.set_terminal(Some(true));
@@ -218,7 +219,9 @@ pub async fn exec_streaming(
         .map_err(ExecError::Join)?
         .map_err(ExecError::Start)?;
     let exited = exit::watch(pid);
-    let pipe_err = |e: std::io::Error| ExecError::Pipe(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+    let pipe_err = |e: std::io::Error| {
+        ExecError::Pipe(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    };
     let io = ExecIo::Pipes {
         stdin: stdin_ours
             .map(tokio::net::unix::pipe::Sender::from_owned_fd)

@@ -132,7 +132,9 @@ pub fn exec(
                 None => dev_null()?,
             };
             (
-                base.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr),
+                base.with_stdin(stdin)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr),
                 None,
             )
         }

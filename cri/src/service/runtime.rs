@@ -31,7 +31,9 @@ impl RuntimeHandler {
 fn validate_streams(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<(), Status> {
     if tty && stderr {
         // With a TTY, stderr cannot be multiplexed.
-        return Err(Status::invalid_argument("tty and stderr cannot both be true"));
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true",
+        ));
     }
     if !stdin && !stdout && !stderr {
         return Err(Status::invalid_argument(

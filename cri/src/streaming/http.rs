@@ -56,38 +56,42 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 }
 
 fn is_websocket(headers: &HeaderMap) -> bool {
-    has_token(headers, header::CONNECTION, "upgrade") && has_token(headers, header::UPGRADE, "websocket")
+    has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket")
 }
 
 /// Accepts a WebSocket upgrade with `protocol` (empty: none).
-fn websocket_accept(headers: &HeaderMap, protocol: &str) -> Result<Reply, Reply> {
+fn websocket_accept(headers: &HeaderMap, protocol: &str) -> Result<Reply, Box<Reply>> {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"))?;
+        .ok_or_else(|| Box::new(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")))?;
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
-        .map_err(|_| text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key"))?;
+        .map_err(|_| Box::new(text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key")))?;
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     if !protocol.is_empty() {
         let p = HeaderValue::from_str(protocol)
-            .map_err(|_| text(StatusCode::BAD_REQUEST, "bad protocol"))?;
+            .map_err(|_| Box::new(text(StatusCode::BAD_REQUEST, "bad protocol")))?;
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
     Ok(r)
 }
 
 /// httpstream.Handshake plus the SPDY upgrade response: returns the protocol.
-fn spdy_accept(headers: &HeaderMap, supported: &[&'static str]) -> Result<(&'static str, Reply), Reply> {
+fn spdy_accept(
+    headers: &HeaderMap,
+    supported: &[&'static str],
+) -> Result<(&'static str, Reply), Box<Reply>> {
     let offered = values(headers, STREAM_PROTOCOL_VERSION);
     if offered.is_empty() {
-        return Err(text(
+        return Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: X-Stream-Protocol-Version is required",
-        ));
+        )));
     }
     let Some(protocol) = offered
         .iter()
@@ -100,16 +104,20 @@ fn spdy_accept(headers: &HeaderMap, supported: &[&'static str]) -> Result<(&'sta
             ),
         );
         for s in supported {
-            r.headers_mut()
-                .append(ACCEPTED_STREAM_PROTOCOL_VERSIONS, HeaderValue::from_static(s));
+            r.headers_mut().append(
+                ACCEPTED_STREAM_PROTOCOL_VERSIONS,
+                HeaderValue::from_static(s),
+            );
         }
-        return Err(r);
+        return Err(Box::new(r));
     };
-    if !has_token(headers, header::CONNECTION, "upgrade") || !has_token(headers, header::UPGRADE, "spdy/3.1") {
-        return Err(text(
+    if !has_token(headers, header::CONNECTION, "upgrade")
+        || !has_token(headers, header::UPGRADE, "spdy/3.1")
+    {
+        return Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: missing upgrade headers in request",
-        ));
+        )));
     }
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -171,7 +179,8 @@ pub async fn handle(
                 stderr: a.stderr && !a.tty,
                 tty: a.tty,
             };
-            let run = move |io: SessionIo| async move { rt.attach_session(&a.container_id, io).await };
+            let run =
+                move |io: SessionIo| async move { rt.attach_session(&a.container_id, io).await };
             remote_command(&headers, upgrade, streams, run)
         }
         StreamRequest::PortForward(p) => match rt.port_forward_target(&p.pod_sandbox_id).await {
@@ -182,7 +191,12 @@ pub async fn handle(
     Ok(reply)
 }
 
-fn remote_command<F, Fut>(headers: &HeaderMap, upgrade: OnUpgrade, streams: Streams, run: F) -> Reply
+fn remote_command<F, Fut>(
+    headers: &HeaderMap,
+    upgrade: OnUpgrade,
+    streams: Streams,
+    run: F,
+) -> Reply
 where
     F: FnOnce(SessionIo) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -197,18 +211,19 @@ where
         };
         let reply = match websocket_accept(headers, protocol.name) {
             Ok(r) => r,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, None).await;
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, None)
+                .await;
             ws_exec::serve(ws, protocol, streams, run).await;
         });
         return reply;
     }
     let (protocol, reply) = match spdy_accept(headers, spdy_exec::PROTOCOLS) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
@@ -230,11 +245,12 @@ fn port_forward(headers: &HeaderMap, upgrade: OnUpgrade, target: portforward::Ta
         }
         let reply = match websocket_accept(headers, portforward::TUNNEL_PROTOCOL) {
             Ok(r) => r,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, None).await;
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, None)
+                .await;
             let (input, output) = transport::websocket(ws);
             let (conn, incoming) = Connection::start(input, output, Role::Server);
             portforward::serve(conn, incoming, target).await;
@@ -243,7 +259,7 @@ fn port_forward(headers: &HeaderMap, upgrade: OnUpgrade, target: portforward::Ta
     }
     let reply = match spdy_accept(headers, &[portforward::PROTOCOL]) {
         Ok((_, r)) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
@@ -278,7 +294,10 @@ mod tests {
         let (p, r) = spdy_accept(&h, spdy_exec::PROTOCOLS).unwrap();
         assert_eq!(p, "v4.channel.k8s.io");
         assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(r.headers()["x-stream-protocol-version"], "v4.channel.k8s.io");
+        assert_eq!(
+            r.headers()["x-stream-protocol-version"],
+            "v4.channel.k8s.io"
+        );
     }
 
     #[test]
@@ -300,7 +319,10 @@ mod tests {
     fn websocket_accept_echoes_the_protocol_and_key() {
         let h = headers(&[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]);
         let r = websocket_accept(&h, "v5.channel.k8s.io").unwrap();
-        assert_eq!(r.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            r.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(r.headers()["sec-websocket-protocol"], "v5.channel.k8s.io");
     }
 }

@@ -82,7 +82,9 @@ impl ExitStatus {
                     cmd.join(" ")
                 ),
             },
-            None => Self::Internal("error executing command in container: exit code unknown".into()),
+            None => {
+                Self::Internal("error executing command in container: exit code unknown".into())
+            }
         }
     }
 
@@ -248,11 +250,7 @@ async fn wait_exit(
 
 /// Runs a started exec to its end and sends its status; `cmd` words the status.
 pub async fn run_exec(process: ExecProcess, cmd: &[String], io: SessionIo) {
-    let SessionIo {
-        stdin,
-        resize,
-        out,
-    } = io;
+    let SessionIo { stdin, resize, out } = io;
     let mut helpers = tokio::task::JoinSet::new();
     let code = match process.io {
         ExecIo::Pipes {

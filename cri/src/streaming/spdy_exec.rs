@@ -50,7 +50,10 @@ async fn wait_for_streams(
             "resize" => &mut opened.resize,
             other => {
                 tracing::debug!(stream_type = other, "unexpected stream type");
-                let _ = stream.writer.reset(super::spdy::frame::RST_PROTOCOL_ERROR).await;
+                let _ = stream
+                    .writer
+                    .reset(super::spdy::frame::RST_PROTOCOL_ERROR)
+                    .await;
                 continue;
             }
         };

@@ -248,7 +248,10 @@ mod tests {
         let p = negotiate(&["v4.base64.channel.k8s.io".to_string()]).unwrap();
         let msg = encode(p, STDOUT, b"hi\n");
         assert_eq!(msg.to_text().unwrap(), "1aGkK");
-        assert_eq!(decode(p, Message::text("0aGkK")), Some((0, b"hi\n".to_vec())));
+        assert_eq!(
+            decode(p, Message::text("0aGkK")),
+            Some((0, b"hi\n".to_vec()))
+        );
     }
 
     #[test]

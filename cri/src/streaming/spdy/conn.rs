@@ -263,19 +263,11 @@ impl Connection {
             }))
             .await;
         let _ = self.cmds.send(Cmd::Close).await;
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(w) = writer {
             let _ = w.await;
         }
-        let reader = self
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(r) = reader {
             r.abort();
         }
@@ -451,7 +443,9 @@ async fn handle_frame(
             }
         }
         Frame::Headers {
-            stream_id, fin: true, ..
+            stream_id,
+            fin: true,
+            ..
         } => {
             if let Some(slot) = shared.streams().get_mut(&stream_id) {
                 slot.data = None;

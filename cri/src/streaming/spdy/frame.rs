@@ -245,7 +245,7 @@ impl Codec {
                 out.put_u8(flag(*fin, FLAG_FIN));
                 out.put_slice(&u24(data.len())?);
                 out.put_slice(data);
-                return Ok(());
+                Ok(())
             }
             Frame::SynStream {
                 stream_id,
@@ -424,7 +424,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             &wire[..],
-            &[0x80, 0x03, 0x00, 0x07, 0x00, 0x00, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]
+            &[
+                0x80, 0x03, 0x00, 0x07, 0x00, 0x00, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0
+            ]
         );
     }
 

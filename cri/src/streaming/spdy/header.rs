@@ -185,7 +185,11 @@ mod tests {
     fn blocks_round_trip_through_one_connection_context() {
         let mut c = Compressor::new().unwrap();
         let mut d = Decompressor::default();
-        let first = h(&[("streamtype", "error"), ("port", "8080"), ("requestid", "0")]);
+        let first = h(&[
+            ("streamtype", "error"),
+            ("port", "8080"),
+            ("requestid", "0"),
+        ]);
         let second = h(&[("streamtype", "data"), ("port", "8080"), ("requestid", "0")]);
         let a = c.compress(&first).unwrap();
         // zlib header with FDICT set, then the dictionary's adler32.
