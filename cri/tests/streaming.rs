@@ -711,3 +711,52 @@ async fn real_kubectl_exec_and_port_forward_through_a_kubelet_style_proxy() {
     }
     remove_pod(&env, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_feeds_stdin_and_follows_output_until_exit() {
+    require_root!();
+    let env = common::Runtime::start().await;
+    let image = env.pull_busybox().await;
+    let (pod, sandbox_config) = env.run_pod("attach").await;
+    let mut config = env.container_config(
+        "main",
+        &image,
+        &[
+            "sh",
+            "-c",
+            "while read l; do echo got-$l; echo err-$l >&2; done; echo bye",
+        ],
+    );
+    config.stdin = true;
+    config.stdin_once = true;
+    let id = env.create_and_start(&pod, &sandbox_config, config).await;
+
+    let url = env
+        .runtime()
+        .await
+        .attach(proto::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.contains("/attach/"), "{url}");
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::binary(b"\x00hello\n".to_vec()))
+        .await
+        .unwrap();
+    // Closing stdin of a StdinOnce container ends its input: the loop exits.
+    ws.send(Message::binary(vec![255u8, 0])).await.unwrap();
+    let c = collect(&mut ws).await;
+    assert_eq!(c.stdout, b"got-hello\nbye\n", "{c:?}");
+    assert_eq!(c.stderr, b"err-hello\n", "{c:?}");
+    assert_eq!(status(&c)["status"], "Success");
+    assert_eq!(env.wait_exited(&id).await.exit_code, 0);
+
+    remove_pod(&env, &pod).await;
+}

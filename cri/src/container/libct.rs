@@ -40,15 +40,20 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Creates (but does not start) container `id` from `bundle`; returns the init pid.
+/// Creates (but does not start) container `id` from `bundle` (stdin: /dev/null
+/// unless given); returns the init pid.
 pub fn create(
     id: &str,
     root: &Path,
     bundle: &Path,
+    stdin: Option<OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<i32, LibctError> {
-    let stdin = dev_null()?;
+    let stdin = match stdin {
+        Some(fd) => fd,
+        None => dev_null()?,
+    };
     let _guard = lock();
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
