@@ -430,6 +430,38 @@ mod tests {
         );
     }
 
+    /// The first frame of `kubectl port-forward` (v1.32, SPDY fallback), as
+    /// sent on the wire: Go's zlib with the SPDY/3 dictionary.
+    const KUBECTL_SYN_STREAM: &[u8] = &[
+        0x80, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3e, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x78, 0xf9, 0xe3, 0xc6, 0xa7, 0xc2, 0x02, 0x25, 0x3a, 0x06, 0x06, 0x06,
+        0xce, 0x22, 0x48, 0xfc, 0x64, 0x82, 0xd2, 0x2d, 0xa3, 0x01, 0x38, 0xe5, 0x95, 0x14, 0xa5,
+        0x26, 0xe6, 0x42, 0x0b, 0x17, 0xd6, 0x54, 0x50, 0xd0, 0x43, 0x0a, 0xea, 0x22, 0x70, 0x9e,
+        0xb0, 0x30, 0xb0, 0x30, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff,
+    ];
+
+    #[test]
+    fn syn_stream_captured_from_kubectl_decodes() {
+        let mut rx = Codec::new().unwrap();
+        let mut wire = BytesMut::from(KUBECTL_SYN_STREAM);
+        let Some(Frame::SynStream {
+            stream_id,
+            fin,
+            headers,
+            ..
+        }) = rx.decode(&mut wire).unwrap()
+        else {
+            panic!("not a SYN_STREAM");
+        };
+        assert_eq!(stream_id, 1);
+        assert!(!fin);
+        assert!(wire.is_empty());
+        let get = |n| super::super::header::get(&headers, n);
+        assert_eq!(get("streamtype"), Some("error"));
+        assert_eq!(get("port"), Some("8080"));
+        assert_eq!(get("requestid"), Some("0"));
+    }
+
     #[test]
     fn wrong_version_is_rejected() {
         let mut rx = Codec::new().unwrap();
