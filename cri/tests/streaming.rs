@@ -162,6 +162,28 @@ async fn exec_over_websocket_v5_and_v4_reports_output_and_exit_codes() {
     assert_eq!(c.stdout, b"piped data\n");
     assert_eq!(status(&c)["status"], "Success");
 
+    // A client that goes away takes its exec with it.
+    let url = exec_url(&env, exec_req(&id, &["sleep", "1234"], false, false)).await;
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+    let _ = tokio::time::timeout(LIMIT, ws.next()).await.unwrap();
+    let running = || async {
+        let out = env
+            .exec(&id, &["sh", "-c", "ps | grep -c '[s]leep 1234'"])
+            .await;
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(running().await, "1");
+    drop(ws);
+    let mut gone = false;
+    for _ in 0..100 {
+        if running().await == "0" {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "exec survived its client");
+
     // A missing command is an internal error in the status, not a hang.
     let url = exec_url(&env, exec_req(&id, &["/no/such/binary"], false, false)).await;
     let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;

@@ -248,9 +248,32 @@ async fn wait_exit(
     }
 }
 
+/// Kills the exec if the session is dropped before the process exited (the
+/// client went away), as containerd does when the stream's context ends.
+struct KillOnDrop {
+    pid: i32,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::debug!(pid = self.pid, "client gone; killing exec");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Runs a started exec to its end and sends its status; `cmd` words the status.
 pub async fn run_exec(process: ExecProcess, cmd: &[String], io: SessionIo) {
     let SessionIo { stdin, resize, out } = io;
+    let mut guard = KillOnDrop {
+        pid: process.pid,
+        armed: true,
+    };
     let mut helpers = tokio::task::JoinSet::new();
     let code = match process.io {
         ExecIo::Pipes {
@@ -300,6 +323,7 @@ pub async fn run_exec(process: ExecProcess, cmd: &[String], io: SessionIo) {
             wait_exit(process.exited, copy_pty_out(pty, out.clone())).await
         }
     };
+    guard.armed = false;
     helpers.abort_all();
     tracing::debug!(pid = process.pid, ?code, "streaming exec finished");
     let _ = out

@@ -130,7 +130,22 @@ pub async fn serve<F, Fut>(
             }
         }
     };
-    while let Some(o) = out_rx.recv().await {
+    loop {
+        let o = tokio::select! {
+            o = out_rx.recv() => match o {
+                Some(o) => o,
+                None => break,
+            },
+            more = incoming.recv() => match more {
+                // No further streams belong to a session; refuse them.
+                Some(extra) => {
+                    let _ = extra.writer.reset(super::spdy::frame::RST_PROTOCOL_ERROR).await;
+                    continue;
+                }
+                // The connection's reader ended: the client is gone.
+                None => break,
+            },
+        };
         match o {
             Outgoing::Data(OutChannel::Stdout, data) => {
                 if !write(&stdout, data).await {

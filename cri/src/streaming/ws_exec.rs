@@ -194,13 +194,25 @@ where
     if sink.send(encode(p, first, &[])).await.is_err() {
         return;
     }
-    let reader = tokio::spawn(read_loop(stream, p, stdin_tx, resize_tx));
+    let mut reader = tokio::spawn(read_loop(stream, p, stdin_tx, resize_tx));
     let session = tokio::spawn(run(SessionIo {
         stdin: stdin_rx,
         resize: resize_rx,
         out: out_tx,
     }));
-    while let Some(o) = out_rx.recv().await {
+    loop {
+        let o = tokio::select! {
+            o = out_rx.recv() => match o {
+                Some(o) => o,
+                None => break,
+            },
+            // Clients keep the socket open until they have the status: the
+            // reader ending first means the client is gone.
+            _ = &mut reader => {
+                session.abort();
+                return;
+            }
+        };
         let msg = match o {
             Outgoing::Data(OutChannel::Stdout, data) => encode(p, STDOUT, &data),
             Outgoing::Data(OutChannel::Stderr, data) => encode(p, STDERR, &data),
