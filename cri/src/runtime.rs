@@ -1029,8 +1029,8 @@ impl Runtime {
         let mut taps = log.subscribe();
         let mut exited = entry.exited.subscribe();
         let mut stdin = io.stdin;
-        let already_exited = *exited.borrow();
-        while !already_exited {
+        let mut done = *exited.borrow();
+        while !done {
             let next_stdin = async {
                 match stdin.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -1068,9 +1068,7 @@ impl Runtime {
                     }
                 },
                 res = exited.changed() => {
-                    if res.is_err() || *exited.borrow() {
-                        break;
-                    }
+                    done = res.is_err() || *exited.borrow();
                 }
             }
         }
