@@ -1,5 +1,5 @@
 //! Validated runtime configuration, built by `main` (or the agent) and read by every module.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
@@ -21,7 +21,13 @@ pub struct Config {
     pub pod_cidr: Ipv4Net,
     /// Name of the node bridge.
     pub bridge: String,
+    /// Address of the streaming (exec/attach/port-forward) HTTP server; port 0 picks one.
+    pub streaming_address: SocketAddr,
 }
+
+/// Default streaming server address: loopback, any free port (as containerd's
+/// `stream_server_address` 127.0.0.1 with port 0).
+pub const DEFAULT_STREAMING_ADDRESS: &str = "127.0.0.1:0";
 
 impl Config {
     /// Gateway (bridge) address: the first host address of the pod CIDR.
@@ -57,6 +63,7 @@ mod tests {
             insecure_registries: vec!["reg.local:5000".into()],
             pod_cidr: "10.244.3.0/24".parse().unwrap(),
             bridge: "r8s0".into(),
+            streaming_address: DEFAULT_STREAMING_ADDRESS.parse().unwrap(),
         }
     }
 

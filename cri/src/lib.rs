@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod service;
 pub mod store;
+pub mod streaming;
 mod sys;
 
 pub mod proto {
@@ -41,6 +42,12 @@ pub enum ServeError {
     #[error("failed to bind {path}")]
     Bind {
         path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to bind the streaming server on {addr}")]
+    StreamingBind {
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -76,6 +83,19 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             .await
             .map_err(ServeError::Load)?,
     );
+    let (streaming, stream_listener) =
+        streaming::bind(config.streaming_address)
+            .await
+            .map_err(|source| ServeError::StreamingBind {
+                addr: config.streaming_address,
+                source,
+            })?;
+    let stream_server = tokio::spawn(streaming::serve(
+        stream_listener,
+        streaming.clone(),
+        runtime.clone(),
+        shutdown.clone(),
+    ));
     if let Some(parent) = config.listen.parent() {
         std::fs::create_dir_all(parent).map_err(|source| ServeError::Dir {
             path: parent.to_path_buf(),
@@ -92,7 +112,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
         .add_service(proto::runtime_service_server::RuntimeServiceServer::new(
-            service::RuntimeHandler::new(runtime.clone()),
+            service::RuntimeHandler::new(runtime.clone(), streaming),
         ))
         .add_service(proto::image_service_server::ImageServiceServer::new(
             service::ImageHandler::new(runtime.clone()),
@@ -101,6 +121,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         .await
         .map_err(ServeError::Server)?;
     let _ = std::fs::remove_file(&config.listen);
+    stream_server.abort();
     tracing::info!("r8s-cri stopped");
     Ok(())
 }

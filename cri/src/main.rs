@@ -69,6 +69,16 @@ struct Args {
         help_heading = "Network"
     )]
     bridge: String,
+    /// Address (ip:port) of the streaming server that exec, attach and
+    /// port-forward URLs point at; port 0 picks a free port (see containerd's
+    /// stream_server_address / stream_server_port).
+    #[arg(
+        long = "stream-server-address",
+        env = "R8S_CRI_STREAM_SERVER_ADDRESS",
+        default_value = cri::config::DEFAULT_STREAMING_ADDRESS,
+        help_heading = "Server"
+    )]
+    stream_server_address: std::net::SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +116,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registry,
         pod_cidr: args.pod_cidr,
         bridge: args.bridge,
+        streaming_address: args.stream_server_address,
     };
     // Must happen before any thread exists so every container init is reparented here.
     cri::become_subreaper().context("set child subreaper")?;

@@ -58,6 +58,8 @@ pub struct ContainerEntry {
     record: StdMutex<ContainerRecord>,
     exited: watch::Sender<bool>,
     log: Option<Arc<LogFile>>,
+    /// Our end of the container's stdin, when it was created with `stdin`.
+    stdin: Mutex<Option<tokio::net::unix::pipe::Sender>>,
 }
 
 impl ContainerEntry {
@@ -165,6 +167,7 @@ impl Runtime {
                 record: StdMutex::new(r),
                 exited: tx,
                 log,
+                stdin: Mutex::new(None),
             });
             if alive {
                 info!(container = %id, pid, "re-adopted running container");
@@ -643,10 +646,17 @@ impl Runtime {
                 (null(())?, null(())?)
             }
         };
+        let (stdin_ours, stdin_theirs) = if config.stdin {
+            let (ours, theirs) =
+                stdin_fifo(&bundle.join("stdin")).map_err(fail("create stdin fifo"))?;
+            (Some(ours), Some(theirs))
+        } else {
+            (None, None)
+        };
         let lc_root = self.config.libcontainer_root();
         let (id2, bundle2) = (id.to_string(), bundle.to_path_buf());
         let pid = tokio::task::spawn_blocking(move || {
-            libct::create(&id2, &lc_root, &bundle2, stdout, stderr)
+            libct::create(&id2, &lc_root, &bundle2, stdin_theirs, stdout, stderr)
         })
         .await
         .map_err(fail("create container"))?
@@ -680,6 +690,7 @@ impl Runtime {
             record: StdMutex::new(record),
             exited: tx,
             log,
+            stdin: Mutex::new(stdin_ours),
         });
         self.spawn_exit_watcher(entry.clone(), pid);
         Ok(entry)
@@ -913,6 +924,170 @@ impl Runtime {
             })
     }
 
+    /// Checks that `id` is a running container (the Exec/Attach RPCs' precondition);
+    /// returns its full id.
+    pub async fn running_container(&self, id: &str) -> Result<String> {
+        let r = self.entry(id).await?.snapshot();
+        if r.state != ContainerState::Running {
+            return Err(RuntimeError::Precondition(format!(
+                "container {:?} is not running",
+                r.id
+            )));
+        }
+        Ok(r.id)
+    }
+
+    /// Starts a streaming exec (the streaming server's side of Exec).
+    #[instrument(skip_all, fields(container = %id))]
+    pub async fn start_exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        opts: exec::StreamOptions,
+    ) -> Result<exec::ExecProcess> {
+        let id = self.running_container(id).await?;
+        if cmd.is_empty() {
+            return Err(RuntimeError::Invalid("command is required".into()));
+        }
+        let bundle = self.bundle_dir(&id);
+        let who = exec_identity(&bundle);
+        let scratch = self.config.state.join("exec");
+        exec::exec_streaming(
+            id,
+            self.config.libcontainer_root(),
+            bundle,
+            scratch,
+            cmd,
+            who,
+            opts,
+        )
+        .await
+        .map_err(fail("exec"))
+    }
+
+    /// Checks that `id` is a ready sandbox (the PortForward RPC's precondition);
+    /// returns its full id.
+    pub async fn ready_sandbox(&self, id: &str) -> Result<String> {
+        let s = self
+            .find_sandbox(id)
+            .await
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "sandbox",
+                id: id.to_string(),
+            })?;
+        if s.state != SandboxState::Ready {
+            return Err(RuntimeError::Precondition(format!(
+                "sandbox {:?} is not ready",
+                s.id
+            )));
+        }
+        Ok(s.id)
+    }
+
+    /// Where port-forward connects for sandbox `id`.
+    pub async fn port_forward_target(
+        &self,
+        id: &str,
+    ) -> Result<crate::streaming::portforward::Target> {
+        let id = self.ready_sandbox(id).await?;
+        let netns = self.find_sandbox(&id).await.and_then(|s| s.netns.clone());
+        Ok(crate::streaming::portforward::Target { pod: id, netns })
+    }
+
+    /// Attach: follows the container's output (from now on) and feeds its
+    /// stdin when it was created with one, until the container exits.
+    #[instrument(skip_all, fields(container = %id))]
+    pub async fn attach_session(&self, id: &str, io: crate::streaming::remotecommand::SessionIo) {
+        use crate::streaming::remotecommand::{ExitStatus, OutChannel, Outgoing};
+        let channel = |stream: &str| {
+            if stream == "stderr" {
+                OutChannel::Stderr
+            } else {
+                OutChannel::Stdout
+            }
+        };
+        let entry = match self.entry(id).await {
+            Ok(e) => e,
+            Err(err) => {
+                let msg = format!("error attaching to container: {err}");
+                let _ = io
+                    .out
+                    .send(Outgoing::Status(ExitStatus::Internal(msg)))
+                    .await;
+                return;
+            }
+        };
+        let Some(log) = entry.log.clone() else {
+            let msg = "error attaching to container: container has no output streams".to_string();
+            let _ = io
+                .out
+                .send(Outgoing::Status(ExitStatus::Internal(msg)))
+                .await;
+            return;
+        };
+        let stdin_once = entry.snapshot().config().stdin_once;
+        let mut taps = log.subscribe();
+        let mut exited = entry.exited.subscribe();
+        let mut stdin = io.stdin;
+        let mut done = *exited.borrow();
+        while !done {
+            let next_stdin = async {
+                match stdin.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                tap = taps.recv() => match tap {
+                    Ok((stream, data)) => {
+                        if io.out.send(Outgoing::Data(channel(stream), data)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(skipped = n, "attached client fell behind the container's output");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                data = next_stdin => match data {
+                    Some(data) => {
+                        let mut guard = entry.stdin.lock().await;
+                        if let Some(pipe) = guard.as_mut() {
+                            use tokio::io::AsyncWriteExt;
+                            if pipe.write_all(&data).await.is_err() {
+                                *guard = None;
+                            }
+                        }
+                    }
+                    None => {
+                        stdin = None;
+                        if stdin_once {
+                            // StdinOnce: the first attach's EOF is the container's EOF.
+                            *entry.stdin.lock().await = None;
+                        }
+                    }
+                },
+                res = exited.changed() => {
+                    done = res.is_err() || *exited.borrow();
+                }
+            }
+        }
+        // Output written just before the exit may still be in flight.
+        while let Ok(Ok((stream, data))) =
+            tokio::time::timeout(Duration::from_millis(200), taps.recv()).await
+        {
+            if io
+                .out
+                .send(Outgoing::Data(channel(stream), data))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = io.out.send(Outgoing::Status(ExitStatus::Success)).await;
+    }
+
     /// ReopenContainerLog.
     pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
         let entry = self.entry(id).await?;
@@ -926,6 +1101,26 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// Makes the stdin FIFO of a container: returns our (write) end and the
+/// container's (read) end. Our end stays open, so the container sees EOF only
+/// when we drop it.
+fn stdin_fifo(
+    path: &Path,
+) -> std::io::Result<(tokio::net::unix::pipe::Sender, std::os::fd::OwnedFd)> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    logs::make_fifo(path).map_err(std::io::Error::other)?;
+    // Non-blocking open of the read end succeeds without a writer; then the
+    // write end opens at once because a reader exists.
+    let theirs = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let ours = tokio::net::unix::pipe::OpenOptions::new().open_sender(path)?;
+    fcntl(&theirs, FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok((ours, theirs))
 }
 
 /// The user and working directory of the container's process, for execs.

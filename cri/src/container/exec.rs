@@ -1,11 +1,14 @@
-//! ExecSync: runs a command in a running container as a libcontainer tenant,
-//! capturing stdout/stderr through pipes, with an optional timeout.
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+//! Execs in a running container as libcontainer tenants: ExecSync (captured
+//! output, optional timeout) and the streaming Exec behind the CRI streaming
+//! server (our ends of stdio pipes, or the master of a pty made in the container).
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use tokio::io::AsyncReadExt;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
 
 use super::{exit, libct};
 
@@ -20,6 +23,10 @@ pub enum ExecError {
     Join(#[source] tokio::task::JoinError),
     #[error("command {cmd:?} timed out after {seconds}s")]
     Timeout { cmd: Vec<String>, seconds: i64 },
+    #[error("failed to prepare the terminal of the exec")]
+    Console(#[source] std::io::Error),
+    #[error("failed to read the container's process spec")]
+    Spec(#[source] oci_spec::OciSpecError),
 }
 
 /// Output of a finished exec.
@@ -54,7 +61,12 @@ pub async fn exec_sync(
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
     let args = cmd.clone();
-    let pid = tokio::task::spawn_blocking(move || libct::exec(&id, &root, args, who, out_w, err_w))
+    let stdio = libct::ExecStdio::Pipes {
+        stdin: None,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let pid = tokio::task::spawn_blocking(move || libct::exec(&id, &root, args, who, stdio))
         .await
         .map_err(ExecError::Join)?
         .map_err(ExecError::Start)?;
@@ -84,5 +96,206 @@ pub async fn exec_sync(
         }
     } else {
         Ok(run.await)
+    }
+}
+
+/// Which standard streams a streaming exec gets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamOptions {
+    pub stdin: bool,
+    pub tty: bool,
+}
+
+/// The master side of a pty made inside the container.
+pub struct Pty {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Pty {
+    fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        Ok(Self {
+            fd: crate::sys::async_fd(fd)?,
+        })
+    }
+
+    /// Reads output; 0 once every slave is closed (EIO on a pty master).
+    pub async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(Into::into)) {
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes all of `data` as terminal input.
+    pub async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(Into::into)) {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the terminal size (TIOCSWINSZ).
+    pub fn resize(&self, width: u16, height: u16) -> std::io::Result<()> {
+        crate::sys::set_window_size(self.fd.get_ref().as_fd(), width, height)
+    }
+}
+
+/// Our side of a streaming exec's stdio.
+pub enum ExecIo {
+    Pipes {
+        stdin: Option<tokio::net::unix::pipe::Sender>,
+        stdout: tokio::net::unix::pipe::Receiver,
+        stderr: tokio::net::unix::pipe::Receiver,
+    },
+    Tty(Pty),
+}
+
+/// A started streaming exec.
+pub struct ExecProcess {
+    pub pid: i32,
+    pub io: ExecIo,
+    /// Resolves with the exit code (None if it cannot be known).
+    pub exited: oneshot::Receiver<Option<i32>>,
+}
+
+/// Writes the process.json of a tty exec: the container's process with our
+/// args, a terminal, and TERM=xterm unless set (as containerd does).
+fn write_tty_process(bundle: &Path, cmd: &[String], path: &Path) -> Result<(), ExecError> {
+    let spec =
+        oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(ExecError::Spec)?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(cmd.to_vec()));
+    process.set_terminal(Some(true));
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    process.set_env(Some(env));
+    let json = serde_json::to_vec(&process).map_err(|e| ExecError::Console(e.into()))?;
+    std::fs::write(path, json).map_err(ExecError::Console)
+}
+
+/// Starts `cmd` in container `id` for the streaming server. `scratch` is a
+/// short directory for the console socket (unix socket paths are short).
+pub async fn exec_streaming(
+    id: String,
+    root: PathBuf,
+    bundle: PathBuf,
+    scratch: PathBuf,
+    cmd: Vec<String>,
+    who: libct::ExecIdentity,
+    opts: StreamOptions,
+) -> Result<ExecProcess, ExecError> {
+    if opts.tty {
+        return exec_tty(id, root, bundle, scratch, cmd, who).await;
+    }
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
+    let (stdin_ours, stdin_theirs) = if opts.stdin {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
+        (Some(w), Some(r))
+    } else {
+        (None, None)
+    };
+    let stdio = libct::ExecStdio::Pipes {
+        stdin: stdin_theirs,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let pid = tokio::task::spawn_blocking(move || libct::exec(&id, &root, cmd, who, stdio))
+        .await
+        .map_err(ExecError::Join)?
+        .map_err(ExecError::Start)?;
+    let exited = exit::watch(pid);
+    let pipe_err = |e: std::io::Error| {
+        ExecError::Pipe(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    };
+    let io = ExecIo::Pipes {
+        stdin: stdin_ours
+            .map(tokio::net::unix::pipe::Sender::from_owned_fd)
+            .transpose()
+            .map_err(pipe_err)?,
+        stdout: tokio::net::unix::pipe::Receiver::from_owned_fd(out_r).map_err(pipe_err)?,
+        stderr: tokio::net::unix::pipe::Receiver::from_owned_fd(err_r).map_err(pipe_err)?,
+    };
+    Ok(ExecProcess { pid, io, exited })
+}
+
+async fn exec_tty(
+    id: String,
+    root: PathBuf,
+    bundle: PathBuf,
+    scratch: PathBuf,
+    cmd: Vec<String>,
+    who: libct::ExecIdentity,
+) -> Result<ExecProcess, ExecError> {
+    std::fs::create_dir_all(&scratch).map_err(ExecError::Console)?;
+    let name = format!("{:016x}", rand::random::<u64>());
+    let socket = scratch.join(format!("{name}.sock"));
+    let process = scratch.join(format!("{name}.json"));
+    write_tty_process(&bundle, &cmd, &process)?;
+    let started = tokio::task::spawn_blocking(move || {
+        let result = start_with_console(&id, &root, cmd, who, &socket, &process);
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&process);
+        remove_console_links(&root.join(&id), &socket);
+        result
+    })
+    .await
+    .map_err(ExecError::Join)?;
+    let (pid, master) = started?;
+    let exited = exit::watch(pid);
+    Ok(ExecProcess {
+        pid,
+        io: ExecIo::Tty(Pty::new(master).map_err(ExecError::Console)?),
+        exited,
+    })
+}
+
+fn start_with_console(
+    id: &str,
+    root: &Path,
+    cmd: Vec<String>,
+    who: libct::ExecIdentity,
+    socket: &Path,
+    process: &Path,
+) -> Result<(i32, OwnedFd), ExecError> {
+    let listener = std::os::unix::net::UnixListener::bind(socket).map_err(ExecError::Console)?;
+    let stdio = libct::ExecStdio::Console {
+        socket: socket.to_path_buf(),
+        process: process.to_path_buf(),
+    };
+    let pid = libct::exec(id, root, cmd, who, stdio).map_err(ExecError::Start)?;
+    // libcontainer connected during build(); the init sends the master over it.
+    let (conn, _) = listener.accept().map_err(ExecError::Console)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(ExecError::Console)?;
+    let master = crate::sys::receive_fd(conn.as_fd()).map_err(ExecError::Console)?;
+    Ok((pid, master))
+}
+
+/// libcontainer leaves a `tenant-tty-*` symlink to our socket in the container dir.
+fn remove_console_links(container_dir: &Path, socket: &Path) {
+    let Ok(entries) = std::fs::read_dir(container_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("tenant-tty-")
+            && std::fs::read_link(e.path()).is_ok_and(|t| t == socket)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }

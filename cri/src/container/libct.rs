@@ -40,15 +40,20 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Creates (but does not start) container `id` from `bundle`; returns the init pid.
+/// Creates (but does not start) container `id` from `bundle` (stdin: /dev/null
+/// unless given); returns the init pid.
 pub fn create(
     id: &str,
     root: &Path,
     bundle: &Path,
+    stdin: Option<OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<i32, LibctError> {
-    let stdin = dev_null()?;
+    let stdin = match stdin {
+        Some(fd) => fd,
+        None => dev_null()?,
+    };
     let _guard = lock();
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
@@ -97,29 +102,60 @@ pub struct ExecIdentity {
     pub cwd: Option<PathBuf>,
 }
 
+/// How an exec's standard streams are wired.
+pub enum ExecStdio {
+    /// Our ends of pipes (or files); no stdin means /dev/null.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A pty made inside the container, whose master libcontainer sends to
+    /// the unix socket `socket`; `process` is a process.json with `terminal`.
+    Console { socket: PathBuf, process: PathBuf },
+}
+
 /// Runs `args` inside container `id` (a libcontainer tenant); returns its pid.
 pub fn exec(
     id: &str,
     root: &Path,
     args: Vec<String>,
     who: ExecIdentity,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    stdio: ExecStdio,
 ) -> Result<i32, LibctError> {
-    let stdin = dev_null()?;
-    let _guard = lock();
-    let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
+    let base = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map_err(lc("set root path"))?
-        .with_stdin(stdin)
-        .with_stdout(stdout)
-        .with_stderr(stderr)
+        .map_err(lc("set root path"))?;
+    let (base, process) = match stdio {
+        ExecStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let stdin = match stdin {
+                Some(fd) => fd,
+                None => dev_null()?,
+            };
+            (
+                base.with_stdin(stdin)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr),
+                None,
+            )
+        }
+        ExecStdio::Console { socket, process } => {
+            (base.with_console_socket(Some(socket)), Some(process))
+        }
+    };
+    let _guard = lock();
+    let pid = base
         .as_tenant()
         .with_user(Some(who.uid))
         .with_group(Some(who.gid))
         .with_additional_gids(who.additional_gids)
         .with_cwd(who.cwd)
         .with_detach(true)
+        .with_process(process)
         .with_container_args(args)
         .build()
         .map_err(lc("exec in container"))?;

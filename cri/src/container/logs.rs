@@ -55,6 +55,8 @@ pub fn open_container_end(path: &Path) -> Result<OwnedFd, LogError> {
 pub struct LogFile {
     path: PathBuf,
     file: Mutex<Option<tokio::fs::File>>,
+    /// Raw output chunks (stream name, bytes) for attached clients.
+    taps: tokio::sync::broadcast::Sender<(&'static str, bytes::Bytes)>,
 }
 
 impl LogFile {
@@ -62,7 +64,13 @@ impl LogFile {
         Arc::new(Self {
             path,
             file: Mutex::new(None),
+            taps: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// Follows the container's output from now on (what Attach streams).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(&'static str, bytes::Bytes)> {
+        self.taps.subscribe()
     }
 
     async fn open(&self) -> std::io::Result<tokio::fs::File> {
@@ -137,6 +145,11 @@ pub fn spawn_copier(
                     break;
                 }
             };
+            if log.taps.receiver_count() > 0 {
+                let _ = log
+                    .taps
+                    .send((stream, bytes::Bytes::copy_from_slice(&buf[..n])));
+            }
             pending.extend_from_slice(&buf[..n]);
             while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=pos).collect();

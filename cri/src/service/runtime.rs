@@ -7,16 +7,40 @@ use super::BoxStream;
 use crate::proto;
 use crate::proto::runtime_service_server::RuntimeService;
 use crate::runtime::Runtime;
+use crate::streaming::{StreamRequest, Streaming, TokenError};
 
 /// Serves `runtime.v1.RuntimeService`.
 pub struct RuntimeHandler {
     rt: Arc<Runtime>,
+    streaming: Arc<Streaming>,
 }
 
 impl RuntimeHandler {
-    pub fn new(rt: Arc<Runtime>) -> Self {
-        Self { rt }
+    pub fn new(rt: Arc<Runtime>, streaming: Arc<Streaming>) -> Self {
+        Self { rt, streaming }
     }
+
+    fn stream_url(&self, request: StreamRequest) -> Result<String, Status> {
+        self.streaming.url(request).map_err(|e| match e {
+            TokenError::TooManyInFlight => Status::resource_exhausted(e.to_string()),
+        })
+    }
+}
+
+/// The checks of upstream's validateExecRequest / validateAttachRequest.
+fn validate_streams(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<(), Status> {
+    if tty && stderr {
+        // With a TTY, stderr cannot be multiplexed.
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true",
+        ));
+    }
+    if !stdin && !stdout && !stderr {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout, or stderr must be set",
+        ));
+    }
+    Ok(())
 }
 
 fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
@@ -241,23 +265,46 @@ impl RuntimeService for RuntimeHandler {
 
     async fn exec(
         &self,
-        _request: Request<proto::ExecRequest>,
+        request: Request<proto::ExecRequest>,
     ) -> Result<Response<proto::ExecResponse>, Status> {
-        unimplemented("Exec")
+        let mut req = request.into_inner();
+        if req.container_id.is_empty() {
+            return Err(Status::invalid_argument("missing required container_id"));
+        }
+        validate_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("command is required"));
+        }
+        req.container_id = self.rt.running_container(&req.container_id).await?;
+        let url = self.stream_url(StreamRequest::Exec(req))?;
+        Ok(Response::new(proto::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _request: Request<proto::AttachRequest>,
+        request: Request<proto::AttachRequest>,
     ) -> Result<Response<proto::AttachResponse>, Status> {
-        unimplemented("Attach")
+        let mut req = request.into_inner();
+        if req.container_id.is_empty() {
+            return Err(Status::invalid_argument("missing required container_id"));
+        }
+        validate_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
+        req.container_id = self.rt.running_container(&req.container_id).await?;
+        let url = self.stream_url(StreamRequest::Attach(req))?;
+        Ok(Response::new(proto::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<proto::PortForwardRequest>,
+        request: Request<proto::PortForwardRequest>,
     ) -> Result<Response<proto::PortForwardResponse>, Status> {
-        unimplemented("PortForward")
+        let mut req = request.into_inner();
+        if req.pod_sandbox_id.is_empty() {
+            return Err(Status::invalid_argument("missing required pod_sandbox_id"));
+        }
+        req.pod_sandbox_id = self.rt.ready_sandbox(&req.pod_sandbox_id).await?;
+        let url = self.stream_url(StreamRequest::PortForward(req))?;
+        Ok(Response::new(proto::PortForwardResponse { url }))
     }
 
     async fn container_stats(
