@@ -4,6 +4,13 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
+pub mod deployment;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod util;
+
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -45,5 +52,9 @@ pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client
 /// Starts every controller as a task of its own; they stop when
 /// `ctx.shutdown` is cancelled.
 pub fn spawn_all(ctx: &ControllerContext) {
-    let _ = ctx;
+    replicaset::spawn(ctx);
+    deployment::spawn(ctx);
+    garbagecollector::spawn(ctx);
+    namespace::spawn(ctx);
+    serviceaccount::spawn(ctx);
 }

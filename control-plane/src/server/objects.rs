@@ -70,6 +70,11 @@ impl DeleteOptions {
         if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
             self.propagation_policy = Some(p.to_string());
         }
+        if self.propagation_policy.is_none()
+            && let Some(o) = body.get("orphanDependents").and_then(Value::as_bool)
+        {
+            self.propagation_policy = Some(if o { "Orphan" } else { "Background" }.to_string());
+        }
         if let Some(u) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
             self.precondition_uid = Some(u.to_string());
         }
@@ -786,6 +791,27 @@ impl Api {
                     "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
                 )));
             }
+            // Foreground and Orphan deletion hand the object to the garbage
+            // collector through a finalizer, as kube-apiserver does.
+            let gc_finalizer = match opts.propagation_policy.as_deref() {
+                Some("Foreground") => Some("foregroundDeletion"),
+                Some("Orphan") => Some("orphan"),
+                _ => None,
+            };
+            let mut obj = obj;
+            let mut added_finalizer = false;
+            if let Some(f) = gc_finalizer
+                && !meta::finalizers(&obj).iter().any(|x| x == f)
+            {
+                let mut list: Vec<Value> = meta::finalizers(&obj)
+                    .iter()
+                    .filter(|x| !matches!(x.as_str(), "foregroundDeletion" | "orphan"))
+                    .map(|x| json!(x))
+                    .collect();
+                list.push(json!(f));
+                set_meta(&mut obj, "finalizers", json!(list));
+                added_finalizer = true;
+            }
             let has_finalizers = !meta::finalizers(&obj).is_empty();
             let is_pod = r.plural == "pods" && r.group.is_empty();
             let pod_grace = if is_pod {
@@ -803,10 +829,24 @@ impl Api {
                 && !ns_finalizers
                 && (pod_grace == 0 || (deleting && opts.grace_period_seconds == Some(0)));
             if !immediate {
-                if deleting {
+                if deleting && !added_finalizer {
                     return Ok((obj, false));
                 }
                 let mut new = obj.clone();
+                if deleting {
+                    // Only the propagation finalizer changes on a second delete.
+                    if opts.dry_run {
+                        return Ok((new, false));
+                    }
+                    match self.store.update(&key, encode(r, &new)?, rev).await {
+                        Ok(rev) => {
+                            set_meta(&mut new, "resourceVersion", json!(rev.to_string()));
+                            return Ok((new, false));
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(ApiError::from_store(e, r, name)),
+                    }
+                }
                 let at = chrono::Utc::now() + chrono::Duration::seconds(pod_grace);
                 set_meta(
                     &mut new,
