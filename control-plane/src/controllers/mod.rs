@@ -4,8 +4,12 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
+pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -56,5 +60,8 @@ pub fn spawn_all(ctx: &ControllerContext) {
     deployment::spawn(ctx);
     garbagecollector::spawn(ctx);
     namespace::spawn(ctx);
+    endpointslice::spawn(ctx);
+    job::spawn(ctx);
+    cronjob::spawn(ctx);
     serviceaccount::spawn(ctx);
 }

@@ -49,7 +49,7 @@ struct Pending {
 }
 
 impl Expectations {
-    fn expect(&self, owner: &str, created: Vec<String>, deleted: Vec<String>) {
+    pub fn expect(&self, owner: &str, created: Vec<String>, deleted: Vec<String>) {
         if created.is_empty() && deleted.is_empty() {
             return;
         }
@@ -66,7 +66,7 @@ impl Expectations {
     }
 
     /// Whether the store has caught up with what `owner` issued.
-    fn satisfied(&self, owner: &str, pods: &Store<Pod>, ns: &str) -> bool {
+    pub fn satisfied(&self, owner: &str, pods: &Store<Pod>, ns: &str) -> bool {
         let Ok(mut m) = self.pending.lock() else {
             return true;
         };
@@ -87,7 +87,7 @@ impl Expectations {
         }
     }
 
-    fn forget(&self, owner: &str) {
+    pub fn forget(&self, owner: &str) {
         if let Ok(mut m) = self.pending.lock() {
             m.remove(owner);
         }
