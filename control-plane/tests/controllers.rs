@@ -132,7 +132,7 @@ async fn pass(
             let binding = json!({"apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": name}, "target": {"kind": "Node", "name": NODE}});
             let _ = api
-                .create_subresource::<Value>("binding", &name, &PostParams::default(), serde_json::to_vec(&binding).unwrap_or_default())
+                .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
                 .await;
             continue;
         }
@@ -339,7 +339,13 @@ fn job_retries_a_failed_pod_and_completes() {
             "template": {"spec": {"restartPolicy": "Never",
                 "containers": [{"name": "pi", "image": "busybox", "command": ["true"]}]}}}}"#;
     server.ok_stdin(&["create", "-f", "-"], job);
-    server.ok(&["wait", "--for=condition=complete", "job/pi", "--timeout=90s"]);
+    let out = server.kubectl(&["wait", "--for=condition=complete", "job/pi", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "job pi did not complete:\n{}\n{}",
+        server.ok(&["get", "job", "pi", "-o", "yaml"]),
+        server.ok(&["get", "pods", "-o", "wide", "--show-labels"])
+    );
     let j = json_of(&server, &["get", "job", "pi"]);
     assert_eq!(j["status"]["succeeded"], 3);
     assert_eq!(j["status"]["failed"], 1);
@@ -389,9 +395,16 @@ fn namespace_gets_defaults_and_deletion_removes_its_contents() {
             || err.contains("not found"),
         "{err}"
     );
-    wait_for(60, "namespace x gone", || {
-        !server.kubectl(&["get", "namespace", "x"]).status.success()
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.kubectl(&["get", "namespace", "x"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace x not gone:\n{}\n{}",
+            server.ok(&["get", "namespace", "x", "-o", "yaml"]),
+            server.ok(&["get", "all", "-n", "x"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let pods = json_of(&server, &["get", "pods", "-A"]);
     assert!(pods["items"].as_array().into_iter().flatten().all(|p| p["metadata"]["namespace"] != "x"));
 }

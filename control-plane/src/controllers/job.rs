@@ -235,6 +235,9 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), &ns);
     let pods_api: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
     let spec = job.spec.clone().unwrap_or_default();
+    // Status writes are conditional on this: counts accumulate, so a write
+    // from a stale copy must fail rather than lose counts.
+    let mut rv = job.resource_version().unwrap_or_default();
     let old = job.status.clone().unwrap_or_default();
     let mut status = old.clone();
     let pods: Vec<Arc<Pod>> = c
@@ -293,7 +296,7 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
     }
     if changed {
         status.uncounted_terminated_pods = Some(uncounted.clone());
-        write_status(&jobs, &name, &status).await.map_err(err("record finished pods"))?;
+        rv = write_status(&jobs, &name, &rv, &status).await.map_err(err("record finished pods"))?;
     }
     for pod in &pods {
         let pod_uid = pod.uid().unwrap_or_default();
@@ -308,8 +311,8 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
     let mut completed: BTreeSet<i32> = parse_indexes(status.completed_indexes.as_deref().unwrap_or(""));
     if !uncounted.succeeded.iter().flatten().next().is_none() || !uncounted.failed.iter().flatten().next().is_none() {
         let by_uid = |u: &String| pods.iter().find(|p| p.uid().as_ref() == Some(u)).cloned();
-        let n_succ = uncounted.succeeded.iter().flatten().count();
-        let n_fail = uncounted.failed.iter().flatten().count();
+        let n_succ = uncounted.succeeded.iter().flatten().filter(|u| !already.contains(*u)).count();
+        let n_fail = uncounted.failed.iter().flatten().filter(|u| !already.contains(*u)).count();
         for u in uncounted.succeeded.iter().flatten() {
             if let Some(i) = by_uid(u).as_deref().and_then(index_of) {
                 completed.insert(i);
@@ -411,8 +414,8 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
             requeue = Some(requeue.map_or(d, |r| r.min(d)));
         }
     }
-    if status != old {
-        write_status(&jobs, &name, &status).await.map_err(err("update status"))?;
+    if pruned(&status) != pruned(&old) {
+        write_status(&jobs, &name, &rv, &status).await.map_err(err("update status"))?;
     }
     // 4. TTL after finishing.
     let finished_at = status
@@ -440,6 +443,25 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
         return Ok(Some(Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1)));
     }
     Ok(requeue)
+}
+
+/// The status as JSON without zero counts and empty values, which the
+/// server may or may not keep; compared to skip no-op writes.
+fn pruned(s: &JobStatus) -> serde_json::Value {
+    fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
+        match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::Number(n) if n.as_i64() == Some(0) => None,
+            serde_json::Value::Object(m) => {
+                let m: serde_json::Map<_, _> = m.into_iter().filter_map(|(k, v)| Some((k, prune(v)?))).collect();
+                (!m.is_empty()).then_some(serde_json::Value::Object(m))
+            }
+            serde_json::Value::Array(a) if a.is_empty() => None,
+            serde_json::Value::String(s) if s.is_empty() => None,
+            v => Some(v),
+        }
+    }
+    prune(serde_json::to_value(s).unwrap_or_default()).unwrap_or_default()
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -613,16 +635,25 @@ async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> 
     }
 }
 
-async fn write_status(api: &Api<Job>, name: &str, status: &JobStatus) -> Result<(), kube::Error> {
+/// Writes the status if the job is still at `rv`; returns the new one.
+async fn write_status(api: &Api<Job>, name: &str, rv: &str, status: &JobStatus) -> Result<String, kube::Error> {
     let mut v = serde_json::to_value(status).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
         for k in ["conditions", "completedIndexes", "completionTime", "startTime"] {
             m.entry(k).or_insert(serde_json::Value::Null);
         }
+        // A merge patch keeps lists left out; empty ones must be nulled.
+        let u = m.entry("uncountedTerminatedPods").or_insert_with(|| json!({}));
+        for k in ["succeeded", "failed"] {
+            if let Some(u) = u.as_object_mut() {
+                u.entry(k).or_insert(serde_json::Value::Null);
+            }
+        }
     }
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": v}))).await {
-        Ok(_) => Ok(()),
-        Err(e) if util::is_not_found(&e) => Ok(()),
+    let patch = json!({"metadata": {"resourceVersion": rv}, "status": v});
+    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(j) => Ok(j.resource_version().unwrap_or_default()),
+        Err(e) if util::is_not_found(&e) => Ok(rv.to_string()),
         Err(e) => Err(e),
     }
 }

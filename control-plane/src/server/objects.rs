@@ -541,6 +541,10 @@ impl Api {
                 return Err(ApiError::modified(r, name));
             }
         }
+        let finalize_to = new
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
         match mode {
             UpdateMode::Main => {
                 if r.has_subresource("status") {
@@ -570,12 +574,8 @@ impl Api {
                 }
             }
             UpdateMode::Finalize => {
-                let finalizers = new
-                    .pointer("/spec/finalizers")
-                    .cloned()
-                    .unwrap_or_else(|| json!([]));
                 new = old.clone();
-                new["spec"]["finalizers"] = finalizers;
+                new["spec"]["finalizers"] = finalize_to.clone();
             }
         }
         for f in [
@@ -593,6 +593,11 @@ impl Api {
             }
         }
         registry::default_object(r, &mut new);
+        if mode == UpdateMode::Finalize {
+            // Namespace defaulting adds `kubernetes` to empty finalizers, which
+            // only a create may do; finalize writes exactly what it was given.
+            new["spec"]["finalizers"] = finalize_to.clone();
+        }
         if mode != UpdateMode::Finalize {
             registry::prepare_update(r, &mut new, &old);
             self.validate(r, &new, Some(&old))?;

@@ -98,8 +98,8 @@ mod tests {
 
     #[test]
     fn safe_encode_maps_digits_like_upstream() {
-        // '0' is byte 48, 48 % 27 = 21 -> '6'; '1' -> '7'.
-        assert_eq!(safe_encode("01"), "67");
+        // '0' is byte 48, 48 % 27 = 21 -> '4'; '1' (49) -> '5'.
+        assert_eq!(safe_encode("01"), "45");
     }
 
     #[test]
