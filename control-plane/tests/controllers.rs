@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::{Server, wait_for};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const NODE: &str = "sim-node";
@@ -58,7 +58,8 @@ impl SimulatedNode {
                 let mut next_ip = 2u32;
                 let mut ips: BTreeMap<String, String> = BTreeMap::new();
                 while !s.load(Ordering::SeqCst) {
-                    if let Err(e) = pass(&client, decide.as_ref(), &mut next_ip, &mut ips, &h).await {
+                    if let Err(e) = pass(&client, decide.as_ref(), &mut next_ip, &mut ips, &h).await
+                    {
                         eprintln!("simulated node pass failed: {e}");
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -73,7 +74,10 @@ impl SimulatedNode {
     }
 
     fn history(&self) -> Vec<usize> {
-        self.ready_history.lock().map(|h| h.clone()).unwrap_or_default()
+        self.ready_history
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
     }
 
     fn clear_history(&self) {
@@ -124,7 +128,13 @@ async fn pass(
         let spec = pod.spec.clone().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
             let _ = api
-                .delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+                .delete(
+                    &name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
                 .await;
             continue;
         }
@@ -132,11 +142,20 @@ async fn pass(
             let binding = json!({"apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": name}, "target": {"kind": "Node", "name": NODE}});
             let _ = api
-                .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
+                .create_subresource::<Value, Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
                 .await;
             continue;
         }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
         let uid = pod.uid().unwrap_or_default();
         let ip = ips
             .entry(uid)
@@ -154,7 +173,11 @@ async fn pass(
             _ => continue,
         };
         let _ = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
             .await;
     }
     let web = all.list(&ListParams::default().labels("app=web")).await?;
@@ -162,9 +185,10 @@ async fn pass(
         .iter()
         .filter(|p| {
             p.metadata.deletion_timestamp.is_none()
-                && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                })
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .count();
     if let Ok(mut h) = history.lock() {
@@ -215,23 +239,44 @@ fn count_pods(server: &Server, ns: &str, selector: &str) -> usize {
 fn deployment_rolls_out_scales_undoes_and_deletes() {
     let server = Server::start();
     let node = SimulatedNode::start(&server, Box::new(|_| Outcome::Run));
-    server.ok(&["create", "deployment", "web", "--image=busybox", "--replicas=3"]);
+    server.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=3",
+    ]);
     server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert_eq!(count_pods(&server, "default", "app=web"), 3);
     let d = json_of(&server, &["get", "deployment", "web"]);
     assert_eq!(d["status"]["readyReplicas"], 3);
     assert_eq!(d["status"]["updatedReplicas"], 3);
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
     let progressing = d["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing").cloned())
         .expect("Progressing condition");
     assert_eq!(progressing["reason"], "NewReplicaSetAvailable");
     let rs = json_of(&server, &["get", "rs", "-l", "app=web"]);
-    let rs_name = rs["items"][0]["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let hash = rs["items"][0]["metadata"]["labels"]["pod-template-hash"].as_str().unwrap_or("").to_string();
+    let rs_name = rs["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let hash = rs["items"][0]["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert_eq!(rs_name, format!("web-{hash}"));
-    assert!(hash.len() >= 6 && hash.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{hash}");
+    assert!(
+        hash.len() >= 6
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "{hash}"
+    );
 
     // A rolling update never drops below replicas - maxUnavailable (3 - 0).
     node.clear_history();
@@ -239,34 +284,65 @@ fn deployment_rolls_out_scales_undoes_and_deletes() {
     server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let history = node.history();
     assert!(!history.is_empty());
-    assert!(history.iter().all(|n| *n >= 3), "ready pods during the rollout: {history:?}");
+    assert!(
+        history.iter().all(|n| *n >= 3),
+        "ready pods during the rollout: {history:?}"
+    );
     let d = json_of(&server, &["get", "deployment", "web"]);
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     let images: Vec<String> = json_of(&server, &["get", "pods", "-l", "app=web"])["items"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     assert_eq!(images, vec!["busybox:1.36"; 3]);
 
     server.ok(&["rollout", "undo", "deployment/web"]);
     server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let d = json_of(&server, &["get", "deployment", "web"]);
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox"
+    );
     let old_rs = json_of(&server, &["get", "rs", &rs_name]);
-    assert_eq!(old_rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
-    assert_eq!(old_rs["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"], "1");
+    assert_eq!(
+        old_rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert_eq!(
+        old_rs["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
     let history = server.ok(&["rollout", "history", "deployment/web"]);
     assert!(history.contains("REVISION"), "{history}");
-    assert!(history.lines().any(|l| l.trim_start().starts_with('2')), "{history}");
-    assert!(history.lines().any(|l| l.trim_start().starts_with('3')), "{history}");
+    assert!(
+        history.lines().any(|l| l.trim_start().starts_with('2')),
+        "{history}"
+    );
+    assert!(
+        history.lines().any(|l| l.trim_start().starts_with('3')),
+        "{history}"
+    );
 
     server.ok(&["scale", "deployment/web", "--replicas=5"]);
     server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
-    wait_for(30, "5 web pods", || count_pods(&server, "default", "app=web") == 5);
+    wait_for(30, "5 web pods", || {
+        count_pods(&server, "default", "app=web") == 5
+    });
     let d = json_of(&server, &["get", "deployment", "web"]);
     assert_eq!(d["status"]["availableReplicas"], 5);
     let table = server.ok(&["get", "deployment", "web"]);
@@ -275,20 +351,33 @@ fn deployment_rolls_out_scales_undoes_and_deletes() {
     // Background deletion removes the sets and pods.
     server.ok(&["delete", "deployment", "web"]);
     wait_for(30, "web replica sets gone", || {
-        json_of(&server, &["get", "rs", "-l", "app=web"])["items"].as_array().is_some_and(Vec::is_empty)
+        json_of(&server, &["get", "rs", "-l", "app=web"])["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
     });
-    wait_for(30, "web pods gone", || count_pods(&server, "default", "app=web") == 0);
+    wait_for(30, "web pods gone", || {
+        count_pods(&server, "default", "app=web") == 0
+    });
 }
 
 #[test]
 fn deletion_cascades_orphan_and_foreground() {
     let server = Server::start();
     let _node = SimulatedNode::start(&server, Box::new(|_| Outcome::Run));
-    server.ok(&["create", "deployment", "keep", "--image=busybox", "--replicas=2"]);
+    server.ok(&[
+        "create",
+        "deployment",
+        "keep",
+        "--image=busybox",
+        "--replicas=2",
+    ]);
     server.ok(&["rollout", "status", "deployment/keep", "--timeout=60s"]);
     server.ok(&["delete", "deployment", "keep", "--cascade=orphan"]);
     wait_for(30, "deployment keep gone", || {
-        !server.kubectl(&["get", "deployment", "keep"]).status.success()
+        !server
+            .kubectl(&["get", "deployment", "keep"])
+            .status
+            .success()
     });
     let rs = json_of(&server, &["get", "rs", "-l", "app=keep"]);
     let items = rs["items"].as_array().cloned().unwrap_or_default();
@@ -298,21 +387,46 @@ fn deletion_cascades_orphan_and_foreground() {
     });
     assert_eq!(count_pods(&server, "default", "app=keep"), 2);
 
-    server.ok(&["create", "deployment", "fg", "--image=busybox", "--replicas=2"]);
+    server.ok(&[
+        "create",
+        "deployment",
+        "fg",
+        "--image=busybox",
+        "--replicas=2",
+    ]);
     server.ok(&["rollout", "status", "deployment/fg", "--timeout=60s"]);
-    server.ok(&["delete", "deployment", "fg", "--cascade=foreground", "--wait=false"]);
+    server.ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
     // While dependents remain the owner is still there, marked for deletion.
     let d = server.kubectl(&["get", "deployment", "fg", "-o", "json"]);
     if d.status.success() {
         let d: Value = serde_json::from_slice(&d.stdout).expect("json");
         assert!(d["metadata"]["deletionTimestamp"].is_string());
-        assert!(d["metadata"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion")));
+        assert!(
+            d["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion"))
+        );
     }
-    wait_for(30, "fg pods gone", || count_pods(&server, "default", "app=fg") == 0);
-    wait_for(30, "deployment fg gone", || {
-        !server.kubectl(&["get", "deployment", "fg"]).status.success()
+    wait_for(30, "fg pods gone", || {
+        count_pods(&server, "default", "app=fg") == 0
     });
-    assert!(json_of(&server, &["get", "rs", "-l", "app=fg"])["items"].as_array().is_some_and(Vec::is_empty));
+    wait_for(30, "deployment fg gone", || {
+        !server
+            .kubectl(&["get", "deployment", "fg"])
+            .status
+            .success()
+    });
+    assert!(
+        json_of(&server, &["get", "rs", "-l", "app=fg"])["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
 }
 
 #[test]
@@ -339,7 +453,12 @@ fn job_retries_a_failed_pod_and_completes() {
             "template": {"spec": {"restartPolicy": "Never",
                 "containers": [{"name": "pi", "image": "busybox", "command": ["true"]}]}}}}"#;
     server.ok_stdin(&["create", "-f", "-"], job);
-    let out = server.kubectl(&["wait", "--for=condition=complete", "job/pi", "--timeout=90s"]);
+    let out = server.kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/pi",
+        "--timeout=90s",
+    ]);
     assert!(
         out.status.success(),
         "job pi did not complete:\n{}\n{}",
@@ -356,7 +475,10 @@ fn job_retries_a_failed_pod_and_completes() {
         .flatten()
         .filter_map(|c| c["type"].as_str())
         .collect();
-    assert!(types.contains(&"SuccessCriteriaMet") && types.contains(&"Complete"), "{types:?}");
+    assert!(
+        types.contains(&"SuccessCriteriaMet") && types.contains(&"Complete"),
+        "{types:?}"
+    );
     // Every pod lost its tracking finalizer.
     let pods = json_of(&server, &["get", "pods", "-l", "job-name=pi"]);
     for p in pods["items"].as_array().into_iter().flatten() {
@@ -371,23 +493,57 @@ fn namespace_gets_defaults_and_deletion_removes_its_contents() {
     let _node = SimulatedNode::start(&server, Box::new(|_| Outcome::Run));
     server.ok(&["create", "namespace", "x"]);
     wait_for(30, "default service account", || {
-        server.kubectl(&["get", "serviceaccount", "default", "-n", "x"]).status.success()
+        server
+            .kubectl(&["get", "serviceaccount", "default", "-n", "x"])
+            .status
+            .success()
     });
     wait_for(30, "kube-root-ca.crt", || {
-        server.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "x"]).status.success()
+        server
+            .kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "x"])
+            .status
+            .success()
     });
-    let cm = json_of(&server, &["get", "configmap", "kube-root-ca.crt", "-n", "x"]);
+    let cm = json_of(
+        &server,
+        &["get", "configmap", "kube-root-ca.crt", "-n", "x"],
+    );
     let ca = std::fs::read_to_string(server.data_dir().join("tls").join("ca.crt")).expect("ca");
     assert_eq!(cm["data"]["ca.crt"].as_str(), Some(ca.as_str()));
     // Recreated when deleted.
     server.ok(&["delete", "serviceaccount", "default", "-n", "x"]);
     wait_for(30, "default service account back", || {
-        server.kubectl(&["get", "serviceaccount", "default", "-n", "x"]).status.success()
+        server
+            .kubectl(&["get", "serviceaccount", "default", "-n", "x"])
+            .status
+            .success()
     });
 
-    server.ok(&["create", "deployment", "app", "--image=busybox", "--replicas=2", "-n", "x"]);
-    server.ok(&["create", "configmap", "cfg", "--from-literal=a=b", "-n", "x"]);
-    server.ok(&["rollout", "status", "deployment/app", "-n", "x", "--timeout=60s"]);
+    server.ok(&[
+        "create",
+        "deployment",
+        "app",
+        "--image=busybox",
+        "--replicas=2",
+        "-n",
+        "x",
+    ]);
+    server.ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=b",
+        "-n",
+        "x",
+    ]);
+    server.ok(&[
+        "rollout",
+        "status",
+        "deployment/app",
+        "-n",
+        "x",
+        "--timeout=60s",
+    ]);
     server.ok(&["delete", "namespace", "x", "--wait=false"]);
     let err = server.fails(&["create", "configmap", "late", "-n", "x"]);
     assert!(
@@ -406,7 +562,13 @@ fn namespace_gets_defaults_and_deletion_removes_its_contents() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let pods = json_of(&server, &["get", "pods", "-A"]);
-    assert!(pods["items"].as_array().into_iter().flatten().all(|p| p["metadata"]["namespace"] != "x"));
+    assert!(
+        pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|p| p["metadata"]["namespace"] != "x")
+    );
 }
 
 #[test]
@@ -438,15 +600,37 @@ spec:
     server.ok_stdin(&["apply", "-f", "-"], manifest);
     server.ok(&["rollout", "status", "deployment/echo", "--timeout=60s"]);
     wait_for(30, "two ready endpoints", || {
-        let s = json_of(&server, &["get", "endpointslices", "-l", "kubernetes.io/service-name=echo"]);
+        let s = json_of(
+            &server,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=echo",
+            ],
+        );
         s["items"].as_array().is_some_and(|items| {
-            items.len() == 1 && items[0]["endpoints"].as_array().is_some_and(|e| e.len() == 2)
+            items.len() == 1
+                && items[0]["endpoints"]
+                    .as_array()
+                    .is_some_and(|e| e.len() == 2)
         })
     });
-    let s = json_of(&server, &["get", "endpointslices", "-l", "kubernetes.io/service-name=echo"]);
+    let s = json_of(
+        &server,
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=echo",
+        ],
+    );
     let slice = &s["items"][0];
     assert_eq!(slice["addressType"], "IPv4");
-    assert_eq!(slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "endpointslice-controller.k8s.io");
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
     assert_eq!(slice["ports"][0]["port"], 8080);
     assert_eq!(slice["ports"][0]["name"], "web");
     let ep = &slice["endpoints"][0];
@@ -459,20 +643,36 @@ spec:
         let e = server.kubectl(&["get", "endpoints", "echo", "-o", "json"]);
         e.status.success()
             && serde_json::from_slice::<Value>(&e.stdout).is_ok_and(|e| {
-                e["subsets"][0]["addresses"].as_array().is_some_and(|a| a.len() == 2)
+                e["subsets"][0]["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 2)
             })
     });
     let e = json_of(&server, &["get", "endpoints", "echo"]);
     assert_eq!(e["subsets"][0]["ports"][0]["port"], 8080);
-    assert_eq!(e["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"], "true");
+    assert_eq!(
+        e["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"],
+        "true"
+    );
     let table = server.ok(&["get", "endpoints", "echo"]);
     assert!(table.contains(":8080"), "{table}");
     let describe = server.ok(&["describe", "service", "echo"]);
-    assert!(describe.contains("Endpoints:") && describe.contains(":8080"), "{describe}");
+    assert!(
+        describe.contains("Endpoints:") && describe.contains(":8080"),
+        "{describe}"
+    );
 
     server.ok(&["scale", "deployment/echo", "--replicas=0"]);
     wait_for(30, "endpoints emptied", || {
-        let s = json_of(&server, &["get", "endpointslices", "-l", "kubernetes.io/service-name=echo"]);
+        let s = json_of(
+            &server,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=echo",
+            ],
+        );
         s["items"].as_array().is_some_and(|items| {
             items.len() == 1 && items[0]["endpoints"].as_array().is_none_or(Vec::is_empty)
         })

@@ -12,10 +12,10 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use super::ControllerContext;
@@ -75,7 +75,11 @@ impl Schedule {
 
 /// The latest scheduled time in `(earliest, now]` and how many were missed
 /// (upstream `mostRecentScheduleTime`).
-pub fn most_recent(sched: &Schedule, earliest: DateTime<Utc>, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, usize) {
+pub fn most_recent(
+    sched: &Schedule,
+    earliest: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, usize) {
     let mut t = earliest;
     let mut last = None;
     let mut n = 0;
@@ -99,7 +103,9 @@ pub fn job_name(cj: &str, scheduled: DateTime<Utc>) -> String {
 }
 
 fn to_chrono(t: &Time) -> DateTime<Utc> {
-    Utc.timestamp_opt(t.0.as_second(), 0).single().unwrap_or_default()
+    Utc.timestamp_opt(t.0.as_second(), 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn to_time(t: DateTime<Utc>) -> Time {
@@ -168,7 +174,11 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, CronJobError> {
     };
     let err = |action: &'static str| {
         let name = name.clone();
-        move |source| CronJobError::Api { action, name, source }
+        move |source| CronJobError::Api {
+            action,
+            name,
+            source,
+        }
     };
     let uid = cj.uid().unwrap_or_default();
     let spec = cj.spec.clone().unwrap_or_default();
@@ -180,10 +190,17 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, CronJobError> {
         .into_iter()
         .filter(|j| {
             j.namespace().as_deref() == Some(ns.as_str())
-                && util::controller_ref(j.metadata.owner_references.as_ref()).is_some_and(|r| r.uid == uid)
+                && util::controller_ref(j.metadata.owner_references.as_ref())
+                    .is_some_and(|r| r.uid == uid)
         })
         .collect();
-    jobs.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(util::secs).unwrap_or(0));
+    jobs.sort_by_key(|j| {
+        j.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(util::secs)
+            .unwrap_or(0)
+    });
     let old = cj.status.clone().unwrap_or_default();
     let mut status = old.clone();
     // Active: owned jobs still running.
@@ -199,30 +216,50 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, CronJobError> {
         .filter_map(|j| j.status.as_ref()?.completion_time.clone())
         .max_by_key(util::secs);
     if let Some(t) = last_success
-        && status.last_successful_time.as_ref().is_none_or(|cur| util::secs(cur) < util::secs(&t))
+        && status
+            .last_successful_time
+            .as_ref()
+            .is_none_or(|cur| util::secs(cur) < util::secs(&t))
     {
         status.last_successful_time = Some(t);
     }
-    cleanup_history(&job_api, &jobs, &spec).await.map_err(err("delete old jobs"))?;
+    cleanup_history(&job_api, &jobs, &spec)
+        .await
+        .map_err(err("delete old jobs"))?;
     if cj.metadata.deletion_timestamp.is_some() {
-        write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+        write_status(&cj_api, &name, &old, &status)
+            .await
+            .map_err(err("update status"))?;
         return Ok(None);
     }
     let sched = match Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(cronjob = %name, schedule = %spec.schedule, error = %e, "unparseable schedule");
-            write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+            write_status(&cj_api, &name, &old, &status)
+                .await
+                .map_err(err("update status"))?;
             return Ok(None);
         }
     };
     let now = Utc::now();
     if spec.suspend.unwrap_or(false) {
-        write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+        write_status(&cj_api, &name, &old, &status)
+            .await
+            .map_err(err("update status"))?;
         return Ok(None);
     }
-    let created = cj.metadata.creation_timestamp.as_ref().map(to_chrono).unwrap_or(now);
-    let mut earliest = status.last_schedule_time.as_ref().map(to_chrono).unwrap_or(created);
+    let created = cj
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(to_chrono)
+        .unwrap_or(now);
+    let mut earliest = status
+        .last_schedule_time
+        .as_ref()
+        .map(to_chrono)
+        .unwrap_or(created);
     if let Some(sds) = spec.starting_deadline_seconds {
         let bound = now - chrono::Duration::seconds(sds);
         if bound > earliest {
@@ -230,36 +267,46 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, CronJobError> {
         }
     }
     let next_wake = |after: DateTime<Utc>| {
-        sched
-            .next_after(after)
-            .map(|t| Duration::from_millis(u64::try_from((t - Utc::now()).num_milliseconds().max(0)).unwrap_or(0) + 100))
+        sched.next_after(after).map(|t| {
+            Duration::from_millis(
+                u64::try_from((t - Utc::now()).num_milliseconds().max(0)).unwrap_or(0) + 100,
+            )
+        })
     };
     let (scheduled, missed) = most_recent(&sched, earliest, now);
     if missed > MAX_MISSED {
         tracing::warn!(cronjob = %name, missed, "too many missed start times; check clock skew");
     }
     let Some(scheduled) = scheduled else {
-        write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+        write_status(&cj_api, &name, &old, &status)
+            .await
+            .map_err(err("update status"))?;
         return Ok(next_wake(now));
     };
     if let Some(sds) = spec.starting_deadline_seconds
         && scheduled + chrono::Duration::seconds(sds) < now
     {
         tracing::info!(cronjob = %name, %scheduled, "missed the starting deadline");
-        write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+        write_status(&cj_api, &name, &old, &status)
+            .await
+            .map_err(err("update status"))?;
         return Ok(next_wake(now));
     }
     let job_name = job_name(&name, scheduled);
     let already = jobs.iter().any(|j| j.name_any() == job_name);
     if already {
         status.last_schedule_time = Some(to_time(scheduled));
-        write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+        write_status(&cj_api, &name, &old, &status)
+            .await
+            .map_err(err("update status"))?;
         return Ok(next_wake(now));
     }
     let running = status.active.as_ref().is_some_and(|a| !a.is_empty());
     match spec.concurrency_policy.as_deref() {
         Some("Forbid") if running => {
-            write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+            write_status(&cj_api, &name, &old, &status)
+                .await
+                .map_err(err("update status"))?;
             // Looked at again when the running job finishes.
             return Ok(next_wake(now));
         }
@@ -278,7 +325,10 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, CronJobError> {
     let template = spec.job_template.clone();
     let tm = template.metadata.unwrap_or_default();
     let mut annotations = tm.annotations.unwrap_or_default();
-    annotations.insert(SCHEDULED_TIMESTAMP.into(), scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    annotations.insert(
+        SCHEDULED_TIMESTAMP.into(),
+        scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
     let job = Job {
         metadata: ObjectMeta {
             name: Some(job_name.clone()),
@@ -299,7 +349,9 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, CronJobError> {
         Err(e) => return Err(err("create a job")(e)),
     }
     status.last_schedule_time = Some(to_time(scheduled));
-    write_status(&cj_api, &name, &old, &status).await.map_err(err("update status"))?;
+    write_status(&cj_api, &name, &old, &status)
+        .await
+        .map_err(err("update status"))?;
     Ok(next_wake(now))
 }
 
@@ -328,7 +380,9 @@ async fn cleanup_history(
             .iter()
             .filter(|j| finished(j) == Some(kind) && j.metadata.deletion_timestamp.is_none())
             .collect();
-        let extra = done.len().saturating_sub(usize::try_from(limit).unwrap_or(0));
+        let extra = done
+            .len()
+            .saturating_sub(usize::try_from(limit).unwrap_or(0));
         for j in done.into_iter().take(extra) {
             match api.delete(&j.name_any(), &DeleteParams::background()).await {
                 Ok(_) => {}
@@ -340,7 +394,12 @@ async fn cleanup_history(
     Ok(())
 }
 
-async fn write_status(api: &Api<CronJob>, name: &str, old: &CronJobStatus, new: &CronJobStatus) -> Result<(), kube::Error> {
+async fn write_status(
+    api: &Api<CronJob>,
+    name: &str,
+    old: &CronJobStatus,
+    new: &CronJobStatus,
+) -> Result<(), kube::Error> {
     if old == new {
         return Ok(());
     }
@@ -348,7 +407,14 @@ async fn write_status(api: &Api<CronJob>, name: &str, old: &CronJobStatus, new: 
     if new.active.is_none() {
         v["active"] = serde_json::Value::Null;
     }
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": v}))).await {
+    match api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": v})),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if util::is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
@@ -366,11 +432,20 @@ mod tests {
     #[test]
     fn schedules_parse_fields_and_descriptors() {
         let s = Schedule::parse("*/5 * * * *", None).unwrap();
-        assert_eq!(s.next_after(at("2024-01-01T00:02:00Z")), Some(at("2024-01-01T00:05:00Z")));
+        assert_eq!(
+            s.next_after(at("2024-01-01T00:02:00Z")),
+            Some(at("2024-01-01T00:05:00Z"))
+        );
         let s = Schedule::parse("@hourly", None).unwrap();
-        assert_eq!(s.next_after(at("2024-01-01T00:02:00Z")), Some(at("2024-01-01T01:00:00Z")));
+        assert_eq!(
+            s.next_after(at("2024-01-01T00:02:00Z")),
+            Some(at("2024-01-01T01:00:00Z"))
+        );
         let s = Schedule::parse("TZ=UTC 30 2 * * 1", None).unwrap();
-        assert_eq!(s.next_after(at("2024-01-01T00:00:00Z")), Some(at("2024-01-01T02:30:00Z")));
+        assert_eq!(
+            s.next_after(at("2024-01-01T00:00:00Z")),
+            Some(at("2024-01-01T02:30:00Z"))
+        );
         assert!(Schedule::parse("TZ=Mars/Base 0 * * * *", None).is_err());
         assert!(Schedule::parse("61 * * * *", None).is_err());
     }
@@ -385,6 +460,9 @@ mod tests {
 
     #[test]
     fn job_names_use_minutes_since_the_epoch() {
-        assert_eq!(job_name("hello", at("2024-01-01T00:03:00Z")), "hello-28401123");
+        assert_eq!(
+            job_name("hello", at("2024-01-01T00:03:00Z")),
+            "hello-28401123"
+        );
     }
 }

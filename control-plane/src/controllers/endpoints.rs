@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service};
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service,
+};
 use kube::ResourceExt;
+use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::endpointslice::{has_address, hostname, pod_ports, target_ref};
 use super::util;
@@ -37,17 +39,30 @@ pub fn subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
                 app_protocol: p.app_protocol,
             })
             .collect();
-        if ports.is_empty() && svc.spec.as_ref().and_then(|s| s.ports.as_ref()).is_some_and(|p| !p.is_empty()) {
+        if ports.is_empty()
+            && svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .is_some_and(|p| !p.is_empty())
+        {
             continue;
         }
         let addr = EndpointAddress {
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+            ip: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default(),
             hostname: hostname(svc, pod),
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(target_ref(pod)),
         };
         let ready = publish_not_ready || util::is_pod_ready(pod);
-        let idx = match out.iter().position(|s| s.ports.as_deref().unwrap_or_default() == ports.as_slice()) {
+        let idx = match out
+            .iter()
+            .position(|s| s.ports.as_deref().unwrap_or_default() == ports.as_slice())
+        {
             Some(i) => i,
             None => {
                 out.push(EndpointSubset {
@@ -65,7 +80,10 @@ pub fn subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
         list.push(addr);
     }
     for s in &mut out {
-        for list in [s.addresses.as_mut(), s.not_ready_addresses.as_mut()].into_iter().flatten() {
+        for list in [s.addresses.as_mut(), s.not_ready_addresses.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             list.sort_by(|a, b| a.ip.cmp(&b.ip));
         }
     }
@@ -133,11 +151,20 @@ mod tests {
             }))
             .unwrap()
         };
-        let pods = [pod("a", "10.0.0.2", "True"), pod("b", "10.0.0.1", "False"), pod("c", "10.0.0.3", "True")];
+        let pods = [
+            pod("a", "10.0.0.2", "True"),
+            pod("b", "10.0.0.1", "False"),
+            pod("c", "10.0.0.3", "True"),
+        ];
         let refs: Vec<&Pod> = pods.iter().collect();
         let s = subsets(&svc, &refs);
         assert_eq!(s.len(), 1);
-        let ips: Vec<&str> = s[0].addresses.iter().flatten().map(|a| a.ip.as_str()).collect();
+        let ips: Vec<&str> = s[0]
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| a.ip.as_str())
+            .collect();
         assert_eq!(ips, ["10.0.0.2", "10.0.0.3"]);
         assert_eq!(s[0].not_ready_addresses.as_ref().map(Vec::len), Some(1));
         assert_eq!(s[0].ports.as_ref().unwrap()[0].port, 8080);

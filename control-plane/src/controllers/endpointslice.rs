@@ -10,10 +10,10 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 
 use super::ControllerContext;
 use super::endpoints;
@@ -115,7 +115,12 @@ fn selector_of(s: &Service) -> Option<&BTreeMap<String, String>> {
 
 /// The port a service port reaches on one pod: a number, or a container
 /// port looked up by name (upstream `podutil.FindPort`).
-pub fn find_port(pod: &Pod, target: Option<&IntOrString>, port: i32, protocol: &str) -> Option<i32> {
+pub fn find_port(
+    pod: &Pod,
+    target: Option<&IntOrString>,
+    port: i32,
+    protocol: &str,
+) -> Option<i32> {
     match target {
         None => Some(port),
         Some(IntOrString::Int(p)) => Some(*p),
@@ -125,7 +130,10 @@ pub fn find_port(pod: &Pod, target: Option<&IntOrString>, port: i32, protocol: &
             .containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
-            .find(|p| p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+            .find(|p| {
+                p.name.as_deref() == Some(name.as_str())
+                    && p.protocol.as_deref().unwrap_or("TCP") == protocol
+            })
             .map(|p| p.container_port),
     }
 }
@@ -155,7 +163,9 @@ pub fn has_address(pod: &Pod) -> bool {
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref());
     !matches!(phase, Some("Succeeded") | Some("Failed"))
-        && status.and_then(|s| s.pod_ip.as_deref()).is_some_and(|ip| !ip.is_empty())
+        && status
+            .and_then(|s| s.pod_ip.as_deref())
+            .is_some_and(|ip| !ip.is_empty())
 }
 
 pub fn target_ref(pod: &Pod) -> ObjectReference {
@@ -197,7 +207,11 @@ pub fn desired_slices(
         let ready = util::is_pod_ready(pod);
         let terminating = pod.metadata.deletion_timestamp.is_some();
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default();
         let ep = Endpoint {
             addresses: vec![ip],
             conditions: Some(EndpointConditions {
@@ -211,7 +225,10 @@ pub fn desired_slices(
             target_ref: Some(target_ref(pod)),
             ..Default::default()
         };
-        match groups.iter_mut().find(|(p, eps)| *p == ports && eps.len() < MAX_ENDPOINTS_PER_SLICE) {
+        match groups
+            .iter_mut()
+            .find(|(p, eps)| *p == ports && eps.len() < MAX_ENDPOINTS_PER_SLICE)
+        {
             Some((_, eps)) => eps.push(ep),
             None => groups.push((ports, vec![ep])),
         }
@@ -233,7 +250,10 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, EndpointsError> {
         .pods
         .state()
         .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && util::labels_contain(p.labels(), selector))
+        .filter(|p| {
+            p.namespace().as_deref() == Some(ns.as_str())
+                && util::labels_contain(p.labels(), selector)
+        })
         .collect();
     let pod_refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
     let zones: HashMap<String, String> = c
@@ -244,10 +264,18 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, EndpointsError> {
         .collect();
     let err = |action: &'static str| {
         let service = name.clone();
-        move |source| EndpointsError::Api { action, service, source }
+        move |source| EndpointsError::Api {
+            action,
+            service,
+            source,
+        }
     };
-    sync_slices(c, &svc, &pod_refs, &zones).await.map_err(err("sync endpoint slices"))?;
-    endpoints::sync(&c.client, &svc, &pod_refs).await.map_err(err("sync endpoints"))?;
+    sync_slices(c, &svc, &pod_refs, &zones)
+        .await
+        .map_err(err("sync endpoint slices"))?;
+    endpoints::sync(&c.client, &svc, &pod_refs)
+        .await
+        .map_err(err("sync endpoints"))?;
     Ok(None)
 }
 
@@ -264,7 +292,10 @@ async fn sync_slices(
         .slices
         .state()
         .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.labels().get(SERVICE_NAME) == Some(&name))
+        .filter(|s| {
+            s.namespace().as_deref() == Some(ns.as_str())
+                && s.labels().get(SERVICE_NAME) == Some(&name)
+        })
         .collect();
     existing.sort_by_key(|s| s.name_any());
     let mut desired = desired_slices(svc, pods, zones);
@@ -365,7 +396,15 @@ mod tests {
 
     #[test]
     fn slices_hold_at_most_a_hundred_endpoints() {
-        let pods: Vec<Pod> = (0..250).map(|i| pod(&format!("p{i:03}"), &format!("10.42.{}.{}", i / 200, i % 200 + 1), true)).collect();
+        let pods: Vec<Pod> = (0..250)
+            .map(|i| {
+                pod(
+                    &format!("p{i:03}"),
+                    &format!("10.42.{}.{}", i / 200, i % 200 + 1),
+                    true,
+                )
+            })
+            .collect();
         let refs: Vec<&Pod> = pods.iter().collect();
         let slices = desired_slices(&service(), &refs, &HashMap::new());
         let sizes: Vec<usize> = slices.iter().map(|(_, e)| e.len()).collect();
@@ -378,7 +417,10 @@ mod tests {
         let refs: Vec<&Pod> = pods.iter().collect();
         let slices = desired_slices(&service(), &refs, &HashMap::new());
         let c = slices[0].1[0].conditions.clone().unwrap();
-        assert_eq!((c.ready, c.serving, c.terminating), (Some(false), Some(false), Some(false)));
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(false), Some(false), Some(false))
+        );
         assert_eq!(slices[0].1[0].node_name.as_deref(), Some("n1"));
     }
 }

@@ -8,12 +8,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::ResourceExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy,
+};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
-use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -86,7 +88,11 @@ pub fn spawn(ctx: &ControllerContext) {
                 }
             }
         });
-        kinds.push(Kind { r, ar, store: reader });
+        kinds.push(Kind {
+            r,
+            ar,
+            store: reader,
+        });
     }
     let gc = Gc {
         client: ctx.client.clone(),
@@ -131,7 +137,11 @@ impl Gc {
             .position(|k| k.r.group == group && k.r.kind == r.kind)
     }
 
-    fn err(&self, action: &'static str, node: &Node) -> impl FnOnce(kube::Error) -> GcError + use<> {
+    fn err(
+        &self,
+        action: &'static str,
+        node: &Node,
+    ) -> impl FnOnce(kube::Error) -> GcError + use<> {
         let kind = self.kinds[node.kind].r.kind.to_string();
         let name = node.obj.name_any();
         move |source| GcError::Api {
@@ -149,7 +159,10 @@ impl Gc {
             for obj in k.store.state() {
                 let Some(uid) = obj.uid() else { continue };
                 for r in obj.owner_references() {
-                    dependents.entry(r.uid.clone()).or_default().push(uid.clone());
+                    dependents
+                        .entry(r.uid.clone())
+                        .or_default()
+                        .push(uid.clone());
                 }
                 by_uid.insert(uid, Node { kind: i, obj });
             }
@@ -187,7 +200,10 @@ impl Gc {
             }
             let mut absent = Vec::new();
             for r in refs {
-                if by_uid.get(&r.uid).is_some_and(|o| o.obj.name_any() == r.name) {
+                if by_uid
+                    .get(&r.uid)
+                    .is_some_and(|o| o.obj.name_any() == r.name)
+                {
                     continue;
                 }
                 let gone = match absent_cache.get(&r.uid) {
@@ -252,12 +268,21 @@ impl Gc {
         }
     }
 
-    async fn patch_meta(&self, node: &Node, meta: serde_json::Value, action: &'static str) -> Result<(), GcError> {
+    async fn patch_meta(
+        &self,
+        node: &Node,
+        meta: serde_json::Value,
+        action: &'static str,
+    ) -> Result<(), GcError> {
         let mut meta = meta;
         meta["resourceVersion"] = json!(node.obj.resource_version());
         match self
             .api(node.kind, node.obj.namespace().as_deref())
-            .patch(&node.obj.name_any(), &PatchParams::default(), &Patch::Merge(json!({"metadata": meta})))
+            .patch(
+                &node.obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": meta})),
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -273,14 +298,31 @@ impl Gc {
             .iter()
             .filter(|r| !uids.contains(&r.uid))
             .collect();
-        let refs = if left.is_empty() { serde_json::Value::Null } else { json!(left) };
-        self.patch_meta(node, json!({"ownerReferences": refs}), "remove owner references of")
-            .await
+        let refs = if left.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(left)
+        };
+        self.patch_meta(
+            node,
+            json!({"ownerReferences": refs}),
+            "remove owner references of",
+        )
+        .await
     }
 
     async fn remove_finalizer(&self, node: &Node, finalizer: &str) -> Result<(), GcError> {
-        let left: Vec<&String> = node.obj.finalizers().iter().filter(|f| *f != finalizer).collect();
-        let fins = if left.is_empty() { serde_json::Value::Null } else { json!(left) };
+        let left: Vec<&String> = node
+            .obj
+            .finalizers()
+            .iter()
+            .filter(|f| *f != finalizer)
+            .collect();
+        let fins = if left.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(left)
+        };
         self.patch_meta(node, json!({"finalizers": fins}), "remove the finalizer of")
             .await
     }

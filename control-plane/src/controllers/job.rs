@@ -14,10 +14,10 @@ use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobStatus, PodFailurePolicyRule, UncountedTerminatedPods,
 };
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use super::ControllerContext;
@@ -120,12 +120,16 @@ fn add_condition(s: &mut JobStatus, c: JobCondition) {
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
 }
 
 /// Whether a finished (or deleted while running) pod counts as failed.
 fn is_failed(pod: &Pod) -> bool {
-    phase(pod) == "Failed" || (pod.metadata.deletion_timestamp.is_some() && phase(pod) != "Succeeded")
+    phase(pod) == "Failed"
+        || (pod.metadata.deletion_timestamp.is_some() && phase(pod) != "Succeeded")
 }
 
 fn index_of(pod: &Pod) -> Option<i32> {
@@ -162,7 +166,11 @@ pub fn format_indexes(set: &BTreeSet<i32>) -> String {
             end += 1;
             iter.next();
         }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
     }
     parts.join(",")
 }
@@ -177,15 +185,27 @@ pub fn backoff_delay(failures: i32) -> Duration {
 }
 
 /// The first podFailurePolicy rule matching a failed pod.
-fn matching_rule<'a>(rules: &'a [PodFailurePolicyRule], pod: &Pod) -> Option<(usize, &'a PodFailurePolicyRule, String)> {
-    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+fn matching_rule<'a>(
+    rules: &'a [PodFailurePolicyRule],
+    pod: &Pod,
+) -> Option<(usize, &'a PodFailurePolicyRule, String)> {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
     for (i, rule) in rules.iter().enumerate() {
         if let Some(req) = &rule.on_exit_codes {
             for cs in &statuses {
                 if req.container_name.as_ref().is_some_and(|n| *n != cs.name) {
                     continue;
                 }
-                let Some(code) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code) else {
+                let Some(code) = cs
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| t.exit_code)
+                else {
                     continue;
                 };
                 if code == 0 {
@@ -205,9 +225,11 @@ fn matching_rule<'a>(rules: &'a [PodFailurePolicyRule], pod: &Pod) -> Option<(us
             }
         }
         for pat in rule.on_pod_conditions.iter().flatten() {
-            let hit = pod.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| {
-                c.type_ == pat.type_ && c.status == pat.status
-            });
+            let hit = pod
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == pat.type_ && c.status == pat.status);
             if hit {
                 let msg = format!(
                     "Pod {}/{} has condition {} matching {} rule at index {i}",
@@ -230,7 +252,11 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
     let uid = job.uid().unwrap_or_default();
     let err = |action: &'static str| {
         let name = name.clone();
-        move |source| JobError::Api { action, name, source }
+        move |source| JobError::Api {
+            action,
+            name,
+            source,
+        }
     };
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), &ns);
     let pods_api: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
@@ -246,12 +272,17 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
         .into_iter()
         .filter(|p| {
             p.namespace().as_deref() == Some(ns.as_str())
-                && util::controller_ref(p.metadata.owner_references.as_ref()).is_some_and(|r| r.uid == uid)
+                && util::controller_ref(p.metadata.owner_references.as_ref())
+                    .is_some_and(|r| r.uid == uid)
         })
         .collect();
     let finished = has_condition(&old, "Complete") || has_condition(&old, "Failed");
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
-    let rules = spec.pod_failure_policy.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
+    let rules = spec
+        .pod_failure_policy
+        .as_ref()
+        .map(|p| p.rules.clone())
+        .unwrap_or_default();
 
     // 1. Record newly finished pods as uncounted, then drop their finalizers.
     let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
@@ -296,23 +327,49 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
     }
     if changed {
         status.uncounted_terminated_pods = Some(uncounted.clone());
-        rv = write_status(&jobs, &name, &rv, &status).await.map_err(err("record finished pods"))?;
+        rv = write_status(&jobs, &name, &rv, &status)
+            .await
+            .map_err(err("record finished pods"))?;
     }
     for pod in &pods {
         let pod_uid = pod.uid().unwrap_or_default();
-        let in_uncounted = already.contains(&pod_uid) || uncounted.succeeded.iter().flatten().chain(uncounted.failed.iter().flatten()).any(|u| *u == pod_uid);
+        let in_uncounted = already.contains(&pod_uid)
+            || uncounted
+                .succeeded
+                .iter()
+                .flatten()
+                .chain(uncounted.failed.iter().flatten())
+                .any(|u| *u == pod_uid);
         let remove = pod.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
-            && (in_uncounted || ignored.contains(&pod_uid) || (finished && !util::is_pod_active(pod)) || (finished && phase(pod) != "Running"));
+            && (in_uncounted
+                || ignored.contains(&pod_uid)
+                || (finished && !util::is_pod_active(pod))
+                || (finished && phase(pod) != "Running"));
         if remove {
-            remove_finalizer(&pods_api, pod).await.map_err(err("remove a pod finalizer"))?;
+            remove_finalizer(&pods_api, pod)
+                .await
+                .map_err(err("remove a pod finalizer"))?;
         }
     }
     // 2. Count what is uncounted now that its finalizers are gone.
-    let mut completed: BTreeSet<i32> = parse_indexes(status.completed_indexes.as_deref().unwrap_or(""));
-    if !uncounted.succeeded.iter().flatten().next().is_none() || !uncounted.failed.iter().flatten().next().is_none() {
+    let mut completed: BTreeSet<i32> =
+        parse_indexes(status.completed_indexes.as_deref().unwrap_or(""));
+    if uncounted.succeeded.iter().flatten().next().is_some()
+        || uncounted.failed.iter().flatten().next().is_some()
+    {
         let by_uid = |u: &String| pods.iter().find(|p| p.uid().as_ref() == Some(u)).cloned();
-        let n_succ = uncounted.succeeded.iter().flatten().filter(|u| !already.contains(*u)).count();
-        let n_fail = uncounted.failed.iter().flatten().filter(|u| !already.contains(*u)).count();
+        let n_succ = uncounted
+            .succeeded
+            .iter()
+            .flatten()
+            .filter(|u| !already.contains(*u))
+            .count();
+        let n_fail = uncounted
+            .failed
+            .iter()
+            .flatten()
+            .filter(|u| !already.contains(*u))
+            .count();
         for u in uncounted.succeeded.iter().flatten() {
             if let Some(i) = by_uid(u).as_deref().and_then(index_of) {
                 completed.insert(i);
@@ -321,26 +378,38 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
         status.succeeded = Some(status.succeeded.unwrap_or(0) + i32::try_from(n_succ).unwrap_or(0));
         status.failed = Some(status.failed.unwrap_or(0) + i32::try_from(n_fail).unwrap_or(0));
         if let Ok(mut m) = c.counted.lock() {
-            m.entry(uid.clone())
-                .or_default()
-                .extend(uncounted.succeeded.iter().flatten().chain(uncounted.failed.iter().flatten()).cloned());
+            m.entry(uid.clone()).or_default().extend(
+                uncounted
+                    .succeeded
+                    .iter()
+                    .flatten()
+                    .chain(uncounted.failed.iter().flatten())
+                    .cloned(),
+            );
         }
         status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
     }
     if indexed {
         status.completed_indexes = Some(format_indexes(&completed));
         if let Some(n) = spec.completions {
-            status.succeeded = Some(i32::try_from(completed.iter().filter(|i| **i < n).count()).unwrap_or(0));
+            status.succeeded =
+                Some(i32::try_from(completed.iter().filter(|i| **i < n).count()).unwrap_or(0));
         }
     }
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| util::is_pod_active(p)).collect();
     status.active = Some(i32::try_from(active.len()).unwrap_or(0));
-    status.ready = Some(i32::try_from(active.iter().filter(|p| util::is_pod_ready(p)).count()).unwrap_or(0));
+    status.ready =
+        Some(i32::try_from(active.iter().filter(|p| util::is_pod_ready(p)).count()).unwrap_or(0));
     if status.uncounted_terminated_pods.is_none() {
         if let Ok(mut m) = c.counted.lock() {
-            m.entry(uid.clone())
-                .or_default()
-                .extend(uncounted.succeeded.iter().flatten().chain(uncounted.failed.iter().flatten()).cloned());
+            m.entry(uid.clone()).or_default().extend(
+                uncounted
+                    .succeeded
+                    .iter()
+                    .flatten()
+                    .chain(uncounted.failed.iter().flatten())
+                    .cloned(),
+            );
         }
         status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
     }
@@ -353,12 +422,18 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
     let now = util::now_secs();
 
     // 3. Decide the outcome.
-    if !finished && !has_condition(&status, "FailureTarget") && !has_condition(&status, "SuccessCriteriaMet") {
-        let deadline_hit = spec.active_deadline_seconds.zip(status.start_time.as_ref()).is_some_and(|(ads, st)| {
-            !suspended && util::secs(st) + ads <= now
-        });
+    if !finished
+        && !has_condition(&status, "FailureTarget")
+        && !has_condition(&status, "SuccessCriteriaMet")
+    {
+        let deadline_hit = spec
+            .active_deadline_seconds
+            .zip(status.start_time.as_ref())
+            .is_some_and(|(ads, st)| !suspended && util::secs(st) + ads <= now);
         let complete = if indexed {
-            spec.completions.is_some_and(|n| i32::try_from(completed.iter().filter(|i| **i < n).count()).unwrap_or(0) >= n)
+            spec.completions.is_some_and(|n| {
+                i32::try_from(completed.iter().filter(|i| **i < n).count()).unwrap_or(0) >= n
+            })
         } else {
             match spec.completions {
                 Some(n) => succeeded >= n,
@@ -366,36 +441,83 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
             }
         };
         if let Some(msg) = fail_job {
-            add_condition(&mut status, condition("FailureTarget", "PodFailurePolicy", &msg));
+            add_condition(
+                &mut status,
+                condition("FailureTarget", "PodFailurePolicy", &msg),
+            );
         } else if failed > spec.backoff_limit.unwrap_or(6) {
-            add_condition(&mut status, condition("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"));
+            add_condition(
+                &mut status,
+                condition(
+                    "FailureTarget",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ),
+            );
         } else if deadline_hit {
-            add_condition(&mut status, condition("FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline"));
+            add_condition(
+                &mut status,
+                condition(
+                    "FailureTarget",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                ),
+            );
         } else if complete {
-            add_condition(&mut status, condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"));
+            add_condition(
+                &mut status,
+                condition(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                ),
+            );
         }
     }
-    let failing = status.conditions.iter().flatten().find(|c| c.type_ == "FailureTarget").cloned();
+    let failing = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "FailureTarget")
+        .cloned();
     let succeeding = has_condition(&status, "SuccessCriteriaMet");
     let mut requeue: Requeue = None;
     if finished {
         // Nothing to run; only the TTL is left.
     } else if failing.is_some() || succeeding || suspended {
         for pod in &active {
-            delete_pod(&pods_api, pod).await.map_err(err("delete a pod"))?;
+            delete_pod(&pods_api, pod)
+                .await
+                .map_err(err("delete a pod"))?;
         }
-        if suspended && !failing.is_some() && !succeeding {
-            add_condition(&mut status, condition("Suspended", "JobSuspended", "Job suspended"));
+        if suspended && failing.is_none() && !succeeding {
+            add_condition(
+                &mut status,
+                condition("Suspended", "JobSuspended", "Job suspended"),
+            );
         }
-        let leftovers = pods.iter().any(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER) && !is_terminal(p));
+        let leftovers = pods
+            .iter()
+            .any(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER) && !is_terminal(p));
         if !leftovers && active.is_empty() {
             if let Some(f) = &failing {
                 add_condition(
                     &mut status,
-                    condition("Failed", f.reason.as_deref().unwrap_or(""), f.message.as_deref().unwrap_or("")),
+                    condition(
+                        "Failed",
+                        f.reason.as_deref().unwrap_or(""),
+                        f.message.as_deref().unwrap_or(""),
+                    ),
                 );
             } else if succeeding {
-                add_condition(&mut status, condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"));
+                add_condition(
+                    &mut status,
+                    condition(
+                        "Complete",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    ),
+                );
                 status.completion_time = Some(util::now());
             }
         }
@@ -404,7 +526,9 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
             cs.retain(|c| c.type_ != "Suspended");
         }
         if c.expectations.satisfied(&uid, &c.pods, &ns) {
-            requeue = manage(c, &job, &pods, &active, &status, &pods_api).await.map_err(err("create pods"))?;
+            requeue = manage(c, &job, &pods, &active, &status, &pods_api)
+                .await
+                .map_err(err("create pods"))?;
         }
         if let Some(ads) = spec.active_deadline_seconds
             && let Some(st) = &status.start_time
@@ -415,7 +539,9 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
         }
     }
     if pruned(&status) != pruned(&old) {
-        write_status(&jobs, &name, &rv, &status).await.map_err(err("update status"))?;
+        write_status(&jobs, &name, &rv, &status)
+            .await
+            .map_err(err("update status"))?;
     }
     // 4. TTL after finishing.
     let finished_at = status
@@ -430,7 +556,10 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
         if left <= 0 {
             let dp = DeleteParams {
                 propagation_policy: Some(PropagationPolicy::Foreground),
-                preconditions: Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
                 ..Default::default()
             };
             match jobs.delete(&name, &dp).await {
@@ -440,7 +569,9 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
             }
             return Ok(None);
         }
-        return Ok(Some(Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1)));
+        return Ok(Some(Duration::from_secs(
+            u64::try_from(left).unwrap_or(0) + 1,
+        )));
     }
     Ok(requeue)
 }
@@ -453,7 +584,10 @@ fn pruned(s: &JobStatus) -> serde_json::Value {
             serde_json::Value::Null => None,
             serde_json::Value::Number(n) if n.as_i64() == Some(0) => None,
             serde_json::Value::Object(m) => {
-                let m: serde_json::Map<_, _> = m.into_iter().filter_map(|(k, v)| Some((k, prune(v)?))).collect();
+                let m: serde_json::Map<_, _> = m
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, prune(v)?)))
+                    .collect();
                 (!m.is_empty()).then_some(serde_json::Value::Object(m))
             }
             serde_json::Value::Array(a) if a.is_empty() => None,
@@ -495,8 +629,19 @@ async fn manage(
     let n_active = i32::try_from(active.len()).unwrap_or(0);
     if n_active > want {
         let mut extra: Vec<&&Arc<Pod>> = active.iter().collect();
-        extra.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(util::secs).unwrap_or(0)));
-        for p in extra.into_iter().take(usize::try_from(n_active - want).unwrap_or(0)) {
+        extra.sort_by_key(|p| {
+            std::cmp::Reverse(
+                p.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(util::secs)
+                    .unwrap_or(0),
+            )
+        });
+        for p in extra
+            .into_iter()
+            .take(usize::try_from(n_active - want).unwrap_or(0))
+        {
             delete_pod(api, p).await?;
         }
         return Ok(None);
@@ -516,7 +661,9 @@ async fn manage(
         let ready_at = last + i64::try_from(backoff_delay(failed).as_secs()).unwrap_or(0);
         let now = util::now_secs();
         if last > 0 && ready_at > now {
-            return Ok(Some(Duration::from_secs(u64::try_from(ready_at - now).unwrap_or(1))));
+            return Ok(Some(Duration::from_secs(
+                u64::try_from(ready_at - now).unwrap_or(1),
+            )));
         }
     }
     let mut to_create: Vec<Option<i32>> = Vec::new();
@@ -537,7 +684,10 @@ async fn manage(
     }
     let mut created = Vec::new();
     for index in to_create {
-        match api.create(&PostParams::default(), &pod_for(job, index)).await {
+        match api
+            .create(&PostParams::default(), &pod_for(job, index))
+            .await
+        {
             Ok(p) => created.push(p.name_any()),
             Err(kube::Error::Api(s)) if s.code == 403 => break,
             Err(e) => {
@@ -556,7 +706,15 @@ fn finish_time(pod: &Pod) -> Option<i64> {
         .container_statuses
         .iter()
         .flatten()
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(util::secs))
+        .filter_map(|c| {
+            c.state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .finished_at
+                .as_ref()
+                .map(util::secs)
+        })
         .max();
     from_containers
         .or_else(|| pod.metadata.deletion_timestamp.as_ref().map(util::secs))
@@ -571,7 +729,11 @@ fn finish_time(pod: &Pod) -> Option<i64> {
 
 /// A pod for the job from its template; Indexed pods carry their index.
 pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
-    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let tm = template.metadata.unwrap_or_default();
     let mut labels = tm.labels.unwrap_or_default();
     let mut annotations = tm.annotations.unwrap_or_default();
@@ -583,7 +745,11 @@ pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
             if spec.hostname.is_none() {
                 spec.hostname = Some(format!("{}-{i}", job.name_any()));
             }
-            for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            for c in spec
+                .containers
+                .iter_mut()
+                .chain(spec.init_containers.iter_mut().flatten())
+            {
                 c.env.get_or_insert_with(Vec::new).push(EnvVar {
                     name: "JOB_COMPLETION_INDEX".into(),
                     value: None,
@@ -617,7 +783,10 @@ pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
 }
 
 async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
-    match api.delete(&pod.name_any(), &DeleteParams::background()).await {
+    match api
+        .delete(&pod.name_any(), &DeleteParams::background())
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if util::is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
@@ -625,10 +794,26 @@ async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
 }
 
 async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
-    let left: Vec<&String> = pod.finalizers().iter().filter(|f| *f != TRACKING_FINALIZER).collect();
-    let fins = if left.is_empty() { serde_json::Value::Null } else { json!(left) };
-    let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": pod.resource_version()}});
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+    let left: Vec<&String> = pod
+        .finalizers()
+        .iter()
+        .filter(|f| *f != TRACKING_FINALIZER)
+        .collect();
+    let fins = if left.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(left)
+    };
+    let patch =
+        json!({"metadata": {"finalizers": fins, "resourceVersion": pod.resource_version()}});
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if util::is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
@@ -636,14 +821,26 @@ async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> 
 }
 
 /// Writes the status if the job is still at `rv`; returns the new one.
-async fn write_status(api: &Api<Job>, name: &str, rv: &str, status: &JobStatus) -> Result<String, kube::Error> {
+async fn write_status(
+    api: &Api<Job>,
+    name: &str,
+    rv: &str,
+    status: &JobStatus,
+) -> Result<String, kube::Error> {
     let mut v = serde_json::to_value(status).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
-        for k in ["conditions", "completedIndexes", "completionTime", "startTime"] {
+        for k in [
+            "conditions",
+            "completedIndexes",
+            "completionTime",
+            "startTime",
+        ] {
             m.entry(k).or_insert(serde_json::Value::Null);
         }
         // A merge patch keeps lists left out; empty ones must be nulled.
-        let u = m.entry("uncountedTerminatedPods").or_insert_with(|| json!({}));
+        let u = m
+            .entry("uncountedTerminatedPods")
+            .or_insert_with(|| json!({}));
         for k in ["succeeded", "failed"] {
             if let Some(u) = u.as_object_mut() {
                 u.entry(k).or_insert(serde_json::Value::Null);
@@ -651,7 +848,10 @@ async fn write_status(api: &Api<Job>, name: &str, rv: &str, status: &JobStatus) 
         }
     }
     let patch = json!({"metadata": {"resourceVersion": rv}, "status": v});
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
         Ok(j) => Ok(j.resource_version().unwrap_or_default()),
         Err(e) if util::is_not_found(&e) => Ok(rv.to_string()),
         Err(e) => Err(e),
@@ -689,7 +889,10 @@ mod tests {
         .unwrap();
         let pod = pod_for(&job, Some(2));
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("pi-2-"));
-        assert_eq!(pod.annotations().get(COMPLETION_INDEX).map(String::as_str), Some("2"));
+        assert_eq!(
+            pod.annotations().get(COMPLETION_INDEX).map(String::as_str),
+            Some("2")
+        );
         assert_eq!(pod.spec.as_ref().unwrap().hostname.as_deref(), Some("pi-2"));
         assert!(pod.finalizers().iter().any(|f| f == TRACKING_FINALIZER));
     }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use super::ControllerContext;
@@ -85,7 +85,11 @@ async fn sync(c: &Ctx, (_, name): Key) -> Result<Requeue, NamespaceError> {
     if ns.metadata.deletion_timestamp.is_none() {
         return Ok(None);
     }
-    let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+    let finalizers = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.clone())
+        .unwrap_or_default();
     if !finalizers.iter().any(|f| f == FINALIZER) {
         return Ok(None);
     }
@@ -96,10 +100,17 @@ async fn sync(c: &Ctx, (_, name): Key) -> Result<Requeue, NamespaceError> {
         move |source| NamespaceError::Api { action, ns, source }
     };
     let conditions = conditions(&left);
-    let old = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let old = ns
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     if !same_conditions(&old, &conditions) {
         let patch = json!({"status": {"phase": "Terminating", "conditions": conditions}});
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
             Ok(_) => {}
             Err(e) if util::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(err("update the status of")(e)),
@@ -134,7 +145,8 @@ async fn sync(c: &Ctx, (_, name): Key) -> Result<Requeue, NamespaceError> {
 async fn delete_content(c: &Ctx, ns: &str) -> Remaining {
     let mut left = Remaining::default();
     for r in util::stored_kinds().into_iter().filter(|r| r.namespaced) {
-        let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), ns, &util::api_resource(r));
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(c.client.clone(), ns, &util::api_resource(r));
         let items = match api.list(&ListParams::default()).await {
             Ok(l) => l.items,
             Err(e) => {
@@ -145,7 +157,12 @@ async fn delete_content(c: &Ctx, ns: &str) -> Remaining {
         if items.is_empty() {
             continue;
         }
-        left.content.insert(format!("{}.{}", r.plural, r.group).trim_end_matches('.').to_string(), items.len());
+        left.content.insert(
+            format!("{}.{}", r.plural, r.group)
+                .trim_end_matches('.')
+                .to_string(),
+            items.len(),
+        );
         for obj in &items {
             for f in obj.finalizers() {
                 *left.finalizers.entry(f.clone()).or_insert(0) += 1;
@@ -153,10 +170,15 @@ async fn delete_content(c: &Ctx, ns: &str) -> Remaining {
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            match api.delete(&obj.name_any(), &DeleteParams::background()).await {
+            match api
+                .delete(&obj.name_any(), &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if util::is_not_found(&e) => {}
-                Err(e) => left.delete_errors.push(format!("{}/{}: {e}", r.plural, obj.name_any())),
+                Err(e) => left
+                    .delete_errors
+                    .push(format!("{}/{}: {e}", r.plural, obj.name_any())),
             }
         }
     }
@@ -176,13 +198,22 @@ fn cond(type_: &str, status: bool, reason: &str, message: String) -> NamespaceCo
 /// The five deletion conditions with upstream's reasons and messages.
 fn conditions(left: &Remaining) -> Vec<NamespaceCondition> {
     let discovery = if left.list_errors.is_empty() {
-        cond("NamespaceDeletionDiscoveryFailure", false, "ResourcesDiscovered", "All resources successfully discovered".into())
+        cond(
+            "NamespaceDeletionDiscoveryFailure",
+            false,
+            "ResourcesDiscovered",
+            "All resources successfully discovered".into(),
+        )
     } else {
         cond(
             "NamespaceDeletionDiscoveryFailure",
             true,
             "DiscoveryFailed",
-            format!("Discovery failed for some groups, {} failing: {}", left.list_errors.len(), left.list_errors.join(", ")),
+            format!(
+                "Discovery failed for some groups, {} failing: {}",
+                left.list_errors.len(),
+                left.list_errors.join(", ")
+            ),
         )
     };
     let parsing = cond(
@@ -192,27 +223,51 @@ fn conditions(left: &Remaining) -> Vec<NamespaceCondition> {
         "All legacy kube types successfully parsed".into(),
     );
     let content = if left.delete_errors.is_empty() {
-        cond("NamespaceDeletionContentFailure", false, "ContentDeleted", "All content successfully deleted, may be waiting on finalization".into())
+        cond(
+            "NamespaceDeletionContentFailure",
+            false,
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization".into(),
+        )
     } else {
         cond(
             "NamespaceDeletionContentFailure",
             true,
             "ContentDeletionFailed",
-            format!("Failed to delete all resource types, {} remaining: {}", left.delete_errors.len(), left.delete_errors.join(", ")),
+            format!(
+                "Failed to delete all resource types, {} remaining: {}",
+                left.delete_errors.len(),
+                left.delete_errors.join(", ")
+            ),
         )
     };
     let remaining = if left.content.is_empty() {
-        cond("NamespaceContentRemaining", false, "ContentRemoved", "All content successfully removed".into())
+        cond(
+            "NamespaceContentRemaining",
+            false,
+            "ContentRemoved",
+            "All content successfully removed".into(),
+        )
     } else {
         let parts: Vec<String> = left
             .content
             .iter()
             .map(|(k, n)| format!("{k} has {n} resource instances"))
             .collect();
-        cond("NamespaceContentRemaining", true, "SomeResourcesRemain", format!("Some resources are remaining: {}", parts.join(", ")))
+        cond(
+            "NamespaceContentRemaining",
+            true,
+            "SomeResourcesRemain",
+            format!("Some resources are remaining: {}", parts.join(", ")),
+        )
     };
     let finalizers = if left.finalizers.is_empty() {
-        cond("NamespaceFinalizersRemaining", false, "ContentHasNoFinalizers", "All content-preserving finalizers finished".into())
+        cond(
+            "NamespaceFinalizersRemaining",
+            false,
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished".into(),
+        )
     } else {
         let parts: Vec<String> = left
             .finalizers
@@ -223,7 +278,10 @@ fn conditions(left: &Remaining) -> Vec<NamespaceCondition> {
             "NamespaceFinalizersRemaining",
             true,
             "SomeFinalizersRemain",
-            format!("Some content in the namespace has finalizers remaining: {}", parts.join(", ")),
+            format!(
+                "Some content in the namespace has finalizers remaining: {}",
+                parts.join(", ")
+            ),
         )
     };
     vec![discovery, parsing, content, remaining, finalizers]
@@ -246,13 +304,24 @@ mod tests {
         left.content.insert("pods".into(), 2);
         left.finalizers.insert("foregroundDeletion".into(), 1);
         let cs = conditions(&left);
-        let remaining = cs.iter().find(|c| c.type_ == "NamespaceContentRemaining").unwrap();
+        let remaining = cs
+            .iter()
+            .find(|c| c.type_ == "NamespaceContentRemaining")
+            .unwrap();
         assert_eq!(remaining.status, "True");
-        assert_eq!(remaining.message.as_deref(), Some("Some resources are remaining: pods has 2 resource instances"));
-        let fins = cs.iter().find(|c| c.type_ == "NamespaceFinalizersRemaining").unwrap();
+        assert_eq!(
+            remaining.message.as_deref(),
+            Some("Some resources are remaining: pods has 2 resource instances")
+        );
+        let fins = cs
+            .iter()
+            .find(|c| c.type_ == "NamespaceFinalizersRemaining")
+            .unwrap();
         assert_eq!(
             fins.message.as_deref(),
-            Some("Some content in the namespace has finalizers remaining: foregroundDeletion in 1 resource instances")
+            Some(
+                "Some content in the namespace has finalizers remaining: foregroundDeletion in 1 resource instances"
+            )
         );
     }
 }

@@ -150,7 +150,13 @@ fn enqueue_owners(queue: &Queue, sets: &Store<ReplicaSet>, pod: &Pod) {
     let labels = pod.labels();
     for rs in sets.state() {
         if rs.namespace().as_deref() == Some(ns.as_str())
-            && util::selector_matches(&rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default(), labels)
+            && util::selector_matches(
+                &rs.spec
+                    .as_ref()
+                    .map(|s| s.selector.clone())
+                    .unwrap_or_default(),
+                labels,
+            )
         {
             queue.add(&ns, &rs.name_any());
         }
@@ -186,17 +192,25 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, ReplicaSetError> {
                 if matches {
                     owned.push(pod);
                 } else if pod.metadata.deletion_timestamp.is_none() {
-                    release(&pods_api, &pod, &uid).await.map_err(api_err("release a pod"))?;
+                    release(&pods_api, &pod, &uid)
+                        .await
+                        .map_err(api_err("release a pod"))?;
                 }
             }
             None if matches && !deleting && pod.metadata.deletion_timestamp.is_none() => {
-                adopt(&pods_api, &pod, &rs).await.map_err(api_err("adopt a pod"))?;
+                adopt(&pods_api, &pod, &rs)
+                    .await
+                    .map_err(api_err("adopt a pod"))?;
                 owned.push(pod);
             }
             _ => {}
         }
     }
-    let active: Vec<Arc<Pod>> = owned.iter().filter(|p| util::is_pod_active(p)).cloned().collect();
+    let active: Vec<Arc<Pod>> = owned
+        .iter()
+        .filter(|p| util::is_pod_active(p))
+        .cloned()
+        .collect();
     let mut failure = None;
     if !deleting && c.expectations.satisfied(&uid, &c.pods, &ns) {
         failure = manage(c, &rs, &active, &pods_api).await;
@@ -212,7 +226,11 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, ReplicaSetError> {
             status_json["conditions"] = serde_json::Value::Null;
         }
         match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status_json})))
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status_json})),
+            )
             .await
         {
             Ok(_) => {}
@@ -228,7 +246,9 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, ReplicaSetError> {
             .filter_map(|p| util::secs_until_available(p, min_ready, now))
             .min()
         {
-            return Ok(Some(Duration::from_secs(u64::try_from(wait).unwrap_or(1) + 1)));
+            return Ok(Some(Duration::from_secs(
+                u64::try_from(wait).unwrap_or(1) + 1,
+            )));
         }
     }
     Ok(None)
@@ -243,7 +263,10 @@ async fn manage(c: &Ctx, rs: &ReplicaSet, active: &[Arc<Pod>], api: &Api<Pod>) -
         let mut created = Vec::new();
         let mut failure = None;
         for _ in 0..n {
-            match api.create(&PostParams::default(), &pod_from_template(rs)).await {
+            match api
+                .create(&PostParams::default(), &pod_from_template(rs))
+                .await
+            {
                 Ok(pod) => created.push(pod.name_any()),
                 Err(err) => {
                     tracing::warn!(rs = %rs.name_any(), %err, "failed to create pod");
@@ -260,7 +283,10 @@ async fn manage(c: &Ctx, rs: &ReplicaSet, active: &[Arc<Pod>], api: &Api<Pod>) -
         let colocated = colocation_counts(active);
         ranked.sort_by_key(|p| deletion_rank(p, &colocated));
         let mut deleted = Vec::new();
-        for pod in ranked.into_iter().take((active.len() - want).min(BURST_REPLICAS)) {
+        for pod in ranked
+            .into_iter()
+            .take((active.len() - want).min(BURST_REPLICAS))
+        {
             match api.delete(&pod.name_any(), &DeleteParams::default()).await {
                 Ok(_) => deleted.push(pod.uid().unwrap_or_default()),
                 Err(e) if util::is_not_found(&e) => {}
@@ -304,7 +330,14 @@ async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<(), kube::E
     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
     refs.push(util::owner_ref(rs));
     let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.uid()}});
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if util::is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
@@ -321,7 +354,14 @@ async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> Result<(), kube:
         .cloned()
         .collect();
     let patch = json!({"metadata": {"ownerReferences": if refs.is_empty() { serde_json::Value::Null } else { json!(refs) }, "uid": pod.uid()}});
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if util::is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
@@ -432,7 +472,9 @@ fn calculate_status(
     let _ = owned;
     ReplicaSetStatus {
         replicas: count(&|_| true),
-        fully_labeled_replicas: Some(count(&|p| util::labels_contain(p.labels(), &template_labels))),
+        fully_labeled_replicas: Some(count(&|p| {
+            util::labels_contain(p.labels(), &template_labels)
+        })),
         ready_replicas: Some(count(&util::is_pod_ready)),
         available_replicas: Some(count(&|p| util::is_pod_available(p, min_ready, now))),
         observed_generation: rs.meta().generation,
@@ -496,6 +538,14 @@ mod tests {
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("web-abc-"));
         assert_eq!(pod.labels().get("app").map(String::as_str), Some("web"));
         let r = &pod.metadata.owner_references.unwrap()[0];
-        assert_eq!((r.kind.as_str(), r.uid.as_str(), r.controller, r.block_owner_deletion), ("ReplicaSet", "u1", Some(true), Some(true)));
+        assert_eq!(
+            (
+                r.kind.as_str(),
+                r.uid.as_str(),
+                r.controller,
+                r.block_owner_deletion
+            ),
+            ("ReplicaSet", "u1", Some(true), Some(true))
+        );
     }
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 
 use super::ControllerContext;
 use super::util::{self, Key, Queue, Requeue};
@@ -100,7 +100,10 @@ async fn sync(c: &Ctx, (_, ns): Key) -> Result<Requeue, ServiceAccountError> {
         let ns = ns.clone();
         move |source| ServiceAccountError::Api { action, ns, source }
     };
-    if c.accounts.get(&ObjectRef::new("default").within(&ns)).is_none() {
+    if c.accounts
+        .get(&ObjectRef::new("default").within(&ns))
+        .is_none()
+    {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
                 name: Some("default".into()),
@@ -125,7 +128,13 @@ async fn sync(c: &Ctx, (_, ns): Key) -> Result<Requeue, ServiceAccountError> {
             let cm = ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(ROOT_CA.into()),
-                    annotations: Some([("kubernetes.io/description".to_string(), DESCRIPTION.to_string())].into()),
+                    annotations: Some(
+                        [(
+                            "kubernetes.io/description".to_string(),
+                            DESCRIPTION.to_string(),
+                        )]
+                        .into(),
+                    ),
                     ..Default::default()
                 },
                 data: Some(data),

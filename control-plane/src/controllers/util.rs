@@ -238,7 +238,8 @@ pub fn now_secs() -> i64 {
 /// (upstream `controller.IsPodActive`).
 pub fn is_pod_active(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !matches!(phase, Some("Succeeded") | Some("Failed")) && pod.metadata.deletion_timestamp.is_none()
+    !matches!(phase, Some("Succeeded") | Some("Failed"))
+        && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// The pod's Ready condition, if true.
@@ -285,7 +286,10 @@ pub fn is_conflict(err: &kube::Error) -> bool {
 }
 
 /// Whether the object's labels contain all of `wanted`.
-pub fn labels_contain(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+pub fn labels_contain(
+    labels: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> bool {
     wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -336,14 +340,23 @@ mod tests {
                 values: Some(vec!["a".into(), "b".into()]),
             }]),
         };
-        assert!(selector_matches(&sel, &labels(&[("app", "web"), ("tier", "a")])));
-        assert!(!selector_matches(&sel, &labels(&[("app", "web"), ("tier", "c")])));
+        assert!(selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "a")])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "c")])
+        ));
         assert!(!selector_matches(&sel, &labels(&[("tier", "a")])));
         assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
     }
 
     #[test]
     fn empty_selector_matches_nothing() {
-        assert!(!selector_matches(&LabelSelector::default(), &labels(&[("a", "b")])));
+        assert!(!selector_matches(
+            &LabelSelector::default(),
+            &labels(&[("a", "b")])
+        ));
     }
 }

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use super::ControllerContext;
@@ -84,7 +84,9 @@ pub fn spawn(ctx: &ControllerContext) {
             }
             for d in dstore.state() {
                 if d.namespace().as_deref() == Some(ns.as_str())
-                    && d.spec.as_ref().is_some_and(|s| util::selector_matches(&s.selector, rs.labels()))
+                    && d.spec
+                        .as_ref()
+                        .is_some_and(|s| util::selector_matches(&s.selector, rs.labels()))
                 {
                     q.add(&ns, &d.name_any());
                 }
@@ -142,7 +144,11 @@ impl Run<'_> {
     }
 
     fn template(&self) -> PodTemplateSpec {
-        self.d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default()
+        self.d
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default()
     }
 
     /// (new set, old sets), new being the oldest set whose template equals
@@ -152,7 +158,14 @@ impl Run<'_> {
         let mut idx: Vec<usize> = (0..self.sets.len()).collect();
         idx.sort_by_key(|&i| {
             let rs = &self.sets[i];
-            (rs.metadata.creation_timestamp.as_ref().map(util::secs).unwrap_or(0), rs.name_any())
+            (
+                rs.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(util::secs)
+                    .unwrap_or(0),
+                rs.name_any(),
+            )
         });
         let new = idx.iter().copied().find(|&i| {
             self.sets[i]
@@ -175,7 +188,11 @@ impl Run<'_> {
         }
         let d = self
             .d_api()
-            .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(json!({"status": v})))
+            .patch_status(
+                &self.name(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": v})),
+            )
             .await
             .map_err(self.err("update status"))?;
         self.d = d;
@@ -242,7 +259,10 @@ impl Run<'_> {
 
     /// Finds or creates the new set and syncs revisions
     /// (upstream `getAllReplicaSetsAndSyncRevision` + `getNewReplicaSet`).
-    async fn new_set(&mut self, create: bool) -> Result<(Option<usize>, Vec<usize>), DeploymentError> {
+    async fn new_set(
+        &mut self,
+        create: bool,
+    ) -> Result<(Option<usize>, Vec<usize>), DeploymentError> {
         let (new, old) = self.split();
         let new_revision = (self.max_old_revision(&old) + 1).to_string();
         if let Some(i) = new {
@@ -258,12 +278,21 @@ impl Run<'_> {
             if changed {
                 self.replace_set(i, rs).await?;
             }
-            let revision = self.sets[i].annotations().get(REVISION).cloned().unwrap_or_default();
+            let revision = self.sets[i]
+                .annotations()
+                .get(REVISION)
+                .cloned()
+                .unwrap_or_default();
             self.set_revision(&revision).await?;
             let mut s = self.d.status.clone().unwrap_or_default();
-            if status::has_progress_deadline(&self.d) && status::get(&s, status::PROGRESSING).is_none() {
+            if status::has_progress_deadline(&self.d)
+                && status::get(&s, status::PROGRESSING).is_none()
+            {
                 let msg = format!("Found new replica set \"{}\"", self.sets[i].name_any());
-                status::set(&mut s, status::condition(status::PROGRESSING, "True", status::FOUND_NEW_RS, msg));
+                status::set(
+                    &mut s,
+                    status::condition(status::PROGRESSING, "True", status::FOUND_NEW_RS, msg),
+                );
                 self.write_status(s).await?;
             }
             return Ok((Some(i), old));
@@ -274,11 +303,23 @@ impl Run<'_> {
         let collision = self.d.status.as_ref().and_then(|s| s.collision_count);
         let template = self.template();
         let hash = hash::compute_hash(&template, collision);
-        let mut labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        let mut labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
         labels.insert(POD_TEMPLATE_HASH.into(), hash.clone());
         let mut new_template = template.clone();
-        new_template.metadata.get_or_insert_with(Default::default).labels = Some(labels.clone());
-        let mut selector = self.d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        new_template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels = Some(labels.clone());
+        let mut selector = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
         selector
             .match_labels
             .get_or_insert_with(BTreeMap::new)
@@ -312,7 +353,11 @@ impl Run<'_> {
                 created
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let existing = self.rs_api().get(&name).await.map_err(self.err("read a replica set"))?;
+                let existing = self
+                    .rs_api()
+                    .get(&name)
+                    .await
+                    .map_err(self.err("read a replica set"))?;
                 let same = util::controller_ref(existing.metadata.owner_references.as_ref())
                     .is_some_and(|r| Some(&r.uid) == self.d.metadata.uid.as_ref())
                     && existing
@@ -331,10 +376,20 @@ impl Run<'_> {
                 return Ok((Some(i), old));
             }
             Err(e) => {
-                if status::has_progress_deadline(&self.d) && !matches!(&e, kube::Error::Api(s) if s.code == 403) {
+                if status::has_progress_deadline(&self.d)
+                    && !matches!(&e, kube::Error::Api(s) if s.code == 403)
+                {
                     let mut s = self.d.status.clone().unwrap_or_default();
                     let msg = format!("Failed to create new replica set \"{name}\": {e}");
-                    status::set(&mut s, status::condition(status::PROGRESSING, "False", status::FAILED_RS_CREATE, msg));
+                    status::set(
+                        &mut s,
+                        status::condition(
+                            status::PROGRESSING,
+                            "False",
+                            status::FAILED_RS_CREATE,
+                            msg,
+                        ),
+                    );
                     self.write_status(s).await?;
                 }
                 return Err(self.err("create a replica set")(e));
@@ -346,14 +401,20 @@ impl Run<'_> {
         if status::has_progress_deadline(&self.d) {
             let mut s = self.d.status.clone().unwrap_or_default();
             let msg = format!("Created new replica set \"{name}\"");
-            status::set(&mut s, status::condition(status::PROGRESSING, "True", status::NEW_RS_CREATED, msg));
+            status::set(
+                &mut s,
+                status::condition(status::PROGRESSING, "True", status::NEW_RS_CREATED, msg),
+            );
             self.write_status(s).await?;
         }
         Ok((Some(i), old))
     }
 
     fn active(&self, idx: &[usize]) -> Vec<usize> {
-        idx.iter().copied().filter(|&i| rolling::rs_replicas(&self.sets[i]) > 0).collect()
+        idx.iter()
+            .copied()
+            .filter(|&i| rolling::rs_replicas(&self.sets[i]) > 0)
+            .collect()
     }
 
     fn refs(&self, idx: &[usize]) -> Vec<&ReplicaSet> {
@@ -396,7 +457,12 @@ impl Run<'_> {
         let active_or_latest = match active.len() {
             0 => new.or_else(|| {
                 old.iter().copied().max_by_key(|&i| {
-                    self.sets[i].metadata.creation_timestamp.as_ref().map(util::secs).unwrap_or(0)
+                    self.sets[i]
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(util::secs)
+                        .unwrap_or(0)
                 })
             }),
             1 => Some(active[0]),
@@ -420,21 +486,45 @@ impl Run<'_> {
             return Ok(());
         }
         let total = rolling::sum_spec(&self.refs(&active));
-        let allowed = if want > 0 { want + rolling::max_surge(&self.d) } else { 0 };
+        let allowed = if want > 0 {
+            want + rolling::max_surge(&self.d)
+        } else {
+            0
+        };
         let to_add = allowed - total;
         let mut order = active.clone();
-        let created = |rs: &ReplicaSet| rs.metadata.creation_timestamp.as_ref().map(util::secs).unwrap_or(0);
+        let created = |rs: &ReplicaSet| {
+            rs.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(util::secs)
+                .unwrap_or(0)
+        };
         if to_add > 0 {
             // Bigger first, newer first among equals.
-            order.sort_by_key(|&i| (std::cmp::Reverse(rolling::rs_replicas(&self.sets[i])), std::cmp::Reverse(created(&self.sets[i]))));
+            order.sort_by_key(|&i| {
+                (
+                    std::cmp::Reverse(rolling::rs_replicas(&self.sets[i])),
+                    std::cmp::Reverse(created(&self.sets[i])),
+                )
+            });
         } else {
-            order.sort_by_key(|&i| (std::cmp::Reverse(rolling::rs_replicas(&self.sets[i])), created(&self.sets[i])));
+            order.sort_by_key(|&i| {
+                (
+                    std::cmp::Reverse(rolling::rs_replicas(&self.sets[i])),
+                    created(&self.sets[i]),
+                )
+            });
         }
         let mut added = 0;
         let mut sizes = Vec::new();
         for &i in &order {
             let rs = &self.sets[i];
-            let p = if to_add != 0 { rolling::proportion(rs, &self.d, to_add, added) } else { 0 };
+            let p = if to_add != 0 {
+                rolling::proportion(rs, &self.d, to_add, added)
+            } else {
+                0
+            };
             added += p;
             sizes.push(rolling::rs_replicas(rs) + p);
         }
@@ -487,20 +577,34 @@ impl Run<'_> {
         let all = Self::all_idx(Some(n), old);
         let all_count = rolling::sum_spec(&self.refs(&all));
         let min_available = rolling::replicas(&self.d) - rolling::max_unavailable(&self.d);
-        let new_unavailable = rolling::rs_replicas(&self.sets[n]) - rolling::rs_available(&self.sets[n]);
+        let new_unavailable =
+            rolling::rs_replicas(&self.sets[n]) - rolling::rs_available(&self.sets[n]);
         let max_scaled_down = all_count - min_available - new_unavailable;
         if max_scaled_down <= 0 {
             return Ok(false);
         }
         let mut sorted: Vec<usize> = self.active(old);
-        sorted.sort_by_key(|&i| (self.sets[i].metadata.creation_timestamp.as_ref().map(util::secs).unwrap_or(0), self.sets[i].name_any()));
+        sorted.sort_by_key(|&i| {
+            (
+                self.sets[i]
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(util::secs)
+                    .unwrap_or(0),
+                self.sets[i].name_any(),
+            )
+        });
         // Unhealthy pods of old sets go first (upstream `cleanupUnhealthyReplicas`).
         let mut cleaned = 0;
         for &i in &sorted {
             if cleaned >= max_scaled_down {
                 break;
             }
-            let (spec, avail) = (rolling::rs_replicas(&self.sets[i]), rolling::rs_available(&self.sets[i]));
+            let (spec, avail) = (
+                rolling::rs_replicas(&self.sets[i]),
+                rolling::rs_available(&self.sets[i]),
+            );
             if spec == avail {
                 continue;
             }
@@ -510,7 +614,10 @@ impl Run<'_> {
         }
         // Then healthy ones down to minAvailable
         // (upstream `scaleDownOldReplicaSetsForRollingUpdate`).
-        let available: i32 = all.iter().map(|&i| rolling::rs_available(&self.sets[i])).sum();
+        let available: i32 = all
+            .iter()
+            .map(|&i| rolling::rs_available(&self.sets[i]))
+            .sum();
         let mut scaled = 0;
         if available > min_available {
             let total = available - min_available;
@@ -560,7 +667,11 @@ impl Run<'_> {
 
     /// Writes the rollout status and asks to be woken for the progress
     /// deadline (upstream `syncRolloutStatus` + `requeueStuckDeployment`).
-    async fn sync_rollout_status(&mut self, new: Option<usize>, old: &[usize]) -> Result<Requeue, DeploymentError> {
+    async fn sync_rollout_status(
+        &mut self,
+        new: Option<usize>,
+        old: &[usize],
+    ) -> Result<Requeue, DeploymentError> {
         let all = Self::all_idx(new, old);
         let s = status::rollout(&self.refs(&all), new.map(|i| &self.sets[i]), &self.d);
         self.write_status(s.clone()).await?;
@@ -590,7 +701,12 @@ impl Run<'_> {
         alive.sort_by_key(|&i| {
             (
                 revision_of(&self.sets[i]).unwrap_or(0),
-                self.sets[i].metadata.creation_timestamp.as_ref().map(util::secs).unwrap_or(0),
+                self.sets[i]
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(util::secs)
+                    .unwrap_or(0),
             )
         });
         for &i in alive.iter().take(usize::try_from(diff).unwrap_or(0)) {
@@ -602,8 +718,14 @@ impl Run<'_> {
             {
                 continue;
             }
-            match self.rs_api().delete(&rs.name_any(), &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(deployment = %self.name(), rs = %rs.name_any(), "deleted old replica set"),
+            match self
+                .rs_api()
+                .delete(&rs.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(deployment = %self.name(), rs = %rs.name_any(), "deleted old replica set")
+                }
                 Err(e) if util::is_not_found(&e) => {}
                 Err(e) => return Err(self.err("delete an old replica set")(e)),
             }
@@ -624,9 +746,25 @@ impl Run<'_> {
         let paused_cond = reason.as_deref() == Some(status::PAUSED);
         let paused = self.d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
         if paused && !paused_cond {
-            status::set(&mut s, status::condition(status::PROGRESSING, "Unknown", status::PAUSED, "Deployment is paused".into()));
+            status::set(
+                &mut s,
+                status::condition(
+                    status::PROGRESSING,
+                    "Unknown",
+                    status::PAUSED,
+                    "Deployment is paused".into(),
+                ),
+            );
         } else if !paused && paused_cond {
-            status::set(&mut s, status::condition(status::PROGRESSING, "Unknown", status::RESUMED, "Deployment is resumed".into()));
+            status::set(
+                &mut s,
+                status::condition(
+                    status::PROGRESSING,
+                    "Unknown",
+                    status::RESUMED,
+                    "Deployment is resumed".into(),
+                ),
+            );
         } else {
             return Ok(());
         }
@@ -671,7 +809,12 @@ fn set_replicas_annotations(rs: &mut ReplicaSet, desired: i32, max: i32) -> bool
 /// Upstream `SetNewReplicaSetAnnotations`: copies the deployment's
 /// annotations, raises the revision (keeping the history on rollbacks) and
 /// for a set about to be created the replica annotations.
-fn set_new_rs_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision: &str, exists: bool) -> bool {
+fn set_new_rs_annotations(
+    d: &Deployment,
+    rs: &mut ReplicaSet,
+    new_revision: &str,
+    exists: bool,
+) -> bool {
     let mut changed = false;
     let ann = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
     for (k, v) in d.annotations() {
@@ -682,14 +825,21 @@ fn set_new_rs_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision: &st
         changed = true;
     }
     let old_revision = ann.get(REVISION).cloned();
-    let old_int: i64 = old_revision.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let old_int: i64 = old_revision
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
     let new_int: i64 = new_revision.parse().unwrap_or(0);
     if old_int < new_int {
         ann.insert(REVISION.into(), new_revision.into());
         changed = true;
         if let Some(old) = old_revision {
             let history = ann.get(REVISION_HISTORY).cloned().unwrap_or_default();
-            let joined = if history.is_empty() { old } else { format!("{history},{old}") };
+            let joined = if history.is_empty() {
+                old
+            } else {
+                format!("{history},{old}")
+            };
             if joined.len() <= MAX_REV_HISTORY_CHARS {
                 ann.insert(REVISION_HISTORY.into(), joined);
             }
@@ -710,8 +860,16 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, DeploymentError> {
     let Some(spec) = d.spec.as_ref() else {
         return Ok(None);
     };
-    if spec.selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && spec.selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    if spec
+        .selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && spec
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
     {
         return Ok(None);
     }
@@ -744,7 +902,11 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, DeploymentError> {
 async fn claim(c: &Ctx, d: &Deployment) -> Result<Vec<ReplicaSet>, DeploymentError> {
     let ns = d.namespace().unwrap_or_default();
     let uid = d.uid().unwrap_or_default();
-    let selector = d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+    let selector = d
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
     let api: Api<ReplicaSet> = Api::namespaced(c.client.clone(), &ns);
     let err = |action: &'static str| {
         let name = d.name_any();
@@ -773,20 +935,41 @@ async fn claim(c: &Ctx, d: &Deployment) -> Result<Vec<ReplicaSet>, DeploymentErr
                         .filter(|r| r.uid != uid)
                         .cloned()
                         .collect();
-                    let refs = if refs.is_empty() { serde_json::Value::Null } else { json!(refs) };
+                    let refs = if refs.is_empty() {
+                        serde_json::Value::Null
+                    } else {
+                        json!(refs)
+                    };
                     let patch = json!({"metadata": {"ownerReferences": refs, "uid": rs.uid()}});
-                    match api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                    match api
+                        .patch(
+                            &rs.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(patch),
+                        )
+                        .await
+                    {
                         Ok(_) => {}
                         Err(e) if util::is_not_found(&e) => {}
                         Err(e) => return Err(err("release a replica set")(e)),
                     }
                 }
             }
-            None if matches && d.metadata.deletion_timestamp.is_none() && rs.metadata.deletion_timestamp.is_none() => {
+            None if matches
+                && d.metadata.deletion_timestamp.is_none()
+                && rs.metadata.deletion_timestamp.is_none() =>
+            {
                 let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(util::owner_ref(d));
                 let patch = json!({"metadata": {"ownerReferences": refs, "uid": rs.uid()}});
-                match api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                match api
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await
+                {
                     Ok(rs) => out.push(rs),
                     Err(e) if util::is_not_found(&e) => {}
                     Err(e) => return Err(err("adopt a replica set")(e)),
@@ -818,7 +1001,10 @@ mod tests {
         let ann = rs.annotations();
         assert_eq!(ann.get(REVISION).map(String::as_str), Some("3"));
         assert_eq!(ann.get(REVISION_HISTORY).map(String::as_str), Some("1"));
-        assert_eq!(ann.get("kubernetes.io/change-cause").map(String::as_str), Some("undo"));
+        assert_eq!(
+            ann.get("kubernetes.io/change-cause").map(String::as_str),
+            Some("undo")
+        );
         assert!(!set_new_rs_annotations(&d, &mut rs, "3", true));
     }
 

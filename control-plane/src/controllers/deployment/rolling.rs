@@ -17,7 +17,10 @@ pub fn rs_replicas(rs: &ReplicaSet) -> i32 {
 }
 
 pub fn rs_available(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
 }
 
 /// An int or percent of `total`, rounded up or down
@@ -138,9 +141,8 @@ fn fraction(rs: &ReplicaSet, d: &Deployment) -> i32 {
         return -rs_replicas(rs);
     }
     let deployment_replicas = replicas(d) + max_surge(d);
-    let annotated = annotation_i32(rs, MAX_REPLICAS).unwrap_or_else(|| {
-        d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0)
-    });
+    let annotated = annotation_i32(rs, MAX_REPLICAS)
+        .unwrap_or_else(|| d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0));
     if annotated == 0 {
         return 0;
     }
@@ -155,7 +157,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn deploy(replicas: i32, surge: serde_json::Value, unavailable: serde_json::Value) -> Deployment {
+    fn deploy(
+        replicas: i32,
+        surge: serde_json::Value,
+        unavailable: serde_json::Value,
+    ) -> Deployment {
         serde_json::from_value(json!({
             "metadata": {"name": "d"},
             "spec": {"replicas": replicas, "selector": {},
@@ -180,8 +186,10 @@ mod tests {
     #[test]
     fn new_rs_grows_up_to_the_surge() {
         let d = deploy(3, json!(1), json!(0));
-        let old: ReplicaSet = serde_json::from_value(json!({"spec": {"replicas": 3, "selector": {}}})).unwrap();
-        let new: ReplicaSet = serde_json::from_value(json!({"spec": {"replicas": 0, "selector": {}}})).unwrap();
+        let old: ReplicaSet =
+            serde_json::from_value(json!({"spec": {"replicas": 3, "selector": {}}})).unwrap();
+        let new: ReplicaSet =
+            serde_json::from_value(json!({"spec": {"replicas": 0, "selector": {}}})).unwrap();
         assert_eq!(new_rs_new_replicas(&d, &[&old, &new], 0), 1);
     }
 

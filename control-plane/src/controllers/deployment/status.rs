@@ -32,7 +32,11 @@ pub fn condition(type_: &str, status: &str, reason: &str, message: String) -> De
 }
 
 pub fn get<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// Upstream `SetDeploymentCondition`: no change for the same status and
@@ -67,7 +71,11 @@ pub fn has_progress_deadline(d: &Deployment) -> bool {
 }
 
 /// Upstream `calculateStatus`.
-pub fn calculate(all: &[&ReplicaSet], new_rs: Option<&ReplicaSet>, d: &Deployment) -> DeploymentStatus {
+pub fn calculate(
+    all: &[&ReplicaSet],
+    new_rs: Option<&ReplicaSet>,
+    d: &Deployment,
+) -> DeploymentStatus {
     let st = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
     let available: i32 = all.iter().map(|rs| rolling::rs_available(rs)).sum();
     let total = rolling::sum_spec(all);
@@ -76,7 +84,11 @@ pub fn calculate(all: &[&ReplicaSet], new_rs: Option<&ReplicaSet>, d: &Deploymen
         observed_generation: d.metadata.generation,
         replicas: Some(all.iter().map(|rs| st(rs).replicas).sum()),
         updated_replicas: Some(new_rs.map(|rs| st(rs).replicas).unwrap_or(0)),
-        ready_replicas: Some(all.iter().map(|rs| st(rs).ready_replicas.unwrap_or(0)).sum()),
+        ready_replicas: Some(
+            all.iter()
+                .map(|rs| st(rs).ready_replicas.unwrap_or(0))
+                .sum(),
+        ),
         available_replicas: Some(available),
         unavailable_replicas: Some((total - available).max(0)),
         collision_count: old.collision_count,
@@ -86,7 +98,12 @@ pub fn calculate(all: &[&ReplicaSet], new_rs: Option<&ReplicaSet>, d: &Deploymen
     if available >= rolling::replicas(d) - rolling::max_unavailable(d) {
         set(
             &mut status,
-            condition(AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into()),
+            condition(
+                AVAILABLE,
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+            ),
         );
     } else {
         set(
@@ -141,7 +158,11 @@ pub fn deadline_left(d: &Deployment, s: &DeploymentStatus, now: i64) -> Option<i
 }
 
 /// Upstream `syncRolloutStatus` without the write: the new status.
-pub fn rollout(all: &[&ReplicaSet], new_rs: Option<&ReplicaSet>, d: &Deployment) -> DeploymentStatus {
+pub fn rollout(
+    all: &[&ReplicaSet],
+    new_rs: Option<&ReplicaSet>,
+    d: &Deployment,
+) -> DeploymentStatus {
     let mut s = calculate(all, new_rs, d);
     if !has_progress_deadline(d) {
         remove(&mut s, PROGRESSING);
@@ -152,16 +173,32 @@ pub fn rollout(all: &[&ReplicaSet], new_rs: Option<&ReplicaSet>, d: &Deployment)
         && current.as_ref().and_then(|c| c.reason.as_deref()) == Some(NEW_RS_AVAILABLE);
     if has_progress_deadline(d) && !is_complete {
         let subject = match new_rs {
-            Some(rs) => format!("ReplicaSet \"{}\"", rs.metadata.name.as_deref().unwrap_or("")),
-            None => format!("Deployment \"{}\"", d.metadata.name.as_deref().unwrap_or("")),
+            Some(rs) => format!(
+                "ReplicaSet \"{}\"",
+                rs.metadata.name.as_deref().unwrap_or("")
+            ),
+            None => format!(
+                "Deployment \"{}\"",
+                d.metadata.name.as_deref().unwrap_or("")
+            ),
         };
         if complete(d, &s) {
             set(
                 &mut s,
-                condition(PROGRESSING, "True", NEW_RS_AVAILABLE, format!("{subject} has successfully progressed.")),
+                condition(
+                    PROGRESSING,
+                    "True",
+                    NEW_RS_AVAILABLE,
+                    format!("{subject} has successfully progressed."),
+                ),
             );
         } else if progressing(d, &s) {
-            let mut c = condition(PROGRESSING, "True", RS_UPDATED, format!("{subject} is progressing."));
+            let mut c = condition(
+                PROGRESSING,
+                "True",
+                RS_UPDATED,
+                format!("{subject} is progressing."),
+            );
             if let Some(cur) = &current {
                 if cur.status == "True" {
                     c.last_transition_time = cur.last_transition_time.clone();
@@ -172,13 +209,26 @@ pub fn rollout(all: &[&ReplicaSet], new_rs: Option<&ReplicaSet>, d: &Deployment)
         } else if deadline_left(d, &s, util::now_secs()).is_some_and(|left| left < 0) {
             set(
                 &mut s,
-                condition(PROGRESSING, "False", TIMED_OUT, format!("{subject} has timed out progressing.")),
+                condition(
+                    PROGRESSING,
+                    "False",
+                    TIMED_OUT,
+                    format!("{subject} has timed out progressing."),
+                ),
             );
         }
     }
     let failure = all
         .iter()
-        .filter_map(|rs| rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == REPLICA_FAILURE).cloned())
+        .filter_map(|rs| {
+            rs.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == REPLICA_FAILURE)
+                .cloned()
+        })
         .next();
     match failure {
         Some(f) => set(
