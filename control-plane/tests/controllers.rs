@@ -437,8 +437,10 @@ fn job_retries_a_failed_pod_and_completes() {
     let _node = SimulatedNode::start(
         &server,
         Box::new(move |pod: &Pod| {
-            if pod.labels().get("job-name").map(String::as_str) != Some("pi") {
-                return Outcome::Run;
+            match pod.labels().get("job-name").map(String::as_str) {
+                None => return Outcome::Run,
+                Some("pi") => {}
+                Some(_) => return Outcome::Succeed,
             }
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             if running && !f.swap(true, Ordering::SeqCst) {
@@ -485,6 +487,92 @@ fn job_retries_a_failed_pod_and_completes() {
         assert!(p["metadata"]["finalizers"].is_null(), "{}", p["metadata"]);
     }
     assert!(failed_once.load(Ordering::SeqCst));
+
+    // Indexed: every index completes once; a ttl of 0 deletes the job after.
+    let indexed = r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "idx"},
+        "spec": {"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+            "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}}}"#;
+    server.ok_stdin(&["create", "-f", "-"], indexed);
+    server.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/idx",
+        "--timeout=60s",
+    ]);
+    let j = json_of(&server, &["get", "job", "idx"]);
+    assert_eq!(j["status"]["completedIndexes"], "0-2");
+    let pods = json_of(&server, &["get", "pods", "-l", "job-name=idx"]);
+    let mut hostnames: Vec<&str> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["spec"]["hostname"].as_str())
+        .collect();
+    hostnames.sort_unstable();
+    assert_eq!(hostnames, ["idx-0", "idx-1", "idx-2"]);
+
+    let ttl = r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "short"},
+        "spec": {"ttlSecondsAfterFinished": 0,
+            "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}}}"#;
+    server.ok_stdin(&["create", "-f", "-"], ttl);
+    wait_for(60, "job short deleted after finishing", || {
+        !server.kubectl(&["get", "job", "short"]).status.success()
+    });
+}
+
+#[test]
+fn cronjob_creates_jobs_on_schedule() {
+    let server = Server::start();
+    let _node = SimulatedNode::start(
+        &server,
+        Box::new(|pod: &Pod| {
+            if pod.labels().contains_key("job-name") {
+                Outcome::Succeed
+            } else {
+                Outcome::Run
+            }
+        }),
+    );
+    server.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=* * * * *",
+    ]);
+    // The first run is at the next full minute.
+    wait_for(75, "a job of cron job tick", || {
+        json_of(&server, &["get", "jobs"])["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+    });
+    let jobs = json_of(&server, &["get", "jobs"]);
+    let job = &jobs["items"][0];
+    let name = job["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let minutes: i64 = name
+        .strip_prefix("tick-")
+        .and_then(|m| m.parse().ok())
+        .expect("job name tick-<minutes>");
+    let scheduled =
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .expect("scheduled timestamp");
+    assert_eq!(scheduled.timestamp() / 60, minutes);
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    server.ok(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{name}"),
+        "--timeout=60s",
+    ]);
+    wait_for(30, "lastSuccessfulTime", || {
+        let cj = json_of(&server, &["get", "cronjob", "tick"]);
+        cj["status"]["lastScheduleTime"].is_string()
+            && cj["status"]["lastSuccessfulTime"].is_string()
+    });
 }
 
 #[test]
