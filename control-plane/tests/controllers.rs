@@ -270,6 +270,11 @@ fn deployment_rolls_out_scales_undoes_and_deletes() {
         .unwrap_or("")
         .to_string();
     assert_eq!(rs_name, format!("web-{hash}"));
+    wait_for(30, "scaling events", || {
+        let describe = server.ok(&["describe", "deployment", "web"]);
+        describe.contains("ScalingReplicaSet")
+            && describe.contains(&format!("Scaled up replica set {rs_name} from 0 to 3"))
+    });
     assert!(
         hash.len() >= 6
             && hash

@@ -116,6 +116,7 @@ struct Ctx {
     client: kube::Client,
     cronjobs: Store<CronJob>,
     jobs: Store<Job>,
+    events: util::Events,
 }
 
 /// Starts the controller.
@@ -145,6 +146,7 @@ pub fn spawn(ctx: &ControllerContext) {
         client: ctx.client.clone(),
         cronjobs,
         jobs,
+        events: util::Events::new(ctx.client.clone(), "cronjob-controller"),
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
@@ -343,6 +345,8 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, CronJobError> {
     match job_api.create(&PostParams::default(), &job).await {
         Ok(j) => {
             tracing::info!(cronjob = %name, job = %job_name, "created job");
+            c.events
+                .normal(&*cj, "SuccessfulCreate", format!("Created job {job_name}"));
             status.active.get_or_insert_with(Vec::new).push(job_ref(&j));
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {}

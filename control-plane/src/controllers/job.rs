@@ -50,6 +50,7 @@ struct Ctx {
     /// removal the pod store may not show yet (upstream's finalizer
     /// expectations), by job UID.
     counted: Mutex<HashMap<String, HashSet<String>>>,
+    events: util::Events,
 }
 
 /// Starts the controller.
@@ -81,6 +82,7 @@ pub fn spawn(ctx: &ControllerContext) {
         pods,
         expectations: Expectations::default(),
         counted: Mutex::new(HashMap::new()),
+        events: util::Events::new(ctx.client.clone(), "job-controller"),
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
@@ -501,6 +503,13 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
             .any(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER) && !is_terminal(p));
         if !leftovers && active.is_empty() {
             if let Some(f) = &failing {
+                if !has_condition(&status, "Failed") {
+                    c.events.warning(
+                        &*job,
+                        f.reason.as_deref().unwrap_or("Failed"),
+                        f.message.clone().unwrap_or_default(),
+                    );
+                }
                 add_condition(
                     &mut status,
                     condition(
@@ -510,6 +519,9 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, JobError> {
                     ),
                 );
             } else if succeeding {
+                if !has_condition(&status, "Complete") {
+                    c.events.normal(&*job, "Completed", "Job completed".into());
+                }
                 add_condition(
                     &mut status,
                     condition(
@@ -688,7 +700,14 @@ async fn manage(
             .create(&PostParams::default(), &pod_for(job, index))
             .await
         {
-            Ok(p) => created.push(p.name_any()),
+            Ok(p) => {
+                c.events.normal(
+                    job,
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", p.name_any()),
+                );
+                created.push(p.name_any());
+            }
             Err(kube::Error::Api(s)) if s.code == 403 => break,
             Err(e) => {
                 c.expectations.expect(&uid, created, Vec::new());

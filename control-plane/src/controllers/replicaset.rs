@@ -99,6 +99,7 @@ struct Ctx {
     sets: Store<ReplicaSet>,
     pods: Store<Pod>,
     expectations: Expectations,
+    events: util::Events,
 }
 
 /// Starts the controller.
@@ -124,6 +125,7 @@ pub fn spawn(ctx: &ControllerContext) {
         sets,
         pods,
         expectations: Expectations::default(),
+        events: util::Events::new(ctx.client.clone(), "replicaset-controller"),
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
@@ -267,9 +269,18 @@ async fn manage(c: &Ctx, rs: &ReplicaSet, active: &[Arc<Pod>], api: &Api<Pod>) -
                 .create(&PostParams::default(), &pod_from_template(rs))
                 .await
             {
-                Ok(pod) => created.push(pod.name_any()),
+                Ok(pod) => {
+                    c.events.normal(
+                        rs,
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", pod.name_any()),
+                    );
+                    created.push(pod.name_any());
+                }
                 Err(err) => {
                     tracing::warn!(rs = %rs.name_any(), %err, "failed to create pod");
+                    c.events
+                        .warning(rs, "FailedCreate", format!("Error creating: {err}"));
                     failure = Some(err.to_string());
                     break;
                 }
@@ -288,7 +299,14 @@ async fn manage(c: &Ctx, rs: &ReplicaSet, active: &[Arc<Pod>], api: &Api<Pod>) -
             .take((active.len() - want).min(BURST_REPLICAS))
         {
             match api.delete(&pod.name_any(), &DeleteParams::default()).await {
-                Ok(_) => deleted.push(pod.uid().unwrap_or_default()),
+                Ok(_) => {
+                    c.events.normal(
+                        rs,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", pod.name_any()),
+                    );
+                    deleted.push(pod.uid().unwrap_or_default());
+                }
                 Err(e) if util::is_not_found(&e) => {}
                 Err(err) => tracing::warn!(rs = %rs.name_any(), %err, "failed to delete pod"),
             }

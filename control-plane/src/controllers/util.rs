@@ -318,6 +318,57 @@ pub fn stored_kinds() -> Vec<&'static crate::resources::ResourceType> {
         .collect()
 }
 
+/// Records Events about objects as one controller (`deployment-controller`,
+/// `replicaset-controller`...), without holding up the caller.
+#[derive(Clone)]
+pub struct Events {
+    recorder: kube::runtime::events::Recorder,
+}
+
+impl Events {
+    pub fn new(client: kube::Client, controller: &str) -> Self {
+        let reporter = kube::runtime::events::Reporter {
+            controller: controller.to_string(),
+            instance: None,
+        };
+        Self {
+            recorder: kube::runtime::events::Recorder::new(client, reporter),
+        }
+    }
+
+    /// A Normal event with `reason` and `note` about `obj`.
+    pub fn normal<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
+        self.publish(obj, kube::runtime::events::EventType::Normal, reason, note);
+    }
+
+    pub fn warning<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
+        self.publish(obj, kube::runtime::events::EventType::Warning, reason, note);
+    }
+
+    fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let reference = obj.object_ref(&());
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::debug!(%err, "failed to record an event");
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,7 @@ struct Ctx {
     client: kube::Client,
     deployments: Store<Deployment>,
     sets: Store<ReplicaSet>,
+    events: util::Events,
 }
 
 /// Starts the controller.
@@ -97,6 +98,7 @@ pub fn spawn(ctx: &ControllerContext) {
         client: ctx.client.clone(),
         deployments,
         sets,
+        events: util::Events::new(ctx.client.clone(), "deployment-controller"),
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
@@ -245,8 +247,16 @@ impl Run<'_> {
         let from = rolling::rs_replicas(&self.sets[i]);
         self.replace_set(i, rs).await?;
         if size_changed {
-            tracing::info!(deployment = %self.name(), rs = %self.sets[i].name_any(), from, to, "scaled replica set");
+            let rs = self.sets[i].name_any();
+            tracing::info!(deployment = %self.name(), %rs, from, to, "scaled replica set");
+            let direction = if to > from { "up" } else { "down" };
+            self.c.events.normal(
+                &self.d,
+                "ScalingReplicaSet",
+                format!("Scaled {direction} replica set {rs} from {from} to {to}"),
+            );
         }
+
         Ok(size_changed)
     }
 
@@ -349,6 +359,13 @@ impl Run<'_> {
         set_new_rs_annotations(&self.d, &mut rs, &new_revision, false);
         let created = match self.rs_api().create(&PostParams::default(), &rs).await {
             Ok(created) => {
+                if count > 0 {
+                    self.c.events.normal(
+                        &self.d,
+                        "ScalingReplicaSet",
+                        format!("Scaled up replica set {name} from 0 to {count}"),
+                    );
+                }
                 tracing::info!(deployment = %self.name(), rs = %name, replicas = count, "created new replica set");
                 created
             }
