@@ -771,3 +771,75 @@ spec:
         })
     });
 }
+
+#[test]
+fn statefulset_creates_ordered_pods_with_claims_and_rolls() {
+    let server = Server::start();
+    let _node = SimulatedNode::start(&server, Box::new(|_| Outcome::Run));
+    let manifest = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: busybox}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+    server.ok_stdin(&["apply", "-f", "-"], manifest);
+    server.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    let pods = json_of(&server, &["get", "pods", "-l", "app=db"]);
+    let mut names: Vec<&str> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["db-0", "db-1", "db-2"]);
+    let claims = server.ok(&["get", "pvc", "-o", "name"]);
+    for i in 0..3 {
+        assert!(
+            claims.contains(&format!("persistentvolumeclaim/data-db-{i}")),
+            "{claims}"
+        );
+    }
+    let before = json_of(&server, &["get", "statefulset", "db"]);
+    server.ok(&["set", "image", "statefulset/db", "db=busybox:1.36"]);
+    server.ok(&["rollout", "status", "statefulset/db", "--timeout=90s"]);
+    let after = json_of(&server, &["get", "statefulset", "db"]);
+    assert_ne!(
+        before["status"]["updateRevision"],
+        after["status"]["updateRevision"]
+    );
+    assert_eq!(
+        after["status"]["currentRevision"],
+        after["status"]["updateRevision"]
+    );
+    assert_eq!(after["status"]["updatedReplicas"], 3);
+    let images: Vec<String> = json_of(&server, &["get", "pods", "-l", "app=db"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(images, vec!["busybox:1.36"; 3]);
+    server.ok(&["scale", "statefulset/db", "--replicas=1"]);
+    wait_for(30, "db scaled to one pod", || {
+        count_pods(&server, "default", "app=db") == 1
+    });
+    assert!(server.kubectl(&["get", "pod", "db-0"]).status.success());
+}

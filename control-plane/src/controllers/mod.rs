@@ -13,6 +13,7 @@ pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod util;
 
 use std::sync::Arc;
@@ -64,4 +65,5 @@ pub fn spawn_all(ctx: &ControllerContext) {
     job::spawn(ctx);
     cronjob::spawn(ctx);
     serviceaccount::spawn(ctx);
+    statefulset::spawn(ctx);
 }
