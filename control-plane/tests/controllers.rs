@@ -432,6 +432,30 @@ fn deletion_cascades_orphan_and_foreground() {
             .as_array()
             .is_some_and(Vec::is_empty)
     );
+
+    // A running pod held by a finalizer goes once the finalizer is removed
+    // after its node's final (grace 0) delete.
+    let held = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}"#;
+    server.ok_stdin(&["create", "-f", "-"], held);
+    wait_for(30, "held running", || {
+        json_of(&server, &["get", "pod", "held"])["status"]["phase"] == "Running"
+    });
+    server.ok(&["delete", "pod", "held", "--wait=false"]);
+    wait_for(30, "held grace period shortened to 0", || {
+        json_of(&server, &["get", "pod", "held"])["metadata"]["deletionGracePeriodSeconds"] == 0
+    });
+    server.ok(&[
+        "patch",
+        "pod",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    wait_for(30, "held gone", || {
+        !server.kubectl(&["get", "pod", "held"]).status.success()
+    });
 }
 
 #[test]

@@ -833,9 +833,30 @@ impl Api {
             let immediate = !has_finalizers
                 && !ns_finalizers
                 && (pod_grace == 0 || (deleting && opts.grace_period_seconds == Some(0)));
+            // A shorter grace period on a pod already being deleted shortens
+            // it (upstream `BeforeDelete`), so a pod held by finalizers goes
+            // as soon as they are removed after its node's final delete.
+            let current_grace = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            let shorten = is_pod
+                && deleting
+                && opts
+                    .grace_period_seconds
+                    .is_some_and(|g| current_grace.is_some_and(|c| g < c));
             if !immediate {
-                if deleting && !added_finalizer {
+                if deleting && !added_finalizer && !shorten {
                     return Ok((obj, false));
+                }
+                let mut obj = obj;
+                if shorten && let Some(g) = opts.grace_period_seconds {
+                    let at = chrono::Utc::now() + chrono::Duration::seconds(g);
+                    set_meta(
+                        &mut obj,
+                        "deletionTimestamp",
+                        json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    );
+                    set_meta(&mut obj, "deletionGracePeriodSeconds", json!(g));
                 }
                 let mut new = obj.clone();
                 if deleting {
