@@ -220,7 +220,7 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, ReplicaSetError> {
     if deleting {
         c.expectations.forget(&uid);
     }
-    let status = calculate_status(&rs, &owned, &active, failure);
+    let status = calculate_status(&rs, &active, failure);
     if rs.status.as_ref() != Some(&status) {
         let api: Api<ReplicaSet> = Api::namespaced(c.client.clone(), &ns);
         let mut status_json = serde_json::to_value(&status).unwrap_or_default();
@@ -450,7 +450,6 @@ pub fn deletion_rank(pod: &Pod, colocated: &HashMap<String, usize>) -> impl Ord 
 
 fn calculate_status(
     rs: &ReplicaSet,
-    owned: &[Arc<Pod>],
     active: &[Arc<Pod>],
     failure: Option<String>,
 ) -> ReplicaSetStatus {
@@ -487,7 +486,6 @@ fn calculate_status(
             }
         }
     }
-    let _ = owned;
     ReplicaSetStatus {
         replicas: count(&|_| true),
         fully_labeled_replicas: Some(count(&|p| {
