@@ -9,6 +9,17 @@ pub mod leader;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod scheduler;
+pub mod cronjob;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod garbagecollector;
+pub mod job;
+pub mod namespace;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod statefulset;
+pub mod util;
 
 use std::sync::Arc;
 
@@ -49,10 +60,39 @@ pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client
 }
 
 /// Starts every controller as a task of its own; they stop when
-/// `ctx.shutdown` is cancelled.
+/// `ctx.shutdown` is cancelled. The scheduler and the node controllers take
+/// their leases themselves; the workload controllers below run while this
+/// server holds the controller-manager lease.
 pub fn spawn_all(ctx: &ControllerContext) {
     scheduler::spawn(ctx);
     nodeipam::spawn(ctx);
     nodelifecycle::spawn(ctx);
     daemonset::spawn(ctx);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let gate_ctx = ctx.clone();
+        leader::run_when_leader(gate_ctx, leader::CONTROLLER_MANAGER_LEASE, move |token| {
+            let leading = ControllerContext {
+                shutdown: token.clone(),
+                ..ctx.clone()
+            };
+            async move {
+                spawn_workload_controllers(&leading);
+                token.cancelled().await;
+            }
+        })
+        .await;
+    });
+}
+
+fn spawn_workload_controllers(ctx: &ControllerContext) {
+    replicaset::spawn(ctx);
+    deployment::spawn(ctx);
+    garbagecollector::spawn(ctx);
+    namespace::spawn(ctx);
+    endpointslice::spawn(ctx);
+    job::spawn(ctx);
+    cronjob::spawn(ctx);
+    serviceaccount::spawn(ctx);
+    statefulset::spawn(ctx);
 }

@@ -70,6 +70,11 @@ impl DeleteOptions {
         if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
             self.propagation_policy = Some(p.to_string());
         }
+        if self.propagation_policy.is_none()
+            && let Some(o) = body.get("orphanDependents").and_then(Value::as_bool)
+        {
+            self.propagation_policy = Some(if o { "Orphan" } else { "Background" }.to_string());
+        }
         if let Some(u) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
             self.precondition_uid = Some(u.to_string());
         }
@@ -536,6 +541,10 @@ impl Api {
                 return Err(ApiError::modified(r, name));
             }
         }
+        let finalize_to = new
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
         match mode {
             UpdateMode::Main => {
                 if r.has_subresource("status") {
@@ -565,12 +574,8 @@ impl Api {
                 }
             }
             UpdateMode::Finalize => {
-                let finalizers = new
-                    .pointer("/spec/finalizers")
-                    .cloned()
-                    .unwrap_or_else(|| json!([]));
                 new = old.clone();
-                new["spec"]["finalizers"] = finalizers;
+                new["spec"]["finalizers"] = finalize_to.clone();
             }
         }
         for f in [
@@ -588,6 +593,11 @@ impl Api {
             }
         }
         registry::default_object(r, &mut new);
+        if mode == UpdateMode::Finalize {
+            // Namespace defaulting adds `kubernetes` to empty finalizers, which
+            // only a create may do; finalize writes exactly what it was given.
+            new["spec"]["finalizers"] = finalize_to.clone();
+        }
         if mode != UpdateMode::Finalize {
             registry::prepare_update(r, &mut new, &old);
             self.validate(r, &new, Some(&old))?;
@@ -786,6 +796,27 @@ impl Api {
                     "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
                 )));
             }
+            // Foreground and Orphan deletion hand the object to the garbage
+            // collector through a finalizer, as kube-apiserver does.
+            let gc_finalizer = match opts.propagation_policy.as_deref() {
+                Some("Foreground") => Some("foregroundDeletion"),
+                Some("Orphan") => Some("orphan"),
+                _ => None,
+            };
+            let mut obj = obj;
+            let mut added_finalizer = false;
+            if let Some(f) = gc_finalizer
+                && !meta::finalizers(&obj).iter().any(|x| x == f)
+            {
+                let mut list: Vec<Value> = meta::finalizers(&obj)
+                    .iter()
+                    .filter(|x| !matches!(x.as_str(), "foregroundDeletion" | "orphan"))
+                    .map(|x| json!(x))
+                    .collect();
+                list.push(json!(f));
+                set_meta(&mut obj, "finalizers", json!(list));
+                added_finalizer = true;
+            }
             let has_finalizers = !meta::finalizers(&obj).is_empty();
             let is_pod = r.plural == "pods" && r.group.is_empty();
             let pod_grace = if is_pod {
@@ -802,11 +833,46 @@ impl Api {
             let immediate = !has_finalizers
                 && !ns_finalizers
                 && (pod_grace == 0 || (deleting && opts.grace_period_seconds == Some(0)));
+            // A shorter grace period on a pod already being deleted shortens
+            // it (upstream `BeforeDelete`), so a pod held by finalizers goes
+            // as soon as they are removed after its node's final delete.
+            let current_grace = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            let shorten = is_pod
+                && deleting
+                && opts
+                    .grace_period_seconds
+                    .is_some_and(|g| current_grace.is_some_and(|c| g < c));
             if !immediate {
-                if deleting {
+                if deleting && !added_finalizer && !shorten {
                     return Ok((obj, false));
                 }
+                let mut obj = obj;
+                if shorten && let Some(g) = opts.grace_period_seconds {
+                    let at = chrono::Utc::now() + chrono::Duration::seconds(g);
+                    set_meta(
+                        &mut obj,
+                        "deletionTimestamp",
+                        json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    );
+                    set_meta(&mut obj, "deletionGracePeriodSeconds", json!(g));
+                }
                 let mut new = obj.clone();
+                if deleting {
+                    // Only the propagation finalizer changes on a second delete.
+                    if opts.dry_run {
+                        return Ok((new, false));
+                    }
+                    match self.store.update(&key, encode(r, &new)?, rev).await {
+                        Ok(rev) => {
+                            set_meta(&mut new, "resourceVersion", json!(rev.to_string()));
+                            return Ok((new, false));
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(ApiError::from_store(e, r, name)),
+                    }
+                }
                 let at = chrono::Utc::now() + chrono::Duration::seconds(pod_grace);
                 set_meta(
                     &mut new,

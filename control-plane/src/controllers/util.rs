@@ -1,0 +1,413 @@
+//! Shared plumbing of the workload controllers: informers (a reflector store
+//! plus a callback per change), a deduplicating work queue run by one worker
+//! per controller, and small helpers on owner references, label selectors and
+//! pod readiness that mirror kube-controller-manager's `controller_utils`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A work item: namespace ("" for cluster-scoped objects) and name.
+pub type Key = (String, String);
+
+/// The key of an object.
+pub fn key_of<K: Resource>(obj: &K) -> Key {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// The sending side of a controller's work queue.
+#[derive(Clone)]
+pub struct Queue {
+    tx: mpsc::UnboundedSender<Key>,
+}
+
+impl Queue {
+    /// A queue and the receiver its worker reads.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Key>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
+    pub fn add(&self, ns: &str, name: &str) {
+        let _ = self.tx.send((ns.to_string(), name.to_string()));
+    }
+
+    pub fn add_key(&self, key: Key) {
+        let _ = self.tx.send(key);
+    }
+
+    /// Adds `key` once `delay` has passed.
+    pub fn add_after(&self, key: Key, delay: Duration) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(key);
+        });
+    }
+}
+
+/// Watches `api` into a store and calls `on_change` with every added,
+/// modified or deleted object (and every object of a relist).
+pub fn informer<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    shutdown: CancellationToken,
+    mut on_change: F,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    F: FnMut(&K) + Send + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                item = stream.next() => match item {
+                    Some(Ok(obj)) => on_change(&obj),
+                    Some(Err(err)) => tracing::debug!(kind = %K::kind(&()), %err, "watch error; retrying"),
+                    None => break,
+                },
+            }
+        }
+    });
+    reader
+}
+
+/// Waits until every store has its first list.
+pub async fn wait_ready<K>(store: &Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let _ = store.wait_until_ready().await;
+}
+
+/// What a reconcile asks of the queue.
+pub type Requeue = Option<Duration>;
+
+/// Runs `reconcile` for every key sent to the queue, one at a time, with
+/// duplicate keys merged; failures are retried with exponential back-off.
+pub async fn run_worker<F, Fut, E>(
+    controller: &'static str,
+    mut rx: mpsc::UnboundedReceiver<Key>,
+    queue: Queue,
+    shutdown: CancellationToken,
+    mut reconcile: F,
+) where
+    F: FnMut(Key) -> Fut,
+    Fut: Future<Output = Result<Requeue, E>>,
+    E: Display,
+{
+    let mut failures: HashMap<Key, u32> = HashMap::new();
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            k = rx.recv() => match k { Some(k) => k, None => return },
+        };
+        let mut batch = vec![first];
+        while let Ok(k) = rx.try_recv() {
+            if !batch.contains(&k) {
+                batch.push(k);
+            }
+        }
+        for key in batch {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match reconcile(key.clone()).await {
+                Ok(requeue) => {
+                    failures.remove(&key);
+                    if let Some(after) = requeue {
+                        queue.add_after(key, after);
+                    }
+                }
+                Err(err) => {
+                    let n = failures.entry(key.clone()).or_insert(0);
+                    *n = n.saturating_add(1);
+                    let delay = backoff(*n);
+                    tracing::debug!(controller, ns = %key.0, name = %key.1, %err, ?delay, "sync failed; retrying");
+                    queue.add_after(key, delay);
+                }
+            }
+        }
+    }
+}
+
+/// 5 ms doubling up to 60 s, like client-go's default controller rate limiter
+/// (but starting a little higher: the retries here are mostly conflicts).
+fn backoff(failures: u32) -> Duration {
+    let ms = 50u64.saturating_mul(1u64 << failures.min(12));
+    Duration::from_millis(ms.min(60_000))
+}
+
+/// The controlling owner reference of an object.
+pub fn controller_ref(refs: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
+    refs?.iter().find(|r| r.controller == Some(true))
+}
+
+/// The controller owner reference pointing at `owner`.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether `labels` satisfy `selector`; an empty selector matches nothing, as
+/// controllers treat it (upstream `metav1.LabelSelectorAsSelector` +
+/// `selector.Empty()` checks).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let ml = selector.match_labels.as_ref();
+    let me = selector.match_expressions.as_ref();
+    if ml.is_none_or(|m| m.is_empty()) && me.is_none_or(|e| e.is_empty()) {
+        return false;
+    }
+    if let Some(ml) = ml
+        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    me.into_iter().flatten().all(|req| {
+        let values = req.values.as_deref().unwrap_or_default();
+        match req.operator.as_str() {
+            "In" => labels.get(&req.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&req.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&req.key),
+            "DoesNotExist" => !labels.contains_key(&req.key),
+            _ => false,
+        }
+    })
+}
+
+/// A label selector string for list/watch calls (`a=b,c in (d)`).
+pub fn selector_string(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for req in selector.match_expressions.iter().flatten() {
+        let values = req.values.as_deref().unwrap_or_default().join(",");
+        parts.push(match req.operator.as_str() {
+            "In" => format!("{} in ({values})", req.key),
+            "NotIn" => format!("{} notin ({values})", req.key),
+            "Exists" => req.key.clone(),
+            _ => format!("!{}", req.key),
+        });
+    }
+    parts.join(",")
+}
+
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Seconds since the epoch of a timestamp.
+pub fn secs(t: &Time) -> i64 {
+    t.0.as_second()
+}
+
+pub fn now_secs() -> i64 {
+    Timestamp::now().as_second()
+}
+
+/// Whether the pod is neither terminated nor being deleted
+/// (upstream `controller.IsPodActive`).
+pub fn is_pod_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded") | Some("Failed"))
+        && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// The pod's Ready condition, if true.
+fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+pub fn is_pod_ready(pod: &Pod) -> bool {
+    ready_condition(pod).is_some()
+}
+
+/// Ready for at least `min_ready_seconds` (upstream `podutil.IsPodAvailable`).
+pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: i64) -> bool {
+    let Some(c) = ready_condition(pod) else {
+        return false;
+    };
+    if min_ready_seconds <= 0 {
+        return true;
+    }
+    c.last_transition_time
+        .as_ref()
+        .is_some_and(|t| secs(t) + i64::from(min_ready_seconds) <= now)
+}
+
+/// Seconds until a ready pod becomes available, if it is not yet.
+pub fn secs_until_available(pod: &Pod, min_ready_seconds: i32, now: i64) -> Option<i64> {
+    let c = ready_condition(pod)?;
+    let at = secs(c.last_transition_time.as_ref()?) + i64::from(min_ready_seconds);
+    (at > now).then_some(at - now)
+}
+
+/// Whether an API error is a 404.
+pub fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 404)
+}
+
+pub fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Whether the object's labels contain all of `wanted`.
+pub fn labels_contain(
+    labels: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The kube-rs description of a served resource type.
+pub fn api_resource(r: &crate::resources::ResourceType) -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: r.group.into(),
+        version: r.version.into(),
+        api_version: r.api_version.into(),
+        kind: r.kind.into(),
+        plural: r.plural.into(),
+    }
+}
+
+/// Every stored resource type once (aliases sharing storage with another
+/// version are left out), that can be listed, watched and deleted.
+pub fn stored_kinds() -> Vec<&'static crate::resources::ResourceType> {
+    crate::resources::catalog()
+        .iter()
+        .filter(|r| {
+            r.has_verb("watch")
+                && r.has_verb("delete")
+                && r.group != "events.k8s.io"
+                && !(r.group == "autoscaling" && r.version == "v1")
+        })
+        .collect()
+}
+
+/// Records Events about objects as one controller (`deployment-controller`,
+/// `replicaset-controller`...), without holding up the caller.
+#[derive(Clone)]
+pub struct Events {
+    recorder: kube::runtime::events::Recorder,
+}
+
+impl Events {
+    pub fn new(client: kube::Client, controller: &str) -> Self {
+        let reporter = kube::runtime::events::Reporter {
+            controller: controller.to_string(),
+            instance: None,
+        };
+        Self {
+            recorder: kube::runtime::events::Recorder::new(client, reporter),
+        }
+    }
+
+    /// A Normal event with `reason` and `note` about `obj`.
+    pub fn normal<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
+        self.publish(obj, kube::runtime::events::EventType::Normal, reason, note);
+    }
+
+    pub fn warning<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
+        self.publish(obj, kube::runtime::events::EventType::Warning, reason, note);
+    }
+
+    fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let reference = obj.object_ref(&());
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::debug!(%err, "failed to record an event");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selector_matches_labels_and_expressions() {
+        let sel = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["a".into(), "b".into()]),
+            }]),
+        };
+        assert!(selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "a")])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "c")])
+        ));
+        assert!(!selector_matches(&sel, &labels(&[("tier", "a")])));
+        assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
+    }
+
+    #[test]
+    fn empty_selector_matches_nothing() {
+        assert!(!selector_matches(
+            &LabelSelector::default(),
+            &labels(&[("a", "b")])
+        ));
+    }
+}
