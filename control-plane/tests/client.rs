@@ -14,10 +14,15 @@ use kube::api::{
 };
 use kube::core::Status;
 
+/// Label of the ConfigMaps these tests create, so that lists and watches
+/// skip the ones the cluster keeps in every namespace (kube-root-ca.crt).
+const OURS: &str = "test=client";
+
 fn cm(name: &str) -> ConfigMap {
     ConfigMap {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
+            labels: Some(BTreeMap::from([("test".to_string(), "client".to_string())])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
@@ -62,12 +67,12 @@ async fn kube_rs_crud_list_watch_and_paging() {
     let a = api.create(&PostParams::default(), &cm("a")).await.unwrap();
     assert!(a.metadata.uid.is_some());
     assert!(a.metadata.creation_timestamp.is_some());
-    let list = api.list(&ListParams::default()).await.unwrap();
+    let list = api.list(&ListParams::default().labels(OURS)).await.unwrap();
     assert_eq!(list.items.len(), 1);
     let list_rv = list.metadata.resource_version.clone().unwrap();
 
     let mut events = api
-        .watch(&WatchParams::default(), &list_rv)
+        .watch(&WatchParams::default().labels(OURS), &list_rv)
         .await
         .unwrap()
         .boxed();
@@ -130,7 +135,7 @@ async fn kube_rs_crud_list_watch_and_paging() {
             .unwrap();
     }
     let mut names = Vec::new();
-    let mut lp = ListParams::default().limit(2);
+    let mut lp = ListParams::default().labels(OURS).limit(2);
     loop {
         let page = api.list(&lp).await.unwrap();
         assert!(page.items.len() <= 2);
@@ -178,7 +183,7 @@ async fn restart_keeps_objects_and_a_watch_resumes_after_it() {
         "resourceVersions must keep increasing across restarts"
     );
     let mut events = api
-        .watch(&WatchParams::default(), &resume_from)
+        .watch(&WatchParams::default().labels(OURS), &resume_from)
         .await
         .unwrap()
         .boxed();
