@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::server::WebPkiClientVerifier;
@@ -70,12 +70,11 @@ pub fn serving_pair(
         format!("{node_name}@{}", chrono::Utc::now().timestamp()),
     );
     params.distinguished_name = dn;
-    // kubelet's self-signed serving cert is its own CA.
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Not a CA, so that clients may pin it as their only trust anchor.
+    params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
-        KeyUsagePurpose::KeyCertSign,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let mut sans = vec![SanType::DnsName(node_name.to_owned().try_into()?)];
