@@ -26,7 +26,10 @@ const UID: &str = "uid-kubelet-api-web";
 fn labels(container: Option<&str>) -> HashMap<String, String> {
     let mut l = HashMap::from([
         ("io.kubernetes.pod.name".to_owned(), POD.to_owned()),
-        ("io.kubernetes.pod.namespace".to_owned(), "default".to_owned()),
+        (
+            "io.kubernetes.pod.namespace".to_owned(),
+            "default".to_owned(),
+        ),
         ("io.kubernetes.pod.uid".to_owned(), UID.to_owned()),
     ]);
     if let Some(c) = container {
@@ -174,9 +177,13 @@ async fn start_pod(cri: &cri::client::CriClient, image: &str, logs: &Path) {
                     image: image.to_owned(),
                     ..Default::default()
                 }),
-                command: ["sh", "-c", "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.2; done"]
-                    .map(String::from)
-                    .to_vec(),
+                command: [
+                    "sh",
+                    "-c",
+                    "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.2; done",
+                ]
+                .map(String::from)
+                .to_vec(),
                 log_path: "main/0.log".into(),
                 labels: labels(Some("main")),
                 ..Default::default()
@@ -211,7 +218,9 @@ async fn remove_pods(socket: &Path) {
             })
             .await;
         let _ = rt
-            .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: s.id })
+            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id,
+            })
             .await;
     }
 }
@@ -335,7 +344,9 @@ async fn checks(dir: &Path, socket: &Path, image: &str, shutdown: CancellationTo
     // Wait (bounded) for a few lines to be written.
     let mut all = String::new();
     for _ in 0..100 {
-        all = get_text(&client, port, "/containerLogs/default/web/main").await.1;
+        all = get_text(&client, port, "/containerLogs/default/web/main")
+            .await
+            .1;
         if numbers(&all).len() >= 4 {
             break;
         }
@@ -350,15 +361,26 @@ async fn checks(dir: &Path, socket: &Path, image: &str, shutdown: CancellationTo
     assert_eq!(tail_numbers.len(), 2, "{tail:?}");
     assert_eq!(tail_numbers[1], tail_numbers[0] + 1);
 
-    let (_, stamped) =
-        get_text(&client, port, "/containerLogs/default/web/main?tailLines=1&timestamps=true").await;
+    let (_, stamped) = get_text(
+        &client,
+        port,
+        "/containerLogs/default/web/main?tailLines=1&timestamps=true",
+    )
+    .await;
     let (ts, line) = stamped.trim_end().split_once(' ').unwrap();
-    assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{stamped:?}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+        "{stamped:?}"
+    );
     assert!(line.starts_with("line"), "{stamped:?}");
 
     // follow: lines written after the request arrive on the same response.
-    let (code, mut body) =
-        get(&client, port, "/containerLogs/default/web/main?follow=true&tailLines=1").await;
+    let (code, mut body) = get(
+        &client,
+        port,
+        "/containerLogs/default/web/main?follow=true&tailLines=1",
+    )
+    .await;
     assert_eq!(code, 200);
     let mut seen = String::new();
     let first = loop {

@@ -190,7 +190,10 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki> {
 /// (`kube-apiserver-kubelet-client`, group `system:masters`).
 pub fn kubelet_client_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     let dir = data_dir.join("tls");
-    (dir.join("kubelet-client.crt"), dir.join("kubelet-client.key"))
+    (
+        dir.join("kubelet-client.crt"),
+        dir.join("kubelet-client.key"),
+    )
 }
 
 /// Issues a client certificate with user `cn` and groups `orgs`; returns (cert, key) PEM.

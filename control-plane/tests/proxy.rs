@@ -64,7 +64,10 @@ async fn kubelet(
         );
     }
     if path == "/stats/summary" {
-        return reply(StatusCode::OK, r#"{"node":{"nodeName":"n1"},"pods":[]}"#.into());
+        return reply(
+            StatusCode::OK,
+            r#"{"node":{"nodeName":"n1"},"pods":[]}"#.into(),
+        );
     }
     if path == "/exec/default/web/main" {
         let key = req
@@ -98,7 +101,10 @@ async fn kubelet(
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("connection", "Upgrade".parse().unwrap());
         h.insert("sec-websocket-accept", accept.parse().unwrap());
-        h.insert("sec-websocket-protocol", "v5.channel.k8s.io".parse().unwrap());
+        h.insert(
+            "sec-websocket-protocol",
+            "v5.channel.k8s.io".parse().unwrap(),
+        );
         return Ok(r);
     }
     reply(StatusCode::NOT_FOUND, "404 page not found".into())
@@ -158,7 +164,10 @@ fn apply(server: &Server, yaml: &str) {
 
 /// A Node pointing at the fake kubelet and a pod bound to it.
 fn register(server: &Server, port: u16) {
-    apply(server, "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n");
+    apply(
+        server,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n",
+    );
     let status = format!(
         r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}},{{"type":"Hostname","address":"n1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
     );
@@ -187,9 +196,7 @@ fn register(server: &Server, port: u16) {
 }
 
 /// A TLS connection to the API server with the admin certificate.
-async fn admin_tls(
-    server: &Server,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+async fn admin_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tls_dir = server.data_dir().join("tls");
     let ca = std::fs::read(tls_dir.join("ca.crt")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
@@ -245,11 +252,16 @@ async fn logs_stats_and_websocket_exec_reach_the_kubelet() {
         // A waiting container is explained without asking the kubelet.
         let err = server.fails(&["logs", "web", "-c", "waits"]);
         assert!(
-            err.contains("container \"waits\" in pod \"web\" is waiting to start: ContainerCreating"),
+            err.contains(
+                "container \"waits\" in pod \"web\" is waiting to start: ContainerCreating"
+            ),
             "{err}"
         );
         let out = server.fails(&["logs", "web", "-c", "nope"]);
-        assert!(out.contains("container nope is not valid for pod web"), "{out}");
+        assert!(
+            out.contains("container nope is not valid for pod web"),
+            "{out}"
+        );
         // nodes/proxy reaches the kubelet's paths.
         let out = server.ok(&["get", "--raw", "/api/v1/nodes/n1/proxy/stats/summary"]);
         assert!(out.contains(r#""nodeName":"n1""#), "{out}");
@@ -283,7 +295,9 @@ async fn logs_stats_and_websocket_exec_reach_the_kubelet() {
         first.into_text().unwrap().as_str(),
         "command=echo&command=hi&output=1"
     );
-    ws.send(Message::binary(vec![0u8, b'x', b'y'])).await.unwrap();
+    ws.send(Message::binary(vec![0u8, b'x', b'y']))
+        .await
+        .unwrap();
     let echo = ws.next().await.unwrap().unwrap();
     assert_eq!(echo.into_data().as_ref(), &[0u8, b'x', b'y']);
     ws.close(None).await.unwrap();

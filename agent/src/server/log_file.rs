@@ -107,7 +107,7 @@ pub async fn stream(
         let raw = reader.read_new().await?;
         if raw.is_empty() {
             idle += 1;
-            if idle % STATUS_EVERY == 0 && !live.is_live().await {
+            if idle.is_multiple_of(STATUS_EVERY) && !live.is_live().await {
                 // Exited: drain what was written last, then stop.
                 let raw = reader.read_new().await?;
                 let mut lines: Vec<Line> =
@@ -165,15 +165,13 @@ mod tests {
             follow: true,
             ..Default::default()
         };
-        let task = tokio::spawn(stream(
-            path.clone(),
-            opts,
-            Box::new(Flag(live.clone())),
-            tx,
-        ));
+        let task = tokio::spawn(stream(path.clone(), opts, Box::new(Flag(live.clone())), tx));
         assert_eq!(rx.recv().await.unwrap(), Bytes::from("a\n"));
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"2024-01-02T03:04:06Z stdout P b\n2024-01-02T03:04:06Z stdout F c\n")
             .unwrap();
         assert_eq!(rx.recv().await.unwrap(), Bytes::from("bc\n"));

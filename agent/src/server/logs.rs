@@ -152,7 +152,10 @@ fn flag(value: &str) -> bool {
 
 impl LogOptions {
     /// Reads the options from query pairs; `now` anchors `sinceSeconds`.
-    pub fn from_query(pairs: &[(String, String)], now: DateTime<Utc>) -> Result<Self, OptionsError> {
+    pub fn from_query(
+        pairs: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<Self, OptionsError> {
         let mut o = LogOptions::default();
         let bad = |name: &'static str, value: &str| OptionsError {
             name,
@@ -297,7 +300,10 @@ mod tests {
     #[test]
     fn partial_lines_join_per_stream() {
         let lines = initial_lines(&raw(), &LogOptions::default(), &mut Joiner::default());
-        assert_eq!(texts(&lines), vec!["one", "two", "err-between", "three", ""]);
+        assert_eq!(
+            texts(&lines),
+            vec!["one", "two", "err-between", "three", ""]
+        );
         // The joined line keeps the first chunk's timestamp.
         assert_eq!(lines[3].timestamp, "2024-01-02T03:04:07Z");
     }
@@ -324,10 +330,7 @@ mod tests {
         let opts = LogOptions::from_query(&pairs, now).unwrap();
         let lines = initial_lines(&raw(), &opts, &mut Joiner::default());
         assert_eq!(texts(&lines), vec!["two", "err-between", "three", ""]);
-        let pairs = vec![(
-            "sinceTime".to_owned(),
-            "2024-01-02T03:04:07.05Z".to_owned(),
-        )];
+        let pairs = vec![("sinceTime".to_owned(), "2024-01-02T03:04:07.05Z".to_owned())];
         let opts = LogOptions::from_query(&pairs, now).unwrap();
         let lines = initial_lines(&raw(), &opts, &mut Joiner::default());
         assert_eq!(texts(&lines), vec!["err-between", ""]);

@@ -118,10 +118,7 @@ pub async fn containers_of(
         .into_inner()
         .containers;
     items.sort_by_key(|c| {
-        std::cmp::Reverse((
-            c.metadata.as_ref().map_or(0, |m| m.attempt),
-            c.created_at,
-        ))
+        std::cmp::Reverse((c.metadata.as_ref().map_or(0, |m| m.attempt), c.created_at))
     });
     Ok(items)
 }
@@ -152,11 +149,7 @@ pub async fn find_container(
     let uid = sandbox_uid(&sandbox);
     let mut containers = containers_of(cri, &uid, container).await?.into_iter();
     let current = containers.next();
-    let found = if previous {
-        containers.next()
-    } else {
-        current
-    };
+    let found = if previous { containers.next() } else { current };
     found.ok_or_else(|| {
         LookupError::NotFound(if previous {
             format!("previous terminated container {container:?} in pod {pod:?} not found")
@@ -215,13 +208,7 @@ pub async fn list_containers(cri: &CriClient) -> Result<Vec<proto::Container>> {
 pub async fn streaming_url(cri: &CriClient, req: StreamingRequest) -> Result<String> {
     let mut rt = cri.runtime.clone();
     let url = match req {
-        StreamingRequest::Exec(r) => {
-            rt.exec(r)
-                .await
-                .map_err(cri_err("Exec"))?
-                .into_inner()
-                .url
-        }
+        StreamingRequest::Exec(r) => rt.exec(r).await.map_err(cri_err("Exec"))?.into_inner().url,
         StreamingRequest::Attach(r) => {
             rt.attach(r)
                 .await

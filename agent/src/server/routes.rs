@@ -87,7 +87,16 @@ where
             stream(&state, req, segs[0] == "exec", ns, pod, None, container).await
         }
         ["exec" | "attach", ns, pod, uid, container] => {
-            stream(&state, req, segs[0] == "exec", ns, pod, Some(uid), container).await
+            stream(
+                &state,
+                req,
+                segs[0] == "exec",
+                ns,
+                pod,
+                Some(uid),
+                container,
+            )
+            .await
         }
         ["portForward", ns, pod] => port_forward(&state, req, ns, pod, None).await,
         ["portForward", ns, pod, uid] => port_forward(&state, req, ns, pod, Some(uid)).await,
@@ -106,13 +115,11 @@ async fn pods(state: &State, running_only: bool) -> Response<Body> {
         Ok(c) => c,
         Err(e) => return lookup_error(&e),
     };
-    let (sandboxes, containers) = match tokio::try_join!(
-        lookup::list_sandboxes(&cri),
-        lookup::list_containers(&cri)
-    ) {
-        Ok(both) => both,
-        Err(e) => return lookup_error(&e),
-    };
+    let (sandboxes, containers) =
+        match tokio::try_join!(lookup::list_sandboxes(&cri), lookup::list_containers(&cri)) {
+            Ok(both) => both,
+            Err(e) => return lookup_error(&e),
+        };
     let ready = proto::PodSandboxState::SandboxReady as i32;
     let running = proto::ContainerState::ContainerRunning as i32;
     let items: Vec<Value> = sandboxes
@@ -175,8 +182,7 @@ async fn container_logs<B>(
         Ok(c) => c,
         Err(e) => return lookup_error(&e),
     };
-    let found = match lookup::find_container(&cri, ns, pod, None, container, opts.previous).await
-    {
+    let found = match lookup::find_container(&cri, ns, pod, None, container, opts.previous).await {
         Ok(c) => c,
         // kubelet answers a missing container with 400 and the reason.
         Err(LookupError::NotFound(msg)) if !msg.ends_with("does not exist") => {
@@ -249,7 +255,10 @@ where
         .map(|(_, v)| v.clone())
         .collect();
     if exec && cmd.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least 1 command",
+        );
     }
     let cri = match state.cri.get().await {
         Ok(c) => c,
@@ -332,7 +341,11 @@ fn node_cpu_rate(state: &State, sample: &stats::NodeSample, now: i64) -> Option<
 async fn summary(state: &State) -> Response<Body> {
     let now = Utc::now();
     let sample = stats::node_sample();
-    let rate = node_cpu_rate(state, &sample, now.timestamp_nanos_opt().unwrap_or_default());
+    let rate = node_cpu_rate(
+        state,
+        &sample,
+        now.timestamp_nanos_opt().unwrap_or_default(),
+    );
     let node = stats::node_json(&state.node_name, &sample, rate, &state.root_dir, now);
     let usage = match state.cri.get().await {
         Ok(cri) => stats::container_usage(&cri).await,
@@ -359,10 +372,7 @@ async fn metrics(state: &State) -> Response<Body> {
         Ok(c) => c,
         Err(e) => return lookup_error(&e),
     };
-    match tokio::try_join!(
-        lookup::list_sandboxes(&cri),
-        lookup::list_containers(&cri)
-    ) {
+    match tokio::try_join!(lookup::list_sandboxes(&cri), lookup::list_containers(&cri)) {
         Ok((s, c)) => prometheus(stats::kubelet_metrics(&state.node_name, &s, &c)),
         Err(e) => lookup_error(&e),
     }

@@ -145,8 +145,8 @@ pub async fn container_usage(cri: &CriClient) -> Result<Vec<ContainerUsage>, Loo
                 uid: label(POD_UID),
                 container: label(CONTAINER_NAME),
                 started_at: c.created_at,
-                cpu: s.and_then(|s| s.cpu.clone()),
-                memory: s.and_then(|s| s.memory.clone()),
+                cpu: s.and_then(|s| s.cpu),
+                memory: s.and_then(|s| s.memory),
             }
         })
         .collect())
@@ -245,7 +245,9 @@ fn sum_u64(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
 pub fn pods_json(usage: &[ContainerUsage], now: DateTime<Utc>) -> Vec<Value> {
     let mut pods: BTreeMap<(&str, &str, &str), Vec<&ContainerUsage>> = BTreeMap::new();
     for c in usage {
-        pods.entry((&c.namespace, &c.pod, &c.uid)).or_default().push(c);
+        pods.entry((&c.namespace, &c.pod, &c.uid))
+            .or_default()
+            .push(c);
     }
     pods.into_iter()
         .map(|((ns, name, uid), cs)| {
@@ -487,7 +489,10 @@ mod tests {
         let (total, free, avail, anon) = parse_meminfo(
             "MemTotal:       1000 kB\nMemFree:         200 kB\nMemAvailable:    600 kB\nAnonPages: 50 kB\n",
         );
-        assert_eq!((total, free, avail, anon), (1_024_000, 204_800, 614_400, 51_200));
+        assert_eq!(
+            (total, free, avail, anon),
+            (1_024_000, 204_800, 614_400, 51_200)
+        );
     }
 
     #[test]
@@ -509,7 +514,9 @@ mod tests {
             started_at: 1_000_000_000,
             cpu: Some(proto::CpuUsage {
                 timestamp: 2_000_000,
-                usage_core_nano_seconds: Some(proto::UInt64Value { value: 1_500_000_000 }),
+                usage_core_nano_seconds: Some(proto::UInt64Value {
+                    value: 1_500_000_000,
+                }),
                 ..Default::default()
             }),
             memory: None,

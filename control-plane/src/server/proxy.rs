@@ -323,7 +323,10 @@ fn check_log_status(
         "ephemeralContainerStatuses",
     ]
     .iter()
-    .filter_map(|f| pod.pointer(&format!("/status/{f}")).and_then(Value::as_array))
+    .filter_map(|f| {
+        pod.pointer(&format!("/status/{f}"))
+            .and_then(Value::as_array)
+    })
     .flatten()
     .find(|s| s.get("name").and_then(Value::as_str) == Some(container));
     let Some(status) = status else {
@@ -339,7 +342,9 @@ fn check_log_status(
         }
         return Ok(());
     }
-    let running = status.pointer("/state/running").is_some_and(|v| !v.is_null());
+    let running = status
+        .pointer("/state/running")
+        .is_some_and(|v| !v.is_null());
     let terminated = status
         .pointer("/state/terminated")
         .is_some_and(|v| !v.is_null());
@@ -376,18 +381,24 @@ async fn kubelet_of_node(api: &Arc<Api>, node: &str) -> Result<Kubelet, ApiError
         .cloned()
         .unwrap_or_default();
     // kube-apiserver's default --kubelet-preferred-address-types, IPs first.
-    let host = ["InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS"]
-        .iter()
-        .find_map(|t| {
-            addresses
-                .iter()
-                .find(|a| a.get("type").and_then(Value::as_str) == Some(t))
-                .and_then(|a| a.get("address").and_then(Value::as_str))
-        })
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("node {node:?} has no address to reach its kubelet"))
-        })?
-        .to_owned();
+    let host = [
+        "InternalIP",
+        "ExternalIP",
+        "Hostname",
+        "InternalDNS",
+        "ExternalDNS",
+    ]
+    .iter()
+    .find_map(|t| {
+        addresses
+            .iter()
+            .find(|a| a.get("type").and_then(Value::as_str) == Some(t))
+            .and_then(|a| a.get("address").and_then(Value::as_str))
+    })
+    .ok_or_else(|| {
+        ApiError::bad_request(format!("node {node:?} has no address to reach its kubelet"))
+    })?
+    .to_owned();
     let port = obj
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
@@ -493,8 +504,7 @@ async fn connect(api: &Api, target: &Kubelet) -> Result<Sender, ApiError> {
         .await
         .map_err(|e| unreachable(&e))?;
     let _ = tcp.set_nodelay(true);
-    let server_name =
-        ServerName::try_from(target.host.clone()).map_err(|e| unreachable(&e))?;
+    let server_name = ServerName::try_from(target.host.clone()).map_err(|e| unreachable(&e))?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)
         .await
@@ -556,7 +566,11 @@ fn kubelet_error(code: u16, body: &str, plural: &str, name: &str) -> ApiError {
     match code {
         400 => ApiError::bad_request(text),
         500 => ApiError::internal(text),
-        404 => ApiError::new(404, "NotFound", format!("{plural} \"{name}\" not found: {text}")),
+        404 => ApiError::new(
+            404,
+            "NotFound",
+            format!("{plural} \"{name}\" not found: {text}"),
+        ),
         other => ApiError::new(other, "InternalError", text),
     }
 }
@@ -599,9 +613,10 @@ async fn forward(
         out.headers_mut().insert(header::HOST, h);
     }
     let mut sender = connect(api, &target).await?;
-    let mut resp = sender.send_request(out).await.map_err(|e| {
-        ApiError::internal(format!("error sending request to the kubelet: {e}"))
-    })?;
+    let mut resp = sender
+        .send_request(out)
+        .await
+        .map_err(|e| ApiError::internal(format!("error sending request to the kubelet: {e}")))?;
     tracing::debug!(%path, code = resp.status().as_u16(), "kubelet answered");
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade {
         let kubelet_side = hyper::upgrade::on(&mut resp);
@@ -696,12 +711,16 @@ mod tests {
     #[test]
     fn log_status_explains_waiting_and_missing_previous() {
         assert_eq!(
-            check_log_status(&pod(), "p", "a", false).unwrap_err().message,
+            check_log_status(&pod(), "p", "a", false)
+                .unwrap_err()
+                .message,
             "container \"a\" in pod \"p\" is waiting to start: ContainerCreating"
         );
         check_log_status(&pod(), "p", "b", false).unwrap();
         assert_eq!(
-            check_log_status(&pod(), "p", "b", true).unwrap_err().message,
+            check_log_status(&pod(), "p", "b", true)
+                .unwrap_err()
+                .message,
             "previous terminated container \"b\" in pod \"p\" not found"
         );
         // No status yet: the kubelet is asked.

@@ -79,4 +79,3 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
-
