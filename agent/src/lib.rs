@@ -10,6 +10,7 @@ pub mod pod_worker;
 pub mod probe;
 pub mod qos;
 pub mod quantity;
+pub mod server;
 pub mod volume;
 
 pub use config::Config;
@@ -47,6 +48,10 @@ fn fake_pod_ip_base(node_name: &str) -> std::net::Ipv4Addr {
 }
 
 async fn client(config: &Config) -> Result<kube::Client, RunError> {
+    kube::Client::try_from(kube_config(config).await?).map_err(RunError::Client)
+}
+
+async fn kube_config(config: &Config) -> Result<kube::Config, RunError> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
@@ -64,7 +69,19 @@ async fn client(config: &Config) -> Result<kube::Client, RunError> {
         }
         None => kube::Config::infer().await.map_err(RunError::InferConfig)?,
     };
-    kube::Client::try_from(kube_config).map_err(RunError::Client)
+    Ok(kube_config)
+}
+
+/// Serves the kubelet API; a failure to start is logged, the agent goes on.
+async fn kubelet_api(config: &Config, node_ip: std::net::IpAddr, shutdown: CancellationToken) {
+    let cluster_ca = kube_config(config).await.ok().and_then(|c| c.root_cert);
+    let served = match server::ServerConfig::from_agent(config, node_ip, cluster_ca) {
+        Ok(c) => server::serve(c, shutdown).await,
+        Err(e) => Err(e),
+    };
+    if let Err(err) = served {
+        tracing::error!(error = %err, source = ?std::error::Error::source(&err), "kubelet API not served");
+    }
 }
 
 /// Runs the agent until `shutdown` is cancelled: registers the Node, then
@@ -100,7 +117,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     };
     tokio::join!(
         node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
-        pods
+        pods,
+        kubelet_api(&ctx.config, ctx.node_ip, shutdown.clone())
     );
     tracing::info!("r8s-agent stopped");
     Ok(())

@@ -166,6 +166,16 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki> {
                 (c, k)
             }
         };
+    let (kc_cert_path, kc_key_path) = kubelet_client_paths(data_dir);
+    if read_opt(&kc_cert_path)?.is_none() || read_opt(&kc_key_path)?.is_none() {
+        let (c, k) = issue_client_cert(
+            &issuer,
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+        )?;
+        write_private(&kc_key_path, &k)?;
+        write_private(&kc_cert_path, &c)?;
+    }
     Ok(Pki {
         ca_cert_pem,
         serving_cert_pem,
@@ -174,6 +184,16 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki> {
         admin_key_pem,
         ca_key_pem,
     })
+}
+
+/// The client certificate and key the API server presents to kubelets
+/// (`kube-apiserver-kubelet-client`, group `system:masters`).
+pub fn kubelet_client_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("tls");
+    (
+        dir.join("kubelet-client.crt"),
+        dir.join("kubelet-client.key"),
+    )
 }
 
 /// Issues a client certificate with user `cn` and groups `orgs`; returns (cert, key) PEM.

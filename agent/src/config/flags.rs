@@ -170,4 +170,34 @@ pub struct AgentFlags {
         help_heading = "Kubelet API"
     )]
     pub port: u16,
+
+    /// The IP address for the kubelet API to serve on (set to 0.0.0.0 or ::
+    /// for listening on all interfaces and IP address families).
+    /// (kubelet --address)
+    #[arg(
+        long,
+        env = "R8S_ADDRESS",
+        default_value = "0.0.0.0",
+        help_heading = "Kubelet API"
+    )]
+    pub address: std::net::IpAddr,
+
+    /// File containing x509 Certificate used for serving HTTPS (with
+    /// intermediate certs, if any, concatenated after server cert). If not
+    /// given, a self-signed certificate and key are generated in
+    /// <root-dir>/pki. (kubelet --tls-cert-file)
+    #[arg(long, env = "R8S_TLS_CERT_FILE", help_heading = "Kubelet API")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// File containing x509 private key matching --tls-cert-file.
+    /// (kubelet --tls-private-key-file)
+    #[arg(long, env = "R8S_TLS_PRIVATE_KEY_FILE", help_heading = "Kubelet API")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// If set, any request presenting a client certificate signed by one of
+    /// the authorities in the client-ca-file is authenticated. Without it,
+    /// the certificate authority of the kubeconfig's cluster is used.
+    /// (kubelet --client-ca-file)
+    #[arg(long, env = "R8S_CLIENT_CA_FILE", help_heading = "Kubelet API")]
+    pub client_ca_file: Option<PathBuf>,
 }

@@ -60,6 +60,11 @@ pub struct Config {
     pub container_runtime_endpoint: Option<String>,
     pub node_status_update_frequency: Duration,
     pub port: u16,
+    /// `--address` of the kubelet API.
+    pub address: IpAddr,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
     /// Simulated node: pods are reported Running without running anything.
     pub fake_runtime: bool,
 }
@@ -178,6 +183,10 @@ impl Config {
             container_runtime_endpoint: flags.container_runtime_endpoint.filter(|e| !e.is_empty()),
             node_status_update_frequency,
             port: flags.port,
+            address: flags.address,
+            tls_cert_file: flags.tls_cert_file,
+            tls_private_key_file: flags.tls_private_key_file,
+            client_ca_file: flags.client_ca_file,
             fake_runtime: flags.fake_runtime,
         })
     }

@@ -434,6 +434,10 @@ async fn resource_request(
     accept: &str,
     labels: &mut Labels,
 ) -> Result<Response<Body>, ApiError> {
+    if super::proxy::is_proxied(&p) {
+        labels.resource = p.plural.clone();
+        return super::proxy::handle(api, req, &p).await;
+    }
     let (parts, body) = req.into_parts();
     let content_type = parts
         .headers

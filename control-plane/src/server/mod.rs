@@ -7,6 +7,7 @@ pub mod listener;
 pub mod meta;
 pub mod negotiate;
 pub mod objects;
+pub mod proxy;
 pub mod render;
 pub mod reviews;
 pub mod route;
