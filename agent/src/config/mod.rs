@@ -62,6 +62,12 @@ pub struct Config {
     pub port: u16,
     /// Simulated node: pods are reported Running without running anything.
     pub fake_runtime: bool,
+    /// Pod CIDR of the in-process runtime when the Node has none.
+    pub pod_cidr: String,
+    /// Socket and state of the in-process runtime live here.
+    pub run_dir: PathBuf,
+    pub pod_bridge: String,
+    pub pod_logs_dir: PathBuf,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -86,6 +92,12 @@ fn parse_ips(flag: &'static str, s: &str) -> Result<Vec<IpAddr>> {
             })
         })
         .collect()
+}
+
+fn is_ipv4_cidr(s: &str) -> bool {
+    s.split_once('/').is_some_and(|(ip, prefix)| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
+    })
 }
 
 impl Config {
@@ -153,6 +165,13 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if !is_ipv4_cidr(&flags.pod_cidr) {
+            return Err(invalid(
+                "pod-cidr",
+                &flags.pod_cidr,
+                "expected an IPv4 CIDR such as 10.42.0.0/24",
+            ));
+        }
         if !flags.cgroup_root.starts_with('/') {
             return Err(invalid(
                 "cgroup-root",
@@ -179,6 +198,10 @@ impl Config {
             node_status_update_frequency,
             port: flags.port,
             fake_runtime: flags.fake_runtime,
+            pod_cidr: flags.pod_cidr,
+            run_dir: flags.run_dir,
+            pod_bridge: flags.pod_bridge,
+            pod_logs_dir: flags.pod_logs_dir,
         })
     }
 }
@@ -253,6 +276,7 @@ mod tests {
         );
         assert!(config(&["--node-labels", "kubernetes.io/foo=bar"]).is_err());
         assert!(config(&["--node-status-update-frequency", "0s"]).is_err());
+        assert!(config(&["--pod-cidr", "10.42.0.0"]).is_err());
     }
 
     #[test]
