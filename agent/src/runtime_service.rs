@@ -84,16 +84,24 @@ pub fn in_process_socket(config: &Config) -> PathBuf {
     config.run_dir.join("cri.sock")
 }
 
-/// The Node's spec.podCIDR if it is registered with one, else `--pod-cidr`.
+/// The pod CIDR when neither `--pod-cidr` nor the Node gives one.
+pub const DEFAULT_POD_CIDR: &str = "10.42.0.0/24";
+
+/// `--pod-cidr`, else the Node's spec.podCIDR if it is registered with one,
+/// else `DEFAULT_POD_CIDR`. The flag wins so that a node keeps its pod
+/// network (and its running pods their addresses) across restarts.
 async fn pod_cidr(config: &Config, client: &Client) -> String {
+    if let Some(cidr) = &config.pod_cidr {
+        return cidr.clone();
+    }
     let nodes: Api<Node> = Api::all(client.clone());
     match nodes.get_opt(&config.node_name).await {
         Ok(Some(n)) => n
             .spec
             .and_then(|s| s.pod_cidr)
             .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| config.pod_cidr.clone()),
-        _ => config.pod_cidr.clone(),
+            .unwrap_or_else(|| DEFAULT_POD_CIDR.to_owned()),
+        _ => DEFAULT_POD_CIDR.to_owned(),
     }
 }
 

@@ -146,15 +146,11 @@ pub struct AgentFlags {
     )]
     pub container_runtime_endpoint: Option<String>,
 
-    /// The CIDR of pod addresses on this node when the Node object has no
-    /// spec.podCIDR (in-process runtime only). (kubelet --pod-cidr)
-    #[arg(
-        long,
-        env = "R8S_POD_CIDR",
-        default_value = "10.42.0.0/24",
-        help_heading = "Container runtime"
-    )]
-    pub pod_cidr: String,
+    /// The CIDR of pod addresses on this node (in-process runtime only).
+    /// When unset, the Node's spec.podCIDR is used, else 10.42.0.0/24.
+    /// (kubelet --pod-cidr)
+    #[arg(long, env = "R8S_POD_CIDR", help_heading = "Container runtime")]
+    pub pod_cidr: Option<String>,
 
     /// Directory for volatile runtime state: the in-process CRI runtime's
     /// socket (<run-dir>/cri.sock) and state (<run-dir>/cri).

@@ -62,8 +62,8 @@ pub struct Config {
     pub port: u16,
     /// Simulated node: pods are reported Running without running anything.
     pub fake_runtime: bool,
-    /// Pod CIDR of the in-process runtime when the Node has none.
-    pub pod_cidr: String,
+    /// `--pod-cidr`: the in-process runtime's pod network (over the Node's).
+    pub pod_cidr: Option<String>,
     /// Socket and state of the in-process runtime live here.
     pub run_dir: PathBuf,
     pub pod_bridge: String,
@@ -165,10 +165,10 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        if !is_ipv4_cidr(&flags.pod_cidr) {
+        if let Some(cidr) = flags.pod_cidr.as_deref().filter(|c| !is_ipv4_cidr(c)) {
             return Err(invalid(
                 "pod-cidr",
-                &flags.pod_cidr,
+                cidr,
                 "expected an IPv4 CIDR such as 10.42.0.0/24",
             ));
         }
@@ -198,7 +198,7 @@ impl Config {
             node_status_update_frequency,
             port: flags.port,
             fake_runtime: flags.fake_runtime,
-            pod_cidr: flags.pod_cidr,
+            pod_cidr: flags.pod_cidr.filter(|c| !c.is_empty()),
             run_dir: flags.run_dir,
             pod_bridge: flags.pod_bridge,
             pod_logs_dir: flags.pod_logs_dir,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cri::proto;
-use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::env::{Env, expand_command};
 use super::labels;
@@ -82,10 +82,7 @@ pub fn linux_resources(pod: &Pod, container: &Container) -> proto::LinuxContaine
 pub fn security_context(pod: &Pod, container: &Container) -> proto::LinuxContainerSecurityContext {
     let spec = pod.spec.clone().unwrap_or_default();
     let psc = spec.security_context.clone().unwrap_or_default();
-    let sc = container
-        .security_context
-        .clone()
-        .unwrap_or_else(SecurityContext::default);
+    let sc = container.security_context.clone().unwrap_or_default();
     let seccomp = sc
         .seccomp_profile
         .clone()

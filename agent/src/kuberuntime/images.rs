@@ -136,8 +136,8 @@ mod tests {
 
     #[test]
     fn dockerconfigjson_secrets_give_credentials() {
-        let mut s = Secret::default();
-        s.data = Some(
+        let s = Secret {
+            data: Some(
             [(
                 ".dockerconfigjson".to_owned(),
                 ByteString(
@@ -146,8 +146,10 @@ mod tests {
                 ),
             )]
             .into(),
-        );
-        let a = auth_for("reg.example:5000/app:1", &[s.clone()]).unwrap();
+        ),
+            ..Secret::default()
+        };
+        let a = auth_for("reg.example:5000/app:1", std::slice::from_ref(&s)).unwrap();
         assert_eq!(a.username, "u");
         assert_eq!(a.auth, "dTpw");
         assert!(auth_for("other.example/app", &[s]).is_none());

@@ -167,7 +167,7 @@ impl CriRuntime {
             .map_err(call_err("ListPodSandbox"))?
             .into_inner()
             .items;
-        items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        items.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(items)
     }
 
@@ -222,13 +222,8 @@ impl CriRuntime {
             .unwrap_or_default();
         let mut timeout = grace;
         if let Some(pod) = pod {
-            self.recorder.record(
-                pod,
-                Some(&name),
-                EventType::Normal,
-                "Killing",
-                &format!("{reason}"),
-            );
+            self.recorder
+                .record(pod, Some(&name), EventType::Normal, "Killing", reason);
             let started = Instant::now();
             self.run_pre_stop(pod, &name, &status.id, grace).await;
             timeout = (grace - i64::try_from(started.elapsed().as_secs()).unwrap_or(0))
@@ -752,7 +747,7 @@ impl CriRuntime {
                         return Ok(());
                     }
                     let next = observe::attempt_of(s) + 1;
-                    if self.restart_allowed(pod, c, s) {
+                    if self.restart_allowed(pod, c) {
                         let _ = start!(c, next);
                     }
                     self.prune_dead(runs).await;
@@ -779,7 +774,7 @@ impl CriRuntime {
                 }
                 Some(s) if observe::is_exited(s) => {
                     if should_restart(pod, s.exit_code) {
-                        if self.restart_allowed(pod, c, s) {
+                        if self.restart_allowed(pod, c) {
                             let _ = start!(c, observe::attempt_of(s) + 1);
                         }
                     } else {
@@ -805,9 +800,8 @@ impl CriRuntime {
 
     /// The restart back-off gate (kubelet's `doBackOff`): false, with a
     /// CrashLoopBackOff waiting reason, while the container backs off.
-    fn restart_allowed(&self, pod: &Pod, c: &Container, last: &proto::ContainerStatus) -> bool {
+    fn restart_allowed(&self, pod: &Pod, c: &Container) -> bool {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let _ = last;
         let now = Instant::now();
         let delay = self
             .lock()
@@ -906,7 +900,12 @@ impl CriRuntime {
         let sandboxes = self.sandboxes(uid).await?;
         self.remove_sandboxes(&sandboxes).await;
         let dir = crate::volume::pod_dir(&self.config.root_dir, uid);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let cgroups = pod_cgroups(&self.config.cgroup_root, uid);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+            remove_empty_cgroups(&cgroups);
+        })
+        .await;
         let mut state = self.lock();
         state.restart_backoff.forget_pod(uid);
         state.image_backoff.forget_pod(uid);
@@ -991,6 +990,43 @@ impl CriRuntime {
             sandbox_ready: false,
             pod_ips: Vec::new(),
             containers,
+        }
+    }
+}
+
+/// The pod's cgroup in each QoS class (the class of a pod seen before an
+/// agent restart is not known).
+fn pod_cgroups(cgroup_root: &str, uid: &str) -> Vec<String> {
+    use crate::qos::QosClass;
+    [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+    ]
+    .into_iter()
+    .map(|q| crate::cm::pod_cgroup_name(cgroup_root, q, uid).to_cgroupfs())
+    .collect()
+}
+
+/// Removes a stopped pod's cgroups in every hierarchy, as kubelet's pod
+/// container manager does; `rmdir` only succeeds on empty cgroups.
+fn remove_empty_cgroups(paths: &[String]) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut roots: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        for p in paths {
+            let dir = root.join(p.trim_start_matches('/'));
+            if dir.is_dir() {
+                if let Ok(children) = std::fs::read_dir(&dir) {
+                    for child in children.flatten().filter(|c| c.path().is_dir()) {
+                        let _ = std::fs::remove_dir(child.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
         }
     }
 }

@@ -232,16 +232,17 @@ mod tests {
     }
 
     fn pod() -> Pod {
-        let mut p = Pod::default();
-        p.spec = Some(PodSpec {
-            containers: vec![Container {
-                name: "app".to_owned(),
-                image: Some("busybox".to_owned()),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        });
-        p
+        Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".to_owned(),
+                    image: Some("busybox".to_owned()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        }
     }
 
     #[test]

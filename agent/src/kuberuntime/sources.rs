@@ -212,28 +212,30 @@ mod tests {
 
     #[test]
     fn references_cover_volumes_and_env() {
-        let mut p = Pod::default();
-        p.spec = Some(PodSpec {
-            volumes: Some(vec![Volume {
-                name: "v".to_owned(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: "cm".to_owned(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
-            containers: vec![Container {
-                env_from: Some(vec![EnvFromSource {
-                    secret_ref: Some(SecretEnvSource {
-                        name: "s".to_owned(),
-                        optional: None,
+        let p = Pod {
+            spec: Some(PodSpec {
+                volumes: Some(vec![Volume {
+                    name: "v".to_owned(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: "cm".to_owned(),
+                        ..ConfigMapVolumeSource::default()
                     }),
-                    ..EnvFromSource::default()
+                    ..Volume::default()
                 }]),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        });
+                containers: vec![Container {
+                    env_from: Some(vec![EnvFromSource {
+                        secret_ref: Some(SecretEnvSource {
+                            name: "s".to_owned(),
+                            optional: None,
+                        }),
+                        ..EnvFromSource::default()
+                    }]),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
         let r = references(&p);
         assert!(r.config_maps.contains("cm"));
         assert!(r.secrets.contains("s"));
