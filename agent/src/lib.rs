@@ -5,11 +5,13 @@
 
 pub mod cm;
 pub mod config;
+pub mod kuberuntime;
 pub mod node;
 pub mod pod_worker;
 pub mod probe;
 pub mod qos;
 pub mod quantity;
+pub mod runtime_service;
 pub mod server;
 pub mod volume;
 
@@ -20,8 +22,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Reported as `containerRuntimeVersion` until the CRI runtime is wired in.
-pub const PLACEHOLDER_RUNTIME_VERSION: &str = concat!("r8s://", env!("CARGO_PKG_VERSION"));
+/// Reported as `containerRuntimeVersion` by the FAKE runtime.
+pub const FAKE_RUNTIME_VERSION: &str = concat!("fake://", env!("CARGO_PKG_VERSION"));
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum RunError {
     InferConfig(#[source] kube::config::InferConfigError),
     #[error("failed to build the API client")]
     Client(#[source] kube::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime_service::RuntimeServiceError),
 }
 
 /// A per-node /24 in 10.42.0.0/16 for the fake runtime, picked from the node
@@ -85,41 +89,63 @@ async fn kubelet_api(config: &Config, node_ip: std::net::IpAddr, shutdown: Cance
 }
 
 /// Runs the agent until `shutdown` is cancelled: registers the Node, then
-/// keeps its status and Lease fresh.
+/// keeps its status and Lease fresh and runs the pods bound to it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let client = client(&config).await?;
+    run_with_client(config, client, shutdown).await
+}
+
+/// `run` with a ready API client (the agent embedded in r8s-server).
+pub async fn run_with_client(
+    config: Config,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let node_ip = node::detect_node_ip(&config);
     tracing::info!(node = %config.node_name, %node_ip, "starting r8s-agent");
+    let (health_tx, health_rx) = watch::channel(node::NodeHealth::default());
+    let config = Arc::new(config);
+    let (runtime, runtime_version, runtime_task): (Arc<dyn pod_worker::PodRuntime>, String, _) =
+        if config.fake_runtime {
+            tracing::warn!("FAKE runtime: pods are reported Running but no containers run");
+            let rt = pod_worker::FakeRuntime::new(fake_pod_ip_base(&config.node_name));
+            (Arc::new(rt), FAKE_RUNTIME_VERSION.to_owned(), None)
+        } else {
+            let service =
+                runtime_service::start(&config, &client, node_ip, shutdown.child_token()).await?;
+            let version = service.version.clone();
+            let health = tokio::spawn(runtime_service::watch_health(
+                service.cri.clone(),
+                health_tx,
+                shutdown.clone(),
+            ));
+            let rt = Arc::new(service.pod_runtime);
+            (rt, version, Some((service.server, health)))
+        };
     let ctx = Arc::new(node::NodeContext {
         host: Arc::new(node::SystemHost::new(config.root_dir.clone())),
-        config: Arc::new(config),
+        config: config.clone(),
         node_ip,
-        runtime_version: PLACEHOLDER_RUNTIME_VERSION.to_owned(),
+        runtime_version,
     });
-    // The health sender is kept for the runtime status checks to come.
-    let (_health_tx, health_rx) = watch::channel(node::NodeHealth::default());
-    let pods = async {
-        if !ctx.config.fake_runtime {
-            tracing::warn!(
-                "no container runtime is wired in yet: pods bound to this node are not run"
-            );
-            return;
-        }
-        tracing::warn!("FAKE runtime: pods are reported Running but no containers run");
-        let workers = Arc::new(pod_worker::WorkerContext {
-            client: client.clone(),
-            runtime: Arc::new(pod_worker::FakeRuntime::new(fake_pod_ip_base(
-                &ctx.config.node_name,
-            ))),
-            host_ips: vec![ctx.node_ip],
-        });
-        pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()).await;
-    };
+    let workers = Arc::new(pod_worker::WorkerContext {
+        client: client.clone(),
+        runtime,
+        host_ips: vec![ctx.node_ip],
+    });
     tokio::join!(
         node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
-        pods,
+        pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()),
         kubelet_api(&ctx.config, ctx.node_ip, shutdown.clone())
     );
+    if let Some((server, health)) = runtime_task {
+        let _ = health.await;
+        // The in-process runtime stops with the shutdown token; containers
+        // keep running, as they do when kubelet stops.
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+    }
     tracing::info!("r8s-agent stopped");
     Ok(())
 }

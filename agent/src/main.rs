@@ -26,6 +26,8 @@ fn main() -> ExitCode {
 
 fn real_main(flags: AgentFlags) -> anyhow::Result<()> {
     let config = Config::from_flags(flags).context("invalid flags")?;
+    agent::runtime_service::prepare_process(&config)
+        .context("failed to become a child subreaper")?;
     let runtime = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

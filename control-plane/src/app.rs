@@ -12,12 +12,15 @@ use crate::config::Config;
 use crate::server::{Api, listener};
 use crate::storage::Store;
 use crate::watch_cache::WatchCache;
-use crate::{bootstrap, controllers, pki, storage, tls};
+use crate::{bootstrap, controllers, embedded_agent, pki, storage, tls};
 
 /// How often store history is compacted.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 /// How many revisions of history compaction keeps.
 const COMPACTION_KEEP: u64 = 10_000;
+
+/// How long shutdown waits for the embedded agent.
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -89,6 +92,35 @@ async fn start_controllers(
         }),
         Err(err) => {
             tracing::error!(%err, "cannot build the loopback client; controllers are not running")
+        }
+    }
+}
+
+/// Starts the embedded node agent unless `--disable-agent`.
+async fn start_agent(
+    pki: &pki::Pki,
+    server_url: &str,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let config = match embedded_agent::agent_config() {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::error!(error = %err, source = ?std::error::Error::source(&err), "the embedded agent is not running");
+            return None;
+        }
+    };
+    let client = match controllers::loopback_client(pki, server_url).await {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::error!(%err, "cannot build the loopback client; the embedded agent is not running");
+            return None;
+        }
+    };
+    match embedded_agent::spawn(config, client, shutdown) {
+        Ok(handle) => Some(handle),
+        Err(err) => {
+            tracing::error!(%err, "the embedded agent is not running");
+            None
         }
     }
 }
@@ -179,19 +211,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let bootstrap_pki = pki.clone();
     let bootstrap_url = server_url.clone();
     let bootstrap_config = Arc::clone(&config);
+    let (agent_tx, agent_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         loop {
             match bootstrap::run(&bootstrap_api, advertise, port).await {
                 Ok(()) => {
                     bootstrap_api.ready.store(true, Ordering::SeqCst);
                     tracing::info!("bootstrap objects are in place; ready");
+                    let disable_agent = bootstrap_config.disable_agent;
                     start_controllers(
                         &bootstrap_pki,
                         &bootstrap_url,
                         bootstrap_config,
-                        bootstrap_shutdown,
+                        bootstrap_shutdown.clone(),
                     )
                     .await;
+                    if !disable_agent
+                        && let Some(agent) =
+                            start_agent(&bootstrap_pki, &bootstrap_url, bootstrap_shutdown).await
+                    {
+                        let _ = agent_tx.send(agent);
+                    }
                     return;
                 }
                 Err(err) => tracing::warn!(%err, "bootstrap failed; retrying"),
@@ -203,6 +243,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
     });
     listener::serve(tcp, tls, api, shutdown).await;
+    if let Ok(Ok(agent)) = tokio::time::timeout(AGENT_STOP_TIMEOUT, agent_rx).await {
+        // The agent stops on the same token; wait for it so its runtime
+        // closes cleanly, but never hang the shutdown on it.
+        if tokio::time::timeout(AGENT_STOP_TIMEOUT, agent)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the embedded agent did not stop in time");
+        }
+    }
     tracing::info!("r8s-server stopped");
     Ok(())
 }

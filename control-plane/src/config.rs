@@ -147,7 +147,10 @@ pub struct ServerFlags {
     )]
     pub node_monitor_period: String,
 
-    /// Do not run a node agent inside the server process.
+    /// Do not run a node agent inside the server process. The embedded
+    /// agent takes the r8s-agent settings from their R8S_* environment
+    /// variables (R8S_ROOT_DIR, R8S_RUN_DIR, R8S_POD_CIDR, R8S_CGROUP_ROOT,
+    /// R8S_HOSTNAME_OVERRIDE, ...; see `r8s-agent --help`).
     #[arg(long, env = "R8S_DISABLE_AGENT", help_heading = "Components")]
     pub disable_agent: bool,
 

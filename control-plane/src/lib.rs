@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod controllers;
+pub mod embedded_agent;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;

@@ -1,1 +1,64 @@
-//! End-to-end suite for r8s (multi-node cluster on one machine); scenarios land with the multi-node issue.
+//! End-to-end suite for r8s: helpers that start real binaries with their own
+//! data dirs, network names and cgroups (`cluster`), a local OCI registry
+//! with the test images (`registry`), run real `kubectl` against them, and
+//! remove everything they created even when a test fails (`cleanup`).
+
+pub mod cleanup;
+pub mod cluster;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+
+/// Whether the tests run as root (CI does; pods need it).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// A workspace binary next to the running test executable
+/// (`target/debug/deps/..`).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("test executable has no target dir"))?;
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not built (cargo build --workspace --all-targets)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Polls `f` every 200 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

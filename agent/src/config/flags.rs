@@ -146,6 +146,41 @@ pub struct AgentFlags {
     )]
     pub container_runtime_endpoint: Option<String>,
 
+    /// The CIDR of pod addresses on this node (in-process runtime only).
+    /// When unset, the Node's spec.podCIDR is used, else 10.42.0.0/24.
+    /// (kubelet --pod-cidr)
+    #[arg(long, env = "R8S_POD_CIDR", help_heading = "Container runtime")]
+    pub pod_cidr: Option<String>,
+
+    /// Directory for volatile runtime state: the in-process CRI runtime's
+    /// socket (<run-dir>/cri.sock) and state (<run-dir>/cri).
+    #[arg(
+        long,
+        env = "R8S_RUN_DIR",
+        default_value = "/run/r8s",
+        help_heading = "Container runtime"
+    )]
+    pub run_dir: PathBuf,
+
+    /// Name of the node bridge pods are attached to (in-process runtime only).
+    #[arg(
+        long,
+        env = "R8S_POD_BRIDGE",
+        default_value = "r8s0",
+        help_heading = "Container runtime"
+    )]
+    pub pod_bridge: String,
+
+    /// Directory where container logs are kept, one directory per pod.
+    /// (kubelet podLogsDir)
+    #[arg(
+        long,
+        env = "R8S_POD_LOGS_DIR",
+        default_value = "/var/log/pods",
+        help_heading = "Pods"
+    )]
+    pub pod_logs_dir: PathBuf,
+
     /// Specifies how often the agent posts node status to the API server
     /// (e.g. "10s", "1m"). (kubelet --node-status-update-frequency)
     #[arg(

@@ -67,6 +67,12 @@ pub struct Config {
     pub client_ca_file: Option<PathBuf>,
     /// Simulated node: pods are reported Running without running anything.
     pub fake_runtime: bool,
+    /// `--pod-cidr`: the in-process runtime's pod network (over the Node's).
+    pub pod_cidr: Option<String>,
+    /// Socket and state of the in-process runtime live here.
+    pub run_dir: PathBuf,
+    pub pod_bridge: String,
+    pub pod_logs_dir: PathBuf,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -91,6 +97,12 @@ fn parse_ips(flag: &'static str, s: &str) -> Result<Vec<IpAddr>> {
             })
         })
         .collect()
+}
+
+fn is_ipv4_cidr(s: &str) -> bool {
+    s.split_once('/').is_some_and(|(ip, prefix)| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
+    })
 }
 
 impl Config {
@@ -158,6 +170,13 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if let Some(cidr) = flags.pod_cidr.as_deref().filter(|c| !is_ipv4_cidr(c)) {
+            return Err(invalid(
+                "pod-cidr",
+                cidr,
+                "expected an IPv4 CIDR such as 10.42.0.0/24",
+            ));
+        }
         if !flags.cgroup_root.starts_with('/') {
             return Err(invalid(
                 "cgroup-root",
@@ -188,6 +207,10 @@ impl Config {
             tls_private_key_file: flags.tls_private_key_file,
             client_ca_file: flags.client_ca_file,
             fake_runtime: flags.fake_runtime,
+            pod_cidr: flags.pod_cidr.filter(|c| !c.is_empty()),
+            run_dir: flags.run_dir,
+            pod_bridge: flags.pod_bridge,
+            pod_logs_dir: flags.pod_logs_dir,
         })
     }
 }
@@ -262,6 +285,7 @@ mod tests {
         );
         assert!(config(&["--node-labels", "kubernetes.io/foo=bar"]).is_err());
         assert!(config(&["--node-status-update-frequency", "0s"]).is_err());
+        assert!(config(&["--pod-cidr", "10.42.0.0"]).is_err());
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub async fn sync_pod(ctx: &WorkerContext, pod: &Pod) -> Result<(), WorkerError>
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api = pod_api(&ctx.client, pod);
     if pod.metadata.deletion_timestamp.is_some() {
-        ctx.runtime.kill_pod(&uid).await?;
+        ctx.runtime
+            .kill_pod(&uid, pod.metadata.deletion_grace_period_seconds)
+            .await?;
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -127,7 +129,7 @@ async fn pod_worker(
                 }
             }
             None => {
-                if let Err(err) = ctx.runtime.kill_pod(&uid).await {
+                if let Err(err) = ctx.runtime.kill_pod(&uid, None).await {
                     tracing::warn!(pod = %uid, error = %err, "failed to kill removed pod");
                 }
                 return;

@@ -1,6 +1,7 @@
 //! The runtime seam of the pod workers: `PodRuntime` (sync pod / kill pod /
-//! observed state). The CRI-backed runtime comes later; `FakeRuntime` marks
-//! every container Running and is meant for simulated nodes in tests.
+//! observed state). `crate::kuberuntime::CriRuntime` is the real one;
+//! `FakeRuntime` marks every container Running and is meant for simulated
+//! nodes in tests.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -34,8 +35,9 @@ pub struct ObservedPod {
 pub trait PodRuntime: Send + Sync {
     /// Brings the pod's sandbox and containers toward its spec.
     async fn sync_pod(&self, pod: &Pod) -> Result<(), RuntimeError>;
-    /// Stops and removes everything of the pod.
-    async fn kill_pod(&self, pod_uid: &str) -> Result<(), RuntimeError>;
+    /// Stops and removes everything of the pod, giving its containers
+    /// `grace_period` seconds (`None`: the pod's own) after SIGTERM.
+    async fn kill_pod(&self, pod_uid: &str, grace_period: Option<i64>) -> Result<(), RuntimeError>;
     /// The pod's current state (empty when unknown).
     async fn observed(&self, pod_uid: &str) -> Result<ObservedPod, RuntimeError>;
 }
@@ -122,7 +124,7 @@ impl PodRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn kill_pod(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+    async fn kill_pod(&self, pod_uid: &str, _grace: Option<i64>) -> Result<(), RuntimeError> {
         self.lock().1.remove(pod_uid);
         Ok(())
     }
@@ -250,7 +252,7 @@ mod tests {
             rt.observed("u2").await.unwrap().pod_ips,
             vec![IpAddr::from([10, 42, 0, 2])]
         );
-        rt.kill_pod("u1").await.unwrap();
+        rt.kill_pod("u1", None).await.unwrap();
         assert_eq!(rt.observed("u1").await.unwrap(), ObservedPod::default());
     }
 

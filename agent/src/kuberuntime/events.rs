@@ -1,0 +1,160 @@
+//! Pod events as kubelet's event recorder writes them: core/v1 Events with
+//! the pod as involved object (`spec.containers{name}` field paths), source
+//! component `kubelet` and the node as host. Best effort: a failed write is
+//! only logged.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+/// `Normal` or `Warning`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Writes events for pods of this node.
+#[derive(Clone)]
+pub struct EventRecorder {
+    client: Client,
+    node_name: String,
+}
+
+/// The field path of a container in its pod (`spec.containers{name}` or
+/// `spec.initContainers{name}`).
+pub fn field_path(pod: &Pod, container: &str) -> String {
+    let init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|ics| ics.iter().any(|c| c.name == container));
+    if init {
+        format!("spec.initContainers{{{container}}}")
+    } else {
+        format!("spec.containers{{{container}}}")
+    }
+}
+
+/// The Event object kubelet would write.
+pub fn build_event(
+    pod: &Pod,
+    field_path: Option<String>,
+    kind: EventType,
+    reason: &str,
+    message: &str,
+    node_name: &str,
+    now: Timestamp,
+) -> Event {
+    let m = &pod.metadata;
+    let name = m.name.clone().unwrap_or_default();
+    let time = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    let mut ev = Event {
+        involved_object: ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(name.clone()),
+            namespace: m.namespace.clone(),
+            uid: m.uid.clone(),
+            resource_version: m.resource_version.clone(),
+            field_path,
+        },
+        reason: Some(reason.to_owned()),
+        message: Some(message.to_owned()),
+        source: Some(EventSource {
+            component: Some("kubelet".to_owned()),
+            host: Some(node_name.to_owned()),
+        }),
+        first_timestamp: Some(time.clone()),
+        last_timestamp: Some(time),
+        event_time: None::<MicroTime>,
+        count: Some(1),
+        type_: Some(
+            match kind {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .to_owned(),
+        ),
+        reporting_component: Some("kubelet".to_owned()),
+        reporting_instance: Some(node_name.to_owned()),
+        ..Event::default()
+    };
+    ev.metadata.name = Some(format!("{name}.{:x}", now.as_nanosecond()));
+    ev.metadata.namespace = m.namespace.clone();
+    ev
+}
+
+impl EventRecorder {
+    pub fn new(client: Client, node_name: impl Into<String>) -> Self {
+        Self {
+            client,
+            node_name: node_name.into(),
+        }
+    }
+
+    /// Records an event about `pod` (and one of its containers) in the
+    /// background.
+    pub fn record(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let ev = build_event(
+            pod,
+            container.map(|c| field_path(pod, c)),
+            kind,
+            reason,
+            message,
+            &self.node_name,
+            Timestamp::now(),
+        );
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        tokio::spawn(async move {
+            if let Err(err) = api.create(&PostParams::default(), &ev).await {
+                tracing::debug!(error = %err, reason = ?ev.reason, "failed to record event");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    use super::*;
+
+    #[test]
+    fn events_point_at_the_container() {
+        let mut p = Pod::default();
+        p.metadata.name = Some("web".to_owned());
+        p.metadata.namespace = Some("default".to_owned());
+        p.spec = Some(PodSpec {
+            init_containers: Some(vec![Container {
+                name: "init".to_owned(),
+                ..Container::default()
+            }]),
+            ..PodSpec::default()
+        });
+        assert_eq!(field_path(&p, "init"), "spec.initContainers{init}");
+        assert_eq!(field_path(&p, "app"), "spec.containers{app}");
+        let ev = build_event(
+            &p,
+            Some(field_path(&p, "app")),
+            EventType::Warning,
+            "BackOff",
+            "Back-off restarting failed container",
+            "node-1",
+            Timestamp::now(),
+        );
+        assert_eq!(ev.type_.as_deref(), Some("Warning"));
+        assert_eq!(ev.source.unwrap().component.as_deref(), Some("kubelet"));
+        assert!(ev.metadata.name.unwrap().starts_with("web."));
+    }
+}

@@ -1,0 +1,124 @@
+//! Removal of everything a node of a test created on the host: container
+//! processes (by cgroup), mounts under the test dir, the veths and bridge,
+//! and the cgroups. Best effort and idempotent; runs on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// What one test node may leave behind.
+#[derive(Debug, Clone)]
+pub struct NodeResources {
+    /// Every mount below this directory is removed.
+    pub dir: PathBuf,
+    pub bridge: String,
+    /// The node's cgroup root (e.g. `/r8s-e2e-1234`), in every hierarchy.
+    pub cgroup_root: String,
+}
+
+fn cgroup_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    roots
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), f);
+            }
+        }
+    }
+    f(dir);
+}
+
+impl NodeResources {
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let rel = self.cgroup_root.trim_start_matches('/');
+        if rel.is_empty() {
+            // Never touch the root cgroup.
+            return Vec::new();
+        }
+        cgroup_roots()
+            .into_iter()
+            .map(|r| r.join(rel))
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+
+    /// Kills every process in the node's cgroups.
+    pub fn kill_processes(&self) {
+        for dir in self.cgroup_dirs() {
+            walk(&dir, &mut |d| {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            });
+        }
+    }
+
+    /// Unmounts everything below `dir`, deepest first.
+    pub fn unmount(&self) {
+        let base = self.dir.display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| m.starts_with(&base))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    /// Deletes the veths on the bridge, then the bridge.
+    pub fn delete_links(&self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+        {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(name) = line.split(": ").nth(1) {
+                    let name = name.split('@').next().unwrap_or(name);
+                    let _ = Command::new("ip").args(["link", "del", name]).status();
+                }
+            }
+        }
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .status();
+        }
+    }
+
+    /// Removes the node's cgroups (after their processes are gone).
+    pub fn remove_cgroups(&self) {
+        for dir in self.cgroup_dirs() {
+            walk(&dir, &mut |d| {
+                let _ = std::fs::remove_dir(d);
+            });
+        }
+    }
+
+    /// Everything, in order.
+    pub fn remove_all(&self) {
+        self.kill_processes();
+        std::thread::sleep(Duration::from_millis(300));
+        self.unmount();
+        self.delete_links();
+        self.remove_cgroups();
+    }
+}

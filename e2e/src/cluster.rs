@@ -1,0 +1,192 @@
+//! A single-node cluster: r8s-server with its embedded agent, every path,
+//! port, bridge, pod CIDR and cgroup of its own, and `kubectl` against it.
+//! Dropping it stops the server and removes all it created on the host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cleanup::NodeResources;
+
+/// One r8s-server (with agent) and its files.
+pub struct Cluster {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub node_name: String,
+    pub pod_cidr: String,
+    pub resources: NodeResources,
+    kubelet_port: u16,
+}
+
+impl Cluster {
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Where the agent keeps pod directories.
+    pub fn agent_root(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    /// A fresh cluster with unique names; started and ready (API and Node).
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("r8s-e2e").tempdir()?;
+        let n: u32 = rand::random();
+        let resources = NodeResources {
+            dir: dir.path().to_path_buf(),
+            bridge: format!("r8se{:08x}", n)[..12].to_owned(),
+            cgroup_root: format!("/r8s-e2e-{n:08x}"),
+        };
+        let mut cluster = Self {
+            child: None,
+            node_name: format!("e2e-{n:08x}"),
+            pod_cidr: format!("10.245.{}.0/24", 10 + n % 200),
+            resources,
+            dir,
+            kubelet_port: crate::free_port()?,
+        };
+        cluster.spawn()?;
+        Ok(cluster)
+    }
+
+    /// (Re)starts r8s-server and waits for the API and a Ready node.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let _ = std::fs::remove_file(self.kubeconfig());
+        let child = Command::new(crate::binary("r8s-server")?)
+            .arg("--data-dir")
+            .arg(d.join("server"))
+            .args(["--secure-port", "0", "--bind-address", "127.0.0.1"])
+            .arg("--write-kubeconfig")
+            .arg(self.kubeconfig())
+            .env("R8S_HOSTNAME_OVERRIDE", &self.node_name)
+            .env("R8S_ROOT_DIR", self.agent_root())
+            .env("R8S_RUN_DIR", d.join("run"))
+            .env("R8S_POD_LOGS_DIR", d.join("logs"))
+            .env("R8S_CGROUP_ROOT", &self.resources.cgroup_root)
+            .env("R8S_POD_CIDR", &self.pod_cidr)
+            .env("R8S_POD_BRIDGE", &self.resources.bridge)
+            .env("R8S_PORT", self.kubelet_port.to_string())
+            .env("R8S_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("failed to start r8s-server")?;
+        self.child = Some(child);
+        crate::wait_for("the kubeconfig", Duration::from_secs(30), || {
+            self.kubeconfig().exists().then_some(())
+        })?;
+        crate::wait_for("the node to be Ready", Duration::from_secs(90), || {
+            let node = self.get_json(&["get", "node", &self.node_name]).ok()?;
+            let ready = node["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then_some(())
+        })?;
+        Ok(())
+    }
+
+    /// Stops r8s-server with SIGTERM (containers keep running).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let stopped = crate::wait_for("r8s-server to stop", Duration::from_secs(30), || {
+            child.try_wait().ok().flatten()
+        });
+        if stopped.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let status = stopped?;
+        anyhow::ensure!(status.success(), "r8s-server exited with {status}");
+        Ok(())
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().context("kubectl must be installed")?;
+        if let Some(text) = stdin
+            && let Some(mut input) = child.stdin.take()
+        {
+            use std::io::Write;
+            input.write_all(text.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        let out = self.kubectl(args, stdin)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl <args> -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl_ok(&all, None)?)?)
+    }
+
+    /// Applies a manifest given as JSON.
+    pub fn apply(&self, manifest: &serde_json::Value) -> anyhow::Result<()> {
+        self.kubectl_ok(&["apply", "-f", "-"], Some(&manifest.to_string()))?;
+        Ok(())
+    }
+
+    /// The last lines of the server log (for failure messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// A test-owned host directory for hostPath volumes.
+    pub fn host_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let p = self.dir.path().join("host").join(name);
+        std::fs::create_dir_all(&p)?;
+        Ok(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.resources.remove_all();
+    }
+}

@@ -1,0 +1,231 @@
+//! Pods bound to the node of a single-node r8s-server run as real
+//! containers through the embedded agent and its in-process CRI runtime:
+//! running with an address, crash loops, failures, graceful deletion and
+//! adoption after a restart. Needs root, docker-registry, skopeo,
+//! busybox-static and kubectl (CI has them).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::cluster::Cluster;
+use e2e::registry::Registry;
+use serde_json::{Value, json};
+
+fn pod(cluster: &Cluster, name: &str, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["nodeName"] = json!(cluster.node_name);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": spec,
+    })
+}
+
+fn container(image: &str, script: &str) -> Value {
+    json!({ "name": "app", "image": image, "command": ["sh", "-c", script] })
+}
+
+fn get_pod(cluster: &Cluster, name: &str) -> Option<Value> {
+    cluster.get_json(&["get", "pod", name]).ok()
+}
+
+fn first_status(p: &Value) -> &Value {
+    &p["status"]["containerStatuses"][0]
+}
+
+/// Waits for `pred` on the pod; the error shows the last pod seen.
+fn wait_pod(
+    cluster: &Cluster,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let mut last = Value::Null;
+    let r = e2e::wait_for(what, timeout, || {
+        let p = get_pod(cluster, name)?;
+        let ok = pred(&p);
+        last = p.clone();
+        ok.then_some(p)
+    });
+    r.map_err(|e| anyhow::anyhow!("{e}; pod {name}: {:#}", last["status"]))
+}
+
+fn http_get(ip: &str, port: u16) -> anyhow::Result<String> {
+    let addr = format!("{ip}:{port}").parse()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
+    let image = registry.busybox();
+    let out_dir = cluster.host_dir("term")?;
+    cluster.apply(&pod(
+        cluster,
+        "web",
+        json!({ "containers": [container(
+            &image,
+            "mkdir -p /www && echo hello-r8s > /www/index.html && exec httpd -f -p 8080 -h /www",
+        )] }),
+    ))?;
+    cluster.apply(&pod(
+        cluster,
+        "crash",
+        json!({ "containers": [container(&image, "echo boom; exit 2")] }),
+    ))?;
+    cluster.apply(&pod(
+        cluster,
+        "fail",
+        json!({ "restartPolicy": "Never", "containers": [container(&image, "exit 3")] }),
+    ))?;
+    let mut term = container(
+        &image,
+        "trap 'echo TERM > /out/signal; exit 0' TERM; while true; do sleep 1; done",
+    );
+    term["volumeMounts"] = json!([{ "name": "out", "mountPath": "/out" }]);
+    cluster.apply(&pod(
+        cluster,
+        "term",
+        json!({
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [{ "name": "out", "hostPath": { "path": out_dir.display().to_string(), "type": "Directory" } }],
+            "containers": [term],
+        }),
+    ))?;
+
+    // (a) Running with an address, ready, serving HTTP from inside its netns.
+    let web = wait_pod(
+        cluster,
+        "web",
+        "web Running and ready",
+        Duration::from_secs(90),
+        |p| {
+            p["status"]["phase"] == "Running"
+                && p["status"]["podIP"].is_string()
+                && first_status(p)["ready"] == true
+        },
+    )?;
+    assert_eq!(first_status(&web)["restartCount"], 0);
+    let ip = web["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let web_id = first_status(&web)["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(web_id.contains("://"), "containerID {web_id:?}");
+    assert!(
+        web["status"]["podIPs"][0]["ip"] == ip.as_str(),
+        "podIPs {:?}",
+        web["status"]["podIPs"]
+    );
+    let body = e2e::wait_for("httpd to answer", Duration::from_secs(20), || {
+        http_get(&ip, 8080).ok()
+    })?;
+    assert!(body.contains("hello-r8s"), "HTTP answer {body:?}");
+
+    // (c) restartPolicy Never: the exit code fails the pod.
+    let fail = wait_pod(
+        cluster,
+        "fail",
+        "fail to be Failed",
+        Duration::from_secs(60),
+        |p| p["status"]["phase"] == "Failed",
+    )?;
+    assert_eq!(first_status(&fail)["state"]["terminated"]["exitCode"], 3);
+    assert_eq!(
+        first_status(&fail)["state"]["terminated"]["reason"],
+        "Error"
+    );
+
+    // (b) A crashing container loops with back-off.
+    let crash = wait_pod(
+        cluster,
+        "crash",
+        "crash in CrashLoopBackOff after 2 restarts",
+        Duration::from_secs(120),
+        |p| {
+            let s = first_status(p);
+            s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && s["restartCount"].as_i64().unwrap_or(0) >= 2
+        },
+    )?;
+    assert_eq!(
+        first_status(&crash)["lastState"]["terminated"]["exitCode"],
+        2
+    );
+    assert_eq!(crash["status"]["phase"], "Running");
+
+    // (d) Graceful deletion: SIGTERM reaches the container, the pod goes away.
+    wait_pod(
+        cluster,
+        "term",
+        "term Running",
+        Duration::from_secs(60),
+        |p| first_status(p)["state"]["running"].is_object(),
+    )?;
+    cluster.kubectl_ok(
+        &["delete", "pod", "term", "--grace-period=20", "--wait=false"],
+        None,
+    )?;
+    let signal = out_dir.join("signal");
+    e2e::wait_for("the TERM trap to run", Duration::from_secs(30), || {
+        std::fs::read_to_string(&signal)
+            .ok()
+            .filter(|s| s.contains("TERM"))
+    })?;
+    e2e::wait_for(
+        "the term pod to be deleted",
+        Duration::from_secs(40),
+        || {
+            let out = cluster.kubectl(&["get", "pod", "term"], None).ok()?;
+            String::from_utf8_lossy(&out.stderr)
+                .contains("NotFound")
+                .then_some(())
+        },
+    )?;
+
+    // (e) A restarted server+agent adopts the running container.
+    cluster.stop()?;
+    cluster.spawn()?;
+    // Let the agent sync the pod more than once (its resync is 10 s).
+    std::thread::sleep(Duration::from_secs(15));
+    let web = wait_pod(
+        cluster,
+        "web",
+        "web Running after restart",
+        Duration::from_secs(60),
+        |p| p["status"]["phase"] == "Running" && first_status(p)["ready"] == true,
+    )?;
+    assert_eq!(first_status(&web)["containerID"], web_id.as_str());
+    assert_eq!(first_status(&web)["restartCount"], 0);
+    assert!(http_get(&ip, 8080)?.contains("hello-r8s"));
+    Ok(())
+}
+
+#[test]
+fn pods_run_as_real_containers() -> anyhow::Result<()> {
+    if !e2e::is_root() {
+        eprintln!("skipping: this test needs root (CI runs it as root)");
+        return Ok(());
+    }
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
+    let registry = Registry::start(&cache)?;
+    let mut cluster = Cluster::start()?;
+    let result = scenarios(&mut cluster, &registry);
+    if result.is_err() {
+        eprintln!(
+            "r8s-server log ({}):\n{}",
+            cluster.log_path().display(),
+            cluster.log_tail(120)
+        );
+    }
+    result
+}
