@@ -150,7 +150,16 @@ fn bench(netns: &str, nft: &LibNftables, n: u32, dir: &Path) -> anyhow::Result<(
     let cli_diff_json = nft_cli(netns, &["-j"], &json_diff)?;
 
     let listed = Command::new("ip")
-        .args(["netns", "exec", netns, "nft", "list", "table", "ip", &config.table])
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            &config.table,
+        ])
         .output()
         .context("failed to list table")?;
     let text_full = dir.join(format!("full-{n}.nft"));
@@ -164,7 +173,10 @@ fn bench(netns: &str, nft: &LibNftables, n: u32, dir: &Path) -> anyhow::Result<(
         ms(cli_full_json),
         ms(cli_diff_json)
     );
-    println!("  nft -f (CLI, same ruleset as text): full sync {}", ms(cli_full_text));
+    println!(
+        "  nft -f (CLI, same ruleset as text): full sync {}",
+        ms(cli_full_text)
+    );
     nft.apply(&Ruleset::delete_table_transaction(&config.table))?;
     Ok(())
 }

@@ -210,10 +210,7 @@ impl NetlinkConntrack {
         mut each: impl FnMut(&[u8]),
     ) -> Result<(), ConntrackError> {
         loop {
-            let (buf, _) = self
-                .socket
-                .recv_from_full()
-                .map_err(ConntrackError::Io)?;
+            let (buf, _) = self.socket.recv_from_full().map_err(ConntrackError::Io)?;
             let mut rest = buf.as_slice();
             while rest.len() >= NLMSG_HDRLEN {
                 let len = usize::try_from(u32_ne(rest)).unwrap_or(usize::MAX);
@@ -263,7 +260,10 @@ fn u32_ne(b: &[u8]) -> u32 {
 }
 
 fn u16_ne(b: &[u8]) -> u16 {
-    u16::from_ne_bytes([b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0)])
+    u16::from_ne_bytes([
+        b.first().copied().unwrap_or(0),
+        b.get(1).copied().unwrap_or(0),
+    ])
 }
 
 /// Netlink attributes of a buffer: (type without flags, whole attribute, payload).
@@ -291,7 +291,7 @@ fn tuple(b: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u16, u16)> {
     let ip = attr(b, CTA_TUPLE_IP)?;
     let proto = attr(b, CTA_TUPLE_PROTO)?;
     let addr = |t| attr(ip, t).map(|v| Ipv4Addr::from(arr4(v)));
-    let port = |t| attr(proto, t).map(|v| u16::from_be_bytes([v[0], *v.get(1).unwrap_or(&0)]));
+    let port = |t| attr(proto, t).and_then(|v| Some(u16::from_be_bytes([*v.first()?, *v.get(1)?])));
     Some((
         addr(CTA_IP_V4_SRC)?,
         addr(CTA_IP_V4_DST)?,
@@ -345,7 +345,10 @@ impl Conntrack for NetlinkConntrack {
                 Err(e) => return Err(e),
             }
         }
-        debug!(filters = filters.len(), deleted, "deleted stale udp conntrack entries");
+        debug!(
+            filters = filters.len(),
+            deleted, "deleted stale udp conntrack entries"
+        );
         Ok(deleted)
     }
 }
@@ -353,8 +356,8 @@ impl Conntrack for NetlinkConntrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tests::{service, slice};
     use crate::model::service_ports;
+    use crate::model::tests::{service, slice};
 
     fn udp_model(ips: &[&str]) -> BTreeMap<ServiceKey, Vec<ServicePort>> {
         let mut svc = service("default", "dns", "10.43.0.53", &[("dns", 53)]);
@@ -403,7 +406,12 @@ mod tests {
         assert!(stale_flows(&m, &m).is_empty());
         let tcp = service_ports(
             [&service("default", "web", "10.43.0.9", &[("", 80)])],
-            [&slice("default", "web", ("", 80), &[("10.42.0.7", "n1", true)])],
+            [&slice(
+                "default",
+                "web",
+                ("", 80),
+                &[("10.42.0.7", "n1", true)],
+            )],
         );
         assert!(stale_flows(&tcp, &BTreeMap::new()).is_empty());
     }
@@ -427,7 +435,11 @@ mod tests {
         .concat();
         nla(
             ty | 0x8000,
-            &[nla(CTA_TUPLE_IP | 0x8000, &ip), nla(CTA_TUPLE_PROTO | 0x8000, &proto)].concat(),
+            &[
+                nla(CTA_TUPLE_IP | 0x8000, &ip),
+                nla(CTA_TUPLE_PROTO | 0x8000, &proto),
+            ]
+            .concat(),
         )
     }
 

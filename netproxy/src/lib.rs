@@ -208,11 +208,13 @@ pub async fn run(
         Some(dns) => kube_dns_endpoint(&config, dns)?,
         None => None,
     };
-    let applier = Arc::new(match &config.netns {
-        Some(ns) => nft::LibNftables::in_netns(ns),
-        None => nft::LibNftables::new(),
-    }
-    .map_err(RunError::Nft)?);
+    let applier = Arc::new(
+        match &config.netns {
+            Some(ns) => nft::LibNftables::in_netns(ns),
+            None => nft::LibNftables::new(),
+        }
+        .map_err(RunError::Nft)?,
+    );
     let conntrack = Arc::new(
         conntrack::NetlinkConntrack::new(config.netns.as_deref()).map_err(RunError::Conntrack)?,
     );

@@ -353,6 +353,55 @@ mod tests {
         assert!(applied[2].is_empty(), "nothing changed, nothing to apply");
     }
 
+    #[derive(Default)]
+    struct FakeConntrack(Mutex<Vec<std::collections::BTreeSet<crate::conntrack::FlowFilter>>>);
+
+    impl Conntrack for FakeConntrack {
+        fn delete(
+            &self,
+            filters: &std::collections::BTreeSet<crate::conntrack::FlowFilter>,
+        ) -> Result<usize, crate::conntrack::ConntrackError> {
+            self.0.lock().unwrap().push(filters.clone());
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn removed_udp_endpoint_is_flushed_after_the_rules_change() {
+        let ct = Arc::new(FakeConntrack::default());
+        let mut s = Syncer::new(
+            RulesConfig::default(),
+            Arc::new(FakeApplier::default()),
+            Arc::new(Metrics::new()),
+        )
+        .with_conntrack(ct.clone());
+        let mut svc = service("default", "dns", "10.43.0.53", &[("dns", 53)]);
+        svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+        let svc = Arc::new(svc);
+        let with = |ips: &[&str]| {
+            let eps: Vec<(&str, &str, bool)> = ips.iter().map(|ip| (*ip, "n1", true)).collect();
+            let mut sl = slice("default", "dns", ("dns", 53), &eps);
+            sl.ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+            Arc::new(sl)
+        };
+        s.sync(
+            std::slice::from_ref(&svc),
+            &[with(&["10.42.0.5", "10.42.0.6"])],
+            false,
+        )
+        .await
+        .unwrap();
+        s.sync(std::slice::from_ref(&svc), &[with(&["10.42.0.6"])], false)
+            .await
+            .unwrap();
+        let calls = ct.0.lock().unwrap();
+        // First sync: the Service got endpoints; second: 10.42.0.5 went away.
+        assert_eq!(calls.len(), 2);
+        let last: Vec<_> = calls[1].iter().collect();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].reply_src, Some("10.42.0.5".parse().unwrap()));
+    }
+
     #[tokio::test]
     async fn failed_sync_forces_a_full_one_next() {
         let fake = Arc::new(FakeApplier::default());
