@@ -45,7 +45,7 @@ fn run(cmd: &str, args: &[&str]) -> Output {
     out
 }
 
-/// A node network namespace: loopback, and a dummy link with 10.42.0.1/24 that also routes
+/// A node network namespace: loopback, and a veth pair (both ends inside) with 10.42.0.1/24 on one end that also routes
 /// the service range. Deleted (with our table and its conntrack entries) on drop.
 struct Netns(String);
 
@@ -55,7 +55,13 @@ impl Netns {
         run("ip", &["netns", "add", &ns.0]);
         let n = ["-n", ns.0.as_str()];
         run("ip", &[n[0], n[1], "link", "set", "lo", "up"]);
-        run("ip", &[n[0], n[1], "link", "add", "d0", "type", "dummy"]);
+        run(
+            "ip",
+            &[
+                n[0], n[1], "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+            ],
+        );
+        run("ip", &[n[0], n[1], "link", "set", "d1", "up"]);
         run(
             "ip",
             &[n[0], n[1], "addr", "add", "10.42.0.1/24", "dev", "d0"],
