@@ -1,13 +1,17 @@
-//! Cluster DNS over UDP: answers the cluster zone from the current [`DnsIndex`] and relays every
-//! other question unchanged to the host's resolvers (read from /etc/resolv.conf, never written).
+//! Cluster DNS over UDP and TCP (RFC 1035 4.2.2 length-prefixed): answers the cluster zone from
+//! the current [`DnsIndex`] and relays every other question unchanged to the host's resolvers
+//! (read from /etc/resolv.conf, never written), over the transport the client used. UDP answers
+//! larger than the client's limit (512 bytes, or its EDNS payload size) come back truncated (TC)
+//! so that the client retries over TCP.
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -15,6 +19,19 @@ use crate::dns::{Answer, DnsIndex, QueryType, RecordData, TTL};
 
 /// How long to wait for an upstream resolver before trying the next one.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an idle TCP client may keep its connection (CoreDNS's default read timeout).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The EDNS payload size we advertise (the DNS flag day 2020 recommendation).
+const EDNS_PAYLOAD: u16 = 1232;
+
+/// The transport a query came over: it decides the size limit of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: answers are limited to 512 bytes or the client's EDNS payload size.
+    Udp,
+    /// TCP: answers up to 65535 bytes.
+    Tcp,
+}
 
 /// Errors of the DNS server.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +48,9 @@ pub enum DnsError {
     /// Receiving failed.
     #[error("failed to receive dns query")]
     Recv(#[source] std::io::Error),
+    /// Accepting a TCP connection failed.
+    #[error("failed to accept dns connection")]
+    Accept(#[source] std::io::Error),
 }
 
 /// The index the server answers from; the proxier replaces it on every sync.
@@ -63,21 +83,139 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Serves cluster DNS on `addr` (UDP) until `shutdown`.
+/// Serves cluster DNS on `addr`, UDP and TCP, until `shutdown`.
 pub async fn serve_dns(
     addr: SocketAddr,
     cache: DnsCache,
     upstreams: Vec<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let socket = UdpSocket::bind(addr)
-        .await
-        .map_err(|source| DnsError::Bind { addr, source })?;
-    info!(%addr, "serving cluster dns");
-    serve_dns_on(socket, cache, upstreams, shutdown).await
+    let bind_err = |source| DnsError::Bind { addr, source };
+    let socket = UdpSocket::bind(addr).await.map_err(bind_err)?;
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    info!(%addr, "serving cluster dns over udp and tcp");
+    let udp = serve_dns_on(socket, cache.clone(), upstreams.clone(), shutdown.clone());
+    let tcp = serve_dns_tcp_on(listener, cache, upstreams, shutdown);
+    tokio::try_join!(udp, tcp).map(|_| ())
 }
 
-/// Serves cluster DNS on an already bound socket.
+/// Serves cluster DNS over TCP on an already bound listener.
+pub async fn serve_dns_tcp_on(
+    listener: TcpListener,
+    cache: DnsCache,
+    upstreams: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+) -> Result<(), DnsError> {
+    let upstreams = Arc::new(upstreams);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                // Per-connection failures (e.g. the client reset) must not stop the server.
+                Err(err) if is_transient(&err) => {
+                    debug!(%err, "dns accept failed");
+                    continue;
+                }
+                Err(err) => return Err(DnsError::Accept(err)),
+            },
+        };
+        let (cache, upstreams, shutdown) = (cache.clone(), upstreams.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                r = serve_tcp_client(stream, &cache, &upstreams) => {
+                    if let Err(err) = r {
+                        debug!(%peer, %err, "dns tcp connection ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn is_transient(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || err.raw_os_error() == Some(libc::EMFILE)
+        || err.raw_os_error() == Some(libc::ENFILE)
+}
+
+/// Reads one length-prefixed message; `None` at a clean end of stream.
+async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut msg).await?;
+    Ok(Some(msg))
+}
+
+async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "dns message too long")
+    })?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    stream.write_all(&out).await
+}
+
+/// Answers the queries of one TCP client, in order, until it closes or idles out.
+async fn serve_tcp_client(
+    mut stream: TcpStream,
+    cache: &DnsCache,
+    upstreams: &[SocketAddr],
+) -> std::io::Result<()> {
+    loop {
+        let Ok(read) = tokio::time::timeout(TCP_IDLE_TIMEOUT, read_framed(&mut stream)).await
+        else {
+            return Ok(());
+        };
+        let Some(request) = read? else {
+            return Ok(());
+        };
+        let reply = match respond(&cache.get(), &request, Transport::Tcp) {
+            Some(reply) => reply,
+            None => forward_tcp(&request, upstreams).await,
+        };
+        if !reply.is_empty() {
+            write_framed(&mut stream, &reply).await?;
+        }
+    }
+}
+
+/// Relays a query to the first upstream that answers over TCP; SERVFAIL when none does.
+async fn forward_tcp(request: &[u8], upstreams: &[SocketAddr]) -> Vec<u8> {
+    for upstream in upstreams {
+        let attempt = async {
+            let mut conn = TcpStream::connect(upstream).await?;
+            write_framed(&mut conn, request).await?;
+            read_framed(&mut conn).await
+        };
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, attempt).await {
+            Ok(Ok(Some(reply))) => return reply,
+            _ => warn!(%upstream, "upstream dns did not answer over tcp"),
+        }
+    }
+    servfail(request).unwrap_or_default()
+}
+
+fn servfail(request: &[u8]) -> Option<Vec<u8>> {
+    let req = Message::from_vec(request).ok()?;
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.response_code = ResponseCode::ServFail;
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.add_queries(req.queries);
+    resp.to_vec().ok()
+}
+
+/// Serves cluster DNS over UDP on an already bound socket.
 pub async fn serve_dns_on(
     socket: UdpSocket,
     cache: DnsCache,
@@ -93,7 +231,7 @@ pub async fn serve_dns_on(
             r = socket.recv_from(&mut buf) => r.map_err(DnsError::Recv)?,
         };
         let request = buf.get(..n).unwrap_or_default().to_vec();
-        match respond(&cache.get(), &request) {
+        match respond(&cache.get(), &request, Transport::Udp) {
             Some(reply) => {
                 if let Err(err) = socket.send_to(&reply, peer).await {
                     debug!(%peer, %err, "failed to send dns reply");
@@ -134,14 +272,8 @@ async fn forward(
         }
     }
     // No upstream answered: tell the client instead of letting it time out.
-    if let Ok(req) = Message::from_vec(&request) {
-        let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
-        resp.metadata.response_code = ResponseCode::ServFail;
-        resp.metadata.recursion_desired = req.metadata.recursion_desired;
-        resp.add_queries(req.queries);
-        if let Ok(bytes) = resp.to_vec() {
-            let _ = socket.send_to(&bytes, peer).await;
-        }
+    if let Some(bytes) = servfail(&request) {
+        let _ = socket.send_to(&bytes, peer).await;
     }
 }
 
@@ -183,8 +315,9 @@ fn soa(index: &DnsIndex) -> Option<Record> {
     Some(Record::from_rdata(zone, TTL, RData::SOA(data)))
 }
 
-/// The reply to a raw query, or `None` when it must be forwarded upstream.
-pub fn respond(index: &DnsIndex, request: &[u8]) -> Option<Vec<u8>> {
+/// The reply to a raw query that arrived over `transport`, or `None` when it must be forwarded
+/// upstream.
+pub fn respond(index: &DnsIndex, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let req = Message::from_vec(request).ok()?;
     if req.metadata.message_type != MessageType::Query || req.metadata.op_code != OpCode::Query {
         return None;
@@ -215,7 +348,21 @@ pub fn respond(index: &DnsIndex, request: &[u8]) -> Option<Vec<u8>> {
             resp.add_authorities(soa(index));
         }
     }
-    resp.to_vec().ok()
+    if let Some(edns) = &req.edns {
+        let mut ours = Edns::new();
+        ours.set_max_payload(EDNS_PAYLOAD);
+        ours.set_dnssec_ok(edns.flags().dnssec_ok);
+        resp.set_edns(ours);
+    }
+    let bytes = resp.to_vec().ok()?;
+    let limit = match transport {
+        Transport::Udp => usize::from(req.max_payload().min(EDNS_PAYLOAD)),
+        Transport::Tcp => usize::from(u16::MAX),
+    };
+    if bytes.len() > limit {
+        return resp.truncate().to_vec().ok();
+    }
+    Some(bytes)
 }
 
 #[cfg(test)]
@@ -241,6 +388,7 @@ mod tests {
         let reply = respond(
             &index(),
             &query("web.default.svc.cluster.local.", RecordType::A),
+            Transport::Udp,
         )
         .unwrap();
         let m = Message::from_vec(&reply).unwrap();
@@ -259,6 +407,7 @@ mod tests {
         let reply = respond(
             &index(),
             &query("nope.default.svc.cluster.local.", RecordType::A),
+            Transport::Udp,
         )
         .unwrap();
         let m = Message::from_vec(&reply).unwrap();
@@ -267,6 +416,7 @@ mod tests {
         let reply = respond(
             &index(),
             &query("web.default.svc.cluster.local.", RecordType::AAAA),
+            Transport::Udp,
         )
         .unwrap();
         let m = Message::from_vec(&reply).unwrap();
@@ -277,7 +427,104 @@ mod tests {
 
     #[test]
     fn other_names_are_forwarded() {
-        assert!(respond(&index(), &query("example.com.", RecordType::A)).is_none());
+        assert!(
+            respond(
+                &index(),
+                &query("example.com.", RecordType::A),
+                Transport::Udp
+            )
+            .is_none()
+        );
+    }
+
+    fn big_headless_index() -> DnsIndex {
+        let mut svc = service("default", "many", "None", &[("p", 80)]);
+        svc.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        let ips: Vec<String> = (1..=60).map(|i| format!("10.42.1.{i}")).collect();
+        let eps: Vec<(&str, &str, bool)> = ips.iter().map(|ip| (ip.as_str(), "n1", true)).collect();
+        let sl = crate::model::tests::slice("default", "many", ("p", 80), &eps);
+        DnsIndex::build("cluster.local", [&svc], [&sl])
+    }
+
+    #[test]
+    fn large_udp_answers_are_truncated_and_complete_over_tcp() {
+        let idx = big_headless_index();
+        let q = query("many.default.svc.cluster.local.", RecordType::A);
+        let udp = Message::from_vec(&respond(&idx, &q, Transport::Udp).unwrap()).unwrap();
+        assert!(udp.metadata.truncation);
+        assert!(udp.answers.is_empty());
+        assert_eq!(udp.metadata.id, 7);
+        let tcp = Message::from_vec(&respond(&idx, &q, Transport::Tcp).unwrap()).unwrap();
+        assert!(!tcp.metadata.truncation);
+        assert_eq!(tcp.answers.len(), 60);
+    }
+
+    #[test]
+    fn edns_clients_get_answers_up_to_their_payload_size() {
+        let idx = big_headless_index();
+        let mut m = Message::query();
+        m.metadata.id = 9;
+        m.add_query(Query::query(
+            Name::from_ascii("many.default.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        m.set_edns(edns);
+        let reply = respond(&idx, &m.to_vec().unwrap(), Transport::Udp).unwrap();
+        assert!(reply.len() > 512);
+        let r = Message::from_vec(&reply).unwrap();
+        assert!(!r.metadata.truncation);
+        assert_eq!(r.answers.len(), 60);
+        assert_eq!(r.edns.as_ref().map(|e| e.max_payload()), Some(EDNS_PAYLOAD));
+    }
+
+    async fn tcp_ask(addr: SocketAddr, name: &str) -> Message {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        write_framed(&mut conn, &query(name, RecordType::A))
+            .await
+            .unwrap();
+        let reply = read_framed(&mut conn).await.unwrap().unwrap();
+        Message::from_vec(&reply).unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_over_tcp_and_relays_other_names_upstream_over_tcp() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = upstream.accept().await {
+                let req = read_framed(&mut conn).await.unwrap().unwrap();
+                let req = Message::from_vec(&req).unwrap();
+                let mut resp = Message::response(req.metadata.id, OpCode::Query);
+                resp.add_answer(Record::from_rdata(
+                    req.queries[0].name().clone(),
+                    60,
+                    RData::A(A("192.0.2.7".parse().unwrap())),
+                ));
+                write_framed(&mut conn, &resp.to_vec().unwrap())
+                    .await
+                    .unwrap();
+            }
+        });
+        let cache = DnsCache::default();
+        cache.update(big_headless_index());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let _stop = scopeguard::guard(shutdown.clone(), |s| s.cancel());
+        let task = tokio::spawn(serve_dns_tcp_on(
+            listener,
+            cache,
+            vec![upstream_addr],
+            shutdown.clone(),
+        ));
+        let m = tcp_ask(addr, "many.default.svc.cluster.local.").await;
+        assert_eq!(m.answers.len(), 60);
+        let m = tcp_ask(addr, "example.org.").await;
+        assert_eq!(m.answers[0].data, RData::A(A("192.0.2.7".parse().unwrap())));
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! r8s-proxy command line: flags (kube-proxy's names), tracing, then `netproxy::run`.
-use std::net::SocketAddr;
+//! r8s-proxy command line: flags (kube-proxy's names), tracing, a client, then `netproxy::run`.
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use netproxy::model::Ipv4Cidr;
-use netproxy::{Config, DnsConfig, RulesConfig, SyncPeriods};
+use netproxy::{DnsConfig, ProxyConfig, RulesConfig, SyncPeriods};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -70,7 +70,8 @@ struct Args {
     )]
     metrics_bind_address: String,
 
-    /// UDP address for the cluster DNS server (e.g. '10.43.0.10:53'); empty disables it.
+    /// Address (UDP and TCP) for the cluster DNS server, e.g. the node IP and port 53; it is
+    /// registered as this node's endpoint of kube-system/kube-dns. Empty disables DNS.
     #[arg(
         long,
         env = "R8S_DNS_BIND_ADDRESS",
@@ -78,6 +79,26 @@ struct Args {
         help_heading = "DNS"
     )]
     dns_bind_address: String,
+
+    /// The cluster DNS Service IP; the proxy creates kube-system/kube-dns with it if missing.
+    /// Empty leaves the Service alone.
+    #[arg(
+        long,
+        env = "R8S_CLUSTER_DNS",
+        default_value = "10.43.0.10",
+        help_heading = "DNS"
+    )]
+    cluster_dns: String,
+
+    /// Resolvers for names outside the cluster domain (comma-separated ip:port); the
+    /// nameservers of /etc/resolv.conf when empty.
+    #[arg(
+        long,
+        env = "R8S_DNS_UPSTREAMS",
+        value_delimiter = ',',
+        help_heading = "DNS"
+    )]
+    dns_upstreams: Vec<SocketAddr>,
 
     /// Domain for this cluster; Services resolve as <svc>.<ns>.svc.<cluster-domain>.
     #[arg(
@@ -141,7 +162,7 @@ fn bind_address(s: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("invalid bind address {s:?}"))
 }
 
-fn config(args: Args) -> anyhow::Result<Config> {
+fn config(args: Args) -> anyhow::Result<ProxyConfig> {
     if args.proxy_mode != "nftables" {
         bail!(
             "unsupported proxy mode {:?}: only \"nftables\" is supported",
@@ -155,8 +176,17 @@ fn config(args: Args) -> anyhow::Result<Config> {
             .trim()
             .to_lowercase(),
     };
-    Ok(Config {
-        kubeconfig: args.kubeconfig,
+    let cluster_dns: Option<Ipv4Addr> = if args.cluster_dns.is_empty() {
+        None
+    } else {
+        Some(
+            args.cluster_dns
+                .parse()
+                .with_context(|| format!("invalid --cluster-dns {:?}", args.cluster_dns))?,
+        )
+    };
+    Ok(ProxyConfig {
+        netns: None,
         rules: RulesConfig {
             node_name,
             cluster_cidr: args.cluster_cidr,
@@ -173,9 +203,26 @@ fn config(args: Args) -> anyhow::Result<Config> {
         dns: bind_address(&args.dns_bind_address)?.map(|addr| DnsConfig {
             bind_address: addr,
             cluster_domain: args.cluster_domain,
-            upstreams: Vec::new(),
+            upstreams: args.dns_upstreams,
+            cluster_ip: cluster_dns,
         }),
     })
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let cfg = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .context("failed to load kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("failed to infer kube client config")?,
+    };
+    kube::Client::try_from(cfg).context("failed to create kube client")
 }
 
 #[tokio::main]
@@ -199,6 +246,7 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let kubeconfig = args.kubeconfig.clone();
     let config = match config(args) {
         Ok(c) => c,
         Err(err) => {
@@ -225,7 +273,14 @@ async fn main() -> ExitCode {
             shutdown.cancel();
         }
     });
-    match netproxy::run(config, shutdown).await {
+    let client = match client(kubeconfig.as_ref()).await {
+        Ok(c) => c,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "failed to connect");
+            return ExitCode::FAILURE;
+        }
+    };
+    match netproxy::run(client, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(

@@ -1,5 +1,6 @@
 //! The proxier: reflectors on Services and EndpointSlices feed a debounced sync that rebuilds
 //! the ruleset and applies the smallest transaction (kube-proxy's `syncProxyRules`).
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::conntrack::{Conntrack, stale_flows};
 use crate::dns::DnsIndex;
 use crate::dns_server::DnsCache;
 use crate::metrics::Metrics;
-use crate::model::service_ports;
+use crate::model::{ServiceKey, ServicePort, service_ports};
 use crate::nft::{Applier, NftError};
 use crate::rules::{RulesConfig, Ruleset, build};
 
@@ -37,7 +39,10 @@ pub struct Syncer {
     applier: Arc<dyn Applier>,
     metrics: Arc<Metrics>,
     last: Option<Ruleset>,
+    /// The model the last successful sync programmed, to find stale UDP flows.
+    last_model: BTreeMap<ServiceKey, Vec<ServicePort>>,
     dns: Option<(String, DnsCache)>,
+    conntrack: Option<Arc<dyn Conntrack>>,
 }
 
 impl Syncer {
@@ -48,8 +53,16 @@ impl Syncer {
             applier,
             metrics,
             last: None,
+            last_model: BTreeMap::new(),
             dns: None,
+            conntrack: None,
         }
+    }
+
+    /// Also deletes stale UDP conntrack entries after each sync.
+    pub fn with_conntrack(mut self, conntrack: Arc<dyn Conntrack>) -> Self {
+        self.conntrack = Some(conntrack);
+        self
     }
 
     /// Also refreshes the cluster DNS index for zone `domain` on every sync.
@@ -110,7 +123,28 @@ impl Syncer {
             "synced proxy rules"
         );
         self.last = Some(new);
+        self.flush_stale_flows(&model).await;
+        self.last_model = model;
         Ok(())
+    }
+
+    /// Deletes conntrack entries of UDP flows the new rules no longer route (after the rules
+    /// are in, so that no new entry to a removed endpoint can appear meanwhile).
+    async fn flush_stale_flows(&self, model: &BTreeMap<ServiceKey, Vec<ServicePort>>) {
+        let Some(conntrack) = self.conntrack.clone() else {
+            return;
+        };
+        let filters = stale_flows(&self.last_model, model);
+        if filters.is_empty() {
+            return;
+        }
+        match tokio::task::spawn_blocking(move || conntrack.delete(&filters)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                warn!(error = %err, source = ?std::error::Error::source(&err), "failed to delete stale conntrack entries")
+            }
+            Err(err) => warn!(%err, "conntrack task failed"),
+        }
     }
 }
 
@@ -317,6 +351,55 @@ mod tests {
         assert!(is_full(&applied[0]));
         assert!(!is_full(&applied[1]) && !applied[1].is_empty());
         assert!(applied[2].is_empty(), "nothing changed, nothing to apply");
+    }
+
+    #[derive(Default)]
+    struct FakeConntrack(Mutex<Vec<std::collections::BTreeSet<crate::conntrack::FlowFilter>>>);
+
+    impl Conntrack for FakeConntrack {
+        fn delete(
+            &self,
+            filters: &std::collections::BTreeSet<crate::conntrack::FlowFilter>,
+        ) -> Result<usize, crate::conntrack::ConntrackError> {
+            self.0.lock().unwrap().push(filters.clone());
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn removed_udp_endpoint_is_flushed_after_the_rules_change() {
+        let ct = Arc::new(FakeConntrack::default());
+        let mut s = Syncer::new(
+            RulesConfig::default(),
+            Arc::new(FakeApplier::default()),
+            Arc::new(Metrics::new()),
+        )
+        .with_conntrack(ct.clone());
+        let mut svc = service("default", "dns", "10.43.0.53", &[("dns", 53)]);
+        svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+        let svc = Arc::new(svc);
+        let with = |ips: &[&str]| {
+            let eps: Vec<(&str, &str, bool)> = ips.iter().map(|ip| (*ip, "n1", true)).collect();
+            let mut sl = slice("default", "dns", ("dns", 53), &eps);
+            sl.ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+            Arc::new(sl)
+        };
+        s.sync(
+            std::slice::from_ref(&svc),
+            &[with(&["10.42.0.5", "10.42.0.6"])],
+            false,
+        )
+        .await
+        .unwrap();
+        s.sync(std::slice::from_ref(&svc), &[with(&["10.42.0.6"])], false)
+            .await
+            .unwrap();
+        let calls = ct.0.lock().unwrap();
+        // First sync: the Service got endpoints; second: 10.42.0.5 went away.
+        assert_eq!(calls.len(), 2);
+        let last: Vec<_> = calls[1].iter().collect();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].reply_src, Some("10.42.0.5".parse().unwrap()));
     }
 
     #[tokio::test]
