@@ -66,6 +66,8 @@ pub fn cri_config(config: &Config, pod_cidr: &str) -> Result<cri::Config, Runtim
             .parse()
             .map_err(|_| RuntimeServiceError::PodCidr(pod_cidr.to_owned()))?,
         bridge: config.pod_bridge.clone(),
+        // Streams are reached only through the kubelet API's proxy.
+        streaming_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     })
 }
 

@@ -273,6 +273,7 @@ async fn container_logs_tail_timestamps_follow_and_client_certs() {
         insecure_registries: vec![registry.addr.clone()],
         pod_cidr: format!("10.245.{}.0/24", 100 + n % 150).parse().unwrap(),
         bridge: bridge.clone(),
+        streaming_address: cri::config::DEFAULT_STREAMING_ADDRESS.parse().unwrap(),
     };
     let _ = cri::become_subreaper();
     let shutdown = CancellationToken::new();

@@ -100,10 +100,15 @@ async fn start_controllers(
 async fn start_agent(
     pki: &pki::Pki,
     server_url: &str,
+    cluster_ca_file: std::path::PathBuf,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let config = match embedded_agent::agent_config() {
-        Ok(c) => c,
+        // The kubelet API accepts the API server's client certificate.
+        Ok(mut c) => {
+            c.client_ca_file.get_or_insert(cluster_ca_file);
+            c
+        }
         Err(err) => {
             tracing::error!(error = %err, source = ?std::error::Error::source(&err), "the embedded agent is not running");
             return None;
@@ -219,6 +224,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     bootstrap_api.ready.store(true, Ordering::SeqCst);
                     tracing::info!("bootstrap objects are in place; ready");
                     let disable_agent = bootstrap_config.disable_agent;
+                    let cluster_ca_file = bootstrap_config.data_dir.join("tls/ca.crt");
                     start_controllers(
                         &bootstrap_pki,
                         &bootstrap_url,
@@ -227,8 +233,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     )
                     .await;
                     if !disable_agent
-                        && let Some(agent) =
-                            start_agent(&bootstrap_pki, &bootstrap_url, bootstrap_shutdown).await
+                        && let Some(agent) = start_agent(
+                            &bootstrap_pki,
+                            &bootstrap_url,
+                            cluster_ca_file,
+                            bootstrap_shutdown,
+                        )
+                        .await
                     {
                         let _ = agent_tx.send(agent);
                     }

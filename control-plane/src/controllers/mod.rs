@@ -4,19 +4,19 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
-pub mod daemonset;
-pub mod leader;
-pub mod nodeipam;
-pub mod nodelifecycle;
-pub mod scheduler;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod job;
+pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod util;
