@@ -10,11 +10,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let flags = AgentFlags::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    cri::logging::init(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    );
     match real_main(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

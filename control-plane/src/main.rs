@@ -12,10 +12,7 @@ fn main() -> ExitCode {
     let flags = ServerFlags::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(flags.log_filter())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    cri::logging::init(filter);
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

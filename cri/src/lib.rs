@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod container;
 pub mod image;
+pub mod logging;
 pub mod network;
 pub mod runtime;
 pub mod sandbox;

@@ -1,5 +1,4 @@
 //! r8s-cri command line: parses flags, installs tracing, runs the CRI server until SIGINT/SIGTERM.
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,22 +81,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    // Log to a close-on-exec duplicate of stderr, not fd 2: libcontainer's forked
-    // children point fd 2 at the container's stream and would log into it.
-    let log_fd = std::io::stderr().as_fd().try_clone_to_owned();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    match log_fd {
-        Ok(fd) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(std::fs::File::from(fd)))
-            .init(),
-        Err(_) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
-    }
+    cri::logging::init(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
