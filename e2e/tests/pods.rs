@@ -131,6 +131,28 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
     })?;
     assert!(body.contains("hello-r8s"), "HTTP answer {body:?}");
 
+    // kubectl exec goes API server -> kubelet API -> CRI streaming server.
+    let out = cluster.kubectl(
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo exec-$((40+2)); exit 3",
+        ],
+        None,
+    )?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "exec-42\n",
+        "kubectl exec stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "kubectl exec exit status");
+    let echoed = cluster.kubectl_ok(&["exec", "-i", "web", "--", "cat"], Some("piped\n"))?;
+    assert_eq!(echoed, "piped\n");
+
     // (c) restartPolicy Never: the exit code fails the pod.
     let fail = wait_pod(
         cluster,
@@ -162,6 +184,9 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
         2
     );
     assert_eq!(crash["status"]["phase"], "Running");
+    // kubectl logs reads the CRI log file through the kubelet API.
+    let logs = cluster.kubectl_ok(&["logs", "crash", "--previous"], None)?;
+    assert_eq!(logs, "boom\n");
 
     // (d) Graceful deletion: SIGTERM reaches the container, the pod goes away.
     wait_pod(

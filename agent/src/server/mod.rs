@@ -26,10 +26,6 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// The default CRI endpoint when `--container-runtime-endpoint` is empty:
-/// the socket of the in-process r8s CRI runtime.
-pub const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/r8s/cri.sock";
-
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -102,7 +98,13 @@ impl ServerConfig {
             cri_endpoint: config
                 .container_runtime_endpoint
                 .clone()
-                .unwrap_or_else(|| DEFAULT_CRI_ENDPOINT.to_owned()),
+                // Without the flag: the socket of the in-process r8s-cri.
+                .unwrap_or_else(|| {
+                    format!(
+                        "unix://{}",
+                        crate::runtime_service::in_process_socket(config).display()
+                    )
+                }),
         })
     }
 }
