@@ -26,7 +26,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ControllerContext;
-use super::leader::{self, CONTROLLER_MANAGER_LEASE};
 use super::nodelifecycle::start_reflector;
 use super::scheduler::matching::{node_taints, pod_matches_node, untolerated_taint};
 
@@ -539,14 +538,7 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
 
 /// Starts the controller under the controller-manager lease.
 pub fn spawn(ctx: &ControllerContext) {
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let run_ctx = ctx.clone();
-        leader::run_when_leader(ctx, CONTROLLER_MANAGER_LEASE, move |token| {
-            run(run_ctx.clone(), token)
-        })
-        .await;
-    });
+    tokio::spawn(run(ctx.clone(), ctx.shutdown.clone()));
 }
 
 #[cfg(test)]

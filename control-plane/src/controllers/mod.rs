@@ -60,14 +60,11 @@ pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client
 }
 
 /// Starts every controller as a task of its own; they stop when
-/// `ctx.shutdown` is cancelled. The scheduler and the node controllers take
-/// their leases themselves; the workload controllers below run while this
-/// server holds the controller-manager lease.
+/// `ctx.shutdown` is cancelled. The scheduler takes its own lease; the
+/// controller-manager's controllers run while this server holds the
+/// kube-controller-manager lease.
 pub fn spawn_all(ctx: &ControllerContext) {
     scheduler::spawn(ctx);
-    nodeipam::spawn(ctx);
-    nodelifecycle::spawn(ctx);
-    daemonset::spawn(ctx);
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let gate_ctx = ctx.clone();
@@ -77,7 +74,7 @@ pub fn spawn_all(ctx: &ControllerContext) {
                 ..ctx.clone()
             };
             async move {
-                spawn_workload_controllers(&leading);
+                spawn_controller_manager(&leading);
                 token.cancelled().await;
             }
         })
@@ -85,7 +82,11 @@ pub fn spawn_all(ctx: &ControllerContext) {
     });
 }
 
-fn spawn_workload_controllers(ctx: &ControllerContext) {
+/// `ctx.shutdown` is cancelled when the lease is lost.
+fn spawn_controller_manager(ctx: &ControllerContext) {
+    nodeipam::spawn(ctx);
+    nodelifecycle::spawn(ctx);
+    daemonset::spawn(ctx);
     replicaset::spawn(ctx);
     deployment::spawn(ctx);
     garbagecollector::spawn(ctx);

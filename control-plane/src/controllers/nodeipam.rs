@@ -14,7 +14,6 @@ use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
 use super::ControllerContext;
-use super::leader::{self, CONTROLLER_MANAGER_LEASE};
 use crate::config::Ipv4Cidr;
 
 /// kube-controller-manager's default --node-cidr-mask-size for IPv4.
@@ -156,14 +155,7 @@ async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken)
 
 /// Starts the allocator under the controller-manager lease.
 pub fn spawn(ctx: &ControllerContext) {
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let run_ctx = ctx.clone();
-        leader::run_when_leader(ctx, CONTROLLER_MANAGER_LEASE, move |token| {
-            run(run_ctx.clone(), token)
-        })
-        .await;
-    });
+    tokio::spawn(run(ctx.clone(), ctx.shutdown.clone()));
 }
 
 #[cfg(test)]
