@@ -172,7 +172,16 @@ async fn exec_over_websocket_v5_and_v4_reports_output_and_exit_codes() {
             .await;
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    assert_eq!(running().await, "1");
+    // The first frame may come before the tenant process has exec'd sleep.
+    let mut started = false;
+    for _ in 0..100 {
+        if running().await == "1" {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "sleep 1234 never showed up in the container");
     drop(ws);
     let mut gone = false;
     for _ in 0..100 {
