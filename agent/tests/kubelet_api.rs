@@ -3,9 +3,6 @@
 //! with tailLines, timestamps and follow; requests without a client
 //! certificate get 401. Needs root and docker-registry (CI has both).
 
-#[path = "../../cri/tests/common/registry.rs"]
-mod registry;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -259,7 +256,9 @@ async fn container_logs_tail_timestamps_follow_and_client_certs() {
         eprintln!("skipping: this test needs root (CI runs it as root)");
         return;
     }
-    let registry = registry::Registry::start();
+    let registry =
+        e2e::registry::Registry::start(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("images"))
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let n: u32 = rand_u32();
     let bridge = format!("r8sk{n:08x}");

@@ -12,8 +12,7 @@ use cri::proto::runtime_service_client::RuntimeServiceClient;
 use cri::proto::{self};
 use tonic::transport::Channel;
 
-mod registry;
-pub use registry::Registry;
+pub use e2e::registry::Registry;
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -54,7 +53,7 @@ impl Runtime {
 
     /// Starts a registry and an r8s-cri with unique network and cgroup names.
     pub async fn start() -> Self {
-        let registry = Registry::start();
+        let registry = Registry::start(&test_image_cache()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let n: u32 = rand::random();
         let bridge = format!("r8st{:08x}", n)[..12].to_string();
@@ -393,4 +392,9 @@ impl Drop for Runtime {
             remove_cgroup_tree(&root.join(&rel));
         }
     }
+}
+
+/// Where `hack/images/build` keeps the test image layouts between runs.
+pub fn test_image_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("images")
 }
