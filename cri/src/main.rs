@@ -78,6 +78,16 @@ struct Args {
         help_heading = "Server"
     )]
     stream_server_address: std::net::SocketAddr,
+    /// Seconds creating or starting a container may take; a container init
+    /// stuck longer is killed and the call fails with DeadlineExceeded (see
+    /// kubelet's --runtime-request-timeout, 2m).
+    #[arg(
+        long = "container-create-timeout",
+        env = "R8S_CRI_CONTAINER_CREATE_TIMEOUT",
+        default_value_t = 120,
+        help_heading = "Runtime"
+    )]
+    container_create_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -105,6 +115,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         bridge: args.bridge,
         streaming_address: args.stream_server_address,
     };
+    cri::container::libct::set_deadline(std::time::Duration::from_secs(
+        args.container_create_timeout.max(1),
+    ));
     // Must happen before any thread exists so every container init is reparented here.
     cri::become_subreaper().context("set child subreaper")?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::config::Config;
 use crate::container::logs::{self, LogFile};
@@ -60,6 +60,8 @@ pub struct ContainerEntry {
     log: Option<Arc<LogFile>>,
     /// Our end of the container's stdin, when it was created with `stdin`.
     stdin: Mutex<Option<tokio::net::unix::pipe::Sender>>,
+    /// The pty master of a tty container: its output, input and size.
+    console: Option<Arc<exec::Pty>>,
 }
 
 impl ContainerEntry {
@@ -168,6 +170,7 @@ impl Runtime {
                 exited: tx,
                 log,
                 stdin: Mutex::new(None),
+                console: None,
             });
             if alive {
                 info!(container = %id, pid, "re-adopted running container");
@@ -217,6 +220,7 @@ impl Runtime {
                 )));
             }
         }
+        check_sandbox_seccomp(&config)?;
         let id = new_id();
         let hostname = if config.hostname.is_empty() {
             meta.name.clone()
@@ -609,11 +613,16 @@ impl Runtime {
             rootfs: merged,
             cgroups_path: &cgroup_path,
         })
-        .map_err(|e| RuntimeError::Invalid(format!("{e}")))?;
+        .map_err(|e| RuntimeError::Invalid(crate::streaming::chain(&e)))?;
         spec.save(bundle.join("config.json"))
             .map_err(fail("write runtime spec"))?;
         let log_path = (!sandbox_config.log_directory.is_empty() && !config.log_path.is_empty())
             .then(|| Path::new(&sandbox_config.log_directory).join(&config.log_path));
+        if config.tty {
+            return self
+                .create_with_console(id, sandbox, config, image, image_ref, bundle, log_path)
+                .await;
+        }
         let log = log_path.clone().map(LogFile::new);
         let (stdout, stderr) = match &log {
             Some(log) => {
@@ -655,35 +664,26 @@ impl Runtime {
         };
         let lc_root = self.config.libcontainer_root();
         let (id2, bundle2) = (id.to_string(), bundle.to_path_buf());
-        let pid = tokio::task::spawn_blocking(move || {
-            libct::create(&id2, &lc_root, &bundle2, stdin_theirs, stdout, stderr)
+        let pid = within_deadline("create container", &cgroup_path, move |held| {
+            let stdio = libct::InitStdio::Files {
+                stdin: stdin_theirs,
+                stdout,
+                stderr,
+            };
+            libct::create(held, &id2, &lc_root, &bundle2, stdio)
+                .map_err(libct_error("create container"))
         })
-        .await
-        .map_err(fail("create container"))?
-        .map_err(fail("create container"))?;
-        let stop_signal = image
-            .config
-            .config()
-            .as_ref()
-            .and_then(|c| c.stop_signal().clone());
-        let record = ContainerRecord {
-            id: id.to_string(),
-            sandbox_id: sandbox.id.clone(),
-            config: ContainerRecord::encode_config(config),
-            image_ref: image_ref.to_string(),
-            image_id: image.id.clone(),
-            state: ContainerState::Created,
-            created_at: container::now_nanos(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
+        .await?;
+        let record = new_record(
+            id,
+            sandbox,
+            config,
+            image,
+            image_ref,
             pid,
             log_path,
             cgroup_path,
-            stop_signal,
-        };
+        );
         write_json(&self.container_record_path(id), &record).map_err(fail("persist container"))?;
         let (tx, _) = watch::channel(false);
         let entry = Arc::new(ContainerEntry {
@@ -691,11 +691,109 @@ impl Runtime {
             exited: tx,
             log,
             stdin: Mutex::new(stdin_ours),
+            console: None,
         });
         self.spawn_exit_watcher(entry.clone(), pid);
         Ok(entry)
     }
 
+    /// The tty half of CreateContainer: the init gets a pty whose master we
+    /// keep; its output is logged as stdout, attach writes and resizes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_with_console(
+        &self,
+        id: &str,
+        sandbox: &SandboxRecord,
+        config: &proto::ContainerConfig,
+        image: &crate::image::ImageRecord,
+        image_ref: &str,
+        bundle: &Path,
+        log_path: Option<PathBuf>,
+    ) -> Result<Arc<ContainerEntry>> {
+        let scratch = self.config.state.join("exec");
+        std::fs::create_dir_all(&scratch).map_err(fail("create console socket dir"))?;
+        // Unix socket paths are short: a random name in the state dir.
+        let socket = scratch.join(format!("{:016x}.sock", rand::random::<u64>()));
+        let lc_root = self.config.libcontainer_root();
+        let (id2, bundle2) = (id.to_string(), bundle.to_path_buf());
+        let cgroup_path = format!("{}/{}", sandbox.cgroup_parent, id);
+        let (pid, master) = within_deadline("create container", &cgroup_path, move |held| {
+            exec::create_with_console(held, &id2, &lc_root, &bundle2, &socket).map_err(
+                |e| match e {
+                    exec::ExecError::Start(e) => libct_error("create container")(e),
+                    other => fail("create container")(other),
+                },
+            )
+        })
+        .await?;
+        let console = Arc::new(exec::Pty::new(master).map_err(fail("take container console"))?);
+        let log = match &log_path {
+            Some(p) => LogFile::new(p.clone()),
+            None => LogFile::discard(),
+        };
+        logs::spawn_console_copier(console.clone(), log.clone());
+        let record = new_record(
+            id,
+            sandbox,
+            config,
+            image,
+            image_ref,
+            pid,
+            log_path,
+            cgroup_path,
+        );
+        write_json(&self.container_record_path(id), &record).map_err(fail("persist container"))?;
+        let (tx, _) = watch::channel(false);
+        let entry = Arc::new(ContainerEntry {
+            record: StdMutex::new(record),
+            exited: tx,
+            log: Some(log),
+            stdin: Mutex::new(None),
+            console: Some(console),
+        });
+        self.spawn_exit_watcher(entry.clone(), pid);
+        Ok(entry)
+    }
+}
+
+/// The record of a just-created container.
+#[allow(clippy::too_many_arguments)]
+fn new_record(
+    id: &str,
+    sandbox: &SandboxRecord,
+    config: &proto::ContainerConfig,
+    image: &crate::image::ImageRecord,
+    image_ref: &str,
+    pid: i32,
+    log_path: Option<PathBuf>,
+    cgroup_path: String,
+) -> ContainerRecord {
+    let stop_signal = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.stop_signal().clone());
+    ContainerRecord {
+        id: id.to_string(),
+        sandbox_id: sandbox.id.clone(),
+        config: ContainerRecord::encode_config(config),
+        image_ref: image_ref.to_string(),
+        image_id: image.id.clone(),
+        state: ContainerState::Created,
+        created_at: container::now_nanos(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        pid,
+        log_path,
+        cgroup_path,
+        stop_signal,
+    }
+}
+
+impl Runtime {
     /// StartContainer.
     #[instrument(skip_all, fields(container = %id))]
     pub async fn start_container(&self, id: &str) -> Result<()> {
@@ -709,10 +807,10 @@ impl Runtime {
         }
         let lc_root = self.config.libcontainer_root();
         let cid = r.id.clone();
-        tokio::task::spawn_blocking(move || libct::start(&cid, &lc_root))
-            .await
-            .map_err(fail("start container"))?
-            .map_err(fail("start container"))?;
+        within_deadline("start container", &r.cgroup_path, move |held| {
+            libct::start(held, &cid, &lc_root).map_err(libct_error("start container"))
+        })
+        .await?;
         let record = entry.update(|r| {
             r.started_at = container::now_nanos();
             if r.state == ContainerState::Created {
@@ -1029,10 +1127,18 @@ impl Runtime {
         let mut taps = log.subscribe();
         let mut exited = entry.exited.subscribe();
         let mut stdin = io.stdin;
+        // Only a terminal has a size; pipes ignore resizes.
+        let mut resize = io.resize.filter(|_| entry.console.is_some());
         let mut done = *exited.borrow();
         while !done {
             let next_stdin = async {
                 match stdin.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next_resize = async {
+                match resize.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
@@ -1049,23 +1155,19 @@ impl Runtime {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
-                data = next_stdin => match data {
-                    Some(data) => {
-                        let mut guard = entry.stdin.lock().await;
-                        if let Some(pipe) = guard.as_mut() {
-                            use tokio::io::AsyncWriteExt;
-                            if pipe.write_all(&data).await.is_err() {
-                                *guard = None;
-                            }
+                size = next_resize => match (size, &entry.console) {
+                    (Some(size), Some(console)) => {
+                        if let Err(err) = console.resize(size.width, size.height) {
+                            debug!(?err, "terminal resize failed");
                         }
                     }
-                    None => {
+                    _ => resize = None,
+                },
+                data = next_stdin => {
+                    if data.is_none() {
                         stdin = None;
-                        if stdin_once {
-                            // StdinOnce: the first attach's EOF is the container's EOF.
-                            *entry.stdin.lock().await = None;
-                        }
                     }
+                    attach_input(&entry, data, stdin_once).await;
                 },
                 res = exited.changed() => {
                     done = res.is_err() || *exited.borrow();
@@ -1103,6 +1205,95 @@ impl Runtime {
     }
 }
 
+/// Feeds attached input to the container: its console, or its stdin pipe.
+/// `None` is the client's end of input.
+async fn attach_input(entry: &ContainerEntry, data: Option<bytes::Bytes>, stdin_once: bool) {
+    match (data, &entry.console) {
+        (Some(data), Some(console)) => {
+            if let Err(err) = console.write_all(&data).await {
+                debug!(?err, "terminal input failed");
+            }
+        }
+        // The end of a terminal's input is the user's ^D, not a hang-up.
+        (None, Some(_)) => {}
+        (Some(data), None) => {
+            let mut guard = entry.stdin.lock().await;
+            if let Some(pipe) = guard.as_mut() {
+                use tokio::io::AsyncWriteExt;
+                if pipe.write_all(&data).await.is_err() {
+                    *guard = None;
+                }
+            }
+        }
+        (None, None) => {
+            if stdin_once {
+                // StdinOnce: the first attach's EOF is the container's EOF.
+                *entry.stdin.lock().await = None;
+            }
+        }
+    }
+}
+
+/// A libcontainer error; waiting too long for another call is a timeout.
+fn libct_error(step: &'static str) -> impl FnOnce(libct::LibctError) -> RuntimeError {
+    move |e| match e {
+        libct::LibctError::Busy(_) => RuntimeError::Failed {
+            step: "wait for another container operation (timeout)",
+            source: Box::new(e),
+        },
+        other => fail(step)(other),
+    }
+}
+
+/// Runs a libcontainer create/start (`f`, blocking) for at most
+/// `libct::deadline()`. A container init stuck in between holds libcontainer's
+/// lock, so on timeout every process of its cgroup is killed: the blocked call
+/// then fails and frees the lock for the rest of the runtime.
+async fn within_deadline<T: Send + 'static>(
+    step: &'static str,
+    cgroup_path: &str,
+    f: impl FnOnce(&libct::Guard) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let limit = libct::deadline();
+    let (locked_tx, locked) = tokio::sync::oneshot::channel();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let held = libct::lock().map_err(libct_error(step))?;
+        let _ = locked_tx.send(());
+        f(&held)
+    });
+    // The clock starts once we hold the lock: waiting behind a stuck call is
+    // bounded by the lock itself, and a call that never ran must not be cut off.
+    if locked.await.is_err() {
+        return task.await.map_err(fail(step))?;
+    }
+    match tokio::time::timeout(limit, &mut task).await {
+        Ok(joined) => joined.map_err(fail(step))?,
+        Err(_) => {
+            let killed = stats::kill_all(cgroup_path);
+            warn!(
+                step,
+                ?limit,
+                killed,
+                "container init did not finish in time; killed it"
+            );
+            // The call returns once its init is gone; wait a little so the
+            // caller's cleanup does not race it.
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+            Err(RuntimeError::Failed {
+                step: if step == "start container" {
+                    "start container (timeout)"
+                } else {
+                    "create container (timeout)"
+                },
+                source: format!(
+                    "context deadline exceeded: {step} did not finish within {limit:?}"
+                )
+                .into(),
+            })
+        }
+    }
+}
+
 /// Makes the stdin FIFO of a container: returns our (write) end and the
 /// container's (read) end. Our end stays open, so the container sees EOF only
 /// when we drop it.
@@ -1121,6 +1312,35 @@ fn stdin_fifo(
     let ours = tokio::net::unix::pipe::OpenOptions::new().open_sender(path)?;
     fcntl(&theirs, FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok((ours, theirs))
+}
+
+/// A sandbox has no process of its own (no pause container), so its seccomp
+/// profile confines nothing; it is still checked, as containerd fails
+/// RunPodSandbox when the pause container's profile cannot be loaded.
+fn check_sandbox_seccomp(config: &proto::PodSandboxConfig) -> Result<()> {
+    let Some(sc) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+    else {
+        return Ok(());
+    };
+    let invalid = |e: container::seccomp::SeccompError| {
+        RuntimeError::Invalid(format!(
+            "failed to generate seccomp spec opts: {}",
+            crate::streaming::chain(&e)
+        ))
+    };
+    // The deprecated path is still what older kubelets send, as containerd reads it.
+    #[allow(deprecated)]
+    let legacy = &sc.seccomp_profile_path;
+    let profile = container::seccomp::requested(sc.seccomp.as_ref(), legacy).map_err(invalid)?;
+    if let container::seccomp::Profile::Localhost(path) = &profile
+        && !sc.privileged
+    {
+        container::seccomp::load(path).map_err(invalid)?;
+    }
+    Ok(())
 }
 
 /// The user and working directory of the container's process, for execs.

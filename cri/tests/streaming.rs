@@ -791,3 +791,52 @@ async fn attach_feeds_stdin_and_follows_output_until_exit() {
 
     remove_pod(&env, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_a_tty_container_uses_its_console_and_follows_resizes() {
+    require_root!();
+    let env = common::Runtime::start().await;
+    let image = env.pull_busybox().await;
+    let (pod, sandbox_config) = env.run_pod("attach-tty").await;
+    let mut config = env.container_config("main", &image, &["sh"]);
+    config.stdin = true;
+    config.tty = true;
+    let id = env.create_and_start(&pod, &sandbox_config, config).await;
+
+    let url = env
+        .runtime()
+        .await
+        .attach(proto::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+    let mut resize = vec![4u8];
+    resize.extend_from_slice(br#"{"Width":111,"Height":33}"#);
+    ws.send(Message::binary(resize)).await.unwrap();
+    ws.send(Message::binary(
+        b"\x00echo term=$TERM; stty size; exit 5\n".to_vec(),
+    ))
+    .await
+    .unwrap();
+    let c = collect(&mut ws).await;
+    let out = String::from_utf8_lossy(&c.stdout);
+    assert!(out.contains("33 111"), "{out:?}");
+    assert!(out.contains("term=xterm"), "{out:?}");
+    // A terminal has no separate stderr.
+    assert!(c.stderr.is_empty(), "{c:?}");
+    assert_eq!(status(&c)["status"], "Success");
+    assert_eq!(env.wait_exited(&id).await.exit_code, 5);
+    // The console's output is the container's log, as stdout.
+    let log = env.logs().join("attach-tty/main/0.log");
+    env.wait_for_file_text(&log, "stdout F 33 111").await;
+
+    remove_pod(&env, &pod).await;
+}

@@ -112,7 +112,8 @@ pub struct Pty {
 }
 
 impl Pty {
-    fn new(fd: OwnedFd) -> std::io::Result<Self> {
+    /// Takes a pty master (made non-blocking here).
+    pub fn new(fd: OwnedFd) -> std::io::Result<Self> {
         let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
         let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
@@ -278,12 +279,38 @@ fn start_with_console(
         process: process.to_path_buf(),
     };
     let pid = libct::exec(id, root, cmd, who, stdio).map_err(ExecError::Start)?;
-    // libcontainer connected during build(); the init sends the master over it.
+    Ok((pid, accept_console(&listener)?))
+}
+
+/// Creates container `id` (its spec has `terminal`): the init sends its pty
+/// master to a socket at `socket`; returns the init pid and the master.
+pub fn create_with_console(
+    held: &libct::Guard,
+    id: &str,
+    root: &Path,
+    bundle: &Path,
+    socket: &Path,
+) -> Result<(i32, OwnedFd), ExecError> {
+    let listener = std::os::unix::net::UnixListener::bind(socket).map_err(ExecError::Console)?;
+    let created = libct::create(
+        held,
+        id,
+        root,
+        bundle,
+        libct::InitStdio::Console(socket.to_path_buf()),
+    )
+    .map_err(ExecError::Start)
+    .and_then(|pid| Ok((pid, accept_console(&listener)?)));
+    let _ = std::fs::remove_file(socket);
+    created
+}
+
+/// libcontainer connected during build(); the init sends the master over it.
+fn accept_console(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd, ExecError> {
     let (conn, _) = listener.accept().map_err(ExecError::Console)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(ExecError::Console)?;
-    let master = crate::sys::receive_fd(conn.as_fd()).map_err(ExecError::Console)?;
-    Ok((pid, master))
+    crate::sys::receive_fd(conn.as_fd()).map_err(ExecError::Console)
 }
 
 /// libcontainer leaves a `tenant-tty-*` symlink to our socket in the container dir.

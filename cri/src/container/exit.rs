@@ -1,6 +1,18 @@
 //! Exit watching: a container init is our child once libcontainer's intermediate
 //! process exits (we are a subreaper), so a thread `waitpid`s it for the exit code.
-//! Adopted containers (after a restart) are not our children: poll for their end.
+//! Adopted containers (after a restart) are not our children: poll for their end,
+//! and report exit code 255 with reason `Unknown`, as containerd's CRI does for
+//! a container whose status it lost (`unknownExitCode`, `unknownExitReason`).
+//!
+//! Keeping real exit codes across restarts needs a process that is the init's
+//! parent and outlives the runtime, as containerd's shim and CRI-O's conmon are:
+//! a per-container monitor (`PR_SET_CHILD_SUBREAPER`, started before
+//! libcontainer's create so the init reparents to it) that waits for the init,
+//! writes `{exit_code, finished_at, oom}` atomically to `<state>/containers/<id>/exit.json`
+//! and, for tty containers, holds the console master (the runtime takes a copy
+//! with `pidfd_getfd` after a restart; today the console dies with the runtime).
+//! `Runtime::load` then reads `exit.json` for containers that ended while it
+//! was down, and `watch` waits on the monitor (pidfd) instead of polling.
 use std::time::Duration;
 
 use nix::sys::wait::{WaitStatus, waitpid};

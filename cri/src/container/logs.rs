@@ -53,7 +53,8 @@ pub fn open_container_end(path: &Path) -> Result<OwnedFd, LogError> {
 
 /// The CRI log file shared by a container's two streams; reopenable.
 pub struct LogFile {
-    path: PathBuf,
+    /// `None`: output only goes to attached clients (a tty container without a log path).
+    path: Option<PathBuf>,
     file: Mutex<Option<tokio::fs::File>>,
     /// Raw output chunks (stream name, bytes) for attached clients.
     taps: tokio::sync::broadcast::Sender<(&'static str, bytes::Bytes)>,
@@ -61,6 +62,15 @@ pub struct LogFile {
 
 impl LogFile {
     pub fn new(path: PathBuf) -> Arc<Self> {
+        Self::with_path(Some(path))
+    }
+
+    /// Output that is only streamed to attached clients, never written.
+    pub fn discard() -> Arc<Self> {
+        Self::with_path(None)
+    }
+
+    fn with_path(path: Option<PathBuf>) -> Arc<Self> {
         Arc::new(Self {
             path,
             file: Mutex::new(None),
@@ -73,25 +83,31 @@ impl LogFile {
         self.taps.subscribe()
     }
 
-    async fn open(&self) -> std::io::Result<tokio::fs::File> {
-        if let Some(parent) = self.path.parent() {
+    async fn open(path: &Path) -> std::io::Result<tokio::fs::File> {
+        if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
         tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)
+            .open(path)
             .await
     }
 
     /// Closes and reopens the file (after a log rotation).
     pub async fn reopen(&self) -> std::io::Result<()> {
-        let f = self.open().await?;
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let f = Self::open(path).await?;
         *self.file.lock().await = Some(f);
         Ok(())
     }
 
     async fn write_record(&self, stream: &str, tag: char, line: &[u8]) {
+        let Some(path) = &self.path else {
+            return;
+        };
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut rec = Vec::with_capacity(line.len() + 48);
         rec.extend_from_slice(format!("{ts} {stream} {tag} ").as_bytes());
@@ -99,10 +115,10 @@ impl LogFile {
         rec.push(b'\n');
         let mut guard = self.file.lock().await;
         if guard.is_none() {
-            match self.open().await {
+            match Self::open(path).await {
                 Ok(f) => *guard = Some(f),
                 Err(err) => {
-                    tracing::warn!(path = %self.path.display(), ?err, "cannot open log file");
+                    tracing::warn!(path = %path.display(), ?err, "cannot open log file");
                     return;
                 }
             }
@@ -115,7 +131,7 @@ impl LogFile {
             }
             .await
         {
-            tracing::warn!(path = %self.path.display(), ?err, "cannot write log file");
+            tracing::warn!(path = %path.display(), ?err, "cannot write log file");
         }
     }
 }
@@ -134,36 +150,86 @@ pub fn spawn_copier(
             source,
         })?;
     Ok(tokio::spawn(async move {
-        let mut pending: Vec<u8> = Vec::new();
+        let mut records = Records::new(stream, log);
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            let n = match rx.read(&mut buf).await {
+            match rx.read(&mut buf).await {
                 Ok(0) => break,
-                Ok(n) => n,
+                Ok(n) => records.push(&buf[..n]).await,
                 Err(err) => {
                     tracing::warn!(?err, stream, "log stream read failed");
                     break;
                 }
-            };
-            if log.taps.receiver_count() > 0 {
-                let _ = log
-                    .taps
-                    .send((stream, bytes::Bytes::copy_from_slice(&buf[..n])));
-            }
-            pending.extend_from_slice(&buf[..n]);
-            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=pos).collect();
-                log.write_record(stream, 'F', &line[..line.len() - 1]).await;
-            }
-            while pending.len() >= MAX_LINE {
-                let part: Vec<u8> = pending.drain(..MAX_LINE).collect();
-                log.write_record(stream, 'P', &part).await;
             }
         }
-        if !pending.is_empty() {
-            log.write_record(stream, 'F', &pending).await;
-        }
+        records.finish().await;
     }))
+}
+
+/// Copies the console (pty master) of a tty container into `log` as stdout,
+/// as containerd logs tty output, until the terminal is hung up.
+pub fn spawn_console_copier(
+    console: Arc<super::exec::Pty>,
+    log: Arc<LogFile>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut records = Records::new("stdout", log);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match console.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => records.push(&buf[..n]).await,
+                Err(err) => {
+                    tracing::warn!(?err, "console read failed");
+                    break;
+                }
+            }
+        }
+        records.finish().await;
+    })
+}
+
+/// Splits one stream's output into CRI records and feeds attached clients.
+struct Records {
+    stream: &'static str,
+    log: Arc<LogFile>,
+    pending: Vec<u8>,
+}
+
+impl Records {
+    fn new(stream: &'static str, log: Arc<LogFile>) -> Self {
+        Self {
+            stream,
+            log,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn push(&mut self, data: &[u8]) {
+        if self.log.taps.receiver_count() > 0 {
+            let _ = self
+                .log
+                .taps
+                .send((self.stream, bytes::Bytes::copy_from_slice(data)));
+        }
+        self.pending.extend_from_slice(data);
+        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            self.log
+                .write_record(self.stream, 'F', &line[..line.len() - 1])
+                .await;
+        }
+        while self.pending.len() >= MAX_LINE {
+            let part: Vec<u8> = self.pending.drain(..MAX_LINE).collect();
+            self.log.write_record(self.stream, 'P', &part).await;
+        }
+    }
+
+    async fn finish(self) {
+        if !self.pending.is_empty() {
+            self.log.write_record(self.stream, 'F', &self.pending).await;
+        }
+    }
 }
 
 #[cfg(test)]

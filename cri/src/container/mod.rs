@@ -1,12 +1,13 @@
 //! Containers: the persisted `ContainerRecord` and its state machine; the OCI spec
 //! (`spec`, `user`), the overlay rootfs (`rootfs`), libcontainer calls (`libct`),
-//! log copying (`logs`), exit watching (`exit`), stats from cgroup files (`stats`)
+//! seccomp profiles (`seccomp`), log copying (`logs`), exit watching (`exit`), stats from cgroup files (`stats`)
 //! and exec (`exec`).
 pub mod exec;
 pub mod exit;
 pub mod libct;
 pub mod logs;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod stats;
 pub mod user;

@@ -13,7 +13,7 @@ use oci_spec::runtime::{
     get_default_readonly_paths,
 };
 
-use super::user;
+use super::{seccomp, user};
 use crate::proto;
 use crate::sandbox::SandboxRecord;
 
@@ -28,6 +28,8 @@ pub enum SpecError {
     Capability(String),
     #[error("cannot resolve user {0:?}")]
     User(String),
+    #[error("failed to generate seccomp spec opts")]
+    Seccomp(#[from] super::seccomp::SeccompError),
 }
 
 /// What the spec is built from.
@@ -219,6 +221,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             caps.retain(|x| *x != cap);
         }
     }
+    // The deprecated path is still what older kubelets send, as containerd reads it.
+    #[allow(deprecated)]
+    let legacy_seccomp = &sc.seccomp_profile_path;
+    let seccomp_profile = seccomp::requested(sc.seccomp.as_ref(), legacy_seccomp)?;
+    let seccomp = seccomp::for_container(&seccomp_profile, sc.privileged, &caps)?;
     let capset: oci_spec::runtime::Capabilities = caps.into_iter().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(capset.clone())
@@ -230,9 +237,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 
     let mut spec = Spec::default();
     let mut process = spec.process().clone().unwrap_or_default();
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(c.tty));
     process.set_args(Some(args));
-    process.set_env(Some(process_env(c, input.image)));
+    let mut env = process_env(c, input.image);
+    // containerd's oci.WithTTY.
+    if c.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    process.set_env(Some(env));
     process.set_cwd(PathBuf::from(cwd));
     process.set_user(
         UserBuilder::default()
@@ -242,7 +254,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .build()?,
     );
     process.set_capabilities(Some(capabilities));
-    process.set_no_new_privileges(Some(sc.no_new_privs));
+    // libcontainer loads seccomp before dropping capabilities only when this is
+    // unset; `Some(false)` would load it after, without the privilege to.
+    process.set_no_new_privileges(sc.no_new_privs.then_some(true));
     process.set_oom_score_adj(None);
     if let Some(res) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
         // A negative oom_score_adj needs CAP_SYS_RESOURCE, which this host's root lacks.
@@ -315,6 +329,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
     linux.set_cgroups_path(Some(PathBuf::from(input.cgroups_path)));
+    linux.set_seccomp(seccomp);
     if sc.privileged {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);

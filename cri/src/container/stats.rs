@@ -74,8 +74,8 @@ pub fn oom_kills(path: &str) -> u64 {
     }
 }
 
-/// Removes the cgroup at `path` (and any child cgroups) in every hierarchy.
-pub fn remove(path: &str) {
+/// The hierarchy roots: the unified root on v2, every v1 controller otherwise.
+fn hierarchies() -> Vec<PathBuf> {
     let mut roots = vec![PathBuf::from(CGROUP_ROOT)];
     if !is_unified()
         && let Ok(entries) = std::fs::read_dir(CGROUP_ROOT)
@@ -83,7 +83,39 @@ pub fn remove(path: &str) {
         roots.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
         roots.remove(0);
     }
-    for root in roots {
+    roots
+}
+
+/// SIGKILLs every process in the cgroup at `path` (in any hierarchy); returns
+/// how many were signalled. Frees a container init stuck while being created.
+pub fn kill_all(path: &str) -> usize {
+    if rel(path).is_empty() {
+        return 0;
+    }
+    let mut pids: Vec<i32> = hierarchies()
+        .iter()
+        .filter_map(|root| std::fs::read_to_string(root.join(rel(path)).join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
+}
+
+/// Removes the cgroup at `path` (and any child cgroups) in every hierarchy.
+pub fn remove(path: &str) {
+    for root in hierarchies() {
         let dir = root.join(rel(path));
         if rel(path).is_empty() || !dir.is_dir() {
             continue;

@@ -38,6 +38,8 @@ pub struct Runtime {
     pub cidr: String,
     pub cgroup_parent: String,
     pub registry: Registry,
+    /// More r8s-cri flags, given on every (re)start.
+    extra_args: Vec<String>,
 }
 
 impl Runtime {
@@ -53,6 +55,11 @@ impl Runtime {
 
     /// Starts a registry and an r8s-cri with unique network and cgroup names.
     pub async fn start() -> Self {
+        Self::start_with_args(&[]).await
+    }
+
+    /// `start` with more r8s-cri flags.
+    pub async fn start_with_args(extra_args: &[&str]) -> Self {
         let registry = Registry::start(&test_image_cache()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let n: u32 = rand::random();
@@ -67,6 +74,7 @@ impl Runtime {
             cidr,
             cgroup_parent,
             registry,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         rt.spawn().await;
         rt
@@ -87,6 +95,7 @@ impl Runtime {
             .arg(&self.cidr)
             .arg("--bridge")
             .arg(&self.bridge)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .spawn()
             .unwrap();
