@@ -1273,9 +1273,13 @@ async fn within_deadline<T: Send + 'static>(
             warn!(
                 step,
                 ?limit,
-                killed,
+                ?killed,
                 "container init did not finish in time; killed it"
             );
+            for pid in killed {
+                // Reaps those that were reparented to us (we are a subreaper).
+                drop(exit::watch(pid));
+            }
             // The call returns once its init is gone; wait a little so the
             // caller's cleanup does not race it.
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;

@@ -87,10 +87,10 @@ fn hierarchies() -> Vec<PathBuf> {
 }
 
 /// SIGKILLs every process in the cgroup at `path` (in any hierarchy); returns
-/// how many were signalled. Frees a container init stuck while being created.
-pub fn kill_all(path: &str) -> usize {
+/// their pids. Frees a container init stuck while being created.
+pub fn kill_all(path: &str) -> Vec<i32> {
     if rel(path).is_empty() {
-        return 0;
+        return Vec::new();
     }
     let mut pids: Vec<i32> = hierarchies()
         .iter()
@@ -110,7 +110,7 @@ pub fn kill_all(path: &str) -> usize {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    pids.len()
+    pids
 }
 
 /// Removes the cgroup at `path` (and any child cgroups) in every hierarchy.
