@@ -420,9 +420,30 @@ async fn restart_keeps_pods_running() {
         .await;
     let log = env.logs().join("survivor/ticker/0.log");
     env.wait_for_file_text(&log, "stdout F tick").await;
+    let doomed = env
+        .create_and_start(
+            &pod,
+            &sandbox_config,
+            env.container_config("doomed", &image, &["sleep", "3600"]),
+        )
+        .await;
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join(format!("containers/{doomed}.json"))).unwrap(),
+    )
+    .unwrap();
+    let doomed_pid = i32::try_from(record["pid"].as_i64().unwrap()).unwrap();
 
     env.kill_runtime();
+    // A container that ends while the runtime is down: its exit status is
+    // lost, reported as containerd does (255, Unknown).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(doomed_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     env.spawn().await;
+    let s = env.wait_exited(&doomed).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"));
 
     let s = env.status(&id).await;
     assert_eq!(s.state, proto::ContainerState::ContainerRunning as i32);
@@ -454,10 +475,10 @@ async fn restart_keeps_pods_running() {
     })
     .await
     .unwrap();
-    assert_eq!(
-        env.status(&id).await.state,
-        proto::ContainerState::ContainerExited as i32
-    );
+    let s = env.status(&id).await;
+    assert_eq!(s.state, proto::ContainerState::ContainerExited as i32);
+    // Not our child any more: the status is lost, as for containerd without its shim.
+    assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"));
     rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
