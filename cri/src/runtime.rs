@@ -15,7 +15,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::config::Config;
 use crate::container::logs::{self, LogFile};
 use crate::container::{
-    self, ContainerRecord, ContainerState, exec, exit, libct, rootfs, spec, stats,
+    self, ContainerRecord, ContainerState, console, exec, exit, libct, rootfs, spec, stats,
 };
 use crate::image::ImageStore;
 use crate::network::{Ipam, netlink};
@@ -153,8 +153,20 @@ impl Runtime {
                 r.finished_at = container::now_nanos();
                 let _ = write_json(&rt.container_record_path(&r.id), &r);
             }
-            let log = r.log_path.clone().map(LogFile::new);
-            if alive && let Some(log) = &log {
+            let mut log = r.log_path.clone().map(LogFile::new);
+            let mut console = None;
+            if alive && r.console_holder > 0 {
+                match console::take(r.console_holder)
+                    .map_err(std::io::Error::other)
+                    .and_then(|master| follow_console(master, r.log_path.as_deref()))
+                {
+                    Ok((c, l)) => {
+                        console = Some(c);
+                        log = Some(l);
+                    }
+                    Err(err) => warn!(container = %r.id, ?err, "cannot take back the console"),
+                }
+            } else if alive && let Some(log) = &log {
                 let bundle = rt.bundle_dir(&r.id);
                 for (name, stream) in [("stdout", "stdout"), ("stderr", "stderr")] {
                     if let Err(err) = logs::spawn_copier(&bundle.join(name), stream, log.clone()) {
@@ -170,7 +182,7 @@ impl Runtime {
                 exited: tx,
                 log,
                 stdin: Mutex::new(None),
-                console: None,
+                console,
             });
             if alive {
                 info!(container = %id, pid, "re-adopted running container");
@@ -726,13 +738,16 @@ impl Runtime {
             )
         })
         .await?;
-        let console = Arc::new(exec::Pty::new(master).map_err(fail("take container console"))?);
-        let log = match &log_path {
-            Some(p) => LogFile::new(p.clone()),
-            None => LogFile::discard(),
+        let holder = match console::spawn_holder(&master) {
+            Ok(pid) => pid,
+            Err(err) => {
+                warn!(container = %id, ?err, "console not held: the container will not survive a restart");
+                0
+            }
         };
-        logs::spawn_console_copier(console.clone(), log.clone());
-        let record = new_record(
+        let (console, log) =
+            follow_console(master, log_path.as_deref()).map_err(fail("take container console"))?;
+        let mut record = new_record(
             id,
             sandbox,
             config,
@@ -742,6 +757,7 @@ impl Runtime {
             log_path,
             cgroup_path,
         );
+        record.console_holder = holder;
         write_json(&self.container_record_path(id), &record).map_err(fail("persist container"))?;
         let (tx, _) = watch::channel(false);
         let entry = Arc::new(ContainerEntry {
@@ -754,6 +770,20 @@ impl Runtime {
         self.spawn_exit_watcher(entry.clone(), pid);
         Ok(entry)
     }
+}
+
+/// Logs (and feeds attach from) a tty container's console.
+fn follow_console(
+    master: std::os::fd::OwnedFd,
+    log_path: Option<&Path>,
+) -> std::io::Result<(Arc<exec::Pty>, Arc<LogFile>)> {
+    let console = Arc::new(exec::Pty::new(master)?);
+    let log = match log_path {
+        Some(p) => LogFile::new(p.to_path_buf()),
+        None => LogFile::discard(),
+    };
+    logs::spawn_console_copier(console.clone(), log.clone());
+    Ok((console, log))
 }
 
 /// The record of a just-created container.
@@ -790,6 +820,7 @@ fn new_record(
         log_path,
         cgroup_path,
         stop_signal,
+        console_holder: 0,
     }
 }
 
@@ -881,6 +912,7 @@ impl Runtime {
             .await
             .map_err(fail("delete container"))?
             .map_err(fail("delete container"))?;
+        console::kill_holder(r.console_holder);
         let bundle = self.bundle_dir(&r.id);
         let rw = self.rw_dir(&r.id);
         let cgroup = r.cgroup_path.clone();

@@ -1,6 +1,6 @@
-//! Thin process-level system calls used by the runtime. The two that need
-//! `unsafe` (an ioctl nix has no safe wrapper for, and adopting a received fd)
-//! live here and nowhere else.
+//! Thin process-level system calls used by the runtime. Those that need
+//! `unsafe` (an ioctl nix has no safe wrapper for, adopting a received fd,
+//! pidfd_open/pidfd_getfd) live here and nowhere else.
 #![allow(unsafe_code)]
 use std::io;
 use std::io::IoSliceMut;
@@ -61,4 +61,23 @@ pub(crate) fn receive_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
         }
     }
     received.ok_or_else(|| io::Error::other("no file descriptor received"))
+}
+
+fn owned_fd(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(ret).map_err(|_| io::Error::other("file descriptor out of range"))?;
+    // SAFETY: the kernel just returned this new descriptor to us; nothing
+    // else owns it, so adopting it is sound.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A copy of descriptor `target` of process `pid` (pidfd_open(2) + pidfd_getfd(2)).
+pub(crate) fn take_fd_of(pid: i32, target: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1.
+    let pidfd = owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: pidfd_getfd takes an open pidfd (borrowed for the call), a
+    // descriptor number and flags by value, and returns a new fd or -1.
+    owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) })
 }

@@ -840,3 +840,68 @@ async fn attach_to_a_tty_container_uses_its_console_and_follows_resizes() {
 
     remove_pod(&env, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tty_container_keeps_its_console_across_a_runtime_restart() {
+    require_root!();
+    let mut env = common::Runtime::start().await;
+    let image = env.pull_busybox().await;
+    let (pod, sandbox_config) = env.run_pod("tty-restart").await;
+    let mut config = env.container_config("main", &image, &["sh"]);
+    config.stdin = true;
+    config.tty = true;
+    let id = env.create_and_start(&pod, &sandbox_config, config).await;
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join(format!("containers/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let holder = record["console_holder"].as_i64().unwrap();
+    assert!(holder > 0, "{record}");
+
+    // Without a holder the terminal would hang up (SIGHUP) with the runtime.
+    env.kill_runtime();
+    env.spawn().await;
+    let s = env.status(&id).await;
+    assert_eq!(s.state, proto::ContainerState::ContainerRunning as i32);
+
+    let url = env
+        .runtime()
+        .await
+        .attach(proto::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::binary(
+        b"\x00echo after-$((40+2)); exit 4\n".to_vec(),
+    ))
+    .await
+    .unwrap();
+    let c = collect(&mut ws).await;
+    assert!(
+        String::from_utf8_lossy(&c.stdout).contains("after-42"),
+        "{c:?}"
+    );
+    let log = env.logs().join("tty-restart/main/0.log");
+    env.wait_for_file_text(&log, "stdout F after-42").await;
+
+    remove_pod(&env, &pod).await;
+    let holder_proc = std::path::PathBuf::from(format!("/proc/{holder}/fd/0"));
+    for _ in 0..100 {
+        if !holder_proc.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !holder_proc.exists(),
+        "console holder {holder} outlived its container"
+    );
+}

@@ -2,6 +2,7 @@
 //! (`spec`, `user`), the overlay rootfs (`rootfs`), libcontainer calls (`libct`),
 //! seccomp profiles (`seccomp`), log copying (`logs`), exit watching (`exit`), stats from cgroup files (`stats`)
 //! and exec (`exec`).
+pub mod console;
 pub mod exec;
 pub mod exit;
 pub mod libct;
@@ -69,6 +70,9 @@ pub struct ContainerRecord {
     pub cgroup_path: String,
     /// Signal from the image's STOPSIGNAL.
     pub stop_signal: Option<String>,
+    /// Pid of the process holding a tty container's console (0: none).
+    #[serde(default)]
+    pub console_holder: i32,
 }
 
 impl ContainerRecord {
