@@ -427,6 +427,21 @@ async fn restart_keeps_pods_running() {
             env.container_config("doomed", &image, &["sleep", "3600"]),
         )
         .await;
+    let exiter = env
+        .create_and_start(
+            &pod,
+            &sandbox_config,
+            env.container_config(
+                "exiter",
+                &image,
+                &[
+                    "sh",
+                    "-c",
+                    "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7",
+                ],
+            ),
+        )
+        .await;
     let record: serde_json::Value = serde_json::from_slice(
         &std::fs::read(env.root().join(format!("containers/{doomed}.json"))).unwrap(),
     )
@@ -444,6 +459,10 @@ async fn restart_keeps_pods_running() {
     env.spawn().await;
     let s = env.wait_exited(&doomed).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"));
+    // One that ends after the restart: not our child, yet its code is known.
+    env.exec(&exiter, &["touch", "/tmp/go"]).await;
+    let s = env.wait_exited(&exiter).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
 
     let s = env.status(&id).await;
     assert_eq!(s.state, proto::ContainerState::ContainerRunning as i32);
@@ -477,8 +496,7 @@ async fn restart_keeps_pods_running() {
     .unwrap();
     let s = env.status(&id).await;
     assert_eq!(s.state, proto::ContainerState::ContainerExited as i32);
-    // Not our child any more: the status is lost, as for containerd without its shim.
-    assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"));
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
     rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })

@@ -1,8 +1,11 @@
 //! Exit watching: a container init is our child once libcontainer's intermediate
 //! process exits (we are a subreaper), so a thread `waitpid`s it for the exit code.
-//! Adopted containers (after a restart) are not our children: poll for their end,
-//! and report exit code 255 with reason `Unknown`, as containerd's CRI does for
-//! a container whose status it lost (`unknownExitCode`, `unknownExitReason`).
+//! Adopted containers (after a restart) are not our children: poll for their end
+//! and take their status from the kernel's taskstats exit notifications
+//! (`taskstats`); when it is missing (a container that ended while r8s-cri was
+//! down, or no taskstats) report exit code 255 with reason `Unknown`, as
+//! containerd's CRI does for a container whose status it lost
+//! (`unknownExitCode`, `unknownExitReason`).
 //!
 //! Keeping real exit codes across restarts needs a process that is the init's
 //! parent and outlives the runtime, as containerd's shim and CRI-O's conmon are:
@@ -18,6 +21,8 @@ use std::time::Duration;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
+
+use super::taskstats;
 
 /// Resolves with the exit code (None if it cannot be known) when `pid` ends.
 pub fn watch(pid: i32) -> oneshot::Receiver<Option<i32>> {
@@ -39,9 +44,11 @@ pub fn watch(pid: i32) -> oneshot::Receiver<Option<i32>> {
                     let _ = tx.send(Some(code));
                 }
                 _ => {
-                    // Not our child (adopted after a restart): poll.
+                    // Not our child (adopted after a restart): poll, and ask
+                    // taskstats for the status the kernel reports at exit.
+                    let asked = taskstats::want(pid);
                     poll_until_gone(pid);
-                    let _ = tx.send(None);
+                    let _ = tx.send(asked.then(|| status_from_taskstats(pid)).flatten());
                 }
             }
         });
@@ -59,6 +66,21 @@ fn alive(pid: i32) -> bool {
             .is_none_or(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// The taskstats exit status of `pid`, which is gone: its notification was
+/// queued before it went, so it arrives within moments or never.
+fn status_from_taskstats(pid: i32) -> Option<i32> {
+    for _ in 0..20 {
+        if let Some(status) = taskstats::take(pid) {
+            return Some(taskstats::exit_code(status));
+        }
+        // This thread exists only to wait; nothing else runs on it.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    taskstats::forget(pid);
+    None
 }
 
 fn poll_until_gone(pid: i32) {

@@ -11,6 +11,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod stats;
+pub mod taskstats;
 pub mod user;
 
 use std::path::PathBuf;
