@@ -1,7 +1,8 @@
 //! Containers: the persisted `ContainerRecord` and its state machine; the OCI spec
-//! (`spec`, `user`), the overlay rootfs (`rootfs`), libcontainer calls (`libct`),
-//! seccomp profiles (`seccomp`), log copying (`logs`), exit watching (`exit`), stats from cgroup files (`stats`)
-//! and exec (`exec`).
+//! (`spec`, `user`, `seccomp`), the overlay rootfs (`rootfs`), libcontainer calls
+//! (`libct`), log copying (`logs`), tty consoles kept across restarts (`console`),
+//! exit watching (`exit`, `taskstats`), stats from cgroup files (`stats`) and
+//! exec (`exec`).
 pub mod console;
 pub mod exec;
 pub mod exit;

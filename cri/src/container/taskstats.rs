@@ -36,6 +36,8 @@ pub enum TaskstatsError {
     Cpus(#[source] std::io::Error),
     #[error("cannot start the listener thread")]
     Thread(#[source] std::io::Error),
+    #[error("not in the initial pid namespace, where taskstats numbers pids")]
+    PidNamespace,
 }
 
 /// Exit statuses seen, by pid (kept until taken; bounded).
@@ -187,7 +189,20 @@ fn family_id(sock: &OwnedFd) -> Result<u16, TaskstatsError> {
         .ok_or(TaskstatsError::NoFamily)
 }
 
+/// Whether our pids are the kernel's global ones (`NSpid` has one level).
+fn in_initial_pid_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|pids| pids.split_whitespace().count() == 1)
+    })
+}
+
 fn start() -> Result<(), TaskstatsError> {
+    if !in_initial_pid_namespace() {
+        return Err(TaskstatsError::PidNamespace);
+    }
     let sock = socket(
         AddressFamily::Netlink,
         SockType::Raw,
