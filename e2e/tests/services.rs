@@ -68,6 +68,8 @@ fn client_pod(image: &str) -> Value {
     })
 }
 
+/// Runs `cmd` in `pod`. (Debian's static busybox `wget -T` segfaults, so
+/// time limits come from busybox `timeout`.)
 fn exec(cluster: &Cluster, pod: &str, cmd: &[&str]) -> anyhow::Result<Output> {
     let mut args = vec!["exec", pod, "--"];
     args.extend_from_slice(cmd);
@@ -87,7 +89,7 @@ fn text(out: &Output) -> String {
 fn wget_until_served(cluster: &Cluster, url: &str) -> anyhow::Result<String> {
     let mut last = String::new();
     let r = e2e::wait_for(&format!("{url} to answer"), TIMEOUT, || {
-        let out = exec(cluster, "client", &["wget", "-qO-", "-T", "5", url]).ok()?;
+        let out = exec(cluster, "client", &["timeout", "10", "wget", "-qO-", url]).ok()?;
         last = text(&out);
         let body = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.success() && body.contains("hello-from-web")).then_some(body)
@@ -99,7 +101,7 @@ fn wget_until_served(cluster: &Cluster, url: &str) -> anyhow::Result<String> {
 fn wget_until_refused(cluster: &Cluster, url: &str) -> anyhow::Result<()> {
     let mut last = String::new();
     let r = e2e::wait_for(&format!("{url} to refuse"), TIMEOUT, || {
-        let out = exec(cluster, "client", &["wget", "-qO-", "-T", "20", url]).ok()?;
+        let out = exec(cluster, "client", &["timeout", "20", "wget", "-qO-", url]).ok()?;
         last = text(&out);
         let refused = !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("Connection refused");
@@ -243,3 +245,4 @@ fn services_and_cluster_dns_route_to_pods() -> anyhow::Result<()> {
     }
     result
 }
+
