@@ -197,7 +197,10 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
     // Both replicas serve: repeated requests reach more than one pod.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
-        seen.insert(wget_until_served(cluster, &format!("http://{cluster_ip}/"))?);
+        seen.insert(wget_until_served(
+            cluster,
+            &format!("http://{cluster_ip}/"),
+        )?);
         if seen.len() > 1 {
             break;
         }
@@ -211,7 +214,10 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
             .ok()
             .filter(|p| p.contains("hello-from-web"))
     })?;
-    assert!(page.starts_with("HTTP/1.") && page.contains(" 200 "), "{page}");
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains(" 200 "),
+        "{page}"
+    );
 
     // A Service without endpoints is rejected, not black-holed.
     let empty = cluster.get_json(&["get", "service", "empty"])?;
@@ -245,4 +251,3 @@ fn services_and_cluster_dns_route_to_pods() -> anyhow::Result<()> {
     }
     result
 }
-
