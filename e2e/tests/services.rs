@@ -3,7 +3,8 @@
 //! behind a NodePort Service is reached from another pod by ClusterIP, by
 //! `<svc>.<ns>.svc.cluster.local` and by the short name (through the pod's
 //! resolv.conf and the cluster DNS), and from the host by NodePort; a Service
-//! without endpoints refuses connections; scaling to 0 and back is followed.
+//! without endpoints refuses connections; scaling to 0 and back is followed;
+//! `kubectl expose` makes a Service that works the same.
 //! Needs root, docker-registry, skopeo, busybox-static, nftables and kubectl
 //! (CI has them).
 
@@ -229,6 +230,19 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
     wget_until_refused(cluster, &format!("http://{cluster_ip}/"))?;
     scale(cluster, 1)?;
     wget_until_served(cluster, "http://web/")?;
+
+    // `kubectl expose`, as the README shows it.
+    cluster.kubectl_ok(
+        &[
+            "expose",
+            "deployment/web",
+            "--name=exposed",
+            "--port=8081",
+            "--target-port=8080",
+        ],
+        None,
+    )?;
+    wget_until_served(cluster, "http://exposed:8081/")?;
     Ok(())
 }
 
