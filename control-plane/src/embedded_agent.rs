@@ -6,11 +6,15 @@
 //! `R8S_POD_CIDR`, `R8S_HOSTNAME_OVERRIDE`, ...); `--disable-agent` turns it off.
 //! It runs the service proxy and cluster DNS too unless
 //! `R8S_DISABLE_KUBE_PROXY=true`; without `R8S_CLUSTER_DNS` its cluster DNS
-//! address follows `R8S_SERVICE_CLUSTER_IP_RANGE` (the 10th address, the
-//! ClusterIP bootstrap gives `kube-system/kube-dns`), and `R8S_CLUSTER_CIDR`
-//! is read by both the server and the agent.
+//! address follows the server's service range (the 10th address, the
+//! ClusterIP bootstrap gives `kube-system/kube-dns`): from
+//! `R8S_SERVICE_CLUSTER_IP_RANGE` in [`agent_config`], from the server's
+//! `Config` (flags too) in [`agent_config_for`], which also passes
+//! `--cluster-cidr` on.
 
 use clap::Parser;
+
+use crate::config::{Config, Ipv4Cidr};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -31,20 +35,47 @@ pub fn agent_config() -> Result<agent::Config, EmbeddedAgentError> {
     let flags = agent::config::AgentFlags::try_parse_from(["r8s-agent"])
         .map_err(EmbeddedAgentError::Flags)?;
     let mut config = agent::Config::from_flags(flags).map_err(EmbeddedAgentError::Config)?;
-    let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-    if env("R8S_CLUSTER_DNS").is_none()
-        && let Some(ip) = env("R8S_SERVICE_CLUSTER_IP_RANGE").and_then(|r| cluster_dns_for(&r))
-    {
-        config.cluster_dns = vec![ip.into()];
-    }
+    let range = env("R8S_SERVICE_CLUSTER_IP_RANGE").and_then(|r| Ipv4Cidr::parse(&r));
+    follow_server(&mut config, range.as_ref(), None);
     Ok(config)
 }
 
-/// The cluster DNS address bootstrap gives kube-dns in this service range.
-fn cluster_dns_for(service_range: &str) -> Option<std::net::Ipv4Addr> {
-    crate::config::Ipv4Cidr::parse(service_range)
-        .as_ref()
-        .and_then(crate::bootstrap::cluster_dns_ip)
+/// [`agent_config`] for a server configured as `server`, so that its
+/// `--service-cluster-ip-range` and `--cluster-cidr` given as flags reach the
+/// agent too.
+pub fn agent_config_for(server: &Config) -> Result<agent::Config, EmbeddedAgentError> {
+    let mut config = agent_config()?;
+    follow_server(
+        &mut config,
+        Some(&server.service_cluster_ip_range),
+        Some(&server.cluster_cidr),
+    );
+    Ok(config)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Unless `R8S_CLUSTER_DNS` / `R8S_CLUSTER_CIDR` say otherwise: the cluster
+/// DNS address bootstrap gives kube-dns in the service range, and the
+/// server's cluster CIDR for the proxy.
+fn follow_server(
+    config: &mut agent::Config,
+    service_range: Option<&Ipv4Cidr>,
+    cluster_cidr: Option<&Ipv4Cidr>,
+) {
+    if env("R8S_CLUSTER_DNS").is_none()
+        && let Some(ip) = service_range.and_then(crate::bootstrap::cluster_dns_ip)
+    {
+        config.cluster_dns = vec![ip.into()];
+    }
+    if env("R8S_CLUSTER_CIDR").is_none()
+        && let (Some(proxy), Some(cidr)) = (config.kube_proxy.as_mut(), cluster_cidr)
+        && let Ok(cidr) = cidr.to_string().parse()
+    {
+        proxy.cluster_cidr = cidr;
+    }
 }
 
 /// Starts the agent with `client` until `shutdown`; the handle ends when
@@ -75,11 +106,24 @@ mod tests {
     }
 
     #[test]
-    fn cluster_dns_follows_the_service_range() {
+    fn cluster_dns_and_cluster_cidr_follow_the_server() {
+        let server = crate::config::ServerFlags::parse_from([
+            "r8s-server",
+            "--service-cluster-ip-range",
+            "10.100.7.0/24",
+            "--cluster-cidr",
+            "10.200.0.0/16",
+        ])
+        .into_config()
+        .unwrap();
+        let c = agent_config_for(&server).unwrap();
         assert_eq!(
-            cluster_dns_for("10.100.7.0/24"),
-            Some(std::net::Ipv4Addr::new(10, 100, 7, 10))
+            c.cluster_dns,
+            vec![std::net::IpAddr::from([10, 100, 7, 10])]
         );
-        assert_eq!(cluster_dns_for("nonsense"), None);
+        assert_eq!(
+            c.kube_proxy.unwrap().cluster_cidr.to_string(),
+            "10.200.0.0/16"
+        );
     }
 }
