@@ -91,3 +91,18 @@ stop_local_registry() {
   fi
   rm -f "$REGISTRY_PIDFILE"
 }
+
+# The nftables table of the cluster's service proxy (R8S_NFT_TABLE, default r8s).
+R8S_NFT_TABLE="${R8S_NFT_TABLE:-r8s}"
+
+# Deletes only the proxy's own table, never anything else of the ruleset.
+delete_proxy_table() {
+  case "$R8S_NFT_TABLE" in
+    r8s*) ;;
+    *) log "not deleting nftables table $R8S_NFT_TABLE: r8s owns only tables named r8s*"; return 0 ;;
+  esac
+  if command -v nft >/dev/null 2>&1 && nft list table ip "$R8S_NFT_TABLE" >/dev/null 2>&1; then
+    nft delete table ip "$R8S_NFT_TABLE"
+    log "deleted nftables table ip $R8S_NFT_TABLE"
+  fi
+}

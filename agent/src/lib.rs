@@ -1,10 +1,12 @@
 //! r8s-agent, a kubelet-compatible node agent: `config` -> `run` registers the
 //! Node (`node`), keeps its status and Lease fresh, and runs pods
 //! (`pod_worker`, with `probe` results) with volumes (`volume`) in cgroups
-//! sized and named by `qos` and `cm`.
+//! sized and named by `qos` and `cm`; `kube_proxy` routes Services and
+//! serves cluster DNS on the node.
 
 pub mod cm;
 pub mod config;
+pub mod kube_proxy;
 pub mod kuberuntime;
 pub mod node;
 pub mod pod_worker;
@@ -88,6 +90,20 @@ async fn kubelet_api(config: &Config, node_ip: std::net::IpAddr, shutdown: Cance
     }
 }
 
+/// Runs the service proxy unless `--disable-kube-proxy`. Simulated nodes
+/// (the FAKE runtime) have no pod network to route to, and many of them share
+/// one host, so they run none.
+async fn service_proxy(
+    config: &Config,
+    client: kube::Client,
+    dns_host: Option<kube_proxy::DnsHost>,
+    shutdown: CancellationToken,
+) {
+    if let (Some(proxy), Some(host)) = (&config.kube_proxy, dns_host) {
+        kube_proxy::run(config, proxy, client, host, shutdown).await;
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled: registers the Node, then
 /// keeps its status and Lease fresh and runs the pods bound to it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -105,23 +121,34 @@ pub async fn run_with_client(
     tracing::info!(node = %config.node_name, %node_ip, "starting r8s-agent");
     let (health_tx, health_rx) = watch::channel(node::NodeHealth::default());
     let config = Arc::new(config);
-    let (runtime, runtime_version, runtime_task): (Arc<dyn pod_worker::PodRuntime>, String, _) =
-        if config.fake_runtime {
-            tracing::warn!("FAKE runtime: pods are reported Running but no containers run");
-            let rt = pod_worker::FakeRuntime::new(fake_pod_ip_base(&config.node_name));
-            (Arc::new(rt), FAKE_RUNTIME_VERSION.to_owned(), None)
-        } else {
-            let service =
-                runtime_service::start(&config, &client, node_ip, shutdown.child_token()).await?;
-            let version = service.version.clone();
-            let health = tokio::spawn(runtime_service::watch_health(
-                service.cri.clone(),
-                health_tx,
-                shutdown.clone(),
-            ));
-            let rt = Arc::new(service.pod_runtime);
-            (rt, version, Some((service.server, health)))
+    let (runtime, runtime_version, runtime_task, dns_host): (
+        Arc<dyn pod_worker::PodRuntime>,
+        String,
+        _,
+        _,
+    ) = if config.fake_runtime {
+        tracing::warn!("FAKE runtime: pods are reported Running but no containers run");
+        let rt = pod_worker::FakeRuntime::new(fake_pod_ip_base(&config.node_name));
+        (Arc::new(rt), FAKE_RUNTIME_VERSION.to_owned(), None, None)
+    } else {
+        let service =
+            runtime_service::start(&config, &client, node_ip, shutdown.child_token()).await?;
+        let version = service.version.clone();
+        let health = tokio::spawn(runtime_service::watch_health(
+            service.cri.clone(),
+            health_tx,
+            shutdown.clone(),
+        ));
+        let dns_host = match service.pod_cidr {
+            Some(pod_cidr) => kube_proxy::DnsHost::PodBridge {
+                bridge: config.pod_bridge.clone(),
+                pod_cidr,
+            },
+            None => kube_proxy::DnsHost::NodeIp(node_ip),
         };
+        let rt = Arc::new(service.pod_runtime);
+        (rt, version, Some((service.server, health)), Some(dns_host))
+    };
     let ctx = Arc::new(node::NodeContext {
         host: Arc::new(node::SystemHost::new(config.root_dir.clone())),
         config: config.clone(),
@@ -136,7 +163,8 @@ pub async fn run_with_client(
     tokio::join!(
         node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
         pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()),
-        kubelet_api(&ctx.config, ctx.node_ip, shutdown.clone())
+        kubelet_api(&ctx.config, ctx.node_ip, shutdown.clone()),
+        service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone())
     );
     if let Some((server, health)) = runtime_task {
         let _ = health.await;

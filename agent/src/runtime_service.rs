@@ -52,6 +52,9 @@ pub struct RuntimeService {
     pub version: String,
     /// The in-process r8s-cri server task, if any.
     pub server: Option<JoinHandle<()>>,
+    /// The in-process runtime's pod network (its bridge gets the first
+    /// address); `None` for another runtime.
+    pub pod_cidr: Option<String>,
 }
 
 /// The in-process r8s-cri configuration from the agent's flags.
@@ -111,7 +114,7 @@ async fn start_in_process(
     config: &Config,
     client: &Client,
     shutdown: CancellationToken,
-) -> Result<(CriClient, JoinHandle<()>), RuntimeServiceError> {
+) -> Result<(CriClient, JoinHandle<()>, String), RuntimeServiceError> {
     let cidr = pod_cidr(config, client).await;
     let cri_config = cri_config(config, &cidr)?;
     let socket = cri_config.listen.clone();
@@ -138,7 +141,7 @@ async fn start_in_process(
                 .await
                 .is_ok()
         {
-            return Ok((c, server));
+            return Ok((c, server, cidr));
         }
         if tokio::time::Instant::now() > deadline {
             return Err(RuntimeServiceError::StartTimeout(START_TIMEOUT));
@@ -154,7 +157,7 @@ pub async fn start(
     node_ip: IpAddr,
     shutdown: CancellationToken,
 ) -> Result<RuntimeService, RuntimeServiceError> {
-    let (cri, server) = match &config.container_runtime_endpoint {
+    let (cri, server, pod_cidr) = match &config.container_runtime_endpoint {
         Some(endpoint) => {
             tracing::info!(%endpoint, "using the CRI runtime at the given endpoint");
             (
@@ -162,11 +165,12 @@ pub async fn start(
                     .await
                     .map_err(RuntimeServiceError::Connect)?,
                 None,
+                None,
             )
         }
         None => {
-            let (c, s) = start_in_process(config, client, shutdown).await?;
-            (c, Some(s))
+            let (c, s, cidr) = start_in_process(config, client, shutdown).await?;
+            (c, Some(s), Some(cidr))
         }
     };
     let v = cri
@@ -202,6 +206,7 @@ pub async fn start(
         pod_runtime,
         version,
         server,
+        pod_cidr,
     })
 }
 

@@ -1,11 +1,13 @@
 //! Objects every cluster has, written on each start: the system namespaces,
-//! and the `kubernetes` Service with its Endpoints and EndpointSlice
-//! pointing at the advertised API server address.
+//! the `kubernetes` Service with its Endpoints and EndpointSlice pointing at
+//! the advertised API server address, and the cluster DNS Service
+//! `kube-system/kube-dns` (whose endpoints each node's proxy registers).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{Value, json};
 
+use crate::config::Ipv4Cidr;
 use crate::patch::PatchType;
 use crate::resources::{self, ResourceType};
 use crate::server::Api;
@@ -103,7 +105,77 @@ pub async fn run(api: &Api, advertise: IpAddr, port: u16) -> Result<(), ApiError
         slice,
     )
     .await?;
+    ensure_kube_dns(api).await;
     Ok(())
+}
+
+/// The cluster DNS ClusterIP: the 10th address of the service range
+/// (`10.43.0.10` in `10.43.0.0/16`), as k3s's default `--cluster-dns`.
+pub fn cluster_dns_ip(service_range: &Ipv4Cidr) -> Option<Ipv4Addr> {
+    service_range.nth(10)
+}
+
+/// The `kube-dns` Service k3s ships with CoreDNS: no selector (each node's
+/// proxy adds its DNS server as an endpoint), DNS on 53/UDP and 53/TCP, and
+/// `internalTrafficPolicy: Local` so pods ask their own node.
+fn kube_dns_service(cluster_ip: Ipv4Addr) -> Value {
+    json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {
+            "k8s-app": "kube-dns",
+            "kubernetes.io/cluster-service": "true",
+            "kubernetes.io/name": "CoreDNS",
+        }},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip.to_string(),
+            "clusterIPs": [cluster_ip.to_string()],
+            "internalTrafficPolicy": "Local",
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    })
+}
+
+/// Creates `kube-system/kube-dns` when missing, so that its ClusterIP is
+/// taken before any other Service can get it. An existing Service is left as
+/// the administrator made it; a failure is logged and never blocks readiness.
+async fn ensure_kube_dns(api: &Api) {
+    let Some(ip) = cluster_dns_ip(&api.config.service_cluster_ip_range) else {
+        tracing::warn!(range = %api.config.service_cluster_ip_range, "service range too small for the cluster DNS address; kube-dns not created");
+        return;
+    };
+    let services = match res("", "services") {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::warn!(%err, "kube-dns not created");
+            return;
+        }
+    };
+    match api.read(services, Some("kube-system"), "kube-dns").await {
+        Ok(Some(_)) => return,
+        Ok(None) => {}
+        Err(err) => {
+            tracing::warn!(%err, "kube-dns not created");
+            return;
+        }
+    }
+    match api
+        .create(
+            services,
+            Some("kube-system"),
+            kube_dns_service(ip),
+            &WriteOptions::default(),
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(cluster_ip = %ip, "created the cluster DNS service kube-system/kube-dns")
+        }
+        Err(e) if e.code == 409 => {}
+        Err(err) => tracing::warn!(%err, cluster_ip = %ip, "kube-dns not created"),
+    }
 }
 
 /// The address to advertise: the flag, the bind address if specific, or the
@@ -123,5 +195,34 @@ pub fn advertise_address(flag: Option<IpAddr>, bind: IpAddr) -> IpAddr {
     match routed {
         Ok(addr) if !addr.ip().is_unspecified() => addr.ip(),
         _ => IpAddr::from([127, 0, 0, 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_dns_is_the_tenth_address_of_the_service_range() {
+        let range = |s| Ipv4Cidr::parse(s).unwrap();
+        assert_eq!(
+            cluster_dns_ip(&range("10.43.0.0/16")),
+            Some(Ipv4Addr::new(10, 43, 0, 10))
+        );
+        assert_eq!(
+            cluster_dns_ip(&range("10.100.7.0/24")),
+            Some(Ipv4Addr::new(10, 100, 7, 10))
+        );
+        assert_eq!(cluster_dns_ip(&range("10.43.0.0/29")), None);
+    }
+
+    #[test]
+    fn kube_dns_has_no_selector_and_serves_udp_and_tcp_53() {
+        let svc = kube_dns_service(Ipv4Addr::new(10, 43, 0, 10));
+        assert_eq!(svc["spec"]["clusterIP"], "10.43.0.10");
+        assert!(svc["spec"].get("selector").is_none());
+        let ports = svc["spec"]["ports"].as_array().unwrap();
+        assert_eq!(ports[0]["protocol"], "UDP");
+        assert_eq!(ports[1]["protocol"], "TCP");
     }
 }

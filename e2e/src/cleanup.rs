@@ -1,6 +1,7 @@
 //! Removal of everything a node of a test created on the host: container
 //! processes (by cgroup), mounts under the test dir, the veths and bridge,
-//! and the cgroups. Best effort and idempotent; runs on drop.
+//! the service proxy's nftables table, and the cgroups. Best effort and
+//! idempotent; runs on drop, also after the node was killed with SIGKILL.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +15,9 @@ pub struct NodeResources {
     pub bridge: String,
     /// The node's cgroup root (e.g. `/r8s-e2e-1234`), in every hierarchy.
     pub cgroup_root: String,
+    /// The service proxy's nftables table (family `ip`), which the proxy
+    /// leaves in place when it stops, as kube-proxy does.
+    pub nft_table: String,
 }
 
 fn cgroup_roots() -> Vec<PathBuf> {
@@ -104,6 +108,23 @@ impl NodeResources {
         }
     }
 
+    /// Deletes the proxy's nftables table; only ever a table r8s owns.
+    pub fn delete_nft_table(&self) {
+        if !self.nft_table.starts_with("r8s") {
+            return;
+        }
+        let listed = Command::new("nft")
+            .args(["list", "table", "ip", &self.nft_table])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if listed.is_ok_and(|s| s.success()) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &self.nft_table])
+                .status();
+        }
+    }
+
     /// Removes the node's cgroups (after their processes are gone).
     pub fn remove_cgroups(&self) {
         for dir in self.cgroup_dirs() {
@@ -119,6 +140,7 @@ impl NodeResources {
         std::thread::sleep(Duration::from_millis(300));
         self.unmount();
         self.delete_links();
+        self.delete_nft_table();
         self.remove_cgroups();
     }
 }

@@ -1,6 +1,7 @@
 //! A single-node cluster: r8s-server with its embedded agent, every path,
-//! port, bridge, pod CIDR and cgroup of its own, and `kubectl` against it.
-//! Dropping it stops the server and removes all it created on the host.
+//! port, bridge, pod CIDR, service CIDR, nftables table and cgroup of its
+//! own, and `kubectl` against it. Dropping it stops the server and removes
+//! all it created on the host.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -16,6 +17,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub node_name: String,
     pub pod_cidr: String,
+    /// `--service-cluster-ip-range`, a /24 of 10.96.0.0/12 of its own.
+    pub service_cidr: String,
     pub resources: NodeResources,
     kubelet_port: u16,
 }
@@ -34,6 +37,20 @@ impl Cluster {
         self.dir.path().join("agent")
     }
 
+    /// The pod bridge's address: every pod's gateway, where cluster DNS
+    /// listens and the only address NodePorts answer on (so that parallel
+    /// clusters, each with NodePorts of its own, never share one).
+    pub fn gateway(&self) -> String {
+        let prefix = self.pod_cidr.trim_end_matches(".0/24");
+        format!("{prefix}.1")
+    }
+
+    /// The cluster DNS ClusterIP (the 10th address of the service CIDR).
+    pub fn cluster_dns(&self) -> String {
+        let prefix = self.service_cidr.trim_end_matches(".0/24");
+        format!("{prefix}.10")
+    }
+
     /// A fresh cluster with unique names; started and ready (API and Node).
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("r8s-e2e").tempdir()?;
@@ -42,11 +59,13 @@ impl Cluster {
             dir: dir.path().to_path_buf(),
             bridge: format!("r8se{:08x}", n)[..12].to_owned(),
             cgroup_root: format!("/r8s-e2e-{n:08x}"),
+            nft_table: format!("r8se{n:08x}"),
         };
         let mut cluster = Self {
             child: None,
             node_name: format!("e2e-{n:08x}"),
             pod_cidr: format!("10.245.{}.0/24", 10 + n % 200),
+            service_cidr: format!("10.{}.{}.0/24", 96 + (n >> 8) % 16, (n >> 12) % 256),
             resources,
             dir,
             kubelet_port: crate::free_port()?,
@@ -77,6 +96,12 @@ impl Cluster {
             .env("R8S_POD_CIDR", &self.pod_cidr)
             .env("R8S_POD_BRIDGE", &self.resources.bridge)
             .env("R8S_PORT", self.kubelet_port.to_string())
+            .env("R8S_CLUSTER_CIDR", &self.pod_cidr)
+            .env("R8S_SERVICE_CLUSTER_IP_RANGE", &self.service_cidr)
+            .env("R8S_NFT_TABLE", &self.resources.nft_table)
+            .env("R8S_NODEPORT_ADDRESSES", format!("{}/32", self.gateway()))
+            .env("R8S_KUBE_PROXY_METRICS_BIND_ADDRESS", "127.0.0.1:0")
+            .env("R8S_KUBE_PROXY_HEALTHZ_BIND_ADDRESS", "127.0.0.1:0")
             .env("R8S_LOG_LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

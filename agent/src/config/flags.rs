@@ -197,6 +197,65 @@ pub struct AgentFlags {
     #[arg(long, env = "R8S_FAKE_RUNTIME", help_heading = "Container runtime")]
     pub fake_runtime: bool,
 
+    /// Do not run the service proxy (Services in nftables) and cluster DNS
+    /// in-process. (k3s --disable-kube-proxy)
+    #[arg(long, env = "R8S_DISABLE_KUBE_PROXY", help_heading = "Service proxy")]
+    pub disable_kube_proxy: bool,
+
+    /// The CIDR range of the pods in the cluster. Traffic to Service cluster
+    /// IPs from outside this range is masqueraded. (kube-proxy --cluster-cidr)
+    #[arg(
+        long,
+        env = "R8S_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        help_heading = "Service proxy"
+    )]
+    pub cluster_cidr: String,
+
+    /// A list of CIDR ranges that contain valid node IPs for NodePort traffic
+    /// (comma-separated). Empty means all local addresses.
+    /// (kube-proxy --nodeport-addresses)
+    #[arg(
+        long,
+        env = "R8S_NODEPORT_ADDRESSES",
+        default_value = "",
+        help_heading = "Service proxy"
+    )]
+    pub nodeport_addresses: String,
+
+    /// The IP address and port for the proxy's metrics server to serve on;
+    /// empty disables it, port 0 picks a free port.
+    /// (kube-proxy --metrics-bind-address)
+    #[arg(
+        long,
+        env = "R8S_KUBE_PROXY_METRICS_BIND_ADDRESS",
+        default_value = "127.0.0.1:10249",
+        help_heading = "Service proxy"
+    )]
+    pub kube_proxy_metrics_bind_address: String,
+
+    /// The IP address and port for the proxy's health check server to serve
+    /// on; empty disables it, port 0 picks a free port.
+    /// (kube-proxy --healthz-bind-address)
+    #[arg(
+        long,
+        env = "R8S_KUBE_PROXY_HEALTHZ_BIND_ADDRESS",
+        default_value = "0.0.0.0:10256",
+        help_heading = "Service proxy"
+    )]
+    pub kube_proxy_healthz_bind_address: String,
+
+    /// The nftables table (family ip) the proxy owns; must start with "r8s".
+    /// Test clusters sharing a host each use their own.
+    #[arg(
+        long,
+        env = "R8S_NFT_TABLE",
+        default_value = "r8s",
+        hide = true,
+        help_heading = "Service proxy"
+    )]
+    pub nft_table: String,
+
     /// The port for the kubelet API to serve on. (kubelet --port)
     #[arg(
         long,

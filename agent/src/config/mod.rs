@@ -4,6 +4,7 @@
 pub mod eviction;
 pub mod flags;
 pub mod parse;
+pub mod proxy;
 pub mod reserved;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use k8s_openapi::api::core::v1::Taint;
 
 pub use eviction::{Signal, Threshold, ThresholdValue};
 pub use flags::AgentFlags;
+pub use proxy::KubeProxyConfig;
 pub use reserved::ResourceReservation;
 
 /// A flag value that did not validate.
@@ -73,6 +75,9 @@ pub struct Config {
     pub run_dir: PathBuf,
     pub pod_bridge: String,
     pub pod_logs_dir: PathBuf,
+    /// The in-process service proxy and cluster DNS; `None` with
+    /// `--disable-kube-proxy`.
+    pub kube_proxy: Option<KubeProxyConfig>,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -184,7 +189,9 @@ impl Config {
                 "must be an absolute path",
             ));
         }
+        let kube_proxy = proxy::from_flags(&flags)?;
         Ok(Config {
+            kube_proxy,
             kubeconfig: flags.kubeconfig,
             node_name,
             node_ips,
