@@ -100,10 +100,11 @@ async fn start_controllers(
 async fn start_agent(
     pki: &pki::Pki,
     server_url: &str,
-    cluster_ca_file: std::path::PathBuf,
+    server_config: &Config,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let config = match embedded_agent::agent_config() {
+    let cluster_ca_file = server_config.data_dir.join("tls/ca.crt");
+    let config = match embedded_agent::agent_config_for(server_config) {
         // The kubelet API accepts the API server's client certificate.
         Ok(mut c) => {
             c.client_ca_file.get_or_insert(cluster_ca_file);
@@ -223,8 +224,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 Ok(()) => {
                     bootstrap_api.ready.store(true, Ordering::SeqCst);
                     tracing::info!("bootstrap objects are in place; ready");
-                    let disable_agent = bootstrap_config.disable_agent;
-                    let cluster_ca_file = bootstrap_config.data_dir.join("tls/ca.crt");
+                    let server_config = bootstrap_config.clone();
                     start_controllers(
                         &bootstrap_pki,
                         &bootstrap_url,
@@ -232,11 +232,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                         bootstrap_shutdown.clone(),
                     )
                     .await;
-                    if !disable_agent
+                    if !server_config.disable_agent
                         && let Some(agent) = start_agent(
                             &bootstrap_pki,
                             &bootstrap_url,
-                            cluster_ca_file,
+                            &server_config,
                             bootstrap_shutdown,
                         )
                         .await
