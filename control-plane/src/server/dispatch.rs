@@ -568,10 +568,8 @@ async fn resource_request(
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             let body = read_value(body).await?;
-            let opts = DeleteOptions::default()
-                .merge_body(body.get("deleteOptions").unwrap_or(&Value::Null));
-            api.delete(r, ns, n, &opts).await?;
-            Ok(respond(201, &status::success(json!({})), Output::Json))
+            let out = api.evict(ns.unwrap_or("default"), n, &body).await?;
+            Ok(respond(201, &out, Output::Json))
         }
         (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
             require_verb(r, "update")?;

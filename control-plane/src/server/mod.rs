@@ -3,6 +3,7 @@
 
 pub mod discovery;
 pub mod dispatch;
+pub mod eviction;
 pub mod listener;
 pub mod meta;
 pub mod negotiate;
