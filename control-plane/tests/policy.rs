@@ -42,7 +42,7 @@ impl FakeKubelet {
                 }
                 let mut tick = 0u32;
                 while !s.load(Ordering::SeqCst) {
-                    if tick % 20 == 0 {
+                    if tick.is_multiple_of(20) {
                         heartbeat(&client, nodes).await;
                     }
                     tick += 1;
@@ -99,7 +99,9 @@ async fn pass(client: &kube::Client, nodes: &[&str]) -> Result<(), kube::Error> 
         let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
         let name = pod.name_any();
         if pod.metadata.deletion_timestamp.is_some() {
-            let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+            let _ = api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
             continue;
         }
         let spec = pod.spec.clone().unwrap_or_default();
@@ -179,13 +181,25 @@ fn drain_waits_for_the_disruption_budget_then_evicts_everything() {
         server.kubectl(&["get", "node", "n2"]).status.success()
     });
     server.ok(&["cordon", "n2"]);
-    server.ok(&["create", "deployment", "web", "--image=busybox", "--replicas=2"]);
+    server.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+    ]);
     wait_for(60, "two web pods running on n1", || {
         let pods = web_pods(&server);
         pods.len() == 2 && pods.iter().all(|(_, n)| n == "n1")
     });
     server.ok(&["uncordon", "n2"]);
-    server.ok(&["create", "pdb", "web", "--selector=app=web", "--min-available=2"]);
+    server.ok(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--min-available=2",
+    ]);
     wait_for(30, "the budget's status", || {
         let s = pdb_status(&server);
         s["currentHealthy"] == 2 && s["expectedPods"] == 2 && s["observedGeneration"] == 1
@@ -196,7 +210,11 @@ fn drain_waits_for_the_disruption_budget_then_evicts_everything() {
     let cond = &s["conditions"][0];
     assert_eq!(
         (&cond["type"], &cond["status"], &cond["reason"]),
-        (&json!("DisruptionAllowed"), &json!("False"), &json!("InsufficientPods"))
+        (
+            &json!("DisruptionAllowed"),
+            &json!("False"),
+            &json!("InsufficientPods")
+        )
     );
 
     // A direct eviction is refused with upstream's 429.
@@ -301,23 +319,40 @@ fn quota_admission_counts_refuses_and_shows_usage() {
     ]);
     wait_used(&server, "q", "compute", "pods", "0");
     let with = |cpu: &str| format!("{{requests: {{cpu: {cpu}}}, limits: {{memory: 100Mi}}}}");
-    server.ok_stdin(&["apply", "-n", "q", "-f", "-"], &pod_yaml("p1", &with("500m")));
+    server.ok_stdin(
+        &["apply", "-n", "q", "-f", "-"],
+        &pod_yaml("p1", &with("500m")),
+    );
     // The missing limit is named per container.
-    let err = fails_stdin(&server, 
+    let err = fails_stdin(
+        &server,
         &["apply", "-n", "q", "-f", "-"],
         &pod_yaml("bare", "{requests: {cpu: 100m}}"),
     );
     assert!(
-        err.contains("pods \"bare\" is forbidden: failed quota: compute: must specify limits.memory for: c"),
+        err.contains(
+            "pods \"bare\" is forbidden: failed quota: compute: must specify limits.memory for: c"
+        ),
         "{err}"
     );
-    let err = fails_stdin(&server, &["apply", "-n", "q", "-f", "-"], &pod_yaml("big", &with("600m")));
+    let err = fails_stdin(
+        &server,
+        &["apply", "-n", "q", "-f", "-"],
+        &pod_yaml("big", &with("600m")),
+    );
     assert!(
         err.contains("pods \"big\" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"),
         "{err}"
     );
-    server.ok_stdin(&["apply", "-n", "q", "-f", "-"], &pod_yaml("p2", &with("200m")));
-    let err = fails_stdin(&server, &["apply", "-n", "q", "-f", "-"], &pod_yaml("p3", &with("100m")));
+    server.ok_stdin(
+        &["apply", "-n", "q", "-f", "-"],
+        &pod_yaml("p2", &with("200m")),
+    );
+    let err = fails_stdin(
+        &server,
+        &["apply", "-n", "q", "-f", "-"],
+        &pod_yaml("p3", &with("100m")),
+    );
     assert!(
         err.contains("exceeded quota: compute, requested: pods=1, used: pods=2, limited: pods=2"),
         "{err}"
@@ -332,24 +367,50 @@ fn quota_admission_counts_refuses_and_shows_usage() {
             .unwrap_or_default()
     };
     assert_eq!(line("pods"), ["pods", "2", "2"], "{describe}");
-    assert_eq!(line("requests.cpu"), ["requests.cpu", "700m", "1"], "{describe}");
-    assert_eq!(line("limits.memory"), ["limits.memory", "200Mi", "1Gi"], "{describe}");
+    assert_eq!(
+        line("requests.cpu"),
+        ["requests.cpu", "700m", "1"],
+        "{describe}"
+    );
+    assert_eq!(
+        line("limits.memory"),
+        ["limits.memory", "200Mi", "1Gi"],
+        "{describe}"
+    );
     // A deleted pod gives its share back.
-    server.ok(&["delete", "pod", "p2", "-n", "q", "--grace-period=0", "--force"]);
+    server.ok(&[
+        "delete",
+        "pod",
+        "p2",
+        "-n",
+        "q",
+        "--grace-period=0",
+        "--force",
+    ]);
     wait_used(&server, "q", "compute", "pods", "1");
-    server.ok_stdin(&["apply", "-n", "q", "-f", "-"], &pod_yaml("p3", &with("100m")));
+    server.ok_stdin(
+        &["apply", "-n", "q", "-f", "-"],
+        &pod_yaml("p3", &with("100m")),
+    );
 }
 
 #[test]
 fn racing_creates_never_take_more_than_the_quota() {
     let server = Server::start();
     server.ok(&["create", "namespace", "race"]);
-    server.ok(&["create", "quota", "objects", "-n", "race", "--hard=count/configmaps=20"]);
+    server.ok(&[
+        "create",
+        "quota",
+        "objects",
+        "-n",
+        "race",
+        "--hard=count/configmaps=20",
+    ]);
     wait_for(30, "the root CA configmap and the quota count", || {
         let q = json_of(&server, &["get", "quota", "objects", "-n", "race"]);
         let cms = json_of(&server, &["get", "configmaps", "-n", "race"]);
         let n = cms["items"].as_array().map_or(0, Vec::len);
-        q["status"]["used"]["count/configmaps"] == n.to_string() && n > 0
+        q["status"]["used"]["count/configmaps"].as_str() == Some(n.to_string().as_str()) && n > 0
     });
     let existing = json_of(&server, &["get", "configmaps", "-n", "race"])["items"]
         .as_array()
@@ -380,7 +441,11 @@ fn racing_creates_never_take_more_than_the_quota() {
                 Ok(_) => ok += 1,
                 Err(kube::Error::Api(s)) => {
                     assert_eq!(s.code, 403, "{}", s.message);
-                    assert!(s.message.contains("exceeded quota: objects"), "{}", s.message);
+                    assert!(
+                        s.message.contains("exceeded quota: objects"),
+                        "{}",
+                        s.message
+                    );
                 }
                 Err(e) => panic!("create failed: {e}"),
             }
@@ -408,12 +473,15 @@ fn limit_ranges_default_and_bound_container_resources() {
         pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
         "LimitRanger plugin set: cpu request for container c; cpu limit for container c"
     );
-    let err = fails_stdin(&server, 
+    let err = fails_stdin(
+        &server,
         &["apply", "-n", "lr", "-f", "-"],
         &pod_yaml("greedy", "{limits: {cpu: \"2\"}}"),
     );
     assert!(
-        err.contains("pods \"greedy\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"),
+        err.contains(
+            "pods \"greedy\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+        ),
         "{err}"
     );
 }

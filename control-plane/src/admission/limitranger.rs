@@ -58,7 +58,10 @@ pub fn apply_defaults(pod: &mut Value, ranges: &[Value]) {
         return;
     }
     let mut notes: Vec<String> = Vec::new();
-    for (list, kind) in [("containers", "container"), ("initContainers", "init container")] {
+    for (list, kind) in [
+        ("containers", "container"),
+        ("initContainers", "init container"),
+    ] {
         let Some(cs) = pod
             .pointer_mut(&format!("/spec/{list}"))
             .and_then(Value::as_array_mut)
@@ -66,7 +69,11 @@ pub fn apply_defaults(pod: &mut Value, ranges: &[Value]) {
             continue;
         };
         for c in cs {
-            let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let Some(obj) = c.as_object_mut() else {
                 continue;
             };
@@ -296,12 +303,7 @@ pub async fn default(
 }
 
 /// The validating half, on the object as it will be stored.
-pub async fn validate(
-    api: &Api,
-    r: &ResourceType,
-    ns: &str,
-    obj: &Value,
-) -> Result<(), ApiError> {
+pub async fn validate(api: &Api, r: &ResourceType, ns: &str, obj: &Value) -> Result<(), ApiError> {
     if !applies(r) {
         return Ok(());
     }
@@ -335,7 +337,9 @@ mod tests {
 
     #[test]
     fn defaults_fill_what_containers_leave_out_and_are_annotated() {
-        let ranges = range(json!({"type": "Container", "default": {"cpu": "500m", "memory": "128Mi"}, "defaultRequest": {"cpu": "100m"}}));
+        let ranges = range(
+            json!({"type": "Container", "default": {"cpu": "500m", "memory": "128Mi"}, "defaultRequest": {"cpu": "100m"}}),
+        );
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "a", "resources": {"limits": {"memory": "64Mi"}}}, {"name": "b"}]}});
         apply_defaults(&mut pod, &ranges);
@@ -355,7 +359,9 @@ mod tests {
 
     #[test]
     fn min_max_and_ratio_messages_match_upstream() {
-        let ranges = range(json!({"type": "Container", "max": {"cpu": "1"}, "min": {"memory": "10Mi"}, "maxLimitRequestRatio": {"cpu": "2"}}));
+        let ranges = range(
+            json!({"type": "Container", "max": {"cpu": "1"}, "min": {"memory": "10Mi"}, "maxLimitRequestRatio": {"cpu": "2"}}),
+        );
         let pod = json!({"spec": {"containers": [{"name": "a", "resources": {
             "requests": {"cpu": "500m", "memory": "1Mi"}, "limits": {"cpu": "2"}}}]}});
         assert_eq!(

@@ -88,9 +88,8 @@ fn pod_constraints(pod: &Value, required: &[String]) -> Result<(), String> {
             .into_iter()
             .flatten()
         {
-            let has = |which: &str, res: &str| {
-                c.pointer(&format!("/resources/{which}/{res}")).is_some()
-            };
+            let has =
+                |which: &str, res: &str| c.pointer(&format!("/resources/{which}/{res}")).is_some();
             let name = c.get("name").and_then(Value::as_str).unwrap_or("");
             for r in &required {
                 let present = match *r {
@@ -264,7 +263,8 @@ async fn charge_one(
             return Ok(None);
         };
         let mut quota = objects::decode(qr, &kv)?;
-        let Some((taken, used)) = check(&quota, r, obj, delta).map_err(|why| forbidden(r, obj, &why))?
+        let Some((taken, used)) =
+            check(&quota, r, obj, delta).map_err(|why| forbidden(r, obj, &why))?
         else {
             return Ok(None);
         };
@@ -282,7 +282,9 @@ async fn charge_one(
     Err(ApiError::new(
         409,
         "Conflict",
-        format!("Operation cannot be fulfilled on resourcequotas \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        format!(
+            "Operation cannot be fulfilled on resourcequotas \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
     ))
 }
 
@@ -365,7 +367,10 @@ mod tests {
             check(&q, pods, &p, &delta).unwrap_err(),
             "failed quota: q: must specify limits.cpu for: c; limits.memory for: c"
         );
-        let q = quota(json!({"requests.cpu": "1500m"}), json!({"requests.cpu": "1"}));
+        let q = quota(
+            json!({"requests.cpu": "1500m"}),
+            json!({"requests.cpu": "1"}),
+        );
         assert_eq!(
             check(&q, pods, &p, &delta).unwrap_err(),
             "exceeded quota: q, requested: requests.cpu=1, used: requests.cpu=1, limited: requests.cpu=1500m"

@@ -96,7 +96,9 @@ pub fn pod_resources(pod: &Value, which: &str) -> Usage {
     for c in containers.into_iter().flatten() {
         sum = add(&sum, &list(c));
     }
-    let inits = pod.pointer("/spec/initContainers").and_then(Value::as_array);
+    let inits = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array);
     for c in inits.into_iter().flatten() {
         sum = max(&sum, &list(c));
     }
@@ -346,7 +348,10 @@ mod tests {
             &json!({"spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}}}),
             chrono::Utc::now(),
         );
-        assert_eq!(u["fast.storageclass.storage.k8s.io/requests.storage"], q("1Gi"));
+        assert_eq!(
+            u["fast.storageclass.storage.k8s.io/requests.storage"],
+            q("1Gi")
+        );
     }
 
     #[test]

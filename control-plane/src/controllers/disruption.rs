@@ -419,9 +419,8 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, DisruptionError> {
             let (disrupted, recheck) = disrupted_pod_map(&pods, &budget, now);
             let healthy = count_healthy(&pods, &disrupted);
             let status = desired_status(&budget, healthy, desired, expected, disrupted);
-            let requeue = recheck.map(|at| {
-                Duration::from_secs(u64::try_from(at - now).unwrap_or(0) + 1)
-            });
+            let requeue =
+                recheck.map(|at| Duration::from_secs(u64::try_from(at - now).unwrap_or(0) + 1));
             if !status_changed(&old, &status) {
                 return Ok(requeue);
             }
@@ -505,8 +504,10 @@ mod tests {
     }
 
     fn budget(spec: serde_json::Value) -> PodDisruptionBudget {
-        serde_json::from_value(json!({"metadata": {"name": "b", "namespace": "d", "generation": 2}, "spec": spec}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "b", "namespace": "d", "generation": 2}, "spec": spec}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -530,20 +531,35 @@ mod tests {
 
     #[test]
     fn status_counts_ready_pods_and_allows_the_surplus() {
-        let pods = vec![pod("a", true, true), pod("b", true, true), pod("c", false, true)];
+        let pods = vec![
+            pod("a", true, true),
+            pod("b", true, true),
+            pod("c", false, true),
+        ];
         let b = budget(json!({"minAvailable": 1}));
         let healthy = count_healthy(&pods, &BTreeMap::new());
         let s = desired_status(&b, healthy, 1, 3, BTreeMap::new());
         assert_eq!(
-            (s.current_healthy, s.desired_healthy, s.expected_pods, s.disruptions_allowed),
+            (
+                s.current_healthy,
+                s.desired_healthy,
+                s.expected_pods,
+                s.disruptions_allowed
+            ),
             (2, 1, 3, 1)
         );
         assert_eq!(s.observed_generation, Some(2));
         let c = &s.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "SufficientPods"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "SufficientPods")
+        );
         let none = desired_status(&b, 1, 1, 3, BTreeMap::new());
         assert_eq!(none.disruptions_allowed, 0);
-        assert_eq!(none.conditions.as_ref().unwrap()[0].reason, "InsufficientPods");
+        assert_eq!(
+            none.conditions.as_ref().unwrap()[0].reason,
+            "InsufficientPods"
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ pub fn resource_for(name: &str) -> Option<&'static ResourceType> {
     }
     match name {
         "services" | "services.nodeports" | "services.loadbalancers" => core("services"),
-        "persistentvolumeclaims" | "configmaps" | "secrets" | "replicationcontrollers"
+        "persistentvolumeclaims"
+        | "configmaps"
+        | "secrets"
+        | "replicationcontrollers"
         | "resourcequotas" => core(name),
         "pods" | "cpu" | "memory" | "ephemeral-storage" => core("pods"),
         n if n.starts_with("requests.") || n.starts_with("limits.") => core("pods"),
@@ -216,9 +219,7 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, QuotaError> {
     };
     let same = rq.status.as_ref().is_some_and(|s| {
         s.hard == status.hard
-            && usage::resource_list(
-                serde_json::to_value(&s.used).ok().as_ref(),
-            ) == used
+            && usage::resource_list(serde_json::to_value(&s.used).ok().as_ref()) == used
     });
     if !same {
         let mut new = rq.clone();
@@ -245,19 +246,30 @@ mod tests {
         );
         let d = resource_for("count/deployments.apps").unwrap();
         assert_eq!((d.group, d.plural), ("apps", "deployments"));
-        assert_eq!(resource_for("count/configmaps").unwrap().plural, "configmaps");
+        assert_eq!(
+            resource_for("count/configmaps").unwrap().plural,
+            "configmaps"
+        );
         assert!(resource_for("bogus").is_none());
     }
 
     #[test]
     fn recount_sums_matching_objects_for_the_hard_names() {
         let pods = resources::find("", "v1", "pods").unwrap();
-        let quota = json!({"spec": {"hard": {"pods": "5", "requests.cpu": "2", "count/configmaps": "1"}}});
+        let quota =
+            json!({"spec": {"hard": {"pods": "5", "requests.cpu": "2", "count/configmaps": "1"}}});
         let hard = usage::resource_list(quota.pointer("/spec/hard"));
         let pod = |cpu: &str, phase: &str| json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}, "status": {"phase": phase}});
         let objects = BTreeMap::from([(
             "pods",
-            (pods, vec![pod("500m", "Running"), pod("250m", "Pending"), pod("1", "Failed")]),
+            (
+                pods,
+                vec![
+                    pod("500m", "Running"),
+                    pod("250m", "Pending"),
+                    pod("1", "Failed"),
+                ],
+            ),
         )]);
         let used = recount(&quota, &hard, &objects, chrono::Utc::now());
         assert_eq!(

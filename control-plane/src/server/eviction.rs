@@ -195,8 +195,8 @@ impl Api {
     pub async fn evict(&self, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
         let pods = pods()?;
         check_body(body, ns, name)?;
-        let opts = DeleteOptions::default()
-            .merge_body(body.get("deleteOptions").unwrap_or(&Value::Null));
+        let opts =
+            DeleteOptions::default().merge_body(body.get("deleteOptions").unwrap_or(&Value::Null));
         let (pod, _) = self
             .read(pods, Some(ns), name)
             .await?
@@ -205,7 +205,10 @@ impl Api {
             let budgets = self.budgets_of(ns, &pod).await?;
             match budgets.as_slice() {
                 [] => {}
-                [budget] => self.take_disruption(ns, meta::name(budget), &pod, &opts).await?,
+                [budget] => {
+                    self.take_disruption(ns, meta::name(budget), &pod, &opts)
+                        .await?
+                }
                 _ => {
                     return Err(ApiError::internal(
                         "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
@@ -265,7 +268,12 @@ impl Api {
                 .await
             {
                 Ok(_) => {
-                    tracing::debug!(namespace = ns, budget = budget_name, pod = meta::name(pod), "disruption taken");
+                    tracing::debug!(
+                        namespace = ns,
+                        budget = budget_name,
+                        pod = meta::name(pod),
+                        "disruption taken"
+                    );
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) => continue,
