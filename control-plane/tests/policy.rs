@@ -485,3 +485,108 @@ fn limit_ranges_default_and_bound_container_resources() {
         "{err}"
     );
 }
+
+/// A kubelet stand-in serving only `/stats/summary` over TLS on 127.0.0.1.
+async fn summary_kubelet(summary: Value) -> u16 {
+    let tls = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    let cert = tls.cert.der().clone();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(tls.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key.into())
+        .expect("server config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let body = summary.to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let body = body.clone();
+                        async move {
+                            let (code, b) = if req.uri().path() == "/stats/summary" {
+                                (200, body)
+                            } else {
+                                (404, String::new())
+                            };
+                            hyper::Response::builder()
+                                .status(code)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(b)))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn kubectl_top_reads_node_and_pod_metrics_from_the_kubelet_summary() {
+    let server = Server::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let t = now();
+    let port = rt.block_on(summary_kubelet(json!({
+        "node": {"nodeName": "m1", "cpu": {"time": t, "usageNanoCores": 250_000_000u64},
+            "memory": {"time": t, "workingSetBytes": 104_857_600u64}},
+        "pods": [{"podRef": {"name": "web", "namespace": "default", "uid": "u"}, "containers": [
+            {"name": "c", "cpu": {"time": t, "usageNanoCores": 150_000_000u64},
+             "memory": {"time": t, "workingSetBytes": 1_048_576u64}}]}]
+    })));
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "m1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+            "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+            "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": t}]}});
+    server.ok_stdin(&["apply", "-f", "-"], &node.to_string());
+    server.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: m1\n  containers:\n  - name: c\n    image: busybox\n",
+    );
+    let groups = server.ok(&["api-versions"]);
+    assert!(groups.contains("metrics.k8s.io/v1beta1"), "{groups}");
+    let top = server.ok(&["top", "node", "m1"]);
+    let row: Vec<&str> = top
+        .lines()
+        .find(|l| l.starts_with("m1"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(row.first(), Some(&"m1"), "{top}");
+    assert!(row.contains(&"250m") && row.contains(&"100Mi"), "{top}");
+    let top = server.ok(&["top", "pod", "web"]);
+    let row: Vec<&str> = top
+        .lines()
+        .find(|l| l.starts_with("web"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(row, ["web", "150m", "1Mi"], "{top}");
+    let raw = server.ok(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web",
+    ]);
+    let m: Value = serde_json::from_str(&raw).expect("pod metrics");
+    assert_eq!(m["kind"], "PodMetrics");
+    assert_eq!(m["containers"][0]["usage"]["cpu"], "150m");
+}

@@ -438,6 +438,12 @@ async fn resource_request(
         labels.resource = p.plural.clone();
         return super::proxy::handle(api, req, &p).await;
     }
+    if super::metrics_api::is_metrics(&p) {
+        labels.resource = p.plural.clone();
+        let out =
+            super::metrics_api::handle(api, req.method(), &p, params.get("labelSelector")).await?;
+        return Ok(respond(200, &out, Output::Json));
+    }
     let (parts, body) = req.into_parts();
     let content_type = parts
         .headers

@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod eviction;
 pub mod listener;
 pub mod meta;
+pub mod metrics_api;
 pub mod negotiate;
 pub mod objects;
 pub mod proxy;
