@@ -50,12 +50,10 @@ impl Charge {
 fn restricted(quota: &Value, r: &ResourceType, obj: &Value) -> Vec<String> {
     let hard = usage::resource_list(quota.pointer("/status/hard"));
     let is_pod = r.group.is_empty() && r.plural == "pods";
+    let used = usage::usage(r, obj, chrono::Utc::now());
     hard.keys()
         .filter(|k| usage::tracks(quota, k))
-        .filter(|k| {
-            let used = usage::usage(r, obj, chrono::Utc::now());
-            used.contains_key(*k) || (is_pod && pod_resource(k))
-        })
+        .filter(|k| used.contains_key(*k) || (is_pod && pod_resource(k)))
         .cloned()
         .collect()
 }
@@ -134,15 +132,11 @@ fn check(
     }
     let used = usage::resource_list(quota.pointer("/status/used"));
     let hard = usage::resource_list(quota.pointer("/status/hard"));
-    let unknown: Vec<&String> = restricted
-        .iter()
-        .filter(|k| hard.contains_key(*k) && !used.contains_key(*k))
-        .collect();
-    if !unknown.is_empty() {
-        let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+    // Upstream `hasUsageStats`; the message names every restricted resource.
+    if restricted.iter().any(|k| !used.contains_key(k)) {
         return Err(format!(
             "status unknown for quota: {name}, resource: {}",
-            names.join(",")
+            restricted.join(",")
         ));
     }
     let requested: Usage = delta
@@ -382,10 +376,13 @@ mod tests {
         let cms = find("", "v1", "configmaps").unwrap();
         let cm = json!({"metadata": {"name": "c"}});
         let delta = usage::usage(cms, &cm, chrono::Utc::now());
-        let q = quota(json!({"configmaps": "1", "count/secrets": "3"}), json!({}));
+        let q = quota(
+            json!({"configmaps": "1", "count/configmaps": "2", "count/secrets": "3"}),
+            json!({"configmaps": "0"}),
+        );
         assert_eq!(
             check(&q, cms, &cm, &delta).unwrap_err(),
-            "status unknown for quota: q, resource: configmaps"
+            "status unknown for quota: q, resource: configmaps,count/configmaps"
         );
         let q = quota(json!({"count/secrets": "3"}), json!({"count/secrets": "3"}));
         assert_eq!(check(&q, cms, &cm, &delta).unwrap(), None);
