@@ -1,6 +1,7 @@
 //! r8s-server: a Kubernetes API server on an MVCC store, with the scheduler
 //! and controllers running as its clients.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bootstrap;

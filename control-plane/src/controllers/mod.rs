@@ -7,6 +7,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
@@ -16,6 +17,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -96,4 +98,6 @@ fn spawn_controller_manager(ctx: &ControllerContext) {
     cronjob::spawn(ctx);
     serviceaccount::spawn(ctx);
     statefulset::spawn(ctx);
+    disruption::spawn(ctx);
+    resourcequota::spawn(ctx);
 }

@@ -104,12 +104,29 @@ fn entries(group: &str, version: &str) -> Vec<Entry> {
             .filter(|r| r.group == group && r.version == version)
             .map(Entry::from),
     );
+    if (group, version) == (super::metrics_api::GROUP, super::metrics_api::VERSION) {
+        out.extend(super::metrics_api::RESOURCES.iter().map(
+            |&(plural, singular, kind, namespaced)| Entry {
+                plural,
+                singular,
+                kind,
+                namespaced,
+                verbs: &["get", "list"],
+                short_names: &[],
+                categories: &[],
+                subresources: &[],
+                group: super::metrics_api::GROUP,
+                version: super::metrics_api::VERSION,
+            },
+        ));
+    }
     out
 }
 
 /// Every served `(group, version)`: the catalog's and the virtual APIs'.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut gvs = resources::group_versions();
+    gvs.push((super::metrics_api::GROUP, super::metrics_api::VERSION));
     for v in reviews::VIRTUAL {
         if !gvs.contains(&(v.group, v.version)) {
             gvs.push((v.group, v.version));

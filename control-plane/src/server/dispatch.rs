@@ -438,6 +438,12 @@ async fn resource_request(
         labels.resource = p.plural.clone();
         return super::proxy::handle(api, req, &p).await;
     }
+    if super::metrics_api::is_metrics(&p) {
+        labels.resource = p.plural.clone();
+        let out =
+            super::metrics_api::handle(api, req.method(), &p, params.get("labelSelector")).await?;
+        return Ok(respond(200, &out, Output::Json));
+    }
     let (parts, body) = req.into_parts();
     let content_type = parts
         .headers
@@ -568,10 +574,8 @@ async fn resource_request(
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             let body = read_value(body).await?;
-            let opts = DeleteOptions::default()
-                .merge_body(body.get("deleteOptions").unwrap_or(&Value::Null));
-            api.delete(r, ns, n, &opts).await?;
-            Ok(respond(201, &status::success(json!({})), Output::Json))
+            let out = api.evict(ns.unwrap_or("default"), n, &body).await?;
+            Ok(respond(201, &out, Output::Json))
         }
         (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
             require_verb(r, "update")?;

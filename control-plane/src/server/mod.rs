@@ -3,8 +3,10 @@
 
 pub mod discovery;
 pub mod dispatch;
+pub mod eviction;
 pub mod listener;
 pub mod meta;
+pub mod metrics_api;
 pub mod negotiate;
 pub mod objects;
 pub mod proxy;

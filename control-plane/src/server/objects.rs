@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::patch::{self, PatchType};
 use crate::registry::{self, allocator, convert};
 use crate::resources::{self, ResourceType};
@@ -432,6 +433,7 @@ impl Api {
             _ => {}
         }
         registry::default_object(r, &mut obj);
+        admission::mutate(self, r, ns, &mut obj).await?;
         self.validate(r, &obj, None)?;
         let mut services = if is_service(r) {
             let mut alloc = self.services.lock().await;
@@ -446,7 +448,11 @@ impl Api {
         } else {
             None
         };
-        let stored = if opts.dry_run {
+        // Quota is charged last, once nothing else can refuse the object.
+        let admitted = admission::validate(self, r, ns, &obj, opts.dry_run).await;
+        let stored = if let Err(e) = &admitted {
+            Err(e.clone())
+        } else if opts.dry_run {
             Ok(None)
         } else {
             let key = meta::key(r, ns, &name);
@@ -468,6 +474,11 @@ impl Api {
             allocator::release_service(ips, ports, &obj);
         }
         drop(services);
+        if stored.is_err()
+            && let Ok(charge) = admitted
+        {
+            admission::release(self, charge).await;
+        }
         let Some(rev) = stored? else {
             return Ok(Written {
                 object: obj,

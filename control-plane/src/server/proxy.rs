@@ -367,12 +367,12 @@ fn check_log_status(
 
 /// Where a node's kubelet listens.
 #[derive(Debug, Clone)]
-struct Kubelet {
-    host: String,
-    port: u16,
+pub(super) struct Kubelet {
+    pub(super) host: String,
+    pub(super) port: u16,
 }
 
-async fn kubelet_of_node(api: &Arc<Api>, node: &str) -> Result<Kubelet, ApiError> {
+pub(super) async fn kubelet_of_node(api: &Arc<Api>, node: &str) -> Result<Kubelet, ApiError> {
     let nodes = resources::find("", "v1", "nodes").ok_or_else(ApiError::path_not_found)?;
     let obj = api.get(nodes, None, node).await?;
     let addresses = obj
@@ -484,7 +484,7 @@ fn client_config(data_dir: &Path) -> Result<Arc<rustls::ClientConfig>, ApiError>
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
 
 /// Opens an HTTP/1.1 connection to the kubelet over TLS.
-async fn connect(api: &Api, target: &Kubelet) -> Result<Sender, ApiError> {
+pub(super) async fn connect(api: &Api, target: &Kubelet) -> Result<Sender, ApiError> {
     let unreachable = |e: &dyn std::fmt::Display| {
         ApiError::new(
             502,
