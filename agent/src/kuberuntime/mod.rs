@@ -12,6 +12,7 @@ pub mod labels;
 mod lifecycle;
 pub mod observe;
 mod pod_status;
+mod probing;
 mod pull;
 mod query;
 pub mod sandbox;
@@ -24,7 +25,7 @@ pub mod volumes;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use cri::client::CriClient;
@@ -36,6 +37,7 @@ use self::observe::{Runs, Waiting};
 use crate::pod_worker::dns::DnsConfigurer;
 use crate::pod_worker::restart_backoff::RestartBackoff;
 use crate::pod_worker::{ObservedPod, PodRuntime, RuntimeError};
+use crate::probe::ProbeManager;
 
 /// kubelet's `minimumGracePeriodInSeconds`.
 pub const MIN_GRACE_PERIOD_SECONDS: i64 = 2;
@@ -74,6 +76,7 @@ pub struct CriRuntime {
     runtime_name: String,
     config: CriRuntimeConfig,
     recorder: EventRecorder,
+    probes: Arc<ProbeManager>,
     state: Mutex<State>,
 }
 
@@ -128,9 +131,15 @@ impl CriRuntime {
             .await
             .map_err(call_err("Version"))?
             .into_inner();
+        let recorder = EventRecorder::new(client.clone(), config.node_name.clone());
+        let probes = Arc::new(ProbeManager::new(
+            Arc::new(cri.clone()),
+            Arc::new(probing::ProbeEventSink(recorder.clone())),
+        ));
         Ok(Self {
             cri,
-            recorder: EventRecorder::new(client.clone(), config.node_name.clone()),
+            recorder,
+            probes,
             client,
             runtime_name: version.runtime_name,
             config,
@@ -174,6 +183,10 @@ impl PodRuntime for CriRuntime {
 
     async fn observed(&self, pod_uid: &str) -> Result<ObservedPod, RuntimeError> {
         self.observe(pod_uid).await
+    }
+
+    fn sync_signal(&self, pod_uid: &str) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.probes.sync_signal(pod_uid))
     }
 }
 

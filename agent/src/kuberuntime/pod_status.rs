@@ -36,7 +36,7 @@ impl CriRuntime {
             return Ok(self.waiting_only(uid));
         };
         let sandbox_ready = sandbox.state == proto::PodSandboxState::SandboxReady as i32;
-        let pod_ips = self
+        let pod_ips: Vec<IpAddr> = self
             .pod_ips(&sandbox.id)
             .await
             .iter()
@@ -81,6 +81,7 @@ impl CriRuntime {
                 containers.push(o);
             }
         }
+        self.apply_probes(&pod, &groups, &pod_ips, &mut containers);
         Ok(ObservedPod {
             sandbox_ready,
             pod_ips,

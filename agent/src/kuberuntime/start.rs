@@ -126,6 +126,11 @@ impl CriRuntime {
             &format!("Started container {}", c.name),
         );
         tracing::info!(pod = %uid, container = %c.name, attempt, id = %id, "container started");
+        let pod_ip = pod_ips.first().map(String::as_str);
+        if let Err(msg) = self.run_post_start(pod, c, &id, pod_ip).await {
+            tracing::info!(pod = %uid, container = %c.name, %msg, "postStart hook failed");
+            return Err(Blocked);
+        }
         Ok(())
     }
 }

@@ -112,6 +112,8 @@ impl CriRuntime {
         state.image_backoff.forget_pod(uid);
         state.waiting.retain(|(u, _), _| u != uid);
         state.pods.remove(uid);
+        drop(state);
+        self.probes.remove_pod(uid);
         Ok(())
     }
 }

@@ -176,6 +176,17 @@ impl CriRuntime {
                 }
                 Some(s) if !observe::is_exited(s) => {
                     if sidecar {
+                        if let Some(restart) = self.kill_unhealthy(pod, c, s, true).await {
+                            if restart && self.restart_allowed(pod, c) {
+                                let _ = start!(c, observe::attempt_of(s) + 1);
+                            }
+                            return Ok(());
+                        }
+                        // The next init container waits for the sidecar's
+                        // startup probe (kubelet's sidecar ordering).
+                        if !self.probes.started(pod, &c.name, &s.id) {
+                            return Ok(());
+                        }
                         continue;
                     }
                     return Ok(());
@@ -204,6 +215,12 @@ impl CriRuntime {
                     let _ = start!(c, 0);
                 }
                 Some(s) if s.state == proto::ContainerState::ContainerRunning as i32 => {
+                    if let Some(restart) = self.kill_unhealthy(pod, c, s, false).await {
+                        if restart && self.restart_allowed(pod, c) {
+                            let _ = start!(c, observe::attempt_of(s) + 1);
+                        }
+                        continue;
+                    }
                     let hash = s.annotations.get(labels::CONTAINER_HASH);
                     if hash.is_some_and(|h| *h != labels::container_hash(c)) {
                         let msg =

@@ -266,6 +266,16 @@ pub async fn probe(target: &HttpTarget, timeout: Duration, user_agent: &str) -> 
     }
 }
 
+/// Runs an HTTP lifecycle hook: only a failed request is an error, any
+/// answer counts (kubelet's `runHTTPHandler`). kubelet gives hooks no
+/// timeout of their own; the caller bounds them.
+pub async fn hook(target: &HttpTarget, user_agent: &str) -> Result<(), String> {
+    follow(target, user_agent)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("Get \"{}\": {e}", target.url()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
