@@ -103,6 +103,9 @@ impl CriRuntime {
         let dir = crate::volume::pod_dir(&self.config.root_dir, uid);
         let cgroups = pod_cgroups(&self.config.cgroup_root, uid);
         let _ = tokio::task::spawn_blocking(move || {
+            // Memory-backed emptyDirs are mounts: remove_dir_all would
+            // empty them but leave the tmpfs mounted.
+            crate::volume::tmpfs::unmount_under(&dir);
             let _ = std::fs::remove_dir_all(dir);
             remove_empty_cgroups(&cgroups);
         })
