@@ -230,7 +230,10 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
         .unwrap_or_default();
     assert!(line.starts_with("tmpfs /cache tmpfs"), "{mounts}");
     assert!(line.contains("size=16384k"), "{line}");
-    let uid = mem_pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let uid = mem_pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let host_dir = cluster.agent_root().join("pods").join(&uid);
     let mounted = || {
         std::fs::read_to_string("/proc/self/mountinfo")
@@ -239,9 +242,11 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
     };
     assert!(mounted(), "no tmpfs under {}", host_dir.display());
     cluster.kubectl_ok(&["delete", "pod", "mem", "--wait=false"], None)?;
-    e2e::wait_for("the mem tmpfs to be unmounted", Duration::from_secs(90), || {
-        (!mounted()).then_some(())
-    })?;
+    e2e::wait_for(
+        "the mem tmpfs to be unmounted",
+        Duration::from_secs(90),
+        || (!mounted()).then_some(()),
+    )?;
     Ok(())
 }
 

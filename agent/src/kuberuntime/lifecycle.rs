@@ -78,16 +78,19 @@ impl CriRuntime {
                     Err(e) => Err(exec_failure(pod, c, &command, &e.to_string(), "")),
                 }
             }
-            ProbeAction::Http(target) => crate::probe::http::hook(&target, &crate::probe::user_agent())
-                .await
-                .map_err(|e| {
-                    format!(
-                        "HTTP lifecycle hook ({}) for Container {} in Pod {} failed - error: {e}",
-                        target.path,
-                        quote(&c.name),
-                        quote(&format_pod(pod))
-                    )
-                }),
+            ProbeAction::Http(target) => crate::probe::http::hook(
+                &target,
+                &crate::probe::user_agent(),
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "HTTP lifecycle hook ({}) for Container {} in Pod {} failed - error: {e}",
+                    target.path,
+                    quote(&c.name),
+                    quote(&format_pod(pod))
+                )
+            }),
             ProbeAction::Sleep { seconds } => {
                 let secs = u64::try_from(seconds).unwrap_or(0);
                 tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -133,8 +136,13 @@ impl CriRuntime {
         match tokio::time::timeout(limit, hook).await {
             Ok(Ok(())) => {}
             Ok(Err(msg)) => {
-                self.recorder
-                    .record(pod, Some(name), EventType::Warning, "FailedPreStopHook", &msg);
+                self.recorder.record(
+                    pod,
+                    Some(name),
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    &msg,
+                );
             }
             Err(_) => {
                 tracing::info!(pod = ?pod.metadata.name, container = %name, "preStop hook did not finish within the grace period");

@@ -33,12 +33,8 @@ pub(super) struct ProbeKill {
 
 /// The kill decision for a container whose `kind` probe failed.
 pub(super) fn probe_kill(pod: &Pod, c: &Container, kind: ProbeKind, sidecar: bool) -> ProbeKill {
-    let restart = sidecar
-        || pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.as_deref())
-            != Some("Never");
+    let restart =
+        sidecar || pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) != Some("Never");
     let mut message = format!(
         "Container {} failed {} probe",
         c.name,

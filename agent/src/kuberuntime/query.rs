@@ -6,7 +6,10 @@ use cri::proto;
 use super::*;
 
 impl CriRuntime {
-    pub(super) async fn sandboxes(&self, uid: &str) -> Result<Vec<proto::PodSandbox>, RuntimeError> {
+    pub(super) async fn sandboxes(
+        &self,
+        uid: &str,
+    ) -> Result<Vec<proto::PodSandbox>, RuntimeError> {
         let mut items = self
             .cri
             .runtime

@@ -92,7 +92,10 @@ pub async fn probe(
     command: &[String],
     timeout: Duration,
 ) -> Result<Outcome, ExecError> {
-    match exec.exec_sync(container_id, command.to_vec(), timeout).await {
+    match exec
+        .exec_sync(container_id, command.to_vec(), timeout)
+        .await
+    {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.output).into_owned();
             if out.exit_code == 0 {
@@ -157,7 +160,10 @@ pub mod fake {
             if answers.len() > 1 {
                 answers.remove(0)
             } else {
-                answers.first().cloned().unwrap_or(Ok(ExecOutput::default()))
+                answers
+                    .first()
+                    .cloned()
+                    .unwrap_or(Ok(ExecOutput::default()))
             }
         }
     }

@@ -53,7 +53,9 @@ async fn check(
 ) -> Result<HealthCheckResponse, Outcome> {
     let secs = timeout.as_secs();
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Outcome::Failure(format!("error: failed to connect service at {addr:?}: {e}")))?
+        .map_err(|e| {
+            Outcome::Failure(format!("error: failed to connect service at {addr:?}: {e}"))
+        })?
         .connect_timeout(timeout)
         .timeout(timeout);
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
@@ -63,7 +65,8 @@ async fn check(
             )));
         }
         Ok(Err(e)) => {
-            let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
             return Err(Outcome::Failure(format!(
                 "error: failed to connect service at {addr:?}: {cause}"
             )));
@@ -217,7 +220,9 @@ mod tests {
             panic!("not a failure");
         };
         assert!(
-            msg.starts_with(&format!("error: failed to connect service at \"127.0.0.1:{port}\"")),
+            msg.starts_with(&format!(
+                "error: failed to connect service at \"127.0.0.1:{port}\""
+            )),
             "{msg}"
         );
     }

@@ -188,7 +188,9 @@ async fn get_once(t: &HttpTarget, user_agent: &str) -> Result<Answer, String> {
 fn redirect_target(base: &HttpTarget, location: &str) -> Result<HttpTarget, String> {
     let mut next = base.clone();
     if location.starts_with("http://") || location.starts_with("https://") {
-        let uri: http::Uri = location.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        let uri: http::Uri = location
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
         next.scheme = if uri.scheme_str() == Some("https") {
             Scheme::Https
         } else {
@@ -299,9 +301,8 @@ mod tests {
         let seen: Seen = Arc::default();
         let acceptor = tls.then(|| {
             let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-                cert.signing_key.serialize_der().into(),
-            );
+            let key =
+                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
             let config = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -396,7 +397,11 @@ mod tests {
         );
         assert_eq!(
             seen.lock().unwrap()[0],
-            ("/ok".to_owned(), Some(UA.to_owned()), Some("yes".to_owned()))
+            (
+                "/ok".to_owned(),
+                Some(UA.to_owned()),
+                Some("yes".to_owned())
+            )
         );
         // Same-host redirects are followed; other hosts end in a warning.
         assert_eq!(

@@ -133,7 +133,10 @@ impl ProbeManager {
         let target = Arc::new(PodTarget {
             pod: pod.clone(),
             pod_ip,
-            containers: containers.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            containers: containers
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect(),
         });
         let mut pods = lock(&self.pods);
         let entry = pods.entry(uid.clone()).or_insert_with(|| PodEntry {
@@ -232,10 +235,11 @@ mod tests {
 
     impl ProbeEvents for Events {
         fn warning(&self, _pod: &Pod, container: &str, reason: &str, message: &str) {
-            self.0
-                .lock()
-                .unwrap()
-                .push((container.to_owned(), reason.to_owned(), message.to_owned()));
+            self.0.lock().unwrap().push((
+                container.to_owned(),
+                reason.to_owned(),
+                message.to_owned(),
+            ));
         }
     }
 
@@ -294,10 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_follows_the_probe_and_records_unhealthy_events() {
-        let exec = Arc::new(FakeExec::new(vec![
-            exited(1, "not yet"),
-            exited(0, ""),
-        ]));
+        let exec = Arc::new(FakeExec::new(vec![exited(1, "not yet"), exited(0, "")]));
         let events = Arc::new(Events::default());
         let m = ProbeManager::new(exec.clone(), events.clone());
         let p = pod(Container {

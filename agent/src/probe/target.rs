@@ -46,18 +46,33 @@ impl HttpTarget {
             Scheme::Http => "http",
             Scheme::Https => "https",
         };
-        format!("{scheme}://{}{}", join_host_port(&self.host, self.port), self.path)
+        format!(
+            "{scheme}://{}{}",
+            join_host_port(&self.host, self.port),
+            self.path
+        )
     }
 }
 
 /// What one probe or hook run does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeAction {
-    Exec { command: Vec<String> },
+    Exec {
+        command: Vec<String>,
+    },
     Http(HttpTarget),
-    Tcp { host: String, port: u16 },
-    Grpc { host: String, port: u16, service: String },
-    Sleep { seconds: i64 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Grpc {
+        host: String,
+        port: u16,
+        service: String,
+    },
+    Sleep {
+        seconds: i64,
+    },
 }
 
 /// `host:port`, with brackets around IPv6 addresses (Go's `JoinHostPort`).
@@ -101,7 +116,11 @@ fn http_target(
     c: &Container,
     pod_ip: Option<&str>,
 ) -> Result<HttpTarget, TargetError> {
-    let scheme = if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+    let scheme = if h
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    {
         Scheme::Https
     } else {
         Scheme::Http
@@ -243,13 +262,22 @@ mod tests {
             ..Probe::default()
         };
         assert_eq!(
-            probe_action(&probe(IntOrString::String("db".to_owned())), &container(), Some("1.2.3.4"))
-                .unwrap_err()
-                .to_string(),
+            probe_action(
+                &probe(IntOrString::String("db".to_owned())),
+                &container(),
+                Some("1.2.3.4")
+            )
+            .unwrap_err()
+            .to_string(),
             "port db not found"
         );
         assert_eq!(
-            probe_action(&probe(IntOrString::Int(70000)), &container(), Some("1.2.3.4")).unwrap_err(),
+            probe_action(
+                &probe(IntOrString::Int(70000)),
+                &container(),
+                Some("1.2.3.4")
+            )
+            .unwrap_err(),
             TargetError::InvalidPort(70000)
         );
         assert_eq!(
