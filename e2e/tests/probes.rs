@@ -1,7 +1,8 @@
 //! Container probes and lifecycle details on a single-node r8s-server with
 //! real containers: an exec readiness probe holds a pod unready until a file
 //! exists, a failing liveness probe restarts its container with kubelet's
-//! events, an httpGet readiness probe against busybox httpd passes, a failing
+//! events, an httpGet readiness probe against busybox httpd passes, a startup
+//! probe holds started/ready back and gates liveness, a failing
 //! postStart hook is reported, and a memory-backed emptyDir is a tmpfs that
 //! goes away with its pod. Needs root, docker-registry, skopeo,
 //! busybox-static and kubectl (CI has them).
@@ -125,6 +126,13 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
                                    "initialDelaySeconds": 1 });
     cluster.apply(&pod(cluster, "web", json!({ "containers": [web] })))?;
 
+    let mut slow = container(&image, "exec sleep 3600");
+    slow["startupProbe"] = json!({ "exec": { "command": ["cat", "/tmp/started"] },
+                                   "periodSeconds": 1, "failureThreshold": 600 });
+    slow["livenessProbe"] = json!({ "exec": { "command": ["cat", "/tmp/started"] },
+                                    "periodSeconds": 1 });
+    cluster.apply(&pod(cluster, "slow", json!({ "containers": [slow] })))?;
+
     let mut hook = container(&image, "exec sleep 3600");
     hook["lifecycle"] = json!({ "postStart": { "exec": { "command": ["sh", "-c", "exit 7"] } } });
     cluster.apply(&pod(cluster, "hook", json!({ "containers": [hook] })))?;
@@ -204,6 +212,36 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
         |p| first_status(p)["ready"] == true && condition(p, "Ready") == "True",
     )?;
     assert_eq!(first_status(&web_pod)["restartCount"], 0);
+
+    // (f) The startup probe holds started/ready back and gates liveness.
+    let slow_pod = wait_pod(
+        cluster,
+        "slow",
+        "slow Running",
+        Duration::from_secs(120),
+        |p| first_status(p)["state"]["running"].is_object(),
+    )?;
+    wait_event(
+        cluster,
+        "slow",
+        "Unhealthy",
+        "Startup probe failed: cat: can't open '/tmp/started'",
+    )?;
+    let slow_pod = cluster
+        .get_json(&["get", "pod", "slow"])
+        .unwrap_or(slow_pod);
+    assert_eq!(first_status(&slow_pod)["started"], false);
+    assert_eq!(first_status(&slow_pod)["ready"], false);
+    assert_eq!(first_status(&slow_pod)["restartCount"], 0);
+    cluster.kubectl_ok(&["exec", "slow", "--", "touch", "/tmp/started"], None)?;
+    let slow_pod = wait_pod(
+        cluster,
+        "slow",
+        "slow started and ready",
+        Duration::from_secs(60),
+        |p| first_status(p)["started"] == true && first_status(p)["ready"] == true,
+    )?;
+    assert_eq!(first_status(&slow_pod)["restartCount"], 0);
 
     // (d) A failing postStart hook is reported and the container killed.
     wait_event(
