@@ -168,6 +168,24 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
     assert_eq!(condition(&gated_pod, "Ready"), "False");
     assert_eq!(condition(&gated_pod, "ContainersReady"), "False");
     assert_eq!(ready_column(cluster, "gated")?, "0/1");
+    // Repeated failures are one Event with a growing count.
+    let selector = "involvedObject.name=gated,reason=Unhealthy";
+    let counts = e2e::wait_for(
+        "the Unhealthy event of gated to be counted twice",
+        Duration::from_secs(60),
+        || {
+            let list = cluster
+                .get_json(&["get", "events", "--field-selector", selector])
+                .ok()?;
+            let counts: Vec<i64> = list["items"]
+                .as_array()?
+                .iter()
+                .map(|e| e["count"].as_i64().unwrap_or(0))
+                .collect();
+            counts.iter().any(|c| *c >= 2).then_some(counts)
+        },
+    )?;
+    assert_eq!(counts.len(), 1, "Unhealthy events of gated: {counts:?}");
     cluster.kubectl_ok(&["exec", "gated", "--", "touch", "/tmp/ready"], None)?;
     wait_pod(
         cluster,
