@@ -120,6 +120,13 @@ async fn pod_worker(
 ) {
     let mut resync = tokio::time::interval(RESYNC_PERIOD);
     resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let wake = ctx.runtime.sync_signal(&uid);
+    let woken = || async {
+        match &wake {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         let pod = updates.borrow_and_update().clone();
         match pod {
@@ -139,6 +146,7 @@ async fn pod_worker(
             () = shutdown.cancelled() => return,
             changed = updates.changed() => if changed.is_err() { return },
             _ = resync.tick() => {}
+            () = woken() => {}
         }
     }
 }

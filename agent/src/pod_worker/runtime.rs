@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
+use tokio::sync::Notify;
 
 use super::status::{ObservedContainer, ObservedState, Terminated};
 
@@ -40,6 +41,11 @@ pub trait PodRuntime: Send + Sync {
     async fn kill_pod(&self, pod_uid: &str, grace_period: Option<i64>) -> Result<(), RuntimeError>;
     /// The pod's current state (empty when unknown).
     async fn observed(&self, pod_uid: &str) -> Result<ObservedPod, RuntimeError>;
+    /// Notified when the runtime wants the pod synced before its next
+    /// resync (a probe result changed).
+    fn sync_signal(&self, _pod_uid: &str) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 struct FakePod {

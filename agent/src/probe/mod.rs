@@ -1,18 +1,58 @@
-//! Container probes (kubelet's `prober` workers): the settings of a probe and
-//! the threshold state machine that turns single probe outcomes into the
-//! readiness/liveness/startup results the pod worker acts on. Running the
-//! probe itself (exec/HTTP/TCP/gRPC) comes with the runtime.
+//! Container probes (kubelet's `prober`): the settings of a probe and its
+//! threshold state machine (`tracker`), the probe handlers resolved against
+//! the pod (`target`) and run over exec, HTTP, TCP or gRPC (`run`), one task
+//! per (container, probe kind) (`worker`), and the `manager` the runtime asks
+//! whether a container is started, ready or has to be restarted.
+
+pub mod exec;
+pub mod grpc;
+pub mod http;
+pub mod manager;
+pub mod run;
+pub mod target;
+pub mod tcp;
+pub mod tracker;
+mod worker;
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Probe;
 
+pub use exec::{ContainerExec, ExecError, ExecOutput};
+pub use manager::{ContainerTarget, ProbeEvents, ProbeManager};
+pub use run::Outcome;
+pub use target::{ProbeAction, TargetError};
+pub use tracker::ProbeTracker;
+
 /// Which probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
     Liveness,
     Readiness,
     Startup,
+}
+
+impl ProbeKind {
+    /// Every kind, startup first.
+    pub const ALL: [ProbeKind; 3] = [Self::Startup, Self::Liveness, Self::Readiness];
+
+    /// The word kubelet's events use (`Liveness probe failed: ...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Liveness => "Liveness",
+            Self::Readiness => "Readiness",
+            Self::Startup => "Startup",
+        }
+    }
+
+    /// This kind's probe of a container, if it has one.
+    pub fn of(self, c: &k8s_openapi::api::core::v1::Container) -> Option<&Probe> {
+        match self {
+            Self::Liveness => c.liveness_probe.as_ref(),
+            Self::Readiness => c.readiness_probe.as_ref(),
+            Self::Startup => c.startup_probe.as_ref(),
+        }
+    }
 }
 
 /// The outcome of one probe run, and the published result.
@@ -31,6 +71,8 @@ pub struct ProbeSettings {
     pub timeout: Duration,
     pub success_threshold: u32,
     pub failure_threshold: u32,
+    /// The probe-level `terminationGracePeriodSeconds` (liveness/startup).
+    pub termination_grace_period: Option<i64>,
 }
 
 fn secs(v: Option<i32>, default: u64) -> Duration {
@@ -47,10 +89,11 @@ impl ProbeSettings {
     pub fn from_probe(probe: &Probe) -> Self {
         Self {
             initial_delay: secs(probe.initial_delay_seconds, 0),
-            period: secs(probe.period_seconds, 10),
-            timeout: secs(probe.timeout_seconds, 1),
+            period: secs(probe.period_seconds, 10).max(Duration::from_secs(1)),
+            timeout: secs(probe.timeout_seconds, 1).max(Duration::from_secs(1)),
             success_threshold: count(probe.success_threshold, 1),
             failure_threshold: count(probe.failure_threshold, 3),
+            termination_grace_period: probe.termination_grace_period_seconds,
         }
     }
 }
@@ -65,100 +108,18 @@ pub fn initial_result(kind: ProbeKind) -> ProbeResult {
     }
 }
 
-/// One probe worker's state: consecutive outcomes and the published result.
-#[derive(Debug, Clone)]
-pub struct ProbeTracker {
-    pub kind: ProbeKind,
-    pub settings: ProbeSettings,
-    last: ProbeResult,
-    run: u32,
-    published: ProbeResult,
-    /// After a liveness/startup failure the container is being restarted;
-    /// probing pauses until a new container id shows up.
-    on_hold: bool,
-}
-
-impl ProbeTracker {
-    pub fn new(kind: ProbeKind, settings: ProbeSettings) -> Self {
-        Self {
-            kind,
-            settings,
-            last: ProbeResult::Unknown,
-            run: 0,
-            published: initial_result(kind),
-            on_hold: false,
-        }
-    }
-
-    /// The result the pod worker should use now.
-    pub fn result(&self) -> ProbeResult {
-        self.published
-    }
-
-    /// Whether probing is paused for a restart.
-    pub fn on_hold(&self) -> bool {
-        self.on_hold
-    }
-
-    /// Whether a probe should run for a container running for `running_for`.
-    pub fn should_probe(&self, running_for: Duration) -> bool {
-        !self.on_hold && running_for >= self.settings.initial_delay
-    }
-
-    /// Feeds one outcome; returns the new published result when it changed.
-    /// A result is published only after `successThreshold` consecutive
-    /// successes or `failureThreshold` consecutive failures.
-    pub fn observe(&mut self, outcome: ProbeResult) -> Option<ProbeResult> {
-        if self.on_hold {
-            return None;
-        }
-        if outcome == self.last {
-            self.run = self.run.saturating_add(1);
-        } else {
-            self.last = outcome;
-            self.run = 1;
-        }
-        let threshold = match outcome {
-            ProbeResult::Success => self.settings.success_threshold,
-            ProbeResult::Failure => self.settings.failure_threshold,
-            ProbeResult::Unknown => return None,
-        };
-        if self.run < threshold {
-            return None;
-        }
-        if outcome == ProbeResult::Failure && self.kind != ProbeKind::Readiness {
-            // The container will be killed: start counting afresh for its successor.
-            self.on_hold = true;
-            self.run = 0;
-        }
-        if self.published == outcome {
-            return None;
-        }
-        self.published = outcome;
-        Some(outcome)
-    }
-
-    /// A new container replaced the probed one (after a restart).
-    pub fn container_restarted(&mut self) {
-        self.on_hold = false;
-        self.last = ProbeResult::Unknown;
-        self.run = 0;
-        self.published = initial_result(self.kind);
-    }
+/// `kube-probe/<major>.<minor>`, the User-Agent of HTTP probes.
+pub fn user_agent() -> String {
+    let v = crate::node::object::KUBELET_VERSION.trim_start_matches('v');
+    let mut parts = v.split(['.', '-']);
+    let major = parts.next().unwrap_or("1");
+    let minor = parts.next().unwrap_or("0");
+    format!("kube-probe/{major}.{minor}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tracker(kind: ProbeKind, success: i32, failure: i32) -> ProbeTracker {
-        let probe = Probe {
-            success_threshold: Some(success),
-            failure_threshold: Some(failure),
-            ..Probe::default()
-        };
-        ProbeTracker::new(kind, ProbeSettings::from_probe(&probe))
-    }
 
     #[test]
     fn defaults_match_the_api() {
@@ -170,41 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn readiness_starts_failed_and_flips_after_thresholds() {
-        let mut t = tracker(ProbeKind::Readiness, 2, 3);
-        assert_eq!(t.result(), ProbeResult::Failure);
-        assert_eq!(t.observe(ProbeResult::Success), None);
-        assert_eq!(t.observe(ProbeResult::Success), Some(ProbeResult::Success));
-        assert_eq!(t.observe(ProbeResult::Failure), None);
-        assert_eq!(t.observe(ProbeResult::Success), None);
-        assert_eq!(t.observe(ProbeResult::Failure), None);
-        assert_eq!(t.observe(ProbeResult::Failure), None);
-        assert_eq!(t.observe(ProbeResult::Failure), Some(ProbeResult::Failure));
-        assert!(!t.on_hold());
-    }
-
-    #[test]
-    fn liveness_failure_holds_until_the_container_restarts() {
-        let mut t = tracker(ProbeKind::Liveness, 1, 2);
-        assert_eq!(t.result(), ProbeResult::Success);
-        assert_eq!(t.observe(ProbeResult::Failure), None);
-        assert_eq!(t.observe(ProbeResult::Failure), Some(ProbeResult::Failure));
-        assert!(t.on_hold());
-        assert!(!t.should_probe(Duration::from_secs(100)));
-        assert_eq!(t.observe(ProbeResult::Failure), None);
-        t.container_restarted();
-        assert_eq!(t.result(), ProbeResult::Success);
-        assert!(t.should_probe(Duration::ZERO));
-    }
-
-    #[test]
-    fn initial_delay_gates_probing() {
-        let probe = Probe {
-            initial_delay_seconds: Some(5),
-            ..Probe::default()
-        };
-        let t = ProbeTracker::new(ProbeKind::Readiness, ProbeSettings::from_probe(&probe));
-        assert!(!t.should_probe(Duration::from_secs(4)));
-        assert!(t.should_probe(Duration::from_secs(5)));
+    fn user_agent_carries_major_and_minor() {
+        assert_eq!(user_agent(), "kube-probe/1.32");
     }
 }

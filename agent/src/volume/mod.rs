@@ -1,10 +1,11 @@
 //! Pod volumes on the node: each volume gets a directory under
 //! `<root-dir>/pods/<uid>/volumes/<plugin>/<name>`; emptyDir is a plain
-//! directory, configMap/secret/downwardAPI/projected are written by the
-//! `atomic_writer` from a `payload`.
+//! directory (a `tmpfs` for medium Memory), configMap/secret/downwardAPI/
+//! projected are written by the `atomic_writer` from a `payload`.
 
 pub mod atomic_writer;
 pub mod payload;
+pub mod tmpfs;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub enum VolumeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tmpfs(#[from] tmpfs::TmpfsError),
     #[error("volume {name:?}: unsupported volume type")]
     Unsupported { name: String },
 }
@@ -91,15 +94,17 @@ pub fn setup_volume(
 ) -> Result<MountedVolume, VolumeError> {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let name = &volume.name;
-    if volume.empty_dir.is_some() {
-        // Medium "Memory" (tmpfs) is mounted by the runtime side; the
-        // directory is the same.
+    if let Some(src) = &volume.empty_dir {
         let dir = volume_dir(root_dir, uid, plugin::EMPTY_DIR, name);
         let existed = dir.exists();
         make_volume_dir(&dir)?;
+        let mut changed = !existed;
+        if src.medium.as_deref() == Some("Memory") {
+            changed |= tmpfs::ensure_tmpfs(&dir, tmpfs::tmpfs_size(src))?;
+        }
         return Ok(MountedVolume {
             host_path: dir,
-            changed: !existed,
+            changed,
         });
     }
     if let Some(hp) = &volume.host_path {
