@@ -4,6 +4,7 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -18,6 +19,7 @@ pub mod nodelifecycle;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod serviceaccount_tokens;
 pub mod statefulset;
 pub mod util;
 
@@ -95,5 +97,7 @@ fn spawn_controller_manager(ctx: &ControllerContext) {
     job::spawn(ctx);
     cronjob::spawn(ctx);
     serviceaccount::spawn(ctx);
+    serviceaccount_tokens::spawn(ctx);
+    clusterroleaggregation::spawn(ctx);
     statefulset::spawn(ctx);
 }
