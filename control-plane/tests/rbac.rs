@@ -223,6 +223,22 @@ fn service_account_tokens_authenticate_until_the_account_is_deleted() {
         stderr(&jwks)
     );
 
+    // A TokenReview (what webhook authenticators ask) names the account too.
+    let review = s.ok_stdin(
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.user.username}",
+        ],
+        &format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n"
+        ),
+    );
+    assert_eq!(review.trim(), "system:serviceaccount:ci:bot");
+
     s.ok(&["delete", "serviceaccount", "bot", "-n", "ci"]);
     wait_for(30, "the deleted account's token to be refused", || {
         stderr(&with_token(&["auth", "whoami"])).contains("Unauthorized")

@@ -147,6 +147,12 @@ impl Auth {
         let Some(token) = bearer_token(headers)? else {
             return Ok(UserInfo::anonymous());
         };
+        self.authenticate_token(token).await
+    }
+
+    /// The user of a bearer token (also TokenReview): the first
+    /// authenticator of the chain that knows the token decides.
+    pub async fn authenticate_token(&self, token: &str) -> Result<UserInfo, AuthnError> {
         for authenticator in &self.tokens {
             if let Some(user) = authenticator.authenticate_token(token).await? {
                 return Ok(user);

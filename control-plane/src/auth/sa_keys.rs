@@ -155,7 +155,7 @@ impl SigningKey {
         );
         let input_len = h.len() + 1 + c.len();
         public
-            .verify(token[..input_len].as_bytes(), &decode(s)?)
+            .verify(&token.as_bytes()[..input_len], &decode(s)?)
             .map_err(|_| JwsError::BadSignature)?;
         serde_json::from_slice(&decode(c)?).map_err(|_| JwsError::Malformed)
     }

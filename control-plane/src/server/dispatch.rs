@@ -507,8 +507,9 @@ async fn resource_request(
             api.bind(ns.unwrap_or("default"), &name, &body).await?;
             return Ok(respond(201, &status::success(json!({})), Output::Json));
         }
-        let out =
-            reviews::review(&api.auth, v, user, ns, &body).ok_or_else(ApiError::path_not_found)?;
+        let out = reviews::review(&api.auth, v, user, ns, &body)
+            .await
+            .ok_or_else(ApiError::path_not_found)?;
         return Ok(respond(201, &out, Output::Json));
     }
 

@@ -197,7 +197,7 @@ fn rules_review(auth: &Auth, user: &UserInfo, namespace: &str) -> Value {
 /// Answers a review `body` posted by `user` (in `namespace` for the
 /// namespaced LocalSubjectAccessReview); `None` for `bindings`, which the
 /// object handlers serve.
-pub fn review(
+pub async fn review(
     auth: &Auth,
     resource: &VirtualResource,
     user: &UserInfo,
@@ -220,7 +220,18 @@ pub fn review(
             json!({"userInfo": {"username": user.username, "groups": user.groups}})
         }
         "tokenreviews" => {
-            json!({"authenticated": false, "user": {}, "error": "token reviews are not served"})
+            let token = body
+                .pointer("/spec/token")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            match auth.authenticate_token(token).await {
+                Ok(u) => json!({
+                    "authenticated": true,
+                    "user": {"username": u.username, "groups": u.groups},
+                    "audiences": [crate::auth::sa_token::ISSUER],
+                }),
+                Err(err) => json!({"user": {}, "error": err.to_string()}),
+            }
         }
         "selfsubjectaccessreviews" => access(&auth.authorize(user, &spec_attributes(body, None))),
         "subjectaccessreviews" | "localsubjectaccessreviews" => {
@@ -271,6 +282,7 @@ mod tests {
             None,
             &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
         )
+        .await
         .unwrap();
         assert_eq!(out["status"]["userInfo"]["username"], "admin");
         assert_eq!(out["status"]["userInfo"]["groups"][0], "system:masters");
@@ -286,17 +298,21 @@ mod tests {
         let r = find("authorization.k8s.io", "v1", "selfsubjectaccessreviews").unwrap();
         let body = json!({"spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
         assert_eq!(
-            review(&auth, r, &user, None, &body).unwrap()["status"]["allowed"],
+            review(&auth, r, &user, None, &body).await.unwrap()["status"]["allowed"],
             true
         );
         assert_eq!(
-            review(&auth, r, &UserInfo::anonymous(), None, &body).unwrap()["status"]["allowed"],
+            review(&auth, r, &UserInfo::anonymous(), None, &body)
+                .await
+                .unwrap()["status"]["allowed"],
             false
         );
         let sar = find("authorization.k8s.io", "v1", "subjectaccessreviews").unwrap();
         let body = json!({"spec": {"user": "x", "groups": ["system:masters"], "nonResourceAttributes": {"verb": "get", "path": "/foo"}}});
         assert_eq!(
-            review(&auth, sar, &UserInfo::anonymous(), None, &body).unwrap()["status"]["allowed"],
+            review(&auth, sar, &UserInfo::anonymous(), None, &body)
+                .await
+                .unwrap()["status"]["allowed"],
             true
         );
     }
