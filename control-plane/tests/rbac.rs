@@ -273,6 +273,44 @@ fn token_requests_validate_duration_and_bound_objects() {
         "{}",
         stderr(&nosa)
     );
+    // A pod-bound token lives as long as its pod.
+    s.ok(&[
+        "run",
+        "web",
+        "--image=registry.invalid/web:1",
+        "--restart=Never",
+    ]);
+    let bound = s.ok(&[
+        "create",
+        "token",
+        "bot",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=web",
+    ]);
+    let anon = write_kubeconfig(&s, "anon", "");
+    let whoami = |token: &str| {
+        as_user(
+            &s,
+            &anon,
+            &[
+                "--token",
+                token,
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+        )
+    };
+    assert_eq!(
+        stdout(&whoami(bound.trim())),
+        "system:serviceaccount:default:bot"
+    );
+    s.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]);
+    wait_for(30, "the pod-bound token to be refused", || {
+        stderr(&whoami(bound.trim())).contains("Unauthorized")
+    });
+
     // A legacy token Secret gets a token filled in.
     s.ok_stdin(
         &["apply", "-f", "-"],
@@ -289,23 +327,11 @@ fn token_requests_validate_duration_and_bound_objects() {
             .unwrap(),
     )
     .unwrap();
-    let anon = write_kubeconfig(&s, "anon", "");
-    let whoami = as_user(
-        &s,
-        &anon,
-        &[
-            "--token",
-            &token,
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ],
-    );
+    let legacy_user = whoami(&token);
     assert_eq!(
-        stdout(&whoami),
+        stdout(&legacy_user),
         "system:serviceaccount:default:bot",
         "{}",
-        stderr(&whoami)
+        stderr(&legacy_user)
     );
 }
