@@ -48,6 +48,10 @@ pub enum RunError {
     ServiceRanges(#[from] crate::registry::allocator::AllocatorError),
     #[error("failed to restore the service allocations")]
     Services(#[source] storage::StoreError),
+    #[error("failed to start the RBAC authorizer")]
+    Rbac(#[source] storage::StoreError),
+    #[error("failed to load the service account signing key")]
+    ServiceAccountKey(#[from] crate::auth::sa_keys::KeyError),
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -203,6 +207,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     api.restore_service_allocations()
         .await
         .map_err(RunError::Services)?;
+    api.auth
+        .start(shutdown.clone())
+        .await
+        .map_err(RunError::Rbac)?;
+    let sa_dir = config.data_dir.clone();
+    api.auth.set_signing_key(
+        tokio::task::spawn_blocking(move || crate::auth::sa_keys::SigningKey::ensure(&sa_dir))
+            .await??,
+    );
     // Building the OpenAPI documents takes a while; do it before the first
     // `kubectl apply` asks, without holding up readiness.
     tokio::task::spawn_blocking(crate::openapi::prepare);

@@ -72,6 +72,7 @@ pub async fn run(api: &Api, advertise: IpAddr, port: u16) -> Result<(), ApiError
             Err(e) => return Err(e),
         }
     }
+    crate::auth::bootstrap_policy::run(api).await?;
     let cluster_ip = api
         .config
         .service_cluster_ip_range

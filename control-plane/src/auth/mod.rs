@@ -1,6 +1,32 @@
-//! Authentication of API requests: the verified client certificate names the
-//! user (CN) and groups (O); no certificate is `system:anonymous`. Then the
-//! (pre-RBAC) authorization rule: every authenticated user may do anything.
+//! Authentication and authorization of API requests, the first steps of
+//! every request after TLS:
+//!
+//! 1. `Auth::authenticate`: the verified client certificate names the user
+//!    (CN) and groups (O); else an `Authorization: Bearer` token is offered
+//!    to each `TokenAuthenticator` of the chain in turn (ServiceAccount
+//!    tokens, ...); a token nobody accepts is 401; no credentials at all is
+//!    `system:anonymous`.
+//! 2. `Auth::authorize`: `system:masters` may do anything; else RBAC
+//!    (`rbac`, fed from the watch cache by `policy_cache`).
+
+pub mod attributes;
+pub mod bootstrap_policy;
+pub mod policy_cache;
+pub mod rbac;
+pub mod sa_keys;
+pub mod sa_token;
+mod serviceaccount_authn;
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use http::HeaderMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::StoreError;
+use crate::watch_cache::WatchCache;
+
+pub use attributes::{Attributes, ResourceAttributes};
+pub use rbac::Decision;
 
 /// The user a request runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +73,145 @@ impl UserInfo {
     }
 }
 
+/// Why a request could not be authenticated (answered 401 Unauthorized).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    #[error("invalid bearer token")]
+    InvalidToken,
+    #[error("the Authorization header is malformed")]
+    MalformedHeader,
+}
+
+/// One authenticator of bearer tokens in the chain.
+#[async_trait::async_trait]
+pub trait TokenAuthenticator: Send + Sync {
+    /// The user `token` names; `Ok(None)` when the token is not this
+    /// authenticator's kind (the next one is asked); `Err` when it is but
+    /// is not valid.
+    async fn authenticate_token(&self, token: &str) -> Result<Option<UserInfo>, AuthnError>;
+}
+
+/// The authenticators and the authorizer of the API server.
+pub struct Auth {
+    policy: Arc<RwLock<Policy>>,
+    cache: Arc<WatchCache>,
+    signing_key: Arc<OnceLock<Arc<sa_keys::SigningKey>>>,
+    tokens: Vec<Box<dyn TokenAuthenticator>>,
+}
+
+use rbac::Policy;
+
+impl Auth {
+    /// An empty policy and the token authenticator chain; `start` fills the
+    /// policy, `set_signing_key` enables ServiceAccount tokens.
+    pub fn new(cache: Arc<WatchCache>) -> Self {
+        let signing_key = Arc::new(OnceLock::new());
+        // The bearer-token chain, asked in order.
+        let tokens: Vec<Box<dyn TokenAuthenticator>> =
+            vec![Box::new(serviceaccount_authn::ServiceAccountTokens::new(
+                Arc::clone(&cache),
+                Arc::clone(&signing_key),
+            ))];
+        Self {
+            policy: Arc::new(RwLock::new(Policy::default())),
+            cache,
+            signing_key,
+            tokens,
+        }
+    }
+
+    /// Loads the RBAC objects and follows their changes until `shutdown`.
+    pub async fn start(&self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        policy_cache::start(Arc::clone(&self.cache), Arc::clone(&self.policy), shutdown).await
+    }
+
+    /// Sets the ServiceAccount token key (once; later calls are ignored).
+    pub fn set_signing_key(&self, key: sa_keys::SigningKey) {
+        let _ = self.signing_key.set(Arc::new(key));
+    }
+
+    pub fn signing_key(&self) -> Option<&Arc<sa_keys::SigningKey>> {
+        self.signing_key.get()
+    }
+
+    /// The user of a request: the client certificate's, else the bearer
+    /// token's, else anonymous.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cert_user: Option<UserInfo>,
+    ) -> Result<UserInfo, AuthnError> {
+        if let Some(user) = cert_user {
+            return Ok(user);
+        }
+        let Some(token) = bearer_token(headers)? else {
+            return Ok(UserInfo::anonymous());
+        };
+        self.authenticate_token(token).await
+    }
+
+    /// The user of a bearer token (also TokenReview): the first
+    /// authenticator of the chain that knows the token decides.
+    pub async fn authenticate_token(&self, token: &str) -> Result<UserInfo, AuthnError> {
+        for authenticator in &self.tokens {
+            if let Some(user) = authenticator.authenticate_token(token).await? {
+                return Ok(user);
+            }
+        }
+        Err(AuthnError::InvalidToken)
+    }
+
+    /// Whether `user` may do what `attrs` say.
+    pub fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Decision {
+        if user.is_master() {
+            return Decision::allow("");
+        }
+        // Health and version stay readable even before the bootstrap policy
+        // (system:public-info-viewer) is in place.
+        if let Attributes::NonResource { verb, path } = attrs
+            && verb == "get"
+            && is_public_path(path)
+        {
+            return Decision::allow("");
+        }
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .authorize(user, attrs)
+    }
+
+    /// The rules that apply to `user` in `namespace` and the errors met.
+    pub fn rules_for(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> (Vec<k8s_openapi::api::rbac::v1::PolicyRule>, Vec<String>) {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .rules_for(user, namespace)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthnError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| AuthnError::MalformedHeader)?;
+    let Some((scheme, token)) = value.trim_start().split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthnError::MalformedHeader);
+    }
+    Ok(Some(token))
+}
+
 /// Paths anyone may read, as kube-apiserver's `system:public-info-viewer`.
 pub fn is_public_path(path: &str) -> bool {
     matches!(
@@ -57,26 +222,22 @@ pub fn is_public_path(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-/// Whether `user` may make the request (no RBAC yet: authenticated users may).
-pub fn authorize(user: &UserInfo, path: &str) -> bool {
-    is_public_path(path) || !user.is_anonymous()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn anonymous_may_only_read_health_and_version() {
-        let anon = UserInfo::anonymous();
-        assert!(authorize(&anon, "/readyz"));
-        assert!(authorize(&anon, "/version"));
-        assert!(!authorize(&anon, "/api/v1/pods"));
-        let admin = UserInfo {
-            username: "admin".into(),
-            groups: vec!["system:masters".into()],
-        };
-        assert!(admin.is_master());
-        assert!(authorize(&admin, "/api/v1/pods"));
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let mut h = HeaderMap::new();
+        assert!(bearer_token(&h).unwrap().is_none());
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Bearer abc.def".parse().unwrap(),
+        );
+        assert_eq!(bearer_token(&h).unwrap(), Some("abc.def"));
+        h.insert(http::header::AUTHORIZATION, "Basic eDp5".parse().unwrap());
+        assert!(bearer_token(&h).unwrap().is_none());
+        h.insert(http::header::AUTHORIZATION, "Bearer  ".parse().unwrap());
+        assert!(bearer_token(&h).is_err());
     }
 }

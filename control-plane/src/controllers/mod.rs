@@ -4,6 +4,7 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -20,6 +21,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod serviceaccount_tokens;
 pub mod statefulset;
 pub mod util;
 
@@ -97,6 +99,8 @@ fn spawn_controller_manager(ctx: &ControllerContext) {
     job::spawn(ctx);
     cronjob::spawn(ctx);
     serviceaccount::spawn(ctx);
+    serviceaccount_tokens::spawn(ctx);
+    clusterroleaggregation::spawn(ctx);
     statefulset::spawn(ctx);
     disruption::spawn(ctx);
     resourcequota::spawn(ctx);

@@ -142,8 +142,12 @@ struct Labels {
     resource: String,
 }
 
-/// Serves one request.
-pub async fn handle<B>(api: Arc<Api>, user: UserInfo, req: Request<B>) -> Response<Body>
+/// Serves one request; `cert_user` is the verified client certificate's user.
+pub async fn handle<B>(
+    api: Arc<Api>,
+    cert_user: Option<UserInfo>,
+    req: Request<B>,
+) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -155,6 +159,13 @@ where
     let mut labels = Labels {
         verb: "GET",
         resource: String::new(),
+    };
+    let user = match api.auth.authenticate(req.headers(), cert_user).await {
+        Ok(user) => user,
+        Err(err) => {
+            tracing::debug!(%method, %path, %err, "unauthorized");
+            return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+        }
     };
     let resp = match route_request(&api, &user, req, &mut labels).await {
         Ok(resp) => resp,
@@ -179,13 +190,23 @@ async fn route_request(
     labels: &mut Labels,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
-    if !auth::authorize(user, &path) {
-        return Err(ApiError::forbidden(format!(
-            "forbidden: User \"{}\" cannot {} path \"{}\"",
-            user.username,
-            req.method().as_str().to_ascii_lowercase(),
-            path
-        )));
+    let params = Params::parse(req.uri());
+    let attrs = auth::Attributes::from_request(
+        req.method(),
+        &path,
+        params.flag("watch"),
+        params.get("fieldSelector"),
+    );
+    let decision = api.auth.authorize(user, &attrs);
+    if !decision.allowed {
+        tracing::debug!(user = %user.username, ?attrs, reason = %decision.reason, "forbidden");
+        return Err(ApiError {
+            details: Some(attrs.forbidden_details()),
+            ..ApiError::forbidden(attrs.forbidden_message(&user.username, &decision.reason))
+        });
+    }
+    if let Some(resp) = super::token_request::well_known(api, req.method(), &path)? {
+        return Ok(resp);
     }
     let accept = req
         .headers()
@@ -193,7 +214,6 @@ async fn route_request(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let params = Params::parse(req.uri());
     let get_only = |m: &Method| {
         if m == Method::GET {
             Ok(())
@@ -483,12 +503,7 @@ async fn resource_request(
         if v.namespaced != ns.is_some() {
             return Err(ApiError::path_not_found());
         }
-        let body = match read_value(body).await {
-            // Until protobuf bodies decode, a review is answered from the
-            // caller alone (whoami needs nothing else; can-i allows all).
-            Err(e) if e.code == 415 && v.plural != "bindings" => json!({}),
-            other => other?,
-        };
+        let body = read_value(body).await?;
         if v.plural == "bindings" {
             let name = body
                 .pointer("/metadata/name")
@@ -498,7 +513,9 @@ async fn resource_request(
             api.bind(ns.unwrap_or("default"), &name, &body).await?;
             return Ok(respond(201, &status::success(json!({})), Output::Json));
         }
-        let out = reviews::review(v, user, &body).ok_or_else(ApiError::path_not_found)?;
+        let out = reviews::review(&api.auth, v, user, ns, &body)
+            .await
+            .ok_or_else(ApiError::path_not_found)?;
         return Ok(respond(201, &out, Output::Json));
     }
 
@@ -571,6 +588,11 @@ async fn resource_request(
             let body = read_value(body).await?;
             api.bind(ns.unwrap_or("default"), n, &body).await?;
             Ok(respond(201, &status::success(json!({})), Output::Json))
+        }
+        (&Method::POST, Some(n), Some("token")) => {
+            let body = read_value(body).await?;
+            let out = super::token_request::create(api, ns.unwrap_or("default"), n, &body).await?;
+            Ok(respond(201, &out, plain(output)))
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             let body = read_value(body).await?;

@@ -63,8 +63,7 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
-                .and_then(|cert| UserInfo::from_client_cert(cert))
-                .unwrap_or_else(UserInfo::anonymous);
+                .and_then(|cert| UserInfo::from_client_cert(cert));
             let service = hyper::service::service_fn(move |req| {
                 let api = Arc::clone(&api);
                 let user = user.clone();

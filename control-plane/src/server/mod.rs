@@ -14,6 +14,7 @@ pub mod render;
 pub mod reviews;
 pub mod route;
 pub mod status;
+pub mod token_request;
 pub mod watch;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Api {
     pub server_address: String,
     /// Set once the bootstrap objects are written (`/readyz`).
     pub ready: AtomicBool,
+    /// Authenticators and the RBAC authorizer.
+    pub auth: crate::auth::Auth,
 }
 
 /// What the Service allocators hand out: cluster IPs and node ports.
@@ -68,6 +71,7 @@ impl Api {
         let ports = NodePortAllocator::new(first, last);
         Ok(Self {
             store,
+            auth: crate::auth::Auth::new(Arc::clone(&cache)),
             cache,
             config,
             metrics: Metrics::new(),
