@@ -3,6 +3,7 @@
 //! (`pod_worker`, with `probe` results) with volumes (`volume`) in cgroups
 //! sized and named by `qos` and `cm`.
 
+pub mod bootstrap;
 pub mod cm;
 pub mod config;
 pub mod kuberuntime;
