@@ -1,6 +1,9 @@
 //! Authentication of API requests: the verified client certificate names the
 //! user (CN) and groups (O); no certificate is `system:anonymous`. Then the
 //! (pre-RBAC) authorization rule: every authenticated user may do anything.
+//! Bearer tokens are tried by `authenticate_bearer` (bootstrap tokens).
+
+pub mod bootstrap_token;
 
 /// The user a request runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,44 @@ pub fn is_public_path(path: &str) -> bool {
     ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
+}
+
+/// The user of `Authorization: Bearer <token>`, or `None` (401) when no
+/// token authenticator accepts it.
+pub async fn authenticate_bearer(api: &crate::server::Api, bearer: &str) -> Option<UserInfo> {
+    let token: agent::bootstrap::token::BootstrapToken = bearer.parse().ok()?;
+    let secrets = crate::resources::find("", "v1", "secrets")?;
+    let secret = api
+        .get(
+            secrets,
+            Some(agent::bootstrap::token::SECRET_NAMESPACE),
+            &token.secret_name(),
+        )
+        .await
+        .ok()?;
+    match bootstrap_token::authenticate(&token, &secret, chrono::Utc::now()) {
+        Ok(user) => Some(user),
+        Err(err) => {
+            tracing::debug!(%err, "bootstrap token rejected");
+            None
+        }
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Anonymous discovery as kubeadm's `system:bootstrap-signer` role binding
+/// allows: GET of the `cluster-info` ConfigMap in kube-public.
+pub fn is_cluster_info_read(method: &http::Method, path: &str) -> bool {
+    method == http::Method::GET && path == "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 }
 
 /// Whether `user` may make the request (no RBAC yet: authenticated users may).

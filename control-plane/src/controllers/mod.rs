@@ -4,7 +4,11 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
+pub mod bootstrapsigner;
 pub mod cronjob;
+pub mod csr;
+pub mod csrapproving;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -19,6 +23,7 @@ pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod util;
 
 use std::sync::Arc;
@@ -96,4 +101,8 @@ fn spawn_controller_manager(ctx: &ControllerContext) {
     cronjob::spawn(ctx);
     serviceaccount::spawn(ctx);
     statefulset::spawn(ctx);
+    csrapproving::spawn(ctx);
+    csrsigning::spawn(ctx);
+    bootstrapsigner::spawn(ctx);
+    tokencleaner::spawn(ctx);
 }
