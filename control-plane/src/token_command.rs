@@ -295,7 +295,15 @@ fn short_human_duration(d: chrono::Duration) -> String {
 /// `kubeadm token list`'s table (tabwriter: minwidth 10, padding 3).
 pub fn list_table(tokens: &[TokenSecret], now: chrono::DateTime<chrono::Utc>) -> String {
     let mut rows = vec![
-        ["TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"].map(String::from),
+        [
+            "TOKEN",
+            "TTL",
+            "EXPIRES",
+            "USAGES",
+            "DESCRIPTION",
+            "EXTRA GROUPS",
+        ]
+        .map(String::from),
     ];
     for t in tokens {
         let (ttl, expires) = match t.expiration {
@@ -316,7 +324,13 @@ pub fn list_table(tokens: &[TokenSecret], now: chrono::DateTime<chrono::Utc>) ->
         ]);
     }
     let widths: Vec<usize> = (0..6)
-        .map(|i| rows.iter().map(|r| r[i].len() + 3).max().unwrap_or(0).max(10))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len() + 3)
+                .max()
+                .unwrap_or(0)
+                .max(10)
+        })
         .collect();
     let mut out = String::new();
     for r in &rows {

@@ -61,7 +61,14 @@ impl Agent {
             .args(["--server", &format!("https://127.0.0.1:{}", server.port)])
             .args(join)
             .args(["--hostname-override", name, "--fake-runtime"])
-            .args(["--node-ip", "127.0.0.1", "--address", "127.0.0.1", "--port", "0"])
+            .args([
+                "--node-ip",
+                "127.0.0.1",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
             .arg("--root-dir")
             .arg(root.join("root"))
             .arg("--run-dir")
@@ -128,49 +135,87 @@ fn a_host_joins_with_a_bootstrap_token() {
 
     // The first token is in the data dir and listed, never expiring.
     let first = std::fs::read_to_string(server.data_dir().join("token")).expect("token file");
-    let first_id = first.trim().split('.').next().unwrap_or_default().to_owned();
+    let first_id = first
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let list = token_ok(&server, &["list"]);
     assert!(list.starts_with("TOKEN "), "{list}");
-    assert!(list.contains(first.trim()) && list.contains("<forever>"), "{list}");
+    assert!(
+        list.contains(first.trim()) && list.contains("<forever>"),
+        "{list}"
+    );
 
-    let token = token_ok(&server, &["create", "--ttl", "1h", "--description", "join test"]);
+    let token = token_ok(
+        &server,
+        &["create", "--ttl", "1h", "--description", "join test"],
+    );
     let token = token.trim().to_owned();
     let (id, _) = token.split_once('.').expect("id.secret");
     assert!(token_ok(&server, &["list"]).contains("join test"));
     let hash = ca_cert_hash(&server);
     let join = token_ok(&server, &["create", "--print-join-command"]);
-    assert!(join.starts_with("r8s-agent --server https://127.0.0.1:"), "{join}");
+    assert!(
+        join.starts_with("r8s-agent --server https://127.0.0.1:"),
+        "{join}"
+    );
     assert!(join.trim().ends_with(&hash), "{join}");
 
     // Anonymous clients may read cluster-info, and it is signed for the token.
     let cm = server.ok(&[
-        "get", "configmap", "cluster-info", "-n", "kube-public", "-o",
+        "get",
+        "configmap",
+        "cluster-info",
+        "-n",
+        "kube-public",
+        "-o",
         "jsonpath={.data}",
     ]);
     assert!(cm.contains("kubeconfig"), "{cm}");
     wait_for(30, "cluster-info signed for the new token", || {
         server
-            .ok(&["get", "configmap", "cluster-info", "-n", "kube-public", "-o", "json"])
+            .ok(&[
+                "get",
+                "configmap",
+                "cluster-info",
+                "-n",
+                "kube-public",
+                "-o",
+                "json",
+            ])
             .contains(&format!("jws-kubeconfig-{id}"))
     });
 
     // A wrong pin or a wrong secret is refused with kubeadm's errors.
     let bad_pin = format!("sha256:{}", "0".repeat(64));
-    let log = Agent::start(&server, &work.path().join("bad-pin"), "join-bad", &[
-        "--token", &token, "--ca-cert-hash", &bad_pin,
-    ])
+    let log = Agent::start(
+        &server,
+        &work.path().join("bad-pin"),
+        "join-bad",
+        &["--token", &token, "--ca-cert-hash", &bad_pin],
+    )
     .wait_failed();
     assert!(log.contains("none of the public keys"), "{log}");
     let wrong = format!("{id}.{}", "x".repeat(16));
-    let log = Agent::start(&server, &work.path().join("bad-secret"), "join-bad", &[
-        "--token", &wrong,
-    ])
+    let log = Agent::start(
+        &server,
+        &work.path().join("bad-secret"),
+        "join-bad",
+        &["--token", &wrong],
+    )
     .wait_failed();
     assert!(log.contains("failed to verify JWS signature"), "{log}");
 
     // The real join registers the Node with a CSR-signed client certificate.
     let root = work.path().join("n1");
-    let agent = Agent::start(&server, &root, "join-n1", &["--token", &token, "--ca-cert-hash", &hash]);
+    let agent = Agent::start(
+        &server,
+        &root,
+        "join-n1",
+        &["--token", &token, "--ca-cert-hash", &hash],
+    );
     wait_for(90, "node join-n1 registered", || {
         server.kubectl(&["get", "node", "join-n1"]).status.success()
     });
@@ -182,14 +227,24 @@ fn a_host_joins_with_a_bootstrap_token() {
         .flatten()
         .find(|c| c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet")
         .expect("a kubelet client CSR");
-    assert_eq!(client_csr["spec"]["username"], format!("system:bootstrap:{id}"));
+    assert_eq!(
+        client_csr["spec"]["username"],
+        format!("system:bootstrap:{id}")
+    );
     assert_eq!(client_csr["status"]["conditions"][0]["type"], "Approved");
-    assert_eq!(client_csr["status"]["conditions"][0]["reason"], "AutoApproved");
+    assert_eq!(
+        client_csr["status"]["conditions"][0]["reason"],
+        "AutoApproved"
+    );
     let table = server.ok(&["get", "csr"]);
     assert!(table.contains("Approved,Issued"), "{table}");
     let kubeconfig = std::fs::read_to_string(root.join("root/kubelet.conf")).expect("kubelet.conf");
-    assert!(kubeconfig.contains("kubelet-client-current.pem"), "{kubeconfig}");
-    let cert = std::fs::read(root.join("root/pki/kubelet-client-current.pem")).expect("client cert");
+    assert!(
+        kubeconfig.contains("kubelet-client-current.pem"),
+        "{kubeconfig}"
+    );
+    let cert =
+        std::fs::read(root.join("root/pki/kubelet-client-current.pem")).expect("client cert");
     assert_eq!(common_name(&cert), "system:node:join-n1");
     // The kubelet serving certificate comes by CSR too, once the Node has
     // its address.
@@ -203,7 +258,9 @@ fn a_host_joins_with_a_bootstrap_token() {
     // A restart reuses the certificate: no token needed.
     let agent = Agent::start(&server, &root, "join-n1", &[]);
     wait_for(60, "the restarted agent to reuse its certificate", || {
-        agent.log().contains("using the existing kubelet client certificate")
+        agent
+            .log()
+            .contains("using the existing kubelet client certificate")
     });
     drop(agent);
 
@@ -212,11 +269,24 @@ fn a_host_joins_with_a_bootstrap_token() {
     assert_eq!(deleted.trim(), format!("bootstrap token \"{id}\" deleted"));
     wait_for(30, "the deleted token's signature to go", || {
         !server
-            .ok(&["get", "configmap", "cluster-info", "-n", "kube-public", "-o", "json"])
+            .ok(&[
+                "get",
+                "configmap",
+                "cluster-info",
+                "-n",
+                "kube-public",
+                "-o",
+                "json",
+            ])
             .contains(&format!("jws-kubeconfig-{id}"))
     });
-    let log = Agent::start(&server, &work.path().join("n2"), "join-n2", &["--token", &token])
-        .wait_failed();
+    let log = Agent::start(
+        &server,
+        &work.path().join("n2"),
+        "join-n2",
+        &["--token", &token],
+    )
+    .wait_failed();
     assert!(log.contains("is invalid for this cluster"), "{log}");
     assert!(!server.kubectl(&["get", "node", "join-n2"]).status.success());
     // The first token still works for discovery.
@@ -231,7 +301,11 @@ fn kubectl_certificate_approve_and_deny_use_the_approval_subresource() {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "alice");
-    let pem = params.serialize_request(&key).expect("csr").pem().expect("pem");
+    let pem = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
     use base64::Engine;
     let request = base64::engine::general_purpose::STANDARD.encode(pem);
     for name in ["alice", "mallory"] {
@@ -248,15 +322,31 @@ fn kubectl_certificate_approve_and_deny_use_the_approval_subresource() {
     server.ok(&["certificate", "deny", "mallory"]);
     wait_for(30, "alice's certificate", || {
         !server
-            .ok(&["get", "csr", "alice", "-o", "jsonpath={.status.certificate}"])
+            .ok(&[
+                "get",
+                "csr",
+                "alice",
+                "-o",
+                "jsonpath={.status.certificate}",
+            ])
             .is_empty()
     });
-    assert!(server.ok(&["get", "csr", "alice"]).contains("Approved,Issued"));
+    assert!(
+        server
+            .ok(&["get", "csr", "alice"])
+            .contains("Approved,Issued")
+    );
     let mallory = server.ok(&["get", "csr", "mallory"]);
     assert!(mallory.contains("Denied"), "{mallory}");
     assert!(
         server
-            .ok(&["get", "csr", "mallory", "-o", "jsonpath={.status.certificate}"])
+            .ok(&[
+                "get",
+                "csr",
+                "mallory",
+                "-o",
+                "jsonpath={.status.certificate}"
+            ])
             .is_empty()
     );
 }

@@ -176,7 +176,12 @@ mod tests {
                 .unwrap();
         let subject = &req.certification_request_info.subject;
         let cn = subject.iter_common_name().next().unwrap().as_str().unwrap();
-        let o = subject.iter_organization().next().unwrap().as_str().unwrap();
+        let o = subject
+            .iter_organization()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
         assert_eq!((cn, o), ("system:node:n1", "system:nodes"));
         assert!(req.requested_extensions().is_some());
         let (_, client) = build_request("n1", &[], &[]).unwrap();

@@ -50,7 +50,11 @@ pub struct ClusterInfo {
 }
 
 /// A kubeconfig for `server` with `cluster` settings and one user.
-pub fn kubeconfig_yaml(server: &str, cluster: serde_json::Value, user: serde_json::Value) -> String {
+pub fn kubeconfig_yaml(
+    server: &str,
+    cluster: serde_json::Value,
+    user: serde_json::Value,
+) -> String {
     let mut c = serde_json::json!({"server": server});
     if let (Some(c), Some(extra)) = (c.as_object_mut(), cluster.as_object()) {
         c.extend(extra.clone());
@@ -92,8 +96,8 @@ pub fn verify(
     if !token::detached_signature_is_valid(sig, kubeconfig, token) {
         return Err(DiscoveryError::BadSignature);
     }
-    let kc =
-        kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|_| DiscoveryError::NoKubeconfig)?;
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|_| DiscoveryError::NoKubeconfig)?;
     let ca_b64 = kc
         .clusters
         .first()
@@ -166,7 +170,9 @@ mod tests {
 
     fn cluster_info(token: &BootstrapToken) -> (BTreeMap<String, String>, String) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let ca = rcgen::CertificateParams::default().self_signed(&key).unwrap();
+        let ca = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap();
         let kc = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: https://10.0.0.1:6443\n    certificate-authority-data: {}\n",
             base64::engine::general_purpose::STANDARD.encode(ca.pem())

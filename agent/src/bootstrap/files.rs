@@ -107,13 +107,23 @@ mod tests {
         let paths = Paths::new(dir.path());
         assert!(!paths.has_valid_client_cert());
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::default().self_signed(&key).unwrap();
+        let cert = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap();
         paths
-            .write_client(&cert.pem(), &key.serialize_pem(), "https://h:6443", cert.pem().as_bytes())
+            .write_client(
+                &cert.pem(),
+                &key.serialize_pem(),
+                "https://h:6443",
+                cert.pem().as_bytes(),
+            )
             .unwrap();
         assert!(paths.has_valid_client_cert());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&paths.client_cert).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&paths.client_cert)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let kc = kube::config::Kubeconfig::read_from(&paths.kubeconfig).unwrap();
         let user = kc.auth_infos[0].auth_info.as_ref().unwrap();

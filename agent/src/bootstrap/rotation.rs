@@ -55,12 +55,16 @@ async fn renew(r: &Rotated, shutdown: &CancellationToken) -> Result<(), String> 
         csr::build_request(&r.node_name, &r.dns_names, &r.ips).map_err(|e| e.to_string())?;
     let cert = csr::request_certificate(&client, r.signer, &request, shutdown)
         .await
-        .map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()))?;
-    files::write_private(
-        &r.file,
-        format!("{cert}{}", key.serialize_pem()).as_bytes(),
-    )
-    .map_err(|e| e.to_string())
+        .map_err(|e| {
+            format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )
+        })?;
+    files::write_private(&r.file, format!("{cert}{}", key.serialize_pem()).as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// Renews the certificate in `r.file` whenever it is due, until shutdown.
@@ -73,7 +77,9 @@ pub async fn run(r: Rotated, shutdown: CancellationToken) {
             _ = tokio::time::sleep(wait) => {}
         }
         match renew(&r, &shutdown).await {
-            Ok(()) => tracing::info!(file = %r.file.display(), signer = r.signer, "rotated the certificate"),
+            Ok(()) => {
+                tracing::info!(file = %r.file.display(), signer = r.signer, "rotated the certificate")
+            }
             Err(err) => {
                 tracing::warn!(file = %r.file.display(), signer = r.signer, %err, "certificate rotation failed; retrying");
                 tokio::select! {

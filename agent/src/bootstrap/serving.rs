@@ -66,17 +66,19 @@ fn covers(pem: &[u8], dns: &[String], ips: &[IpAddr]) -> bool {
     };
     let names = &san.value.general_names;
     use x509_parser::extensions::GeneralName;
-    dns.iter()
-        .all(|d| names.iter().any(|n| matches!(n, GeneralName::DNSName(x) if x == d)))
-        && ips.iter().all(|ip| {
-            let want = match ip {
-                IpAddr::V4(v4) => v4.octets().to_vec(),
-                IpAddr::V6(v6) => v6.octets().to_vec(),
-            };
-            names
-                .iter()
-                .any(|n| matches!(n, GeneralName::IPAddress(b) if *b == want.as_slice()))
-        })
+    dns.iter().all(|d| {
+        names
+            .iter()
+            .any(|n| matches!(n, GeneralName::DNSName(x) if x == d))
+    }) && ips.iter().all(|ip| {
+        let want = match ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        names
+            .iter()
+            .any(|n| matches!(n, GeneralName::IPAddress(b) if *b == want.as_slice()))
+    })
 }
 
 /// For a joined node without `--tls-cert-file`: serves the kubelet API

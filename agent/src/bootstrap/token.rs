@@ -136,8 +136,7 @@ pub fn detached_signature_is_valid(detached: &str, content: &str, token: &Bootst
 /// Constant-time comparison of two token secrets.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0

@@ -239,8 +239,10 @@ mod tests {
         .collect();
         data.retain(|_, v| !v.is_empty());
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let data: serde_json::Map<String, Value> =
-            data.iter().map(|(k, v)| (k.clone(), json!(b64(v)))).collect();
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(b64(v))))
+            .collect();
         json!({
             "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
             "type": "bootstrap.kubernetes.io/token",
@@ -280,21 +282,10 @@ mod tests {
             Err(BootstrapTokenError::Mismatch(_))
         ));
         assert!(matches!(
-            authenticate(
-                &t,
-                &secret(&[("expiration", "2020-01-01T00:00:00Z")]),
-                now
-            ),
+            authenticate(&t, &secret(&[("expiration", "2020-01-01T00:00:00Z")]), now),
             Err(BootstrapTokenError::Expired(_))
         ));
-        assert!(
-            authenticate(
-                &t,
-                &secret(&[("expiration", "2999-01-01T00:00:00Z")]),
-                now
-            )
-            .is_ok()
-        );
+        assert!(authenticate(&t, &secret(&[("expiration", "2999-01-01T00:00:00Z")]), now).is_ok());
         assert!(matches!(
             authenticate(&t, &secret(&[("usage-bootstrap-authentication", "")]), now),
             Err(BootstrapTokenError::NotForAuthentication(_))

@@ -88,9 +88,10 @@ pub fn spawn(ctx: &ControllerContext) {
 }
 
 async fn sync(c: &Ctx, _: Key) -> Result<Requeue, BootstrapSignerError> {
-    let Some(cm) = c.configmaps.get(
-        &ObjectRef::new(token::CLUSTER_INFO_NAME).within(token::CLUSTER_INFO_NAMESPACE),
-    ) else {
+    let Some(cm) = c
+        .configmaps
+        .get(&ObjectRef::new(token::CLUSTER_INFO_NAME).within(token::CLUSTER_INFO_NAMESPACE))
+    else {
         return Ok(None);
     };
     let tokens: Vec<TokenSecret> = c

@@ -220,12 +220,11 @@ pub mod tests {
     #[test]
     fn kubelet_client_requests_must_look_like_a_node() {
         let client = usages(&["digital signature", "key encipherment", "client auth"]);
-        let ok = parse_request(request("system:node:n1", &["system:nodes"], &[]).as_bytes())
-            .unwrap();
+        let ok =
+            parse_request(request("system:node:n1", &["system:nodes"], &[]).as_bytes()).unwrap();
         assert!(check_kubelet_client(&ok, &client).is_ok());
         assert!(check_kubelet_client(&ok, &usages(&["server auth"])).is_err());
-        let admin =
-            parse_request(request("admin", &["system:masters"], &[]).as_bytes()).unwrap();
+        let admin = parse_request(request("admin", &["system:masters"], &[]).as_bytes()).unwrap();
         assert!(check_kubelet_client(&admin, &client).is_err());
         let with_san =
             parse_request(request("system:node:n1", &["system:nodes"], &["n1"]).as_bytes())

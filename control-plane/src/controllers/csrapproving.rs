@@ -216,7 +216,13 @@ mod tests {
     use super::*;
     use crate::controllers::csr::tests::request;
 
-    fn csr(signer: &str, user: &str, groups: &[&str], usages: &[&str], pem: &str) -> (CertificateSigningRequest, CsrInfo) {
+    fn csr(
+        signer: &str,
+        user: &str,
+        groups: &[&str],
+        usages: &[&str],
+        pem: &str,
+    ) -> (CertificateSigningRequest, CsrInfo) {
         let obj = CertificateSigningRequest {
             spec: CertificateSigningRequestSpec {
                 signer_name: signer.into(),
@@ -242,18 +248,45 @@ mod tests {
     #[test]
     fn bootstrappers_and_nodes_get_kubelet_client_certificates() {
         let pem = request("system:node:n1", &["system:nodes"], &[]);
-        let (c, i) = csr(csr::KUBELET_CLIENT_SIGNER, "system:bootstrap:abcdef", &["system:bootstrappers", "system:authenticated"], CLIENT, &pem);
+        let (c, i) = csr(
+            csr::KUBELET_CLIENT_SIGNER,
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers", "system:authenticated"],
+            CLIENT,
+            &pem,
+        );
         assert_eq!(decide(&c, &i, no_node), Decision::Approve(CLIENT_MESSAGE));
-        let (c, i) = csr(csr::KUBELET_CLIENT_SIGNER, "system:node:n1", &["system:nodes"], CLIENT, &pem);
-        assert_eq!(decide(&c, &i, no_node), Decision::Approve(SELF_CLIENT_MESSAGE));
+        let (c, i) = csr(
+            csr::KUBELET_CLIENT_SIGNER,
+            "system:node:n1",
+            &["system:nodes"],
+            CLIENT,
+            &pem,
+        );
+        assert_eq!(
+            decide(&c, &i, no_node),
+            Decision::Approve(SELF_CLIENT_MESSAGE)
+        );
         // A node may not renew another node's certificate.
-        let (c, i) = csr(csr::KUBELET_CLIENT_SIGNER, "system:node:n2", &["system:nodes"], CLIENT, &pem);
+        let (c, i) = csr(
+            csr::KUBELET_CLIENT_SIGNER,
+            "system:node:n2",
+            &["system:nodes"],
+            CLIENT,
+            &pem,
+        );
         assert_eq!(decide(&c, &i, no_node), Decision::Skip);
         // Anyone else waits for a human.
         let (c, i) = csr(csr::KUBELET_CLIENT_SIGNER, "alice", &["dev"], CLIENT, &pem);
         assert_eq!(decide(&c, &i, no_node), Decision::Skip);
         let admin = request("admin", &["system:masters"], &[]);
-        let (c, i) = csr(csr::KUBELET_CLIENT_SIGNER, "system:bootstrap:abcdef", &["system:bootstrappers"], CLIENT, &admin);
+        let (c, i) = csr(
+            csr::KUBELET_CLIENT_SIGNER,
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers"],
+            CLIENT,
+            &admin,
+        );
         assert_eq!(decide(&c, &i, no_node), Decision::Skip);
     }
 
@@ -271,13 +304,31 @@ mod tests {
         });
         let lookup = |n: &str| (n == "n1").then(|| node.clone());
         let own = request("system:node:n1", &["system:nodes"], &["n1", "10.0.0.1"]);
-        let (c, i) = csr(csr::KUBELET_SERVING_SIGNER, "system:node:n1", &["system:nodes"], SERVING, &own);
+        let (c, i) = csr(
+            csr::KUBELET_SERVING_SIGNER,
+            "system:node:n1",
+            &["system:nodes"],
+            SERVING,
+            &own,
+        );
         assert_eq!(decide(&c, &i, lookup), Decision::Approve(SERVING_MESSAGE));
         assert_eq!(decide(&c, &i, no_node), Decision::WaitForNode("n1".into()));
         let foreign = request("system:node:n1", &["system:nodes"], &["n1", "10.9.9.9"]);
-        let (c, i) = csr(csr::KUBELET_SERVING_SIGNER, "system:node:n1", &["system:nodes"], SERVING, &foreign);
+        let (c, i) = csr(
+            csr::KUBELET_SERVING_SIGNER,
+            "system:node:n1",
+            &["system:nodes"],
+            SERVING,
+            &foreign,
+        );
         assert_eq!(decide(&c, &i, lookup), Decision::Skip);
-        let (c, i) = csr(csr::KUBELET_SERVING_SIGNER, "system:bootstrap:abcdef", &["system:bootstrappers"], SERVING, &own);
+        let (c, i) = csr(
+            csr::KUBELET_SERVING_SIGNER,
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers"],
+            SERVING,
+            &own,
+        );
         assert_eq!(decide(&c, &i, lookup), Decision::Skip);
     }
 }

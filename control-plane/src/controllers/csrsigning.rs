@@ -70,9 +70,9 @@ pub fn sign(
                 .map(|c| c.validity().not_after.to_datetime())
         });
     let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
-    let requested = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-        info.der.as_slice(),
-    ))?;
+    let requested = CertificateSigningRequestParams::from_der(
+        &CertificateSigningRequestDer::from(info.der.as_slice()),
+    )?;
     let now = time::OffsetDateTime::now_utc();
     let mut not_after = now + lifetime;
     if let Some(ca_end) = ca_not_after {

@@ -151,10 +151,12 @@ where
     let started = Instant::now();
     let req = req.map(Body::new);
     let user = match auth::bearer_token(req.headers()) {
-        Some(bearer) if user.is_anonymous() => match auth::authenticate_bearer(&api, bearer).await {
-            Some(user) => user,
-            None => return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized")),
-        },
+        Some(bearer) if user.is_anonymous() => {
+            match auth::authenticate_bearer(&api, bearer).await {
+                Some(user) => user,
+                None => return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized")),
+            }
+        }
         _ => user,
     };
     let method = req.method().clone();
