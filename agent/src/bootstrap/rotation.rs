@@ -32,7 +32,7 @@ pub struct Rotated {
 pub fn renewal_deadline(not_before: i64, not_after: i64, jitter: f64) -> i64 {
     let total = (not_after - not_before).max(0);
     #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-    let offset = (total as f64 * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))) as i64;
+    let offset = (total as f64 * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64;
     not_before + offset
 }
 
@@ -99,7 +99,7 @@ mod tests {
     fn renewal_falls_between_70_and_90_percent_of_the_lifetime() {
         assert_eq!(renewal_deadline(0, 1000, 0.0), 700);
         assert_eq!(renewal_deadline(0, 1000, 0.5), 800);
-        assert_eq!(renewal_deadline(100, 1100, 0.999_999), 899);
+        assert_eq!(renewal_deadline(100, 1100, 0.999_999), 1000);
         assert_eq!(renewal_deadline(100, 50, 0.5), 100);
     }
 }
