@@ -383,10 +383,20 @@ mod tests {
             usages: vec!["authentication".into(), "signing".into()],
             extra_groups: vec![],
         };
+        let t_clone = t.clone();
         let table = list_table(&[t], now);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("TOKEN                     TTL         EXPIRES"));
-        assert!(lines[1].starts_with("abcdef.0123456789abcdef   23h         "));
+        assert!(lines[0].starts_with("TOKEN                     TTL       EXPIRES"));
+        assert!(lines[1].starts_with("abcdef.0123456789abcdef   23h       20"));
         assert!(lines[1].contains("authentication,signing   <none>"));
+        // kubeadm's documented sample: a token that never expires.
+        let forever = TokenSecret {
+            expiration: None,
+            description: "The default bootstrap token".into(),
+            ..t_clone
+        };
+        let table = list_table(&[forever], now);
+        assert!(table.contains("TOKEN                     TTL         EXPIRES   USAGES"));
+        assert!(table.contains("0123456789abcdef   <forever>   <never>   authentication,signing   The default bootstrap token   <none>"));
     }
 }
