@@ -28,7 +28,9 @@ fn main() -> ExitCode {
 
 /// `r8s-server token ...` (kubeadm token): a client of the running server.
 fn token_main() -> ExitCode {
-    let flags = control_plane::token_command::TokenFlags::parse_from(std::env::args().skip(1));
+    let flags = control_plane::token_command::TokenFlags::parse_from(
+        std::iter::once("r8s-server token".to_owned()).chain(std::env::args().skip(2)),
+    );
     let result = tokio::runtime::Runtime::new()
         .context("failed to start the tokio runtime")
         .and_then(|rt| {

@@ -49,7 +49,7 @@ pub enum TokenCommand {
         #[arg(long, value_delimiter = ',', default_value = "signing,authentication")]
         usages: Vec<String>,
         /// Extra groups that this token will authenticate as when used for
-        /// authentication. Must match "\\Asystem:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]\\z".
+        /// authentication. Must match "\Asystem:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]\z".
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
         /// Instead of printing only the token, print the full r8s-agent
