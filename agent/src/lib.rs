@@ -4,6 +4,7 @@
 //! sized and named by `qos` and `cm`; `kube_proxy` routes Services and
 //! serves cluster DNS on the node.
 
+pub mod bootstrap;
 pub mod cm;
 pub mod config;
 pub mod kube_proxy;
@@ -42,6 +43,8 @@ pub enum RunError {
     Client(#[source] kube::Error),
     #[error(transparent)]
     Runtime(#[from] runtime_service::RuntimeServiceError),
+    #[error("failed to join the cluster")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
 }
 
 /// A per-node /24 in 10.42.0.0/16 for the fake runtime, picked from the node
@@ -82,7 +85,10 @@ async fn kube_config(config: &Config) -> Result<kube::Config, RunError> {
 async fn kubelet_api(config: &Config, node_ip: std::net::IpAddr, shutdown: CancellationToken) {
     let cluster_ca = kube_config(config).await.ok().and_then(|c| c.root_cert);
     let served = match server::ServerConfig::from_agent(config, node_ip, cluster_ca) {
-        Ok(c) => server::serve(c, shutdown).await,
+        Ok(mut c) => {
+            bootstrap::serving::apply(&mut c, config, &shutdown).await;
+            server::serve(c, shutdown).await
+        }
         Err(e) => Err(e),
     };
     if let Err(err) = served {
@@ -106,7 +112,10 @@ async fn service_proxy(
 
 /// Runs the agent until `shutdown` is cancelled: registers the Node, then
 /// keeps its status and Lease fresh and runs the pods bound to it.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    if let Some(join) = bootstrap::JoinConfig::from_config(&config)? {
+        config.kubeconfig = Some(bootstrap::join(&config, &join, &shutdown).await?);
+    }
     let client = client(&config).await?;
     run_with_client(config, client, shutdown).await
 }

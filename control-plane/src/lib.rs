@@ -20,6 +20,7 @@ pub mod server;
 pub mod storage;
 pub mod table;
 pub mod tls;
+pub mod token_command;
 pub mod watch_cache;
 
 pub use app::{RunError, run};

@@ -9,6 +9,9 @@ use control_plane::ServerFlags;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("token") {
+        return token_main();
+    }
     let flags = ServerFlags::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(flags.log_filter())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -18,6 +21,26 @@ fn main() -> ExitCode {
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("r8s-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `r8s-server token ...` (kubeadm token): a client of the running server.
+fn token_main() -> ExitCode {
+    let flags = control_plane::token_command::TokenFlags::parse_from(
+        std::iter::once("r8s-server token".to_owned()).chain(std::env::args().skip(2)),
+    );
+    let result = tokio::runtime::Runtime::new()
+        .context("failed to start the tokio runtime")
+        .and_then(|rt| {
+            rt.block_on(control_plane::token_command::run(flags))
+                .map_err(anyhow::Error::from)
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("r8s-server token: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,27 @@ pub struct AgentFlags {
     #[arg(long, env = "R8S_KUBECONFIG", help_heading = "API server")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Server to connect to, to join the cluster (k3s --server): with
+    /// --token, the agent obtains a client certificate and writes
+    /// <root-dir>/kubelet.conf; later starts reuse it.
+    #[arg(long, env = "R8S_URL", help_heading = "Join")]
+    pub server: Option<String>,
+
+    /// Bootstrap token "<id>.<secret>" used to join (k3s --token, kubeadm
+    /// --token); see `r8s-server token create`.
+    #[arg(long, env = "R8S_TOKEN", hide_env_values = true, help_heading = "Join")]
+    pub token: Option<String>,
+
+    /// Pin the cluster CA found by discovery: "sha256:<hex>" of its public
+    /// key (kubeadm --discovery-token-ca-cert-hash, also accepted).
+    #[arg(
+        long,
+        env = "R8S_CA_CERT_HASH",
+        alias = "discovery-token-ca-cert-hash",
+        help_heading = "Join"
+    )]
+    pub ca_cert_hash: Option<String>,
+
     /// If non-empty, will use this string as identification instead of the
     /// actual hostname. (kubelet --hostname-override)
     #[arg(long, env = "R8S_HOSTNAME_OVERRIDE", help_heading = "Node")]

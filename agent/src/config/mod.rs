@@ -43,6 +43,10 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub kubeconfig: Option<PathBuf>,
+    /// `--server`, `--token`, `--ca-cert-hash`: join (see `crate::bootstrap`).
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub ca_cert_hash: Option<String>,
     /// Node name and `kubernetes.io/hostname` label (lowercase, as kubelet).
     pub node_name: String,
     /// The node's addresses from `--node-ip` (one per family); empty means detect.
@@ -193,6 +197,9 @@ impl Config {
         Ok(Config {
             kube_proxy,
             kubeconfig: flags.kubeconfig,
+            server: flags.server.filter(|s| !s.is_empty()),
+            token: flags.token.filter(|s| !s.is_empty()),
+            ca_cert_hash: flags.ca_cert_hash.filter(|s| !s.is_empty()),
             node_name,
             node_ips,
             node_labels,

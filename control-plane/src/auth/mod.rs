@@ -3,13 +3,14 @@
 //!
 //! 1. `Auth::authenticate`: the verified client certificate names the user
 //!    (CN) and groups (O); else an `Authorization: Bearer` token is offered
-//!    to each `TokenAuthenticator` of the chain in turn (ServiceAccount
-//!    tokens, ...); a token nobody accepts is 401; no credentials at all is
+//!    to each `TokenAuthenticator` of the chain in turn (bootstrap and
+//!    ServiceAccount tokens); a token nobody accepts is 401; no credentials at all is
 //!    `system:anonymous`.
 //! 2. `Auth::authorize`: `system:masters` may do anything; else RBAC
 //!    (`rbac`, fed from the watch cache by `policy_cache`).
 
 pub mod attributes;
+pub mod bootstrap_token;
 pub mod bootstrap_policy;
 pub mod policy_cache;
 pub mod rbac;
@@ -107,11 +108,13 @@ impl Auth {
     pub fn new(cache: Arc<WatchCache>) -> Self {
         let signing_key = Arc::new(OnceLock::new());
         // The bearer-token chain, asked in order.
-        let tokens: Vec<Box<dyn TokenAuthenticator>> =
-            vec![Box::new(serviceaccount_authn::ServiceAccountTokens::new(
+        let tokens: Vec<Box<dyn TokenAuthenticator>> = vec![
+            Box::new(bootstrap_token::BootstrapTokens::new(Arc::clone(&cache))),
+            Box::new(serviceaccount_authn::ServiceAccountTokens::new(
                 Arc::clone(&cache),
                 Arc::clone(&signing_key),
-            ))];
+            )),
+        ];
         Self {
             policy: Arc::new(RwLock::new(Policy::default())),
             cache,

@@ -5,7 +5,11 @@
 //! module and is started by `spawn_all` once the server is ready.
 
 pub mod clusterroleaggregation;
+pub mod bootstrapsigner;
 pub mod cronjob;
+pub mod csr;
+pub mod csrapproving;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -23,6 +27,7 @@ pub mod scheduler;
 pub mod serviceaccount;
 pub mod serviceaccount_tokens;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod util;
 
 use std::sync::Arc;
@@ -104,4 +109,8 @@ fn spawn_controller_manager(ctx: &ControllerContext) {
     statefulset::spawn(ctx);
     disruption::spawn(ctx);
     resourcequota::spawn(ctx);
+    csrapproving::spawn(ctx);
+    csrsigning::spawn(ctx);
+    bootstrapsigner::spawn(ctx);
+    tokencleaner::spawn(ctx);
 }

@@ -444,6 +444,24 @@ fn require_verb(r: &ResourceType, verb: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A new CSR names its requester, as upstream's CSR strategy: the server
+/// sets `spec.username`/`groups` from the authenticated user and clears
+/// the status, whatever the client sent.
+fn csr_requester(body: &mut Value, user: &UserInfo) {
+    if !body.get("spec").is_some_and(Value::is_object) {
+        return;
+    }
+    body["spec"]["username"] = json!(user.username);
+    body["spec"]["groups"] = json!(user.groups);
+    if let Some(spec) = body["spec"].as_object_mut() {
+        spec.remove("uid");
+        spec.remove("extra");
+    }
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("status");
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn resource_request(
     api: &Arc<Api>,
@@ -577,7 +595,10 @@ async fn resource_request(
             if r.namespaced && ns.is_none() {
                 return Err(not_allowed());
             }
-            let body = read_value(body).await?;
+            let mut body = read_value(body).await?;
+            if r.group == "certificates.k8s.io" && r.plural == "certificatesigningrequests" {
+                csr_requester(&mut body, user);
+            }
             let w = api.create(r, ns, body, &write_options(&params)?).await?;
             Ok(with_warnings(
                 respond(201, &render::object(r, w.object, output, include), output),
@@ -599,10 +620,11 @@ async fn resource_request(
             let out = api.evict(ns.unwrap_or("default"), n, &body).await?;
             Ok(respond(201, &out, Output::Json))
         }
-        (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
+        (&Method::PUT, Some(n), sub @ (None | Some("status" | "finalize" | "approval"))) => {
             require_verb(r, "update")?;
             let mode = match sub {
-                Some("status") => UpdateMode::Status,
+                // A CSR's approval conditions live in its status.
+                Some("status" | "approval") => UpdateMode::Status,
                 Some("finalize") => UpdateMode::Finalize,
                 _ => UpdateMode::Main,
             };
@@ -626,12 +648,12 @@ async fn resource_request(
                 plain(output),
             ))
         }
-        (&Method::PATCH, Some(n), sub @ (None | Some("status"))) => {
+        (&Method::PATCH, Some(n), sub @ (None | Some("status" | "approval"))) => {
             require_verb(r, "patch")?;
             let pt = patch_type(content_type.as_deref())?;
             let bytes = read_body(body, content_length).await?;
             let patch_body = decode_patch(pt, &bytes)?;
-            let mode = if sub == Some("status") {
+            let mode = if sub.is_some() {
                 UpdateMode::Status
             } else {
                 UpdateMode::Main

@@ -1,0 +1,105 @@
+//! Certificate rotation as kubelet's certificate manager: when 70–90%
+//! (jittered) of a certificate's lifetime has passed, request a new one by
+//! CSR, authenticated with the current client certificate, and replace the
+//! `*-current.pem` file. New connections use the new certificate; the
+//! client already built keeps the old one until the agent restarts.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use super::{csr, files};
+
+/// What one rotated certificate is.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The `*-current.pem` file (certificate + key).
+    pub file: PathBuf,
+    pub signer: &'static str,
+    pub node_name: String,
+    pub dns_names: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    /// The kubeconfig to authenticate with (kubelet.conf).
+    pub kubeconfig: PathBuf,
+}
+
+/// When a certificate valid from `not_before` to `not_after` (Unix
+/// seconds) is renewed, with `jitter` in [0, 1): between 70% and 90% of
+/// its lifetime, as kubelet's `nextRotationDeadline`.
+pub fn renewal_deadline(not_before: i64, not_after: i64, jitter: f64) -> i64 {
+    let total = (not_after - not_before).max(0);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+    let offset = (total as f64 * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64;
+    not_before + offset
+}
+
+fn time_until_renewal(file: &Path) -> Option<Duration> {
+    let pem = std::fs::read(file).ok()?;
+    let (nb, na) = files::cert_validity(&pem)?;
+    let deadline = renewal_deadline(nb, na, rand::rng().random::<f64>());
+    let left = deadline - chrono::Utc::now().timestamp();
+    Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+}
+
+async fn renew(r: &Rotated, shutdown: &CancellationToken) -> Result<(), String> {
+    let kc = kube::config::Kubeconfig::read_from(&r.kubeconfig).map_err(|e| e.to_string())?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let (key, request) =
+        csr::build_request(&r.node_name, &r.dns_names, &r.ips).map_err(|e| e.to_string())?;
+    let cert = csr::request_certificate(&client, r.signer, &request, shutdown)
+        .await
+        .map_err(|e| {
+            format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )
+        })?;
+    files::write_private(&r.file, format!("{cert}{}", key.serialize_pem()).as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// Renews the certificate in `r.file` whenever it is due, until shutdown.
+pub async fn run(r: Rotated, shutdown: CancellationToken) {
+    loop {
+        let wait = time_until_renewal(&r.file).unwrap_or(Duration::ZERO);
+        tracing::info!(file = %r.file.display(), signer = r.signer, wait_secs = wait.as_secs(), "certificate rotation scheduled");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match renew(&r, &shutdown).await {
+            Ok(()) => {
+                tracing::info!(file = %r.file.display(), signer = r.signer, "rotated the certificate")
+            }
+            Err(err) => {
+                tracing::warn!(file = %r.file.display(), signer = r.signer, %err, "certificate rotation failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_between_70_and_90_percent_of_the_lifetime() {
+        assert_eq!(renewal_deadline(0, 1000, 0.0), 700);
+        assert_eq!(renewal_deadline(0, 1000, 0.5), 800);
+        assert_eq!(renewal_deadline(100, 1100, 0.999_999), 1000);
+        assert_eq!(renewal_deadline(100, 50, 0.5), 100);
+    }
+}
