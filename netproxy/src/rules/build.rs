@@ -484,6 +484,7 @@ mod tests {
     use super::*;
     use crate::model::service_ports;
     use crate::model::tests::{service, slice};
+    use crate::rules::Leftovers;
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::{Value, json};
@@ -845,6 +846,55 @@ mod tests {
             tx.commands()
                 .iter()
                 .any(|c| c.starts_with("delete element "))
+        );
+    }
+
+    #[test]
+    fn incremental_sync_flushes_stale_chains_and_deletes_them_later() {
+        let (svc, sl) = web3();
+        let old = ruleset(std::slice::from_ref(&svc), &[sl]);
+        let one = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[("10.42.0.5", "n1", true)],
+        );
+        let new = ruleset(std::slice::from_ref(&svc), &[one]);
+        let mut leftovers = Leftovers::default();
+        let tx = new.incremental_transaction(&old, &mut leftovers);
+        // Only commands for which nft needs no chain cache.
+        for c in tx.commands() {
+            assert!(
+                c.starts_with("flush chain ") || c.starts_with("add chain "),
+                "{c}"
+            );
+        }
+        assert_eq!(leftovers.chains.len(), 2, "two endpoint chains went stale");
+        // The Service goes away: its map element must be deleted, and the leftovers with it.
+        let gone = ruleset(&[], &[]);
+        let tx = gone.incremental_transaction(&new, &mut leftovers);
+        let deleted = tx
+            .commands()
+            .iter()
+            .filter(|c| c.starts_with("delete chain "))
+            .count();
+        assert_eq!(deleted, 2 + 2, "the Service's own chains and the leftovers");
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn unchanged_services_keep_their_rules() {
+        let (svc, sl) = web3();
+        let model = service_ports(std::slice::from_ref(&svc), std::slice::from_ref(&sl));
+        let old = build(&config(), &model);
+        let new = build_reusing(&config(), &model, &model, &old);
+        assert!(Arc::ptr_eq(
+            &old.services["default/web"],
+            &new.services["default/web"]
+        ));
+        assert!(
+            new.incremental_transaction(&old, &mut Leftovers::default())
+                .is_empty()
         );
     }
 
