@@ -1,10 +1,11 @@
 //! Service proxy benchmark: full sync of N Services x 10 endpoints and one Service's endpoints
 //! changed, through libnftables in-process, side by side with `nft -f` (the Debian CLI) loading
-//! the same ruleset, in a network namespace this program creates and removes. Needs root.
+//! the same script, in a network namespace this program creates and removes. Needs root.
+//! Prints wall and CPU time (user + system, the kernel's work included): on a loaded machine
+//! the CPU time is the steadier figure.
 //!
 //! `cargo run --release -p netproxy --example nft_bench -- 1000 10000`
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +17,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use netproxy::model::service_ports;
 use netproxy::nft::{Applier, LibNftables};
-use netproxy::rules::{RulesConfig, Ruleset, build};
+use netproxy::rules::{Leftovers, RulesConfig, Ruleset, build, build_reusing};
 
 const ENDPOINTS: u32 = 10;
 
@@ -81,12 +82,10 @@ fn ruleset(config: &RulesConfig, svcs: &[Service], slices: &[EndpointSlice]) -> 
     build(config, &service_ports(svcs, slices))
 }
 
-fn nft_cli(netns: &str, args: &[&str], file: &Path) -> anyhow::Result<Duration> {
+fn nft_cli(netns: &str, file: &Path) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let out = Command::new("ip")
-        .args(["netns", "exec", netns, "nft"])
-        .args(args)
-        .arg("-f")
+        .args(["netns", "exec", netns, "nft", "-f"])
         .arg(file)
         .output()
         .context("failed to run nft")?;
@@ -97,8 +96,39 @@ fn nft_cli(netns: &str, args: &[&str], file: &Path) -> anyhow::Result<Duration> 
     Ok(elapsed)
 }
 
+/// User + system CPU time of this process and of its waited-for children (`nft`), from
+/// `/proc/self/stat` (clock ticks, assumed 100 per second as on every Linux the project runs on).
+fn cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces): state is field 3; utime, stime,
+    // cutime, cstime are fields 14-17.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Wall and CPU time of `f`.
+fn timed<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Duration, Duration)> {
+    let (wall, cpu0) = (Instant::now(), cpu());
+    let out = f()?;
+    Ok((out, wall.elapsed(), cpu().saturating_sub(cpu0)))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn bench(netns: &str, nft: &LibNftables, n: u32, dir: &Path) -> anyhow::Result<()> {
@@ -109,72 +139,114 @@ fn bench(netns: &str, nft: &LibNftables, n: u32, dir: &Path) -> anyhow::Result<(
     };
     let svcs: Vec<Service> = (0..n).map(service).collect();
     let mut slices: Vec<EndpointSlice> = (0..n).map(|i| slice(i, 0)).collect();
-
-    let start = Instant::now();
-    let full = ruleset(&config, &svcs, &slices);
-    let tx = full.full_transaction();
-    let built = start.elapsed();
-    nft.apply(&tx)?;
-    let full_time = start.elapsed();
-
-    // One Service's endpoints all replaced: the incremental path of a sync.
-    slices[0] = slice(0, 1);
-    let start = Instant::now();
-    let changed = ruleset(&config, &svcs, &slices);
-    let diff = changed.diff_transaction(&full);
-    let diff_built = start.elapsed();
-    nft.apply(&diff)?;
-    let diff_time = start.elapsed();
-
     println!(
-        "{n} services x {ENDPOINTS} endpoints: {} rules, {} chains",
+        "{n} services x {ENDPOINTS} endpoints (load average {})",
+        load()
+    );
+
+    // Full sync into an empty namespace: build, render, apply.
+    let ((full, built), wall, cpu_time) = timed(|| {
+        let start = Instant::now();
+        let full = ruleset(&config, &svcs, &slices);
+        let tx = full.full_transaction();
+        let text = tx.to_text();
+        let built = start.elapsed();
+        std::fs::write(dir.join(format!("full-{n}.nft")), &text)?;
+        nft.apply(&tx)?;
+        Ok((full, built))
+    })?;
+    println!(
+        "  {} rules, {} chains",
         full.rule_count(),
         full.chain_count()
     );
     println!(
-        "  libnftables in-process: full sync {} (build {}), one service changed {} (build {}, {} commands)",
-        ms(full_time),
-        ms(built),
-        ms(diff_time),
-        ms(diff_built),
-        diff.commands().len()
+        "  full sync (empty table): {} wall, {} CPU (of it build + render {})",
+        ms(wall),
+        ms(cpu_time),
+        ms(built)
     );
 
-    // The same two transactions through the CLI, then the same ruleset as nft text.
-    let json_full = dir.join(format!("full-{n}.json"));
-    std::fs::write(&json_full, tx.to_json())?;
-    let json_diff = dir.join(format!("diff-{n}.json"));
-    std::fs::write(&json_diff, diff.to_json())?;
-    let cli_full_json = nft_cli(netns, &["-j"], &json_full)?;
-    let cli_diff_json = nft_cli(netns, &["-j"], &json_diff)?;
-
-    let listed = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "nft",
-            "list",
-            "table",
-            "ip",
-            &config.table,
-        ])
-        .output()
-        .context("failed to list table")?;
-    let text_full = dir.join(format!("full-{n}.nft"));
-    let mut f = std::fs::File::create(&text_full)?;
-    writeln!(f, "add table ip {0}\ndelete table ip {0}", config.table)?;
-    f.write_all(&listed.stdout)?;
-    drop(f);
-    let cli_full_text = nft_cli(netns, &[], &text_full)?;
+    // One Service's endpoints all replaced, five times: the proxier's incremental path (model of
+    // every Service, rules rebuilt for the changed one, stale chains flushed and left over).
+    let mut model = service_ports(&svcs, &slices);
+    let mut last = full;
+    let mut leftovers = Leftovers::default();
+    let mut one = Vec::new();
+    for round in 0..5u32 {
+        let i = round * 7 % n;
+        slices[i as usize] = slice(i, round + 1);
+        let ((next, next_model, commands), wall, cpu_time) = timed(|| {
+            let next_model = service_ports(&svcs, &slices);
+            let next = build_reusing(&config, &next_model, &model, &last);
+            let tx = next.incremental_transaction(&last, &mut leftovers);
+            if round == 0 {
+                std::fs::write(dir.join(format!("one-{n}.nft")), tx.to_text())?;
+            }
+            let apply = Instant::now();
+            nft.apply(&tx)?;
+            Ok((next, next_model, (tx.commands().len(), apply.elapsed())))
+        })?;
+        one.push((wall, cpu_time, commands));
+        last = next;
+        model = next_model;
+    }
+    one.sort();
+    let (wall, _, (commands, apply)) = one[one.len() / 2];
+    let cpu_total: Duration = one.iter().map(|o| o.1).sum();
     println!(
-        "  nft -j -f (CLI, same JSON): full sync {}, one service changed {}",
-        ms(cli_full_json),
-        ms(cli_diff_json)
+        "  one Service changed (median of 5, {commands} commands, stale chains left over): {} wall (of it libnftables apply {}), {} CPU on average",
+        ms(wall),
+        ms(apply),
+        ms(cpu_total / 5)
     );
+
+    // The same change with the stale chains deleted at once (needs nft's chain cache).
+    let i = 3 % n;
+    slices[i as usize] = slice(i, 9);
+    let (_, wall, cpu_time) = timed(|| {
+        let next_model = service_ports(&svcs, &slices);
+        let next = build_reusing(&config, &next_model, &model, &last);
+        let mut tx = next.diff_transaction(&last);
+        if tx.is_empty() {
+            tx = next.full_transaction();
+        }
+        nft.apply(&tx)?;
+        last = next;
+        model = next_model;
+        Ok(())
+    })?;
     println!(
-        "  nft -f (CLI, same ruleset as text): full sync {}",
-        ms(cli_full_text)
+        "  one Service changed, stale chains deleted in the same transaction: {} wall, {} CPU",
+        ms(wall),
+        ms(cpu_time)
+    );
+
+    // Periodic full resync over the existing table.
+    let (_, wall, cpu_time) = timed(|| {
+        let full = ruleset(&config, &svcs, &slices);
+        nft.apply(&full.full_transaction())?;
+        Ok(())
+    })?;
+    println!(
+        "  full resync (table exists): {} wall, {} CPU",
+        ms(wall),
+        ms(cpu_time)
+    );
+
+    // The same scripts through the Debian CLI (a process per run, same text).
+    let (_, wall, cpu_time) = timed(|| nft_cli(netns, &dir.join(format!("full-{n}.nft"))))?;
+    println!(
+        "  nft -f, full script (table exists): {} wall, {} CPU",
+        ms(wall),
+        ms(cpu_time)
+    );
+    nft.apply(&Ruleset::delete_table_transaction(&config.table))?;
+    let (_, wall, cpu_time) = timed(|| nft_cli(netns, &dir.join(format!("full-{n}.nft"))))?;
+    println!(
+        "  nft -f, full script (empty table): {} wall, {} CPU",
+        ms(wall),
+        ms(cpu_time)
     );
     nft.apply(&Ruleset::delete_table_transaction(&config.table))?;
     Ok(())

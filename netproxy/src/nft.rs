@@ -124,7 +124,7 @@ impl Applier for LibNftables {
             commands = tx.commands().len(),
             "applying nftables transaction"
         );
-        self.call(tx.to_json()).map(|_| ())
+        self.call(tx.to_text()).map(|_| ())
     }
 
     fn run(&self, cmd: &str) -> Result<String, NftError> {

@@ -20,7 +20,7 @@ use crate::dns_server::DnsCache;
 use crate::metrics::Metrics;
 use crate::model::{ServiceKey, ServicePort, service_ports};
 use crate::nft::{Applier, NftError};
-use crate::rules::{RulesConfig, Ruleset, build};
+use crate::rules::{Leftovers, RulesConfig, Ruleset, build, build_reusing};
 
 /// Errors of one sync.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,10 @@ pub struct Syncer {
     applier: Arc<dyn Applier>,
     metrics: Arc<Metrics>,
     last: Option<Ruleset>,
-    /// The model the last successful sync programmed, to find stale UDP flows.
+    /// Stale chains and sets of incremental syncs, not deleted yet.
+    leftovers: Leftovers,
+    /// The model the last successful sync programmed, to find stale UDP flows and reuse the
+    /// rules of unchanged Services.
     last_model: BTreeMap<ServiceKey, Vec<ServicePort>>,
     dns: Option<(String, DnsCache)>,
     conntrack: Option<Arc<dyn Conntrack>>,
@@ -53,6 +56,7 @@ impl Syncer {
             applier,
             metrics,
             last: None,
+            leftovers: Leftovers::default(),
             last_model: BTreeMap::new(),
             dns: None,
             conntrack: None,
@@ -95,10 +99,17 @@ impl Syncer {
             services.iter().map(|s| s.as_ref()),
             slices.iter().map(|s| s.as_ref()),
         );
-        let new = build(&self.config, &model);
-        let (tx, full) = match (&self.last, force_full) {
-            (Some(old), false) => (new.diff_transaction(old), false),
-            _ => (new.full_transaction(), true),
+        let (tx, full, new) = match (&self.last, force_full) {
+            (Some(old), false) => {
+                let new = build_reusing(&self.config, &model, &self.last_model, old);
+                let tx = new.incremental_transaction(old, &mut self.leftovers);
+                (tx, false, new)
+            }
+            _ => {
+                let new = build(&self.config, &model);
+                self.leftovers = Leftovers::default();
+                (new.full_transaction(), true, new)
+            }
         };
         let commands = tx.commands().len();
         let applier = self.applier.clone();
@@ -109,6 +120,7 @@ impl Syncer {
         if let Err(err) = result {
             // The kernel state is unknown to us now: the next sync replaces the whole table.
             self.last = None;
+            self.leftovers = Leftovers::default();
             self.metrics.failed();
             return Err(err);
         }
@@ -310,9 +322,7 @@ mod tests {
     fn is_full(tx: &Transaction) -> bool {
         tx.commands()
             .get(1)
-            .and_then(|c| c.get("delete"))
-            .and_then(|d| d.get("table"))
-            .is_some()
+            .is_some_and(|c| c.starts_with("delete table "))
     }
 
     #[tokio::test]

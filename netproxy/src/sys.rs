@@ -38,7 +38,8 @@ pub enum SysError {
     Run(String),
 }
 
-/// An owned `struct nft_ctx` with JSON output and buffered output and errors.
+/// An owned `struct nft_ctx` that reads nft syntax (or JSON), writes JSON, and buffers output
+/// and errors.
 ///
 /// The netlink socket is opened per command in the calling thread's network namespace.
 pub struct NftCtx {
@@ -49,7 +50,7 @@ pub struct NftCtx {
 unsafe impl Send for NftCtx {}
 
 impl NftCtx {
-    /// Creates a context that reads and writes JSON.
+    /// Creates a context that writes JSON (`list` output); input may be nft syntax or JSON.
     pub fn new() -> Result<Self, SysError> {
         // SAFETY: plain constructor; NULL is handled below.
         let raw = unsafe { nft_ctx_new(NFT_CTX_DEFAULT) };

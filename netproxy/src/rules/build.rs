@@ -1,6 +1,7 @@
 //! Rule builder: from the Service model to the kube-proxy-style (KEP-3866) ruleset of one table.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use nftables::expr::{Expression, FibFlag, NamedExpression, SetItem};
 use nftables::stmt::{Operator, Statement};
@@ -112,7 +113,31 @@ pub fn build(config: &RulesConfig, services: &BTreeMap<ServiceKey, Vec<ServicePo
         base: base_chains(config),
         services: services
             .iter()
-            .map(|(key, ports)| (key.clone(), service_rules(config, ports)))
+            .map(|(key, ports)| (key.clone(), Arc::new(service_rules(config, ports))))
+            .collect(),
+    }
+}
+
+/// Builds the ruleset for `services`, reusing the rules of `previous` (built from
+/// `previous_model` with the same `config`) for every Service whose ports did not change.
+pub fn build_reusing(
+    config: &RulesConfig,
+    services: &BTreeMap<ServiceKey, Vec<ServicePort>>,
+    previous_model: &BTreeMap<ServiceKey, Vec<ServicePort>>,
+    previous: &Ruleset,
+) -> Ruleset {
+    Ruleset {
+        table: config.table.clone(),
+        base: base_chains(config),
+        services: services
+            .iter()
+            .map(|(key, ports)| {
+                let reused = (previous_model.get(key) == Some(ports))
+                    .then(|| previous.services.get(key).cloned())
+                    .flatten();
+                let rules = reused.unwrap_or_else(|| Arc::new(service_rules(config, ports)));
+                (key.clone(), rules)
+            })
             .collect(),
     }
 }
@@ -436,8 +461,21 @@ fn balance(sp: &ServicePort, eps: &[&Endpoint]) -> Vec<Vec<Stmt>> {
             ]);
         }
     }
-    let targets: Vec<String> = eps.iter().map(|ep| endpoint_chain(sp, ep)).collect();
-    rules.push(vec![expr::numgen_vmap(&targets)]);
+    // An even pick as a cascade (iptables mode's statistic cascade): endpoint i of n is taken
+    // with probability 1/(n-i) by a fresh draw; the last one takes the rest. kube-proxy uses one
+    // `numgen random mod n vmap { ... }` with an anonymous map instead, but every anonymous set
+    // costs kernel 6.x a walk of the whole transaction (`__nft_set_trans_bind`) and of all sets of
+    // the table (name allocation), quadratic in a full sync: 333 s for 10k Services; a named map
+    // per Service is quadratic through the kernel's linear set lookup by name.
+    let n = u32::try_from(eps.len()).unwrap_or(u32::MAX);
+    for (i, ep) in (0u32..).zip(eps) {
+        let target = endpoint_chain(sp, ep);
+        if i + 1 < n {
+            rules.push(vec![expr::numgen_one_in(n - i), expr::goto(target)]);
+        } else {
+            rules.push(vec![expr::goto(target)]);
+        }
+    }
     rules
 }
 
@@ -446,6 +484,7 @@ mod tests {
     use super::*;
     use crate::model::service_ports;
     use crate::model::tests::{service, slice};
+    use crate::rules::Leftovers;
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::{Value, json};
@@ -504,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn cluster_ip_with_three_endpoints_balances_with_numgen() {
+    fn cluster_ip_with_three_endpoints_balances_with_a_numgen_cascade() {
         let (svc, sl) = web3();
         let rs = ruleset(&[svc], &[sl]);
         let sr = &rs.services["default/web"];
@@ -514,15 +553,25 @@ mod tests {
             .find(|c| c.name.starts_with("service-"))
             .unwrap();
         let rules = rules_json(svc_chain);
-        // Masquerade traffic from outside the cluster CIDR, then pick one of 3.
-        assert_eq!(rules.len(), 2);
+        // Masquerade traffic from outside the cluster CIDR, then pick one of 3: 1/3, 1/2, rest.
+        assert_eq!(rules.len(), 4);
         let masq = rules[0].to_string();
         assert!(masq.contains(r#""op":"!=""#) && masq.contains(r#""addr":"10.42.0.0","len":16"#));
         assert!(masq.contains(r#"{"jump":{"target":"mark-for-masquerade"}}"#));
-        let ng = &rules[1][0]["vmap"];
-        assert_eq!(ng["key"], json!({"numgen": {"mode": "random", "mod": 3}}));
-        assert_eq!(ng["data"]["set"].as_array().unwrap().len(), 3);
-        assert_eq!(ng["data"]["set"][2][0], json!(2));
+        let pick = |n: u32| json!({"match": {"left": {"numgen": {"mode": "random", "mod": n}}, "right": 0, "op": "=="}});
+        assert_eq!(rules[1][0], pick(3));
+        assert_eq!(rules[2][0], pick(2));
+        assert_eq!(
+            rules[3].as_array().unwrap().len(),
+            1,
+            "the last endpoint takes the rest"
+        );
+        for (rule, chain) in rules[1..].iter().zip(&sr.chains[..3]) {
+            assert_eq!(
+                rule.as_array().unwrap().last().unwrap()["goto"]["target"],
+                json!(chain.name)
+            );
+        }
         // The map entry for the ClusterIP goes to that chain.
         assert_eq!(sr.elements.len(), 1);
         assert_eq!(sr.elements[0].map, SERVICE_IPS);
@@ -633,8 +682,8 @@ mod tests {
             .find(|c| c.name.starts_with("service-"))
             .unwrap();
         let rules = rules_json(svc_chain);
-        // masquerade, 3 lookups, numgen
-        assert_eq!(rules.len(), 5);
+        // masquerade, 3 lookups, 3 picks
+        assert_eq!(rules.len(), 7);
         assert_eq!(
             rules[1][0]["match"]["right"],
             json!(format!("@{}", sr.sets[0].name))
@@ -662,9 +711,13 @@ mod tests {
             .find(|c| c.name.starts_with("service-"))
             .unwrap();
         let rules = rules_json(svc_chain);
-        assert_eq!(
-            rules.last().unwrap()[0]["vmap"]["key"]["numgen"]["mod"],
-            json!(1)
+        // One local endpoint: no draw, straight to it.
+        assert_eq!(rules.last().unwrap().as_array().unwrap().len(), 1);
+        assert!(
+            rules.last().unwrap()[0]["goto"]["target"]
+                .as_str()
+                .unwrap()
+                .contains("10.42.0.5")
         );
         let ext = sr
             .chains
@@ -673,7 +726,7 @@ mod tests {
             .unwrap();
         let rules = rules_json(ext);
         let last = rules.last().unwrap();
-        assert_eq!(last[0]["vmap"]["key"]["numgen"]["mod"], json!(1));
+        assert_eq!(last.as_array().unwrap().len(), 1);
         assert!(last.to_string().contains("10.42.0.5"));
         // No unconditional masquerade for Local: the client address is kept.
         assert!(!rules.contains(&json!([{"jump": {"target": "mark-for-masquerade"}}])));
@@ -706,24 +759,14 @@ mod tests {
         let (svc, sl) = web3();
         let tx = ruleset(&[svc], &[sl]).full_transaction();
         let cmds = tx.commands();
-        assert_eq!(
-            cmds[0],
-            json!({"add": {"table": {"family": "ip", "name": "r8s"}}})
-        );
-        assert_eq!(
-            cmds[1],
-            json!({"delete": {"table": {"family": "ip", "name": "r8s"}}})
-        );
-        assert_eq!(
-            cmds[2],
-            json!({"add": {"table": {"family": "ip", "name": "r8s"}}})
-        );
+        assert_eq!(cmds[0], "add table ip r8s");
+        assert_eq!(cmds[1], "delete table ip r8s");
+        assert_eq!(cmds[2], "add table ip r8s");
         assert_eq!(
             cmds[3],
-            json!({"add": {"map": {"family": "ip", "table": "r8s", "name": "service-ips",
-                "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "verdict"}}})
+            "add map ip r8s service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }"
         );
-        assert!(!tx.to_json().contains("\"flush\":{\"ruleset\""));
+        assert!(!tx.to_text().contains("flush ruleset"));
     }
 
     #[test]
@@ -747,11 +790,13 @@ mod tests {
             &[("10.42.0.5", "n1", true), ("10.42.1.5", "n2", true)],
         );
         let new = ruleset(&[svc, other], &[fewer, other_sl]);
-        let text = new.diff_transaction(&old).to_json();
+        let text = new.diff_transaction(&old).to_text();
         assert!(!text.contains("default/db"), "{text}");
-        assert!(!text.contains("\"table\":{"), "no table command: {text}");
+        assert!(!text.contains(" table "), "no table command: {text}");
         assert!(!text.contains("10.43.0.20"), "{text}");
-        // The dropped endpoint's chain is flushed and deleted, after the map is repointed.
+        // The map entry still points at the (rewritten) service chain: no element command.
+        assert!(!text.contains("element"), "{text}");
+        // The dropped endpoint's chain is flushed, then deleted.
         let stale = endpoint_chain(
             &old_port(&old),
             &Endpoint {
@@ -760,18 +805,11 @@ mod tests {
                 node_name: None,
             },
         );
-        let del = json!({"delete": {"chain": {"family": "ip", "table": "r8s", "name": stale}}});
         let tx = new.diff_transaction(&old);
-        let del_at = tx
-            .commands()
-            .iter()
-            .position(|c| *c == del)
-            .expect("stale chain deleted");
-        let add_el = tx
-            .commands()
-            .iter()
-            .position(|c| c.get("add").and_then(|a| a.get("element")).is_some());
-        assert!(add_el.unwrap() < del_at);
+        let at = |cmd: String| tx.commands().iter().position(|c| *c == cmd);
+        let del_at = at(format!("delete chain ip r8s {stale}")).expect("stale chain deleted");
+        let flush_at = at(format!("flush chain ip r8s {stale}")).expect("stale chain flushed");
+        assert!(flush_at < del_at);
     }
 
     fn old_port(rs: &Ruleset) -> ServicePort {
@@ -801,9 +839,63 @@ mod tests {
         let deletes = tx
             .commands()
             .iter()
-            .filter(|c| c.get("delete").and_then(|d| d.get("chain")).is_some())
+            .filter(|c| c.starts_with("delete chain "))
             .count();
         assert_eq!(deletes, 4);
+        assert!(
+            tx.commands()
+                .iter()
+                .any(|c| c.starts_with("delete element "))
+        );
+    }
+
+    #[test]
+    fn incremental_sync_flushes_stale_chains_and_deletes_them_later() {
+        let (svc, sl) = web3();
+        let old = ruleset(std::slice::from_ref(&svc), &[sl]);
+        let one = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[("10.42.0.5", "n1", true)],
+        );
+        let new = ruleset(std::slice::from_ref(&svc), &[one]);
+        let mut leftovers = Leftovers::default();
+        let tx = new.incremental_transaction(&old, &mut leftovers);
+        // Only commands for which nft needs no chain cache.
+        for c in tx.commands() {
+            assert!(
+                c.starts_with("flush chain ") || c.starts_with("add chain "),
+                "{c}"
+            );
+        }
+        assert_eq!(leftovers.chains.len(), 2, "two endpoint chains went stale");
+        // The Service goes away: its map element must be deleted, and the leftovers with it.
+        let gone = ruleset(&[], &[]);
+        let tx = gone.incremental_transaction(&new, &mut leftovers);
+        let deleted = tx
+            .commands()
+            .iter()
+            .filter(|c| c.starts_with("delete chain "))
+            .count();
+        assert_eq!(deleted, 2 + 2, "the Service's own chains and the leftovers");
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn unchanged_services_keep_their_rules() {
+        let (svc, sl) = web3();
+        let model = service_ports(std::slice::from_ref(&svc), std::slice::from_ref(&sl));
+        let old = build(&config(), &model);
+        let new = build_reusing(&config(), &model, &model, &old);
+        assert!(Arc::ptr_eq(
+            &old.services["default/web"],
+            &new.services["default/web"]
+        ));
+        assert!(
+            new.incremental_transaction(&old, &mut Leftovers::default())
+                .is_empty()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use nftables::expr::{
     BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression,
-    NgMode, Numgen, Payload, PayloadField, Prefix, SetItem, Verdict,
+    NgMode, Numgen, Payload, PayloadField, Prefix, Verdict,
 };
 use nftables::stmt::{JumpTarget, Mangle, Match, NAT, Operator, Statement};
 
@@ -121,20 +121,15 @@ pub fn vmap(key: Expr, data: Expr) -> Stmt {
     Statement::VerdictMap(nftables::stmt::VerdictMap { key, data })
 }
 
-/// `numgen random mod N vmap { 0 : goto t0, 1 : goto t1, ... }`.
-pub fn numgen_vmap(targets: &[String]) -> Stmt {
-    let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-    let items = (0u32..)
-        .zip(targets)
-        .map(|(i, t)| SetItem::Mapping(Expression::Number(i), goto_verdict(t.clone())))
-        .collect();
-    vmap(
+/// `numgen random mod N == 0`: true with probability 1/N.
+pub fn numgen_one_in(n: u32) -> Stmt {
+    eq(
         Expression::Named(NamedExpression::Numgen(Numgen {
             mode: NgMode::Random,
             ng_mod: n,
             offset: None,
         })),
-        Expression::Named(NamedExpression::Set(items)),
+        Expression::Number(0),
     )
 }
 

@@ -1,21 +1,21 @@
 //! The ruleset of our one nftables table, and the transactions (full or per-Service) that apply it.
 //!
-//! Built as `nftables` crate objects and serialized to libnftables JSON. Named verdict maps go
-//! as raw JSON objects, since the crate's `SetType` has no `verdict`.
+//! Rules are built as `nftables` crate statements and rendered as nft syntax (`text`), the input
+//! libnftables parses fastest. Incremental transactions use only commands for which nft 1.0.6
+//! fetches no chain cache (`flush chain`, `add chain NAME { rules }`, `add map NAME { elements }`):
+//! `add rule`, `add element` and any `delete` make it dump every chain of the host first, which
+//! costs O(table) (and O(table²) in the kernel's dump). Deleting stale chains and sets is
+//! therefore deferred ([`Leftovers`]) until a transaction needs the cache anyway.
 pub mod build;
 pub mod expr;
+pub mod text;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use nftables::schema::{
-    Chain, Element, FlushObject, NfCmd, NfListObject, NfObject, Rule, Set, SetFlag, SetType,
-    SetTypeValue, Table,
-};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
-use serde_json::{Value, json};
+use nftables::types::{NfChainType, NfHook};
 
-pub use build::{RulesConfig, build};
+pub use build::{RulesConfig, build, build_reusing};
 use expr::{Expr, Stmt};
 
 use crate::model::ServiceKey;
@@ -53,6 +53,18 @@ impl MapElement {
     fn new(map: &'static str, key: Expr, verdict: Expr) -> Self {
         Self { map, key, verdict }
     }
+
+    fn key_text(&self) -> String {
+        let mut s = String::new();
+        text::expr(&self.key, &mut s);
+        s
+    }
+
+    fn text(&self, out: &mut String) {
+        text::expr(&self.key, out);
+        out.push_str(" : ");
+        text::expr(&self.verdict, out);
+    }
 }
 
 /// A per-endpoint ClientIP affinity set (`ipv4_addr`, dynamic, with timeout).
@@ -82,43 +94,66 @@ pub struct Ruleset {
     pub table: String,
     /// The fixed skeleton: hooks, dispatch, masquerading.
     pub base: Vec<BaseChain>,
-    /// Per-Service chains, sets and map elements.
-    pub services: BTreeMap<ServiceKey, ServiceRules>,
+    /// Per-Service chains, sets and map elements (shared with the previous ruleset when the
+    /// Service did not change, so that a sync rebuilds only what changed).
+    pub services: BTreeMap<ServiceKey, Arc<ServiceRules>>,
 }
 
-/// Verdict maps of the skeleton: name and key types.
-const MAPS: [(&str, &[&str]); 4] = [
-    (
-        build::SERVICE_IPS,
-        &["ipv4_addr", "inet_proto", "inet_service"],
-    ),
-    (build::SERVICE_NODEPORTS, &["inet_proto", "inet_service"]),
+/// Verdict maps of the skeleton: name and key type.
+const MAPS: [(&str, &str); 4] = [
+    (build::SERVICE_IPS, "ipv4_addr . inet_proto . inet_service"),
+    (build::SERVICE_NODEPORTS, "inet_proto . inet_service"),
     (
         build::NO_ENDPOINT_SERVICES,
-        &["ipv4_addr", "inet_proto", "inet_service"],
+        "ipv4_addr . inet_proto . inet_service",
     ),
-    (
-        build::NO_ENDPOINT_NODEPORTS,
-        &["inet_proto", "inet_service"],
-    ),
+    (build::NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service"),
 ];
 
-/// An ordered list of nftables commands applied as one atomic transaction.
+fn map_type(map: &str) -> &'static str {
+    MAPS.iter()
+        .find(|(name, _)| *name == map)
+        .map_or("", |(_, ty)| ty)
+}
+
+/// Stale chains and sets left in the kernel by incremental syncs: flushed, referenced by nothing,
+/// deleted by a later transaction that needs nft's full cache anyway (or by a full sync).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Flushed chains.
+    pub chains: BTreeSet<String>,
+    /// Affinity sets no rule uses.
+    pub sets: BTreeSet<String>,
+}
+
+impl Leftovers {
+    /// Leftovers beyond this many objects are deleted at the next incremental sync.
+    pub const LIMIT: usize = 10_000;
+
+    /// Number of stale objects.
+    pub fn len(&self) -> usize {
+        self.chains.len() + self.sets.len()
+    }
+
+    /// True when nothing is left over.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An ordered list of nft commands (nft syntax, one per line) applied as one atomic transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Transaction {
-    commands: Vec<Value>,
+    commands: Vec<String>,
 }
 
 impl Transaction {
-    fn push(&mut self, cmd: NfCmd<'_>) {
-        // Serializing these plain data types cannot fail (no maps with non-string keys).
-        if let Ok(v) = serde_json::to_value(NfObject::CmdObject(cmd)) {
-            self.commands.push(v);
-        }
+    fn push(&mut self, cmd: String) {
+        self.commands.push(cmd);
     }
 
     /// The commands, in order.
-    pub fn commands(&self) -> &[Value] {
+    pub fn commands(&self) -> &[String] {
         &self.commands
     }
 
@@ -127,69 +162,92 @@ impl Transaction {
         self.commands.is_empty()
     }
 
-    /// The libnftables JSON document (`{"nftables": [...]}`).
-    pub fn to_json(&self) -> String {
-        json!({ "nftables": self.commands }).to_string()
+    /// The nft script (`nft -f` input).
+    pub fn to_text(&self) -> String {
+        let len = self.commands.iter().map(|c| c.len() + 1).sum();
+        let mut s = String::with_capacity(len);
+        for c in &self.commands {
+            s.push_str(c);
+            s.push('\n');
+        }
+        s
     }
 }
 
 impl Ruleset {
-    fn table_obj(&self) -> Table<'_> {
-        Table {
-            family: NfFamily::IP,
-            name: Cow::Borrowed(&self.table),
-            handle: None,
-        }
+    fn add_chain(&self, name: &str) -> String {
+        format!("add chain ip {} {name}", self.table)
     }
 
-    fn chain_obj<'a>(&'a self, name: &'a str) -> Chain<'a> {
-        Chain {
-            family: NfFamily::IP,
-            table: Cow::Borrowed(&self.table),
-            name: Cow::Borrowed(name),
-            ..Default::default()
-        }
+    fn flush_chain(&self, name: &str) -> String {
+        format!("flush chain ip {} {name}", self.table)
     }
 
+    /// `add rule` per rule (full sync: the cache is fetched for `delete table` anyway).
     fn add_rules(&self, tx: &mut Transaction, chain: &ChainSpec) {
         for stmts in &chain.rules {
-            tx.push(NfCmd::Add(NfListObject::Rule(Rule {
-                family: NfFamily::IP,
-                table: Cow::Borrowed(&self.table),
-                chain: Cow::Borrowed(&chain.name),
-                expr: Cow::Borrowed(stmts),
-                handle: None,
-                index: None,
-                comment: None,
-            })));
+            let mut s = format!("add rule ip {} {} ", self.table, chain.name);
+            text::rule(stmts, &mut s);
+            tx.push(s);
         }
     }
 
-    fn set_obj<'a>(&'a self, set: &'a AffinitySet) -> Set<'a> {
-        Set {
-            family: NfFamily::IP,
-            table: Cow::Borrowed(&self.table),
-            name: Cow::Borrowed(&set.name),
-            set_type: SetTypeValue::Single(SetType::Ipv4Addr),
-            // nft 1.0.6 JSON knows no "dynamic" flag; nft adds it itself for sets used by `update`.
-            flags: Some([SetFlag::Timeout].into()),
-            timeout: Some(set.timeout),
-            ..Default::default()
+    /// `add chain NAME { rules }`: adds the rules without making nft fetch its chain cache.
+    fn chain_block(&self, chain: &ChainSpec) -> Option<String> {
+        if chain.rules.is_empty() {
+            return None;
+        }
+        let mut s = format!("add chain ip {} {} {{ ", self.table, chain.name);
+        for stmts in &chain.rules {
+            text::rule(stmts, &mut s);
+            s.push_str(" ; ");
+        }
+        s.push('}');
+        Some(s)
+    }
+
+    fn add_set(&self, set: &AffinitySet) -> String {
+        format!(
+            "add set ip {} {} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {}s ; }}",
+            self.table, set.name, set.timeout
+        )
+    }
+
+    /// `add map NAME { type ... ; elements = { ... } ; }` per map: unlike `add element`, it
+    /// needs no chain cache.
+    fn add_elements<'a>(&self, tx: &mut Transaction, els: impl Iterator<Item = &'a MapElement>) {
+        let mut by_map: BTreeMap<&str, String> = BTreeMap::new();
+        for el in els {
+            let s = by_map.entry(el.map).or_default();
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            el.text(s);
+        }
+        for (map, elements) in by_map {
+            tx.push(format!(
+                "add map ip {} {map} {{ type {} : verdict ; elements = {{ {elements} }} ; }}",
+                self.table,
+                map_type(map)
+            ));
         }
     }
 
-    fn element_cmd<'a>(&'a self, el: &'a MapElement, with_value: bool) -> NfListObject<'a> {
-        let elem = if with_value {
-            Expr::List(vec![el.key.clone(), el.verdict.clone()])
-        } else {
-            el.key.clone()
-        };
-        NfListObject::Element(Element {
-            family: NfFamily::IP,
-            table: Cow::Borrowed(&self.table),
-            name: Cow::Borrowed(el.map),
-            elem: Cow::Owned(vec![elem]),
-        })
+    fn delete_elements<'a>(&self, tx: &mut Transaction, els: impl Iterator<Item = &'a MapElement>) {
+        let mut by_map: BTreeMap<&str, String> = BTreeMap::new();
+        for el in els {
+            let s = by_map.entry(el.map).or_default();
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            text::expr(&el.key, s);
+        }
+        for (map, keys) in by_map {
+            tx.push(format!(
+                "delete element ip {} {map} {{ {keys} }}",
+                self.table
+            ));
+        }
     }
 
     /// Number of rules in the table (for the `sync_proxy_rules_nftables` metric).
@@ -217,33 +275,34 @@ impl Ruleset {
     /// One transaction that atomically replaces our table (and touches nothing else):
     /// `add table` (so the delete cannot fail), `delete table`, then the whole content.
     pub fn full_transaction(&self) -> Transaction {
+        let t = &self.table;
         let mut tx = Transaction::default();
-        tx.push(NfCmd::Add(NfListObject::Table(self.table_obj())));
-        tx.push(NfCmd::Delete(NfListObject::Table(self.table_obj())));
-        tx.push(NfCmd::Add(NfListObject::Table(self.table_obj())));
+        tx.push(format!("add table ip {t}"));
+        tx.push(format!("delete table ip {t}"));
+        tx.push(format!("add table ip {t}"));
         for (name, key) in MAPS {
-            tx.commands.push(json!({"add": {"map": {
-                "family": "ip", "table": self.table, "name": name,
-                "type": key, "map": "verdict",
-            }}}));
+            tx.push(format!(
+                "add map ip {t} {name} {{ type {key} : verdict ; }}"
+            ));
         }
         // Chains first, so that jumps and map elements can name any of them.
         for b in &self.base {
-            let mut c = self.chain_obj(&b.chain.name);
-            if let Some((ty, hook, prio)) = b.hook {
-                c._type = Some(ty);
-                c.hook = Some(hook);
-                c.prio = Some(prio);
-                c.policy = Some(NfChainPolicy::Accept);
+            match b.hook {
+                Some((ty, hook, prio)) => tx.push(format!(
+                    "add chain ip {t} {} {{ type {} hook {} priority {prio} ; policy accept ; }}",
+                    b.chain.name,
+                    chain_type(ty),
+                    hook_name(hook)
+                )),
+                None => tx.push(self.add_chain(&b.chain.name)),
             }
-            tx.push(NfCmd::Add(NfListObject::Chain(c)));
         }
         for svc in self.services.values() {
             for c in &svc.chains {
-                tx.push(NfCmd::Add(NfListObject::Chain(self.chain_obj(&c.name))));
+                tx.push(self.add_chain(&c.name));
             }
             for s in &svc.sets {
-                tx.push(NfCmd::Add(NfListObject::Set(Box::new(self.set_obj(s)))));
+                tx.push(self.add_set(s));
             }
         }
         for b in &self.base {
@@ -254,21 +313,35 @@ impl Ruleset {
                 self.add_rules(&mut tx, c);
             }
         }
-        for svc in self.services.values() {
-            for el in &svc.elements {
-                tx.push(NfCmd::Add(self.element_cmd(el, true)));
-            }
-        }
+        self.add_elements(
+            &mut tx,
+            self.services.values().flat_map(|s| s.elements.iter()),
+        );
         tx
     }
 
     /// The transaction that takes the kernel from `old` (last applied) to `self`, rewriting only
-    /// the Services that changed. A different skeleton or table means a full replace.
+    /// the Services that changed and deleting what they no longer have. A different skeleton or
+    /// table means a full replace.
     pub fn diff_transaction(&self, old: &Ruleset) -> Transaction {
+        let mut leftovers = Leftovers::default();
+        self.diff(old, &mut leftovers, true)
+    }
+
+    /// Like [`Ruleset::diff_transaction`], but chains and sets that became stale are only
+    /// flushed and added to `leftovers`; they are deleted when this transaction must delete map
+    /// elements anyway, or once there are more than [`Leftovers::LIMIT`]. Leftovers that the
+    /// new ruleset uses again are taken back.
+    pub fn incremental_transaction(&self, old: &Ruleset, leftovers: &mut Leftovers) -> Transaction {
+        self.diff(old, leftovers, false)
+    }
+
+    fn diff(&self, old: &Ruleset, leftovers: &mut Leftovers, delete_now: bool) -> Transaction {
         if old.table != self.table || old.base != self.base {
+            *leftovers = Leftovers::default();
             return self.full_transaction();
         }
-        let empty = ServiceRules::default();
+        let empty = Arc::new(ServiceRules::default());
         let changed: Vec<(&ServiceRules, &ServiceRules)> = old
             .services
             .keys()
@@ -278,87 +351,140 @@ impl Ruleset {
             .filter_map(|k| {
                 let before = old.services.get(k).unwrap_or(&empty);
                 let after = self.services.get(k).unwrap_or(&empty);
-                (before != after).then_some((before, after))
+                (!Arc::ptr_eq(before, after) && before != after)
+                    .then_some((before.as_ref(), after.as_ref()))
             })
             .collect();
         let mut tx = Transaction::default();
-        // 1. Take the old map entries out (they point at chains about to change).
-        for (before, _) in &changed {
-            for el in &before.elements {
-                tx.push(NfCmd::Delete(old.element_cmd(el, false)));
+        if changed.is_empty() {
+            return tx;
+        }
+        // Elements: keep those that stay identical, delete the rest, add the new ones.
+        let mut removed: Vec<&MapElement> = Vec::new();
+        let mut added: Vec<&MapElement> = Vec::new();
+        let mut after_keys: BTreeMap<(&str, String), &MapElement> = BTreeMap::new();
+        for (_, after) in &changed {
+            for el in &after.elements {
+                after_keys.insert((el.map, el.key_text()), el);
             }
         }
+        let mut kept: BTreeSet<(&str, String)> = BTreeSet::new();
+        for (before, _) in &changed {
+            for el in &before.elements {
+                let k = (el.map, el.key_text());
+                match after_keys.get(&k) {
+                    Some(new) if new.verdict == el.verdict => {
+                        kept.insert(k);
+                    }
+                    _ => removed.push(el),
+                }
+            }
+        }
+        for (k, el) in &after_keys {
+            if !kept.contains(k) {
+                added.push(el);
+            }
+        }
+        // 1. Take the old map entries out (they point at chains about to change).
+        self.delete_elements(&mut tx, removed.iter().copied());
         // 2. Create or empty every chain of the new version, and its sets.
+        let mut new_chains: BTreeSet<&str> = BTreeSet::new();
+        let mut new_sets: BTreeSet<&str> = BTreeSet::new();
         for (before, after) in &changed {
             let existing: BTreeSet<&str> = before.chains.iter().map(|c| c.name.as_str()).collect();
-            let existing_sets: BTreeSet<&str> =
-                before.sets.iter().map(|s| s.name.as_str()).collect();
             for c in &after.chains {
+                new_chains.insert(&c.name);
                 if existing.contains(c.name.as_str()) {
-                    tx.push(NfCmd::Flush(FlushObject::Chain(self.chain_obj(&c.name))));
+                    tx.push(self.flush_chain(&c.name));
                 } else {
-                    tx.push(NfCmd::Add(NfListObject::Chain(self.chain_obj(&c.name))));
+                    // A leftover of that name was flushed when it went stale: reuse it.
+                    leftovers.chains.remove(&c.name);
+                    tx.push(self.add_chain(&c.name));
                 }
             }
             for s in &after.sets {
-                if !existing_sets.contains(s.name.as_str()) {
-                    tx.push(NfCmd::Add(NfListObject::Set(Box::new(self.set_obj(s)))));
-                }
+                new_sets.insert(&s.name);
+                leftovers.sets.remove(&s.name);
+                // Declared again even when it exists: nft resolves `@set` in the rules below
+                // from this batch, without fetching its set cache.
+                tx.push(self.add_set(s));
             }
         }
         // 3. Fill them, then point the maps at them.
         for (_, after) in &changed {
             for c in &after.chains {
-                self.add_rules(&mut tx, c);
+                if let Some(block) = self.chain_block(c) {
+                    tx.push(block);
+                }
             }
         }
-        for (_, after) in &changed {
-            for el in &after.elements {
-                tx.push(NfCmd::Add(self.element_cmd(el, true)));
-            }
-        }
-        // 4. Remove what the new version no longer has: flush all first, since stale chains
-        // may jump to each other and reference stale sets.
+        self.add_elements(&mut tx, added.into_iter());
+        // 4. What the new version no longer has: flush now (stale chains may jump to each other
+        // and reference stale sets); delete now or later.
         let mut stale_chains = Vec::new();
         let mut stale_sets = Vec::new();
-        for (before, after) in &changed {
-            let keep: BTreeSet<&str> = after.chains.iter().map(|c| c.name.as_str()).collect();
+        for (before, _) in &changed {
             stale_chains.extend(
                 before
                     .chains
                     .iter()
-                    .filter(|c| !keep.contains(c.name.as_str())),
+                    .map(|c| c.name.as_str())
+                    .filter(|c| !new_chains.contains(c)),
             );
-            let keep: BTreeSet<&str> = after.sets.iter().map(|s| s.name.as_str()).collect();
             stale_sets.extend(
                 before
                     .sets
                     .iter()
-                    .filter(|s| !keep.contains(s.name.as_str())),
+                    .map(|s| s.name.as_str())
+                    .filter(|s| !new_sets.contains(s)),
             );
         }
         for c in &stale_chains {
-            tx.push(NfCmd::Flush(FlushObject::Chain(self.chain_obj(&c.name))));
+            tx.push(self.flush_chain(c));
         }
-        for c in &stale_chains {
-            tx.push(NfCmd::Delete(NfListObject::Chain(self.chain_obj(&c.name))));
-        }
-        for s in &stale_sets {
-            tx.push(NfCmd::Delete(NfListObject::Set(Box::new(self.set_obj(s)))));
+        leftovers
+            .chains
+            .extend(stale_chains.iter().map(|c| c.to_string()));
+        leftovers
+            .sets
+            .extend(stale_sets.iter().map(|s| s.to_string()));
+        if delete_now || !removed.is_empty() || leftovers.len() > Leftovers::LIMIT {
+            for c in &leftovers.chains {
+                tx.push(format!("delete chain ip {} {c}", self.table));
+            }
+            for s in &leftovers.sets {
+                tx.push(format!("delete set ip {} {s}", self.table));
+            }
+            *leftovers = Leftovers::default();
         }
         tx
     }
 
     /// The transaction that removes our table (used on shutdown with `--cleanup` and in tests).
     pub fn delete_table_transaction(table: &str) -> Transaction {
-        let t = Table {
-            family: NfFamily::IP,
-            name: Cow::Borrowed(table),
-            handle: None,
-        };
         let mut tx = Transaction::default();
-        tx.push(NfCmd::Add(NfListObject::Table(t.clone())));
-        tx.push(NfCmd::Delete(NfListObject::Table(t)));
+        tx.push(format!("add table ip {table}"));
+        tx.push(format!("delete table ip {table}"));
         tx
+    }
+}
+
+fn chain_type(ty: NfChainType) -> &'static str {
+    match ty {
+        NfChainType::Filter => "filter",
+        NfChainType::NAT => "nat",
+        NfChainType::Route => "route",
+    }
+}
+
+fn hook_name(hook: NfHook) -> &'static str {
+    match hook {
+        NfHook::Prerouting => "prerouting",
+        NfHook::Input => "input",
+        NfHook::Forward => "forward",
+        NfHook::Output => "output",
+        NfHook::Postrouting => "postrouting",
+        NfHook::Ingress => "ingress",
+        NfHook::Egress => "egress",
     }
 }
