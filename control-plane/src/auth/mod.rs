@@ -10,8 +10,8 @@
 //!    (`rbac`, fed from the watch cache by `policy_cache`).
 
 pub mod attributes;
-pub mod bootstrap_token;
 pub mod bootstrap_policy;
+pub mod bootstrap_token;
 pub mod policy_cache;
 pub mod rbac;
 pub mod sa_keys;

@@ -4,8 +4,8 @@
 //! kube-scheduler and kube-controller-manager would; each lives in its own
 //! module and is started by `spawn_all` once the server is ready.
 
-pub mod clusterroleaggregation;
 pub mod bootstrapsigner;
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod csr;
 pub mod csrapproving;
