@@ -27,7 +27,8 @@ pub enum ConfigError {
     about = "The r8s control plane: a Kubernetes API server on an embedded store",
     long_about = "The r8s control plane: a Kubernetes API server (served over HTTPS with a CA it \
                   creates in its data dir), with the scheduler and controllers running as its \
-                  clients. On first start it writes an admin kubeconfig."
+                  clients. On first start it writes an admin kubeconfig.",
+    after_help = "Join tokens: r8s-server token create|list|delete (see r8s-server token --help)."
 )]
 pub struct ServerFlags {
     /// Directory holding the store, the CA and the serving and client certificates.
