@@ -7,10 +7,12 @@
 pub mod bootstrap;
 pub mod cm;
 pub mod config;
+pub mod insecure_tls;
 pub mod kube_proxy;
 pub mod kuberuntime;
 pub mod node;
 pub mod pod_worker;
+pub mod private_file;
 pub mod probe;
 pub mod qos;
 pub mod quantity;

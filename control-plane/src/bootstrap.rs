@@ -248,7 +248,7 @@ async fn first_token(api: &Api, server: &str) -> Result<(), ApiError> {
         &WriteOptions::default(),
     )
     .await?;
-    write_private(&path, &format!("{joined}\n"))
+    agent::private_file::write_private(&path, format!("{joined}\n").as_bytes())
         .map_err(|err| ApiError::internal(format!("failed to write {}: {err}", path.display())))?;
     let ca_path = api.config.data_dir.join("tls").join("ca.crt");
     let hash = std::fs::read_to_string(&ca_path)
@@ -276,21 +276,6 @@ pub fn token_secret_object(secret: &TokenSecret) -> Value {
         "type": token::SECRET_TYPE,
         "stringData": secret.to_string_data(),
     })
-}
-
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The address to advertise: the flag, the bind address if specific, or the

@@ -43,16 +43,6 @@ const PROBE: &str = "grep Seccomp: /proc/self/status; \
     unshare -U true && echo unshare-ok || echo unshare-failed; \
     echo $(echo forked); exec sleep 3600";
 
-async fn remove_pod(env: &common::Runtime, pod: &str) {
-    let _ = env
-        .runtime()
-        .await
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.into(),
-        })
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn seccomp_runtime_default_blocks_unshare_unconfined_allows_it_localhost_sets_errno() {
     use proto::security_profile::ProfileType;
@@ -144,7 +134,7 @@ async fn seccomp_runtime_default_blocks_unshare_unconfined_allows_it_localhost_s
         "{err:?}"
     );
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,5 +215,5 @@ async fn stuck_container_init_times_out_and_the_runtime_keeps_serving() {
     let out = env.exec(&after, &["echo", "alive"]).await;
     assert_eq!(out.stdout, b"alive\n");
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }

@@ -98,16 +98,6 @@ async fn start_pod(env: &common::Runtime, name: &str, cmd: &[&str]) -> (String, 
     (pod, id)
 }
 
-async fn remove_pod(env: &common::Runtime, pod: &str) {
-    let _ = env
-        .runtime()
-        .await
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.into(),
-        })
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_over_websocket_v5_and_v4_reports_output_and_exit_codes() {
     require_root!();
@@ -199,7 +189,7 @@ async fn exec_over_websocket_v5_and_v4_reports_output_and_exit_codes() {
     let c = collect(&mut ws).await;
     assert_eq!(status(&c)["status"], "Failure", "{c:?}");
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,7 +219,7 @@ async fn tty_exec_gets_a_pty_that_follows_resizes() {
     assert!(out.contains("45 123"), "{out:?}");
     assert_eq!(status(&c)["details"]["causes"][0]["message"], "7");
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 /// Opens a plain SPDY/3.1 connection: HTTP upgrade, then frames on the socket.
@@ -314,7 +304,7 @@ async fn exec_over_plain_spdy_v4() {
     assert_eq!(status["details"]["causes"][0]["message"], "2");
     conn.close().await;
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 async fn forward_one(conn: &Connection, request_id: &str, port: &str) -> (Vec<u8>, Vec<u8>) {
@@ -411,7 +401,7 @@ async fn port_forward_over_websocket_tunnel_and_plain_spdy() {
     );
     conn.close().await;
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 /// A fake API server in front of r8s-cri, for the real kubectl: discovery and
@@ -740,7 +730,7 @@ async fn real_kubectl_exec_and_port_forward_through_a_kubelet_style_proxy() {
             "websockets={websockets} {body:?}"
         );
     }
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -789,7 +779,7 @@ async fn attach_feeds_stdin_and_follows_output_until_exit() {
     assert_eq!(status(&c)["status"], "Success");
     assert_eq!(env.wait_exited(&id).await.exit_code, 0);
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -838,7 +828,7 @@ async fn attach_to_a_tty_container_uses_its_console_and_follows_resizes() {
     let log = env.logs().join("attach-tty/main/0.log");
     env.wait_for_file_text(&log, "stdout F 33 111").await;
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -892,7 +882,7 @@ async fn tty_container_keeps_its_console_across_a_runtime_restart() {
     let log = env.logs().join("tty-restart/main/0.log");
     env.wait_for_file_text(&log, "stdout F after-42").await;
 
-    remove_pod(&env, &pod).await;
+    env.remove_pod(&pod).await;
     let holder_proc = std::path::PathBuf::from(format!("/proc/{holder}/fd/0"));
     for _ in 0..100 {
         if !holder_proc.exists() {

@@ -6,6 +6,7 @@
 pub mod cleanup;
 pub mod cluster;
 pub mod registry;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 

@@ -10,48 +10,8 @@ use std::time::Duration;
 
 use e2e::cluster::Cluster;
 use e2e::registry::Registry;
-use serde_json::{Value, json};
-
-fn pod(cluster: &Cluster, name: &str, spec: Value) -> Value {
-    let mut spec = spec;
-    spec["nodeName"] = json!(cluster.node_name);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": spec,
-    })
-}
-
-fn container(image: &str, script: &str) -> Value {
-    json!({ "name": "app", "image": image, "command": ["sh", "-c", script] })
-}
-
-fn get_pod(cluster: &Cluster, name: &str) -> Option<Value> {
-    cluster.get_json(&["get", "pod", name]).ok()
-}
-
-fn first_status(p: &Value) -> &Value {
-    &p["status"]["containerStatuses"][0]
-}
-
-/// Waits for `pred` on the pod; the error shows the last pod seen.
-fn wait_pod(
-    cluster: &Cluster,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
-    let mut last = Value::Null;
-    let r = e2e::wait_for(what, timeout, || {
-        let p = get_pod(cluster, name)?;
-        let ok = pred(&p);
-        last = p.clone();
-        ok.then_some(p)
-    });
-    r.map_err(|e| anyhow::anyhow!("{e}; pod {name}: {:#}", last["status"]))
-}
+use e2e::scenario::{self, container, first_status, pod, wait_pod};
+use serde_json::json;
 
 fn http_get(ip: &str, port: u16) -> anyhow::Result<String> {
     let addr = format!("{ip}:{port}").parse()?;
@@ -237,20 +197,6 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
 
 #[test]
 fn pods_run_as_real_containers() -> anyhow::Result<()> {
-    if !e2e::is_root() {
-        eprintln!("skipping: this test needs root (CI runs it as root)");
-        return Ok(());
-    }
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let registry = Registry::start(&cache)?;
-    let mut cluster = Cluster::start()?;
-    let result = scenarios(&mut cluster, &registry);
-    if result.is_err() {
-        eprintln!(
-            "r8s-server log ({}):\n{}",
-            cluster.log_path().display(),
-            cluster.log_tail(120)
-        );
-    }
-    result
+    let images = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
+    scenario::with_cluster(&images, |cluster, registry| scenarios(cluster, registry))
 }

@@ -12,27 +12,14 @@ use std::time::Duration;
 
 use e2e::cluster::Cluster;
 use e2e::registry::Registry;
+use e2e::scenario::{self, container, first_status, wait_pod};
 use serde_json::{Value, json};
 
 fn pod(cluster: &Cluster, name: &str, spec: Value) -> Value {
-    let mut spec = spec;
-    spec["nodeName"] = json!(cluster.node_name);
+    let mut pod = scenario::pod(cluster, name, spec);
     // busybox sh as PID 1 ignores SIGTERM: keep kills short.
-    spec["terminationGracePeriodSeconds"] = json!(2);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": spec,
-    })
-}
-
-fn container(image: &str, script: &str) -> Value {
-    json!({ "name": "app", "image": image, "command": ["sh", "-c", script] })
-}
-
-fn first_status(p: &Value) -> &Value {
-    &p["status"]["containerStatuses"][0]
+    pod["spec"]["terminationGracePeriodSeconds"] = json!(2);
+    pod
 }
 
 fn condition<'a>(p: &'a Value, kind: &str) -> &'a Value {
@@ -40,24 +27,6 @@ fn condition<'a>(p: &'a Value, kind: &str) -> &'a Value {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
         .map_or(&Value::Null, |c| &c["status"])
-}
-
-/// Waits for `pred` on the pod; the error shows the last pod seen.
-fn wait_pod(
-    cluster: &Cluster,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
-    let mut last = Value::Null;
-    let r = e2e::wait_for(what, timeout, || {
-        let p = cluster.get_json(&["get", "pod", name]).ok()?;
-        let ok = pred(&p);
-        last = p.clone();
-        ok.then_some(p)
-    });
-    r.map_err(|e| anyhow::anyhow!("{e}; pod {name}: {:#}", last["status"]))
 }
 
 /// The READY column of `kubectl get pod` (`0/1`).
@@ -332,20 +301,6 @@ fn merge(into: &mut Value, from: &Value) {
 
 #[test]
 fn probes_and_lifecycle_hooks_act_like_kubelet() -> anyhow::Result<()> {
-    if !e2e::is_root() {
-        eprintln!("skipping: this test needs root (CI runs it as root)");
-        return Ok(());
-    }
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let registry = Registry::start(&cache)?;
-    let cluster = Cluster::start()?;
-    let result = scenarios(&cluster, &registry);
-    if result.is_err() {
-        eprintln!(
-            "r8s-server log ({}):\n{}",
-            cluster.log_path().display(),
-            cluster.log_tail(150)
-        );
-    }
-    result
+    let images = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
+    scenario::with_cluster(&images, |cluster, registry| scenarios(cluster, registry))
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use e2e::cluster::Cluster;
 use e2e::registry::Registry;
+use e2e::scenario;
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -248,20 +249,6 @@ fn scenarios(cluster: &Cluster, registry: &Registry) -> anyhow::Result<()> {
 
 #[test]
 fn services_and_cluster_dns_route_to_pods() -> anyhow::Result<()> {
-    if !e2e::is_root() {
-        eprintln!("skipping: this test needs root (CI runs it as root)");
-        return Ok(());
-    }
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let registry = Registry::start(&cache)?;
-    let cluster = Cluster::start()?;
-    let result = scenarios(&cluster, &registry);
-    if result.is_err() {
-        eprintln!(
-            "r8s-server log ({}):\n{}",
-            cluster.log_path().display(),
-            cluster.log_tail(150)
-        );
-    }
-    result
+    let images = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
+    scenario::with_cluster(&images, |cluster, registry| scenarios(cluster, registry))
 }

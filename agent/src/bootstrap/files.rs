@@ -3,8 +3,6 @@
 //! client certificate file), `<root-dir>/pki/kubelet-client-current.pem`
 //! and `<root-dir>/pki/kubelet-server-current.pem` (certificate + key).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -30,24 +28,10 @@ pub fn cert_validity(pem: &[u8]) -> Option<(i64, i64)> {
 
 /// Writes `contents` to `path` atomically with mode 0600.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FilesError> {
-    let err = |source| FilesError::Write {
+    crate::private_file::write_private(path, contents).map_err(|source| FilesError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(contents).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 /// Where the credentials live under a root dir.

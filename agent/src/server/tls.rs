@@ -107,16 +107,7 @@ fn yesterday() -> (i32, u8, u8) {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(path))
+    crate::private_file::write_private(path, contents.as_bytes()).map_err(io_err(path))
 }
 
 /// The certificates of a PEM file (the client CA).

@@ -16,9 +16,7 @@ use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 
@@ -408,56 +406,6 @@ pub(super) async fn kubelet_of_node(api: &Arc<Api>, node: &str) -> Result<Kubele
     Ok(Kubelet { host, port })
 }
 
-/// Accepts any kubelet serving certificate, as kube-apiserver does without
-/// `--kubelet-certificate-authority` (kubelets serve self-signed certs).
-#[derive(Debug)]
-struct AnyKubeletCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyKubeletCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The TLS client configuration with the kubelet client certificate.
 fn client_config(data_dir: &Path) -> Result<Arc<rustls::ClientConfig>, ApiError> {
     let (cert_path, key_path) = crate::pki::kubelet_client_paths(data_dir);
@@ -473,7 +421,11 @@ fn client_config(data_dir: &Path) -> Result<Arc<rustls::ClientConfig>, ApiError>
         .with_safe_default_protocol_versions()
         .map_err(|e| internal(&e))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyKubeletCert(provider)))
+        // Any kubelet serving certificate, as kube-apiserver without
+        // `--kubelet-certificate-authority` (kubelets may serve self-signed ones).
+        .with_custom_certificate_verifier(Arc::new(agent::insecure_tls::AcceptAnyServerCert(
+            provider,
+        )))
         .with_client_auth_cert(chain, key)
         .map_err(|e| internal(&e))?;
     // Upgrades need HTTP/1.1.

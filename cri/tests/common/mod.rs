@@ -253,6 +253,17 @@ impl Runtime {
         id
     }
 
+    /// Removes a sandbox and its containers; errors are ignored (cleanup).
+    pub async fn remove_pod(&self, pod: &str) {
+        let _ = self
+            .runtime()
+            .await
+            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.into(),
+            })
+            .await;
+    }
+
     pub async fn status(&self, id: &str) -> proto::ContainerStatus {
         self.runtime()
             .await
