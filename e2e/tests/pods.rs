@@ -198,5 +198,5 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
 #[test]
 fn pods_run_as_real_containers() -> anyhow::Result<()> {
     let images = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-    scenario::with_cluster(&images, |cluster, registry| scenarios(cluster, registry))
+    scenario::with_cluster(&images, scenarios)
 }
