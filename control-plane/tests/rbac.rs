@@ -3,7 +3,7 @@
 //! `view` exists, then reads pods in that namespace only; `auth can-i`
 //! answers from the authorizer; `create token` gives a bearer token that
 //! `auth whoami` names, that RBAC limits, and that dies with its
-//! ServiceAccount.
+//! ServiceAccount; `--as` impersonates only with the right to.
 
 mod common;
 
@@ -146,6 +146,28 @@ fn role_bindings_grant_access_and_can_i_answers_from_rbac() {
         "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: jane\n  resourceAttributes:\n    namespace: dev\n    verb: get\n    resource: pods\n",
     );
     assert_eq!(sar.trim(), "true");
+    // Impersonation: the admin may act as jane (and then gets jane's rights);
+    // jane may not act as anyone.
+    let as_jane = |args: &[&str]| {
+        stdout(
+            &s.kubectl_cmd(&[args, &["--as=jane"]].concat())
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        as_jane(&["auth", "can-i", "list", "pods", "-n", "dev"]),
+        "yes"
+    );
+    assert_eq!(
+        as_jane(&["auth", "can-i", "list", "pods", "-n", "prod"]),
+        "no"
+    );
+    let escalate = as_user(&s, &jane, &["get", "pods", "-n", "prod", "--as=admin"]);
+    assert_eq!(
+        stderr(&escalate),
+        "Error from server (Forbidden): users \"admin\" is forbidden: User \"jane\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
     let list = stdout(&as_user(
         &s,
         &jane,

@@ -12,6 +12,7 @@
 pub mod attributes;
 pub mod bootstrap_policy;
 pub mod bootstrap_token;
+pub mod impersonation;
 pub mod policy_cache;
 pub mod rbac;
 pub mod sa_keys;

@@ -167,6 +167,16 @@ where
             return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
         }
     };
+    let user = match auth::impersonation::impersonate(&api.auth, req.headers(), user) {
+        Ok(user) => user,
+        Err(auth::impersonation::ImpersonationError::Forbidden { message, attrs }) => {
+            return error_response(&ApiError {
+                details: Some(attrs.forbidden_details()),
+                ..ApiError::forbidden(message)
+            });
+        }
+        Err(err) => return error_response(&ApiError::bad_request(err.to_string())),
+    };
     let resp = match route_request(&api, &user, req, &mut labels).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
