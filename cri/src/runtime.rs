@@ -86,6 +86,7 @@ pub struct Runtime {
     containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
     ipam: Ipam,
     host_net: Mutex<Option<rtnetlink::Handle>>,
+    cpu_rates: container::cpu_rate::CpuRates,
     _shutdown: CancellationToken,
 }
 
@@ -139,6 +140,7 @@ impl Runtime {
             containers: Mutex::new(HashMap::new()),
             ipam,
             host_net: Mutex::new(None),
+            cpu_rates: Default::default(),
             _shutdown: shutdown,
         };
         let records: Vec<ContainerRecord> = read_dir_json(&rt.config.root.join("containers"));
@@ -926,6 +928,7 @@ impl Runtime {
         .map_err(fail("remove container files"))?;
         let _ = std::fs::remove_file(self.container_record_path(&r.id));
         self.containers.lock().await.remove(&r.id);
+        self.cpu_rates.forget(&r.id);
         info!("container removed");
         Ok(())
     }
@@ -970,7 +973,14 @@ impl Runtime {
                 usage_core_nano_seconds: Some(proto::UInt64Value {
                     value: u.cpu_usage_nanos,
                 }),
-                usage_nano_cores: None,
+                usage_nano_cores: self
+                    .cpu_rates
+                    .rate(
+                        &r.id,
+                        u64::try_from(now).unwrap_or_default(),
+                        u.cpu_usage_nanos,
+                    )
+                    .map(|value| proto::UInt64Value { value }),
                 psi: None,
             }),
             memory: Some(proto::MemoryUsage {

@@ -204,6 +204,20 @@ async fn pod_lifecycle_logs_exec_exit_code_and_cleanup() {
         .stats
         .unwrap();
     assert!(stats.memory.unwrap().usage_bytes.unwrap().value > 0);
+    // The CPU rate needs a previous sample at least a second older.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let cpu = rt
+        .container_stats(proto::ContainerStatsRequest {
+            container_id: server.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+        .cpu
+        .unwrap();
+    assert!(cpu.usage_nano_cores.is_some(), "{cpu:?}");
 
     // A container that fails on its own reports its code and reason.
     let failing = env

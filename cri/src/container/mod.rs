@@ -4,6 +4,7 @@
 //! exit watching (`exit`, `taskstats`), stats from cgroup files (`stats`) and
 //! exec (`exec`).
 pub mod console;
+pub mod cpu_rate;
 pub mod exec;
 pub mod exit;
 pub mod libct;
