@@ -106,3 +106,74 @@ delete_proxy_table() {
     log "deleted nftables table ip $R8S_NFT_TABLE"
   fi
 }
+
+# Pods keep running when r8s-server stops, as containers do when kubelet stops.
+# remove_pods removes what the in-process runtime of hack/up recorded (k3s-killall's
+# job), and nothing else: its containers' processes and cgroups, its mounts under
+# /run/r8s/cri, its veths and bridge, and its records (so that the next start
+# creates the pods afresh, as after a node reboot).
+R8S_CRI_STATE="${R8S_CRI_STATE:-/var/lib/r8s/agent/cri}"
+R8S_CRI_RUN="${R8S_CRI_RUN:-/run/r8s/cri}"
+R8S_POD_BRIDGE="${R8S_POD_BRIDGE:-r8s0}"
+
+# Every hierarchy's directory of cgroup $1 (v1 controllers and v2).
+cgroup_dirs() {
+  local h
+  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+    [ -d "$h${1#/}" ] && echo "$h${1#/}"
+  done
+}
+
+# Removes cgroup $1 and its empty parents up to the `kubepods` directory.
+remove_cgroup_up_to_kubepods() {
+  local cg="$1" d
+  while [ -n "$cg" ] && [ "$cg" != / ]; do
+    for d in $(cgroup_dirs "$cg"); do rmdir "$d" 2>/dev/null || true; done
+    [ "$(basename "$cg")" = kubepods ] && break
+    cg="$(dirname "$cg")"
+  done
+}
+
+remove_pods() {
+  local f cg d veth n=0
+  [ -d "$R8S_CRI_STATE/containers" ] || return 0
+  for f in "$R8S_CRI_STATE"/containers/*.json; do
+    [ -f "$f" ] || continue
+    cg="$(jq -r '.cgroup_path // empty' "$f")"
+    [ -n "$cg" ] || continue
+    for d in $(cgroup_dirs "$cg"); do
+      [ -f "$d/cgroup.procs" ] && { xargs -r kill -9 <"$d/cgroup.procs" 2>/dev/null || true; }
+    done
+    n=$((n + 1))
+  done
+  sleep 0.5
+  grep -o " $R8S_CRI_RUN/[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  for f in "$R8S_CRI_STATE"/sandboxes/*.json; do
+    [ -f "$f" ] || continue
+    veth="$(jq -r '.host_veth // empty' "$f")"
+    [ -n "$veth" ] && { ip link del "$veth" 2>/dev/null || true; }
+  done
+  for f in "$R8S_CRI_STATE"/containers/*.json; do
+    [ -f "$f" ] && remove_cgroup_up_to_kubepods "$(jq -r '.cgroup_path // empty' "$f")"
+  done
+  for f in "$R8S_CRI_STATE"/sandboxes/*.json; do
+    [ -f "$f" ] && remove_cgroup_up_to_kubepods "$(jq -r '.cgroup_parent // empty' "$f")"
+  done
+  rm -rf "$R8S_CRI_STATE"/containers "$R8S_CRI_STATE"/sandboxes "$R8S_CRI_STATE"/ipam.json "$R8S_CRI_RUN"
+  ip link del "$R8S_POD_BRIDGE" 2>/dev/null || true
+  log "removed $n containers, their sandboxes and the $R8S_POD_BRIDGE bridge"
+}
+
+# The cgroup paths of process $1 (one per hierarchy, unique).
+process_cgroups() {
+  cut -d: -f3 "/proc/$1/cgroup" 2>/dev/null | sort -u
+}
+
+# Removes the empty cgroups of the agent's pod tree (`<cgroup>/kubepods`, under the
+# server's own cgroup $1): only empty directories can be removed.
+remove_kubepods_cgroups() {
+  local d
+  for d in $(cgroup_dirs "${1%/}/kubepods"); do
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
