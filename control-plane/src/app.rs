@@ -19,6 +19,8 @@ const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 /// How many revisions of history compaction keeps.
 const COMPACTION_KEEP: u64 = 10_000;
 
+/// How long shutdown keeps serving for the leader leases to be released.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the embedded agent.
 const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -266,7 +268,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             }
         }
     });
-    listener::serve(tcp, tls, api, shutdown).await;
+    // The listener outlives the shutdown signal until the scheduler and the
+    // controllers have released their leases through it (client-go's
+    // ReleaseOnCancel), so that a standby or the next start leads at once.
+    let listener_stop = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        let stop = listener_stop.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            controllers::leader::wait_released(LEASE_RELEASE_TIMEOUT).await;
+            stop.cancel();
+        });
+    }
+    listener::serve(tcp, tls, api, listener_stop).await;
     if let Ok(Ok(agent)) = tokio::time::timeout(AGENT_STOP_TIMEOUT, agent_rx).await {
         // The agent stops on the same token; wait for it so its runtime
         // closes cleanly, but never hang the shutdown on it.

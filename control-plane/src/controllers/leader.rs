@@ -148,6 +148,20 @@ async fn release(api: &Api<Lease>, name: &str, id: &str) {
     }
 }
 
+/// Leases this process holds; shutdown waits for them to be released.
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits (at most `timeout`) until every lease this process held has been
+/// given up, so the API server keeps serving until the releases are through.
+pub async fn wait_released(timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while HELD.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 type GateKey = (&'static str, usize);
 
 /// One election per lease and server: every controller sharing a lease
@@ -188,6 +202,7 @@ async fn elect(ctx: ControllerContext, name: &'static str, leading: watch::Sende
             }
         }
         tracing::info!(lease = name, identity = %id, "became leader");
+        HELD.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _ = leading.send(true);
         let mut last_renew = tokio::time::Instant::now();
         let stopping = loop {
@@ -209,8 +224,10 @@ async fn elect(ctx: ControllerContext, name: &'static str, leading: watch::Sende
         let _ = leading.send(false);
         if stopping {
             release(&api, name, &id).await;
+            HELD.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             return;
         }
+        HELD.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         tracing::warn!(lease = name, "lost leadership");
     }
 }
