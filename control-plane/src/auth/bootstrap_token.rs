@@ -203,19 +203,13 @@ impl TokenAuthenticator for BootstrapTokens {
         let Ok(presented) = bearer.parse::<BootstrapToken>() else {
             return Ok(None);
         };
-        let key = format!(
-            "/registry/secrets/{}/{}",
+        let secret = super::cached_object(
+            &self.cache,
+            "secrets",
             token::SECRET_NAMESPACE,
-            presented.secret_name()
-        );
-        let secret = match self.cache.get(&key).await {
-            Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).ok(),
-            Ok(None) => None,
-            Err(err) => {
-                tracing::warn!(%key, %err, "cannot read a bootstrap token secret");
-                None
-            }
-        }
+            &presented.secret_name(),
+        )
+        .await
         .ok_or(AuthnError::InvalidToken)?;
         authenticate(&presented, &secret, Utc::now())
             .map(Some)

@@ -197,6 +197,25 @@ impl Auth {
     }
 }
 
+/// A namespaced object from the watch cache as JSON, for the token
+/// authenticators; a read error is logged and counts as missing.
+async fn cached_object(
+    cache: &WatchCache,
+    plural: &str,
+    ns: &str,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let key = format!("/registry/{plural}/{ns}/{name}");
+    match cache.get(&key).await {
+        Ok(Some(kv)) => serde_json::from_slice(&kv.value).ok(),
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(%key, %err, "cannot read an object a token refers to");
+            None
+        }
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header, if any.
 fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthnError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {

@@ -25,15 +25,7 @@ impl ServiceAccountTokens {
     }
 
     async fn object(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
-        let key = format!("/registry/{plural}/{ns}/{name}");
-        match self.cache.get(&key).await {
-            Ok(Some(kv)) => serde_json::from_slice(&kv.value).ok(),
-            Ok(None) => None,
-            Err(err) => {
-                tracing::warn!(%key, %err, "cannot read an object a token refers to");
-                None
-            }
-        }
+        super::cached_object(&self.cache, plural, ns, name).await
     }
 
     /// The object exists, is not being deleted, and has `r.uid` (if set).

@@ -144,13 +144,6 @@ pub fn pod_node(pod: &Pod) -> Option<String> {
         .and_then(|f| f.values.as_ref()?.first().cloned())
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn owner_reference(ds: &DaemonSet) -> OwnerReference {
     OwnerReference {
         api_version: "apps/v1".into(),
@@ -309,7 +302,7 @@ pub fn plan(ds: &DaemonSet, hash: &str, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) 
             .as_ref()
             .and_then(|l| l.get(REVISION_HASH_LABEL))
             == Some(&hash.to_string());
-        let pod_ready = is_ready(pod) && pod.metadata.deletion_timestamp.is_none();
+        let pod_ready = super::util::is_pod_ready(pod) && pod.metadata.deletion_timestamp.is_none();
         if pod_ready {
             ready += 1;
         } else {
