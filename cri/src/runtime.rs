@@ -698,17 +698,7 @@ impl Runtime {
             log_path,
             cgroup_path,
         );
-        write_json(&self.container_record_path(id), &record).map_err(fail("persist container"))?;
-        let (tx, _) = watch::channel(false);
-        let entry = Arc::new(ContainerEntry {
-            record: StdMutex::new(record),
-            exited: tx,
-            log,
-            stdin: Mutex::new(stdin_ours),
-            console: None,
-        });
-        self.spawn_exit_watcher(entry.clone(), pid);
-        Ok(entry)
+        self.register_created(record, log, stdin_ours, None)
     }
 
     /// The tty half of CreateContainer: the init gets a pty whose master we
@@ -760,14 +750,28 @@ impl Runtime {
             cgroup_path,
         );
         record.console_holder = holder;
-        write_json(&self.container_record_path(id), &record).map_err(fail("persist container"))?;
+        self.register_created(record, Some(log), None, Some(console))
+    }
+
+    /// Persists a just-created container's record and starts watching for
+    /// its exit: the common tail of both ways to create one.
+    fn register_created(
+        &self,
+        record: ContainerRecord,
+        log: Option<Arc<LogFile>>,
+        stdin: Option<tokio::net::unix::pipe::Sender>,
+        console: Option<Arc<exec::Pty>>,
+    ) -> Result<Arc<ContainerEntry>> {
+        write_json(&self.container_record_path(&record.id), &record)
+            .map_err(fail("persist container"))?;
+        let pid = record.pid;
         let (tx, _) = watch::channel(false);
         let entry = Arc::new(ContainerEntry {
             record: StdMutex::new(record),
             exited: tx,
-            log: Some(log),
-            stdin: Mutex::new(None),
-            console: Some(console),
+            log,
+            stdin: Mutex::new(stdin),
+            console,
         });
         self.spawn_exit_watcher(entry.clone(), pid);
         Ok(entry)
