@@ -12,7 +12,8 @@ R8S_PACKAGES=(
   libseccomp-dev libnftnl-dev libmnl-dev libnftables-dev
   nftables iproute2 util-linux procps psmisc
   busybox-static docker-registry skopeo umoci
-  etcd-server etcd-client containerd runc dnsutils jq curl
+  etcd-server etcd-client containerd runc containernetworking-plugins
+  dnsutils jq curl
 )
 
 # Installs the missing packages from R8S_PACKAGES (root only, apt only).

@@ -198,27 +198,8 @@ async fn start_pod(cri: &cri::client::CriClient, image: &str, logs: &Path) {
 
 /// Removes every sandbox the runtime has (and so their containers).
 async fn remove_pods(socket: &Path) {
-    let Ok(cri) = cri::client::connect_path(socket).await else {
-        return;
-    };
-    let mut rt = cri.runtime.clone();
-    let Ok(list) = rt
-        .list_pod_sandbox(proto::ListPodSandboxRequest { filter: None })
-        .await
-    else {
-        return;
-    };
-    for s in list.into_inner().items {
-        let _ = rt
-            .stop_pod_sandbox(proto::StopPodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            })
-            .await;
-        let _ = rt
-            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-                pod_sandbox_id: s.id,
-            })
-            .await;
+    if let Ok(cri) = cri::client::connect_path(socket).await {
+        let _ = cri.remove_all_sandboxes().await;
     }
 }
 

@@ -72,6 +72,30 @@ pub async fn connect(endpoint: &str) -> Result<CriClient, ConnectError> {
     connect_path(&socket_path(endpoint)?).await
 }
 
+impl CriClient {
+    /// Stops and removes every pod sandbox the runtime has, and so their
+    /// containers (cleanup for tests and tools). Returns how many were removed.
+    pub async fn remove_all_sandboxes(&self) -> Result<usize, tonic::Status> {
+        let mut rt = self.runtime.clone();
+        let list = rt
+            .list_pod_sandbox(crate::proto::ListPodSandboxRequest { filter: None })
+            .await?
+            .into_inner()
+            .items;
+        for s in &list {
+            rt.stop_pod_sandbox(crate::proto::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+            rt.remove_pod_sandbox(crate::proto::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+        }
+        Ok(list.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,8 @@ pub struct Cluster {
     pub service_cidr: String,
     pub resources: NodeResources,
     kubelet_port: u16,
+    /// More environment for r8s-server (flags of it or its agent).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -53,6 +55,13 @@ impl Cluster {
 
     /// A fresh cluster with unique names; started and ready (API and Node).
     pub fn start() -> anyhow::Result<Self> {
+        let mut cluster = Self::new()?;
+        cluster.spawn()?;
+        Ok(cluster)
+    }
+
+    /// A cluster with unique names, not started yet (`spawn` starts it).
+    pub fn new() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("r8s-e2e").tempdir()?;
         let n: u32 = rand::random();
         let resources = NodeResources {
@@ -61,7 +70,7 @@ impl Cluster {
             cgroup_root: format!("/r8s-e2e-{n:08x}"),
             nft_table: format!("r8se{n:08x}"),
         };
-        let mut cluster = Self {
+        Ok(Self {
             child: None,
             node_name: format!("e2e-{n:08x}"),
             pod_cidr: format!("10.245.{}.0/24", 10 + n % 200),
@@ -69,9 +78,8 @@ impl Cluster {
             resources,
             dir,
             kubelet_port: crate::free_port()?,
-        };
-        cluster.spawn()?;
-        Ok(cluster)
+            extra_env: Vec::new(),
+        })
     }
 
     /// (Re)starts r8s-server and waits for the API and a Ready node.
@@ -103,6 +111,7 @@ impl Cluster {
             .env("R8S_KUBE_PROXY_METRICS_BIND_ADDRESS", "127.0.0.1:0")
             .env("R8S_KUBE_PROXY_HEALTHZ_BIND_ADDRESS", "127.0.0.1:0")
             .env("R8S_LOG_LEVEL", "info")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -1,10 +1,13 @@
 //! End-to-end suite for r8s: helpers that start real binaries with their own
 //! data dirs, network names and cgroups (`cluster`), a local OCI registry
 //! with the test images (`registry`), run real `kubectl` against them, and
-//! remove everything they created even when a test fails (`cleanup`).
+//! remove everything they created even when a test fails (`cleanup`); a
+//! private containerd to run the agent against another CRI runtime
+//! (`containerd`).
 
 pub mod cleanup;
 pub mod cluster;
+pub mod containerd;
 pub mod registry;
 pub mod scenario;
 
