@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod cluster;
 pub mod registry;
 pub mod scenario;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 

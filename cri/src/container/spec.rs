@@ -41,6 +41,10 @@ pub struct SpecInput<'a> {
     /// The mounted overlay (merged) directory.
     pub rootfs: &'a Path,
     pub cgroups_path: &'a str,
+    /// The host has only the unified hierarchy (cgroup v2): the container gets
+    /// a cgroup namespace and its own cgroup mounted at /sys/fs/cgroup, as
+    /// containerd does there.
+    pub unified_cgroups: bool,
 }
 
 /// Docker's (and containerd's) default capabilities.
@@ -275,10 +279,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .build()?,
     ));
 
-    // Mounts: runc defaults without the cgroup mount, pod files, then request binds.
+    // Mounts: runc defaults (the cgroup mount only on cgroup v2 hosts, read-only
+    // unless privileged), pod files, then request binds.
     let mut mounts: Vec<Mount> = get_default_mounts()
         .into_iter()
-        .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
+        .filter(|m| input.unified_cgroups || m.destination() != Path::new("/sys/fs/cgroup"))
+        .map(|mut m| {
+            if sc.privileged && m.destination() == Path::new("/sys/fs/cgroup") {
+                let options = m.options().clone().unwrap_or_default();
+                m.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+            }
+            m
+        })
         .collect();
     let requested: Vec<&str> = c.mounts.iter().map(|m| m.container_path.as_str()).collect();
     for (dest, file) in [
@@ -313,6 +325,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     // Namespaces: join the pod's by path; new mount and pid namespaces.
     let nso = sc.namespace_options.clone().unwrap_or_default();
     let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
+    if input.unified_cgroups {
+        namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
+    }
     if nso.pid != proto::NamespaceMode::Node as i32 {
         namespaces.push(ns(LinuxNamespaceType::Pid, None)?);
     }
