@@ -123,6 +123,33 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
         "{}",
         failure("the VM did not mount cgroup2", &vm)
     );
+
+    // A process that touches more than the limit is OOM-killed by the kernel.
+    let hog = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "memory-hog"},
+        "spec": {
+            "nodeName": opts.node_name,
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "c",
+                "image": "127.0.0.1:5000/busybox:latest",
+                "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+                "resources": {"limits": {"memory": "64Mi"}}
+            }]
+        }
+    });
+    server.kubectl_ok(&["apply", "-f", "-"], Some(&hog.to_string()))?;
+    let terminated = e2e::wait_for("the memory hog to end", Duration::from_secs(180), || {
+        let p = server.get_json(&["get", "pod", "memory-hog"]).ok()?;
+        let t = p["status"]["containerStatuses"][0]["state"]["terminated"].clone();
+        (!t.is_null()).then_some(t)
+    });
+    let terminated = terminated.map_err(|e| anyhow::anyhow!(failure(&e.to_string(), &vm)))?;
+    assert_eq!(terminated["reason"], "OOMKilled", "{terminated}");
+    assert_eq!(terminated["exitCode"], 137, "{terminated}");
+    eprintln!("vm: memory hog terminated: {terminated}");
     eprintln!("vm: whole test {:?}", started.elapsed());
     drop(vm);
     drop(registry);
