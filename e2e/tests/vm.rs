@@ -59,11 +59,15 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
     };
 
     let boot = Instant::now();
+    // Ends early (with false) when qemu exits.
     let ready = e2e::wait_for("the VM node to be Ready", Duration::from_secs(420), || {
-        node_ready(&server, &opts.node_name)
+        if !vm.is_running() {
+            return Some(false);
+        }
+        node_ready(&server, &opts.node_name).map(|()| true)
     });
     anyhow::ensure!(
-        ready.is_ok() && vm.is_running(),
+        ready.is_ok_and(|r| r),
         failure("the VM node never became Ready", &vm)
     );
     eprintln!("vm: node Ready {:?} after boot", boot.elapsed());

@@ -447,6 +447,71 @@ mod tests {
         assert_eq!(process_env(&c, &img), vec!["PATH=/bin", "A=2"]);
     }
 
+    fn spec_with(unified_cgroups: bool) -> Spec {
+        let rootfs = tempfile::tempdir().unwrap();
+        let sandbox = SandboxRecord {
+            id: "s".into(),
+            config: String::new(),
+            runtime_handler: String::new(),
+            state: crate::sandbox::SandboxState::Ready,
+            created_at: 0,
+            ip: None,
+            host_veth: None,
+            netns: None,
+            ipc: None,
+            uts: None,
+            files_dir: rootfs.path().join("files"),
+            cgroup_parent: "/kubepods/podx".into(),
+            cgroup_owned: false,
+        };
+        let config = proto::ContainerConfig {
+            command: vec!["/bin/sh".into()],
+            ..Default::default()
+        };
+        build(&SpecInput {
+            config: &config,
+            sandbox: &sandbox,
+            sandbox_config: &proto::PodSandboxConfig::default(),
+            image: &image(&[], &["sh"]),
+            rootfs: rootfs.path(),
+            cgroups_path: "/kubepods/podx/c",
+            unified_cgroups,
+        })
+        .unwrap()
+    }
+
+    fn cgroup_mount(spec: &Spec) -> Option<Mount> {
+        spec.mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/sys/fs/cgroup"))
+            .cloned()
+    }
+
+    fn has_cgroup_namespace(spec: &Spec) -> bool {
+        spec.linux()
+            .iter()
+            .filter_map(|l| l.namespaces().as_ref())
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+    }
+
+    #[test]
+    fn cgroup_v2_hosts_give_containers_their_own_read_only_cgroup_mount() {
+        let spec = spec_with(true);
+        let mount = cgroup_mount(&spec).expect("a /sys/fs/cgroup mount");
+        assert_eq!(mount.typ().as_deref(), Some("cgroup"));
+        assert!(mount.options().iter().flatten().any(|o| o == "ro"));
+        assert!(has_cgroup_namespace(&spec));
+    }
+
+    #[test]
+    fn hybrid_hosts_get_no_cgroup_mount_or_namespace() {
+        let spec = spec_with(false);
+        assert!(cgroup_mount(&spec).is_none());
+        assert!(!has_cgroup_namespace(&spec));
+    }
+
     #[test]
     fn capabilities_parse_without_prefix() {
         assert_eq!(parse_cap("NET_ADMIN").unwrap(), Capability::NetAdmin);
