@@ -154,6 +154,13 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
     assert_eq!(terminated["reason"], "OOMKilled", "{terminated}");
     assert_eq!(terminated["exitCode"], 137, "{terminated}");
     eprintln!("vm: memory hog terminated: {terminated}");
+    let serial = vm.serial_log();
+    for line in serial
+        .lines()
+        .filter(|l| l.starts_with("r8s-vm:") || l.contains("joined the cluster"))
+    {
+        eprintln!("vm serial: {line}");
+    }
     eprintln!("vm: whole test {:?}", started.elapsed());
     drop(vm);
     drop(registry);
