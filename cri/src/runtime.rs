@@ -626,6 +626,10 @@ impl Runtime {
             image: &image.config,
             rootfs: merged,
             cgroups_path: &cgroup_path,
+            unified_cgroups: matches!(
+                libcgroups::common::get_cgroup_setup(),
+                Ok(libcgroups::common::CgroupSetup::Unified)
+            ),
         })
         .map_err(|e| RuntimeError::Invalid(crate::streaming::chain(&e)))?;
         spec.save(bundle.join("config.json"))

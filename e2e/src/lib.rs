@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod containerd;
 pub mod registry;
 pub mod scenario;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 

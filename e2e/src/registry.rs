@@ -53,6 +53,60 @@ impl Registry {
         Ok(reg)
     }
 
+    /// Starts a registry on `<ip>:5000` inside network namespace `netns`
+    /// (for nodes on that namespace's network) and pushes the test images.
+    pub fn start_in_netns(cache: &Path, netns: &str, ip: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let addr = format!("{ip}:5000");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "/usr/bin/docker-registry", "serve"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("failed to start docker-registry in the netns")?;
+        let reg = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let url = format!("http://{}/v2/", reg.addr);
+        crate::wait_for("the registry to listen", Duration::from_secs(10), || {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    netns,
+                    "curl",
+                    "-fsS",
+                    "-o",
+                    "/dev/null",
+                    &url,
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .ok()
+                .filter(|s| s.success())
+        })?;
+        let status = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(crate::repo_root().join("hack/images/build"))
+            .arg(cache)
+            .arg(&reg.addr)
+            .status()
+            .context("failed to run hack/images/build")?;
+        anyhow::ensure!(status.success(), "hack/images/build failed");
+        Ok(reg)
+    }
+
     /// `<addr>/busybox:latest`.
     pub fn busybox(&self) -> String {
         format!("{}/busybox:latest", self.addr)

@@ -41,6 +41,10 @@ pub struct SpecInput<'a> {
     /// The mounted overlay (merged) directory.
     pub rootfs: &'a Path,
     pub cgroups_path: &'a str,
+    /// The host has only the unified hierarchy (cgroup v2): the container gets
+    /// a cgroup namespace and its own cgroup mounted at /sys/fs/cgroup, as
+    /// containerd does there.
+    pub unified_cgroups: bool,
 }
 
 /// Docker's (and containerd's) default capabilities.
@@ -275,10 +279,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .build()?,
     ));
 
-    // Mounts: runc defaults without the cgroup mount, pod files, then request binds.
+    // Mounts: runc defaults (the cgroup mount only on cgroup v2 hosts, read-only
+    // unless privileged), pod files, then request binds.
     let mut mounts: Vec<Mount> = get_default_mounts()
         .into_iter()
-        .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
+        .filter(|m| input.unified_cgroups || m.destination() != Path::new("/sys/fs/cgroup"))
+        .map(|mut m| {
+            if sc.privileged && m.destination() == Path::new("/sys/fs/cgroup") {
+                let options = m.options().clone().unwrap_or_default();
+                m.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+            }
+            m
+        })
         .collect();
     let requested: Vec<&str> = c.mounts.iter().map(|m| m.container_path.as_str()).collect();
     for (dest, file) in [
@@ -313,6 +325,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     // Namespaces: join the pod's by path; new mount and pid namespaces.
     let nso = sc.namespace_options.clone().unwrap_or_default();
     let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
+    if input.unified_cgroups {
+        namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
+    }
     if nso.pid != proto::NamespaceMode::Node as i32 {
         namespaces.push(ns(LinuxNamespaceType::Pid, None)?);
     }
@@ -430,6 +445,71 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(process_env(&c, &img), vec!["PATH=/bin", "A=2"]);
+    }
+
+    fn spec_with(unified_cgroups: bool) -> Spec {
+        let rootfs = tempfile::tempdir().unwrap();
+        let sandbox = SandboxRecord {
+            id: "s".into(),
+            config: String::new(),
+            runtime_handler: String::new(),
+            state: crate::sandbox::SandboxState::Ready,
+            created_at: 0,
+            ip: None,
+            host_veth: None,
+            netns: None,
+            ipc: None,
+            uts: None,
+            files_dir: rootfs.path().join("files"),
+            cgroup_parent: "/kubepods/podx".into(),
+            cgroup_owned: false,
+        };
+        let config = proto::ContainerConfig {
+            command: vec!["/bin/sh".into()],
+            ..Default::default()
+        };
+        build(&SpecInput {
+            config: &config,
+            sandbox: &sandbox,
+            sandbox_config: &proto::PodSandboxConfig::default(),
+            image: &image(&[], &["sh"]),
+            rootfs: rootfs.path(),
+            cgroups_path: "/kubepods/podx/c",
+            unified_cgroups,
+        })
+        .unwrap()
+    }
+
+    fn cgroup_mount(spec: &Spec) -> Option<Mount> {
+        spec.mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/sys/fs/cgroup"))
+            .cloned()
+    }
+
+    fn has_cgroup_namespace(spec: &Spec) -> bool {
+        spec.linux()
+            .iter()
+            .filter_map(|l| l.namespaces().as_ref())
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+    }
+
+    #[test]
+    fn cgroup_v2_hosts_give_containers_their_own_read_only_cgroup_mount() {
+        let spec = spec_with(true);
+        let mount = cgroup_mount(&spec).expect("a /sys/fs/cgroup mount");
+        assert_eq!(mount.typ().as_deref(), Some("cgroup"));
+        assert!(mount.options().iter().flatten().any(|o| o == "ro"));
+        assert!(has_cgroup_namespace(&spec));
+    }
+
+    #[test]
+    fn hybrid_hosts_get_no_cgroup_mount_or_namespace() {
+        let spec = spec_with(false);
+        assert!(cgroup_mount(&spec).is_none());
+        assert!(!has_cgroup_namespace(&spec));
     }
 
     #[test]
