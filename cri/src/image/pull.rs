@@ -20,6 +20,8 @@ use super::store::{ImageRecord, ImageStore};
 pub enum PullError {
     #[error("registry request failed")]
     Registry(#[source] oci_client::errors::OciDistributionError),
+    #[error("failed to create the registry client")]
+    Client(#[source] oci_client::errors::OciDistributionError),
     #[error("failed to write blob {digest}")]
     Write {
         digest: String,
@@ -54,10 +56,13 @@ pub(crate) async fn pull(
     } else {
         ClientProtocol::Https
     };
-    let client = Client::new(ClientConfig {
+    // Not `Client::new`: on error it falls back to a default client whose
+    // construction panics (e.g. a host without CA certificates).
+    let client = Client::try_from(ClientConfig {
         protocol,
         ..Default::default()
-    });
+    })
+    .map_err(PullError::Client)?;
     info!(image = %r.whole(), "pulling image");
     let (manifest, manifest_digest) = client
         .pull_image_manifest(r, auth)
