@@ -139,29 +139,35 @@ fn already_exists(err: &kube::Error) -> bool {
 pub async fn ensure(client: &kube::Client, dns: &KubeDns) -> Result<(), KubeDnsError> {
     let api_err = |step| move |source| KubeDnsError::Api { step, source };
     let pp = PostParams::default();
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(NAMESPACE.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(client.clone()).create(&pp, &ns).await {
-        Ok(_) => {}
-        Err(e) if already_exists(&e) => {}
-        Err(e) => return Err(api_err("create namespace of")(e)),
-    }
     let services = Api::<Service>::namespaced(client.clone(), NAMESPACE);
-    match services.create(&pp, &dns.service()).await {
-        Ok(_) => info!(cluster_ip = %dns.cluster_ip, "created the cluster dns service"),
-        Err(e) if already_exists(&e) => {
-            let existing = services.get(SERVICE).await.map_err(api_err("get"))?;
+    // Read first: r8s-server creates the Service at bootstrap, and a node's
+    // credentials may read Services but not create namespaces or Services.
+    match services.get_opt(SERVICE).await.map_err(api_err("get"))? {
+        Some(existing) => {
             let ip = existing.spec.and_then(|s| s.cluster_ip);
             if ip.as_deref() != Some(dns.cluster_ip.to_string().as_str()) {
                 warn!(want = %dns.cluster_ip, have = ?ip, "kube-dns service has another cluster ip");
             }
         }
-        Err(e) => return Err(api_err("create")(e)),
+        None => {
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NAMESPACE.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match Api::<Namespace>::all(client.clone()).create(&pp, &ns).await {
+                Ok(_) => {}
+                Err(e) if already_exists(&e) => {}
+                Err(e) => return Err(api_err("create namespace of")(e)),
+            }
+            match services.create(&pp, &dns.service()).await {
+                Ok(_) => info!(cluster_ip = %dns.cluster_ip, "created the cluster dns service"),
+                Err(e) if already_exists(&e) => {}
+                Err(e) => return Err(api_err("create")(e)),
+            }
+        }
     }
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), NAMESPACE);
     let mut slice = dns.endpoint_slice();
