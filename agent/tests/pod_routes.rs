@@ -137,8 +137,13 @@ fn apply(me: &TestNode, backend: Backend, direct_routing: bool, nodes: &[Node]) 
 /// TCP from `from`'s pod gateway to `to`'s, with 256 KiB echoed back (full
 /// size segments through the overlay's MTU).
 fn tcp_works(from: &TestNode, to: &TestNode) -> Result<(), String> {
-    let listen_on = to.gateway;
-    let listener = in_netns(&to.ns, move || {
+    tcp((&from.ns, from.gateway), (&to.ns, to.gateway))
+}
+
+/// TCP from `source` in netns `from` to `target` in netns `to`.
+fn tcp(from: (&str, Ipv4Addr), to: (&str, Ipv4Addr)) -> Result<(), String> {
+    let ((from_ns, source), (to_ns, listen_on)) = (from, to);
+    let listener = in_netns(to_ns, move || {
         std::net::TcpListener::bind((listen_on, 0)).and_then(|l| {
             l.set_nonblocking(true)?;
             Ok(l)
@@ -146,8 +151,7 @@ fn tcp_works(from: &TestNode, to: &TestNode) -> Result<(), String> {
     })
     .map_err(|e| format!("listen: {e}"))?;
     let target = listener.local_addr().map_err(|e| e.to_string())?;
-    let source = from.gateway;
-    in_netns(&from.ns, move || {
+    in_netns(from_ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -226,7 +230,17 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
             gateway: Ipv4Addr::new(10, 252, x + 50, 1),
         },
     );
-    let namespaces = [wire.clone(), a.ns.clone(), b.ns.clone()];
+    let pods = [
+        (format!("r8srt-pa-{r}"), Ipv4Addr::new(10, 252, x, 2)),
+        (format!("r8srt-pb-{r}"), Ipv4Addr::new(10, 252, x + 50, 2)),
+    ];
+    let namespaces = [
+        wire.clone(),
+        a.ns.clone(),
+        b.ns.clone(),
+        pods[0].0.clone(),
+        pods[1].0.clone(),
+    ];
     let _cleanup = scopeguard::guard(namespaces.clone(), |ns| {
         for n in ns {
             let _ = Command::new("ip").args(["netns", "del", &n]).status();
@@ -266,6 +280,47 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
             "r8s0",
         ]);
         ip(&["-n", &n.ns, "link", "set", "r8s0", "up"]);
+    }
+    // A pod on each node, MTU 1500 as the CRI gives it, behind r8s0.
+    for (n, (ns, pod_ip)) in [&a, &b].into_iter().zip(&pods) {
+        ip(&[
+            "-n", &n.ns, "link", "add", "vethpod", "type", "veth", "peer", "name", "eth0", "netns",
+            ns,
+        ]);
+        ip(&[
+            "-n", &n.ns, "link", "set", "vethpod", "master", "r8s0", "up",
+        ]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{pod_ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &n.gateway.to_string(),
+        ]);
+        let forward = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &n.ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .status()
+            .expect("sysctl");
+        assert!(forward.success());
     }
     // A route r8s did not add, to a pod CIDR a Node claims: left alone.
     ip(&[
@@ -314,6 +369,7 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
         "the existing route is not ours"
     );
     tcp_works(&a, &b).expect("host-gw");
+    tcp((&pods[0].0, pods[0].1), (&pods[1].0, pods[1].1)).expect("host-gw pod to pod");
     assert!(!has_vxlan(&a.ns), "host-gw creates no device");
 
     // vxlan, the overlay forced although the nodes share a subnet; the
@@ -357,6 +413,15 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
     assert!(addr.contains(&format!("inet {a_vtep}/32")), "{addr}");
     tcp_works(&a, &b).expect("vxlan");
     tcp_works(&b, &a).expect("vxlan, back");
+    // Full-size segments from a 1500-MTU pod shrink to the overlay's MTU
+    // through path MTU discovery (ICMP fragmentation needed from node-a).
+    // Pod to pod: both pods are on MTU 1500 links and advertise an MSS to
+    // match; full-size segments shrink to the overlay's MTU through path MTU
+    // discovery (ICMP fragmentation needed from node-a).
+    let ((pod_a, pod_a_ip), (pod_b, pod_b_ip)) = (&pods[0], &pods[1]);
+    tcp((pod_a, *pod_a_ip), (pod_b, *pod_b_ip)).expect("vxlan pod to pod");
+    let learned = ip(&["-n", pod_a, "route", "get", &pod_b_ip.to_string()]);
+    assert!(learned.contains("mtu 1450"), "{learned}");
 
     // node-c goes: its route, neighbour and fdb entry go, node-b's stay.
     let d = apply(&a, Backend::Vxlan, false, &[a.node(), b.node()]);
