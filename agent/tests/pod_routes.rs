@@ -106,7 +106,8 @@ fn apply(me: &TestNode, backend: Backend, direct_routing: bool, nodes: &[Node]) 
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let programmer = Programmer::connect().expect("netlink");
+            let programmer =
+                Programmer::connect(CLUSTER_CIDR.parse().expect("cidr")).expect("netlink");
             let host = programmer.host_net(me.node_ip, None).await.expect("host");
             assert_eq!(host.iface, "eth0");
             let own = me.pod_cidr.parse().ok();
@@ -322,6 +323,19 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
             .expect("sysctl");
         assert!(forward.success());
     }
+    // A route of our protocol outside the cluster CIDR (another cluster's
+    // agent in the same netns): left alone.
+    ip(&[
+        "-n",
+        &a.ns,
+        "route",
+        "add",
+        "10.253.7.0/24",
+        "via",
+        &b.node_ip.to_string(),
+        "proto",
+        &RTPROT_R8S.to_string(),
+    ]);
     // A route r8s did not add, to a pod CIDR a Node claims: left alone.
     ip(&[
         "-n",
@@ -389,7 +403,10 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
         )),
         "{ra}"
     );
-    assert!(!ra.contains("dev eth0"), "host-gw routes removed: {ra}");
+    assert!(
+        !ra.contains(&format!("{} via {}", b.pod_cidr, b.node_ip)),
+        "host-gw routes removed: {ra}"
+    );
     let neigh = ip(&["-n", &a.ns, "neigh", "show", "dev", VXLAN_DEVICE]);
     assert!(
         neigh.contains(&format!("{b_vtep} lladdr {b_mac} PERMANENT")),
@@ -441,10 +458,30 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
         !has_vxlan(&a.ns),
         "the device goes with the last remote node"
     );
-    assert_eq!(routes(&a.ns).trim(), "");
+    assert!(
+        routes(&a.ns).trim().starts_with("10.253.7.0/24") && routes(&a.ns).lines().count() == 1,
+        "{}",
+        routes(&a.ns)
+    );
     assert!(ip(&["-n", &a.ns, "route", "show"]).contains("10.252.250.0/24"));
     assert!(
         tcp_works(&a, &b).is_err(),
         "no route to node-b's pods any more"
     );
+
+    // Backend none on node-b removes what an earlier backend left.
+    assert!(has_vxlan(&b.ns) && !routes(&b.ns).is_empty());
+    in_netns(&b.ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let cidr = CLUSTER_CIDR.parse().expect("cidr");
+            let programmer = Programmer::connect(cidr).expect("netlink");
+            programmer.clear().await.expect("clear");
+        });
+    });
+    assert!(!has_vxlan(&b.ns));
+    assert_eq!(routes(&b.ns).trim(), "");
 }

@@ -1,8 +1,10 @@
 //! Applies a [`Desired`] state to the node's network namespace over rtnetlink,
 //! idempotently and without memory: each `apply` reads what is there, deletes
 //! what is ours but no longer wanted, adds what is missing. Ours means routes
-//! of protocol [`RTPROT_R8S`] in the main table, and the `flannel.1` device
-//! with its neighbours and fdb entries; nothing else is touched.
+//! of protocol [`RTPROT_R8S`] in the main table to a destination inside the
+//! cluster CIDR, and the `flannel.1` device with its neighbours and fdb
+//! entries; nothing else is touched (so two agents in one namespace with
+//! different cluster CIDRs, as test clusters on one host, leave each other be).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,7 +25,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use super::annotations::{MacAddr, VNI};
-use super::desired::{Desired, HostNet, PeerRoute, cidr};
+use super::desired::{Desired, HostNet, PeerRoute, cidr, contains};
 
 /// The routing protocol number of r8s's routes (`ip route show proto 82`):
 /// unused by iproute2's `rt_protos`, it lets the agent list and delete only
@@ -142,19 +144,28 @@ impl RouteSpec {
 #[derive(Clone)]
 pub struct Programmer {
     handle: Handle,
+    /// The cluster CIDR: only routes into it are ours.
+    scope: Ipv4Cidr,
 }
 
 impl Programmer {
-    pub fn new(handle: Handle) -> Self {
-        Self { handle }
+    pub fn new(handle: Handle, cluster_cidr: Ipv4Cidr) -> Self {
+        Self {
+            handle,
+            scope: cluster_cidr,
+        }
     }
 
     /// A connection in the calling thread's network namespace, driven on the
     /// current tokio runtime.
-    pub fn connect() -> Result<Self> {
+    pub fn connect(cluster_cidr: Ipv4Cidr) -> Result<Self> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(ProgramError::Socket)?;
         tokio::spawn(conn);
-        Ok(Self::new(handle))
+        Ok(Self::new(handle, cluster_cidr))
+    }
+
+    fn in_scope(&self, dst: Ipv4Cidr) -> bool {
+        dst.len >= self.scope.len && contains(self.scope, dst.addr)
     }
 
     async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>> {
@@ -243,7 +254,12 @@ impl Programmer {
             self.remove_vxlan().await?;
             None
         };
-        self.sync_routes(host, vxlan, desired).await?;
+        let want = desired
+            .routes
+            .values()
+            .filter_map(|r| RouteSpec::of(r, host, vxlan))
+            .collect();
+        self.sync_routes(want).await?;
         if let Some(index) = vxlan {
             let overlay: Vec<(Ipv4Addr, MacAddr, Ipv4Addr)> = desired
                 .routes
@@ -263,9 +279,10 @@ impl Programmer {
         Ok(())
     }
 
-    /// Deletes everything this programmer may have created.
-    pub async fn clear(&self, host: &HostNet, vtep: &Vtep) -> Result<()> {
-        self.apply(host, vtep, &Desired::default()).await
+    /// Deletes everything this programmer may have created (`none` backend).
+    pub async fn clear(&self) -> Result<()> {
+        self.remove_vxlan().await?;
+        self.sync_routes(HashSet::new()).await
     }
 
     fn vxlan_matches(link: &LinkMessage, host: &HostNet, vtep: &Vtep) -> bool {
@@ -412,6 +429,15 @@ impl Programmer {
             );
             return Ok(());
         }
+        let foreign = self
+            .addresses(link.header.index)
+            .await?
+            .into_iter()
+            .find(|(ip, len)| !self.in_scope(cidr(*ip, *len)));
+        if let Some((ip, _)) = foreign {
+            tracing::debug!(device = VXLAN_DEVICE, address = %ip, "VXLAN device of another cluster, leaving it alone");
+            return Ok(());
+        }
         match self.handle.link().del(link.header.index).execute().await {
             Err(e) if !is_gone(&e) => return Err(nl("delete vxlan device")(e)),
             _ => {}
@@ -423,17 +449,29 @@ impl Programmer {
         Ok(())
     }
 
-    async fn sync_routes(
-        &self,
-        host: &HostNet,
-        vxlan: Option<u32>,
-        desired: &Desired,
-    ) -> Result<()> {
-        let want: HashSet<RouteSpec> = desired
-            .routes
-            .values()
-            .filter_map(|r| RouteSpec::of(r, host, vxlan))
-            .collect();
+    /// The IPv4 addresses (and prefix lengths) of link `index`.
+    async fn addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list addresses"))?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    async fn sync_routes(&self, want: HashSet<RouteSpec>) -> Result<()> {
         let ours: Vec<RouteMessage> = self
             .handle
             .route()
@@ -442,7 +480,8 @@ impl Programmer {
             .try_filter(|m| {
                 let ours = m.header.protocol == RouteProtocol::Other(RTPROT_R8S)
                     && m.header.table == RouteHeader::RT_TABLE_MAIN
-                    && m.header.address_family == AddressFamily::Inet;
+                    && m.header.address_family == AddressFamily::Inet
+                    && route_dst(m).is_some_and(|d| self.in_scope(d));
                 async move { ours }
             })
             .try_collect()
@@ -574,6 +613,15 @@ impl Programmer {
             _ => Ok(()),
         }
     }
+}
+
+fn route_dst(m: &RouteMessage) -> Option<Ipv4Cidr> {
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+            Some(cidr(*ip, m.header.destination_prefix_length))
+        }
+        _ => None,
+    })
 }
 
 fn neighbour_fields(m: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<MacAddr>) {

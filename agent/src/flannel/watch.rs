@@ -38,10 +38,6 @@ pub struct Settings {
 /// the agent restarts; the next start removes what is stale.
 pub async fn run(client: kube::Client, settings: Settings, shutdown: CancellationToken) {
     let backend = settings.config.backend;
-    if backend == Backend::None {
-        tracing::info!("flannel backend none: no routes to the other nodes' pods");
-        return;
-    }
     let node_ip = match settings.node_ip {
         IpAddr::V4(ip) if !ip.is_loopback() => ip,
         ip => {
@@ -49,13 +45,21 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
             return;
         }
     };
-    let programmer = match Programmer::connect() {
+    let programmer = match Programmer::connect(settings.config.cluster_cidr) {
         Ok(p) => p,
         Err(err) => {
             tracing::error!(error = %err, "pod network between nodes not programmed");
             return;
         }
     };
+    if backend == Backend::None {
+        // What an earlier start with another backend left goes.
+        if let Err(err) = programmer.clear().await {
+            tracing::warn!(error = %err, "failed to remove the pod routes of an earlier backend");
+        }
+        tracing::info!("flannel backend none: no routes to the other nodes' pods");
+        return;
+    }
     let mut sync = Sync {
         programmer,
         mac: MacAddr::for_node(&settings.node_name),
