@@ -73,9 +73,7 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
     let mut events = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut nodes: BTreeMap<String, NodeNet> = BTreeMap::new();
-    let mut listing: BTreeMap<String, NodeNet> = BTreeMap::new();
-    let mut synced = false;
+    let mut cache = NodeCache::default();
     let mut dirty = false;
     let mut publish: Option<BTreeMap<String, String>> = None;
     let mut next = Instant::now() + RESYNC;
@@ -86,31 +84,13 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
             event = events.next() => match event {
                 None => break,
                 Some(Err(err)) => tracing::warn!(error = %err, "node watch failed, retrying"),
-                Some(Ok(Event::Init)) => listing.clear(),
-                Some(Ok(Event::InitApply(node))) => {
-                    publish = publish.or_else(|| sync.missing_annotations(&node));
-                    if let Some(n) = NodeNet::from_node(&node) {
-                        listing.insert(n.name.clone(), n);
-                    }
-                }
-                Some(Ok(Event::InitDone)) => {
-                    nodes = std::mem::take(&mut listing);
-                    synced = true;
-                    dirty = true;
-                }
-                Some(Ok(Event::Apply(node))) => {
-                    publish = sync.missing_annotations(&node).or(publish);
-                    if let Some(n) = NodeNet::from_node(&node)
-                        && nodes.get(&n.name) != Some(&n)
+                Some(Ok(event)) => {
+                    if let Event::InitApply(node) | Event::Apply(node) = &event
+                        && let Some(a) = missing_annotations(node, &sync.node_name, &sync.own_annotations())
                     {
-                        nodes.insert(n.name.clone(), n);
-                        dirty = true;
+                        publish = Some(a);
                     }
-                }
-                Some(Ok(Event::Delete(node))) => {
-                    if let Some(name) = node.metadata.name {
-                        dirty |= nodes.remove(&name).is_some();
-                    }
+                    dirty |= cache.on_event(event);
                 }
             },
         }
@@ -122,10 +102,10 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
                 }
             }
         }
-        if synced && dirty {
+        if cache.synced && dirty {
             dirty = false;
             next = Instant::now()
-                + match sync.once(&nodes).await {
+                + match sync.once(&cache.nodes).await {
                     Ok(()) => RESYNC,
                     Err(err) => {
                         tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "failed to program the pod network between nodes, retrying");
@@ -147,17 +127,70 @@ struct Sync {
     skipped: BTreeMap<String, Skip>,
 }
 
-impl Sync {
-    /// Our annotations, if `node` is our Node and lacks them.
-    fn missing_annotations(&self, node: &Node) -> Option<BTreeMap<String, String>> {
-        if node.metadata.name.as_deref() != Some(self.node_name.as_str()) {
-            return None;
+/// The pod network of every Node, as the watch last listed and updated it.
+#[derive(Debug, Default)]
+struct NodeCache {
+    nodes: BTreeMap<String, NodeNet>,
+    /// The list in progress after a (re)start of the watch.
+    listing: BTreeMap<String, NodeNet>,
+    /// A first list is complete: only then may state be removed.
+    synced: bool,
+}
+
+impl NodeCache {
+    /// Records `event`; true when a Node's pod network may have changed
+    /// (status heartbeats alone do not count).
+    fn on_event(&mut self, event: Event<Node>) -> bool {
+        match event {
+            Event::Init => {
+                self.listing.clear();
+                false
+            }
+            Event::InitApply(node) => {
+                if let Some(n) = NodeNet::from_node(&node) {
+                    self.listing.insert(n.name.clone(), n);
+                }
+                false
+            }
+            // Nodes deleted while the watch was down are gone from the list.
+            Event::InitDone => {
+                self.nodes = std::mem::take(&mut self.listing);
+                self.synced = true;
+                true
+            }
+            Event::Apply(node) => match NodeNet::from_node(&node) {
+                Some(n) if self.nodes.get(&n.name) != Some(&n) => {
+                    self.nodes.insert(n.name.clone(), n);
+                    true
+                }
+                _ => false,
+            },
+            Event::Delete(node) => node
+                .metadata
+                .name
+                .is_some_and(|name| self.nodes.remove(&name).is_some()),
         }
-        let want = annotations::own(self.config.backend, self.node_ip, self.mac);
-        let have = node.metadata.annotations.clone().unwrap_or_default();
-        want.iter()
-            .any(|(k, v)| have.get(k) != Some(v))
-            .then_some(want)
+    }
+}
+
+/// `want`, if `node` is the Node called `node_name` and lacks some of it.
+fn missing_annotations(
+    node: &Node,
+    node_name: &str,
+    want: &BTreeMap<String, String>,
+) -> Option<BTreeMap<String, String>> {
+    if node.metadata.name.as_deref() != Some(node_name) {
+        return None;
+    }
+    let have = node.metadata.annotations.as_ref();
+    want.iter()
+        .any(|(k, v)| have.and_then(|h| h.get(k)) != Some(v))
+        .then(|| want.clone())
+}
+
+impl Sync {
+    fn own_annotations(&self) -> BTreeMap<String, String> {
+        annotations::own(self.config.backend, self.node_ip, self.mac)
     }
 
     async fn once(&mut self, nodes: &BTreeMap<String, NodeNet>) -> Result<(), ProgramError> {
@@ -209,4 +242,85 @@ async fn publish_annotations(
         .await?;
     tracing::info!(node = %name, ?annotations, "published flannel annotations");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::NodeSpec;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn node(name: &str, cidr: Option<&str>, annotations: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_relist_forgets_nodes_deleted_while_the_watch_was_down() {
+        let mut c = NodeCache::default();
+        assert!(!c.on_event(Event::Init));
+        assert!(!c.on_event(Event::InitApply(node("a", Some("10.42.0.0/24"), &[]))));
+        assert!(!c.on_event(Event::InitApply(node("b", Some("10.42.1.0/24"), &[]))));
+        assert!(!c.synced, "nothing is removed before the first full list");
+        assert!(c.on_event(Event::InitDone));
+        assert_eq!(c.nodes.keys().collect::<Vec<_>>(), ["a", "b"]);
+        c.on_event(Event::Init);
+        c.on_event(Event::InitApply(node("a", Some("10.42.0.0/24"), &[])));
+        assert!(c.on_event(Event::InitDone));
+        assert_eq!(c.nodes.keys().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn only_pod_network_changes_make_work() {
+        let mut c = NodeCache::default();
+        c.on_event(Event::InitDone);
+        assert!(c.on_event(Event::Apply(node("b", None, &[]))));
+        assert!(
+            !c.on_event(Event::Apply(node("b", None, &[("x", "y")]))),
+            "heartbeat"
+        );
+        assert!(c.on_event(Event::Apply(node("b", Some("10.42.1.0/24"), &[]))));
+        assert!(c.on_event(Event::Delete(node("b", None, &[]))));
+        assert!(
+            !c.on_event(Event::Delete(node("b", None, &[]))),
+            "already gone"
+        );
+    }
+
+    #[test]
+    fn annotations_are_published_on_our_node_only_when_missing() {
+        let want = annotations::own(
+            Backend::Vxlan,
+            Ipv4Addr::new(10, 0, 0, 1),
+            MacAddr::for_node("a"),
+        );
+        let pairs: Vec<(&str, &str)> = want.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            missing_annotations(&node("a", None, &[]), "a", &want),
+            Some(want.clone())
+        );
+        assert_eq!(missing_annotations(&node("b", None, &[]), "a", &want), None);
+        assert_eq!(
+            missing_annotations(&node("a", None, &pairs), "a", &want),
+            None
+        );
+        let stale = [(annotations::PUBLIC_IP, "10.0.0.9")];
+        assert!(missing_annotations(&node("a", None, &stale), "a", &want).is_some());
+    }
 }
