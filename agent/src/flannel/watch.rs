@@ -224,8 +224,15 @@ impl Sync {
 
     fn log_skipped(&mut self, desired: &Desired) {
         for (node, why) in &desired.skipped {
-            if self.skipped.get(node) != Some(why) {
-                tracing::warn!(%node, reason = %why, "no route to the pods of node");
+            if self.skipped.get(node) == Some(why) {
+                continue;
+            }
+            match why {
+                // Transient, or simulated nodes on this host: not a fault.
+                Skip::NoPodCidr | Skip::NoVtepMac | Skip::LocalAddress(_) => {
+                    tracing::info!(%node, reason = %why, "no route to the pods of node");
+                }
+                _ => tracing::warn!(%node, reason = %why, "no route to the pods of node"),
             }
         }
         self.skipped.clone_from(&desired.skipped);
