@@ -294,6 +294,18 @@ pub struct AgentFlags {
     #[arg(long, env = "R8S_FLANNEL_IFACE", help_heading = "Pod network")]
     pub flannel_iface: Option<String>,
 
+    /// vxlan backend: route directly (no encapsulation) to nodes on a subnet
+    /// of the flannel interface, as flannel's DirectRouting; false sends all
+    /// traffic between nodes through the overlay.
+    #[arg(
+        long,
+        env = "R8S_FLANNEL_DIRECT_ROUTING",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        help_heading = "Pod network"
+    )]
+    pub flannel_direct_routing: bool,
+
     /// The port for the kubelet API to serve on. (kubelet --port)
     #[arg(
         long,

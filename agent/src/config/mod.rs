@@ -202,6 +202,7 @@ impl Config {
                 .parse()
                 .map_err(|e| invalid("flannel-backend", &flags.flannel_backend, e))?,
             iface: flags.flannel_iface.clone().filter(|i| !i.is_empty()),
+            direct_routing: flags.flannel_direct_routing,
             cluster_cidr: flags.cluster_cidr.trim().parse().map_err(|_| {
                 invalid(
                     "cluster-cidr",
@@ -325,8 +326,17 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.flannel.backend, crate::flannel::Backend::Vxlan);
         assert_eq!(c.flannel.iface, None);
+        assert!(c.flannel.direct_routing);
         assert_eq!(c.flannel.cluster_cidr.to_string(), "10.42.0.0/16");
-        let c = config(&["--flannel-backend", "host-gw", "--flannel-iface", "eth1"]).unwrap();
+        let c = config(&[
+            "--flannel-backend",
+            "host-gw",
+            "--flannel-iface",
+            "eth1",
+            "--flannel-direct-routing=false",
+        ])
+        .unwrap();
+        assert!(!c.flannel.direct_routing);
         assert_eq!(c.flannel.backend, crate::flannel::Backend::HostGw);
         assert_eq!(c.flannel.iface.as_deref(), Some("eth1"));
     }

@@ -67,6 +67,8 @@ pub struct FlannelConfig {
     /// The interface for traffic between nodes; `None`: the one that carries
     /// the node IP.
     pub iface: Option<String>,
+    /// vxlan: nodes on a subnet of the interface get direct routes.
+    pub direct_routing: bool,
     /// Remote pod CIDRs outside it are ignored, so that a bad Node can never
     /// make the agent route, say, the default route.
     pub cluster_cidr: Ipv4Cidr,

@@ -202,7 +202,7 @@ impl Sync {
         let local = Local {
             node_name: &self.node_name,
             backend: self.config.backend,
-            direct_routing: true,
+            direct_routing: self.config.direct_routing,
             cluster_cidr: self.config.cluster_cidr,
             own_pod_cidr,
             host: &host,
