@@ -137,6 +137,13 @@ remove_cgroup_up_to_kubepods() {
 
 remove_pods() {
   local f cg d veth n=0
+  # The agent's pod network between nodes (--flannel-backend): the VXLAN device,
+  # whose routes, neighbours and fdb entries go with it, and the host-gw routes,
+  # which carry the agent's routing protocol number 82.
+  if ip -d link show flannel.1 2>/dev/null | grep -q vxlan; then
+    ip link del flannel.1 && log "deleted the VXLAN device flannel.1"
+  fi
+  ip route flush proto 82 2>/dev/null || true
   [ -d "$R8S_CRI_STATE/containers" ] || return 0
   for f in "$R8S_CRI_STATE"/containers/*.json; do
     [ -f "$f" ] || continue

@@ -2,11 +2,13 @@
 //! Node (`node`), keeps its status and Lease fresh, and runs pods
 //! (`pod_worker`, with `probe` results) with volumes (`volume`) in cgroups
 //! sized and named by `qos` and `cm`; `kube_proxy` routes Services and
-//! serves cluster DNS on the node.
+//! serves cluster DNS on the node; `flannel` routes pod traffic to the
+//! other nodes.
 
 pub mod bootstrap;
 pub mod cm;
 pub mod config;
+pub mod flannel;
 pub mod insecure_tls;
 pub mod kube_proxy;
 pub mod kuberuntime;
@@ -112,6 +114,31 @@ async fn service_proxy(
     }
 }
 
+/// Routes pod traffic to the other nodes (`--flannel-backend`). Simulated
+/// nodes (the FAKE runtime) share one host and have no pods to route to.
+async fn pod_network(
+    config: &Config,
+    client: kube::Client,
+    node_ip: std::net::IpAddr,
+    shutdown: CancellationToken,
+) {
+    if config.fake_runtime {
+        return;
+    }
+    let mut flannel = config.flannel.clone();
+    // The embedded agent follows the server's --cluster-cidr through the
+    // proxy's settings.
+    if let Some(proxy) = &config.kube_proxy {
+        flannel.cluster_cidr = proxy.cluster_cidr;
+    }
+    let settings = flannel::watch::Settings {
+        config: flannel,
+        node_name: config.node_name.clone(),
+        node_ip,
+    };
+    flannel::run(client, settings, shutdown).await;
+}
+
 /// Runs the agent until `shutdown` is cancelled: registers the Node, then
 /// keeps its status and Lease fresh and runs the pods bound to it.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -175,7 +202,8 @@ pub async fn run_with_client(
         node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
         pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()),
         kubelet_api(&ctx.config, ctx.node_ip, shutdown.clone()),
-        service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone())
+        service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone()),
+        pod_network(&ctx.config, client.clone(), ctx.node_ip, shutdown.clone())
     );
     if let Some((server, health)) = runtime_task {
         let _ = health.await;

@@ -277,6 +277,35 @@ pub struct AgentFlags {
     )]
     pub nft_table: String,
 
+    /// How pods reach the pods of other nodes: "vxlan" (an overlay on UDP
+    /// 8472; direct routes to nodes on the same subnet), "host-gw" (routes
+    /// via the other nodes' IPs, which must share a subnet) or "none".
+    /// (k3s --flannel-backend)
+    #[arg(
+        long,
+        env = "R8S_FLANNEL_BACKEND",
+        default_value = "vxlan",
+        help_heading = "Pod network"
+    )]
+    pub flannel_backend: String,
+
+    /// Interface for traffic between nodes; default: the interface that
+    /// carries the node IP. (k3s --flannel-iface)
+    #[arg(long, env = "R8S_FLANNEL_IFACE", help_heading = "Pod network")]
+    pub flannel_iface: Option<String>,
+
+    /// vxlan backend: route directly (no encapsulation) to nodes on a subnet
+    /// of the flannel interface, as flannel's DirectRouting; false sends all
+    /// traffic between nodes through the overlay.
+    #[arg(
+        long,
+        env = "R8S_FLANNEL_DIRECT_ROUTING",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        help_heading = "Pod network"
+    )]
+    pub flannel_direct_routing: bool,
+
     /// The port for the kubelet API to serve on. (kubelet --port)
     #[arg(
         long,

@@ -82,6 +82,8 @@ pub struct Config {
     /// The in-process service proxy and cluster DNS; `None` with
     /// `--disable-kube-proxy`.
     pub kube_proxy: Option<KubeProxyConfig>,
+    /// `--flannel-backend`, `--flannel-iface`: routes to the other nodes' pods.
+    pub flannel: crate::flannel::FlannelConfig,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -194,7 +196,23 @@ impl Config {
             ));
         }
         let kube_proxy = proxy::from_flags(&flags)?;
+        let flannel = crate::flannel::FlannelConfig {
+            backend: flags
+                .flannel_backend
+                .parse()
+                .map_err(|e| invalid("flannel-backend", &flags.flannel_backend, e))?,
+            iface: flags.flannel_iface.clone().filter(|i| !i.is_empty()),
+            direct_routing: flags.flannel_direct_routing,
+            cluster_cidr: flags.cluster_cidr.trim().parse().map_err(|_| {
+                invalid(
+                    "cluster-cidr",
+                    &flags.cluster_cidr,
+                    "expected an IPv4 CIDR such as 10.42.0.0/16",
+                )
+            })?,
+        };
         Ok(Config {
+            flannel,
             kube_proxy,
             kubeconfig: flags.kubeconfig,
             server: flags.server.filter(|s| !s.is_empty()),
@@ -300,6 +318,27 @@ mod tests {
         assert!(config(&["--node-labels", "kubernetes.io/foo=bar"]).is_err());
         assert!(config(&["--node-status-update-frequency", "0s"]).is_err());
         assert!(config(&["--pod-cidr", "10.42.0.0"]).is_err());
+        assert!(config(&["--flannel-backend", "wireguard"]).is_err());
+    }
+
+    #[test]
+    fn flannel_defaults_to_vxlan_on_the_node_ip_interface() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.flannel.backend, crate::flannel::Backend::Vxlan);
+        assert_eq!(c.flannel.iface, None);
+        assert!(c.flannel.direct_routing);
+        assert_eq!(c.flannel.cluster_cidr.to_string(), "10.42.0.0/16");
+        let c = config(&[
+            "--flannel-backend",
+            "host-gw",
+            "--flannel-iface",
+            "eth1",
+            "--flannel-direct-routing=false",
+        ])
+        .unwrap();
+        assert!(!c.flannel.direct_routing);
+        assert_eq!(c.flannel.backend, crate::flannel::Backend::HostGw);
+        assert_eq!(c.flannel.iface.as_deref(), Some("eth1"));
     }
 
     #[test]
