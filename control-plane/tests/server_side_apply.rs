@@ -36,7 +36,7 @@ metadata:
 fn get_json(s: &Server, args: &[&str]) -> Value {
     let mut all = vec!["get"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
+    all.extend_from_slice(&["-o", "json", "--show-managed-fields"]);
     serde_json::from_str(&s.ok(&all)).expect("kubectl -o json prints JSON")
 }
 
@@ -84,11 +84,11 @@ fn apply_conflicts_force_and_removal_with_kubectl() {
         serde_json::json!({})
     );
 
-    // kubectl hides managedFields unless asked.
+    // kubectl hides managedFields unless asked; the server sends them.
     let yaml = s.ok(&["get", "deploy", "web", "-o", "yaml"]);
     assert!(!yaml.contains("managedFields"));
-    let shown = s.ok(&["get", "deploy", "web", "-o", "yaml", "--show-managed-fields"]);
-    assert!(shown.contains("managedFields"));
+    let raw = s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web"]);
+    assert!(raw.contains("\"managedFields\""));
 
     s.ok(&["scale", "deploy", "web", "--replicas=3"]);
     let d = get_json(&s, &["deploy", "web"]);
