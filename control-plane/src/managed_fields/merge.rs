@@ -174,13 +174,17 @@ mod tests {
     #[test]
     fn maps_merge_and_nulls_are_ignored() {
         let live = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 2}});
-        let config = json!({"metadata": {"labels": {"b": "2"}}, "spec": {"replicas": null, "paused": true}});
+        let config =
+            json!({"metadata": {"labels": {"b": "2"}}, "spec": {"replicas": null, "paused": true}});
         let out = merge(Some(&live), &config, shape());
         assert_eq!(
             out,
             json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"replicas": 2, "paused": true}})
         );
-        assert_eq!(merge(None, &config, shape())["spec"], json!({"paused": true}));
+        assert_eq!(
+            merge(None, &config, shape())["spec"],
+            json!({"paused": true})
+        );
     }
 
     #[test]

@@ -254,7 +254,10 @@ pub fn apply(
         meta.remove("managedFields");
         meta.remove("resourceVersion");
     }
-    if scope == (Scope::Main { ignore_status: true })
+    if scope
+        == (Scope::Main {
+            ignore_status: true,
+        })
         && let Some(obj) = config.as_object_mut()
     {
         obj.remove("status");

@@ -182,10 +182,26 @@ const LIST_MAPS: &[(&str, &str, &[&str])] = &[
         "webhooks",
         &["name"],
     ),
-    ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", &["type"]),
-    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", &["type"]),
-    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", &["type"]),
-    ("io.k8s.api.apps.v1.StatefulSetStatus", "conditions", &["type"]),
+    (
+        "io.k8s.api.apps.v1.DaemonSetStatus",
+        "conditions",
+        &["type"],
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentStatus",
+        "conditions",
+        &["type"],
+    ),
+    (
+        "io.k8s.api.apps.v1.ReplicaSetStatus",
+        "conditions",
+        &["type"],
+    ),
+    (
+        "io.k8s.api.apps.v1.StatefulSetStatus",
+        "conditions",
+        &["type"],
+    ),
     (
         "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus",
         "conditions",
@@ -197,21 +213,37 @@ const LIST_MAPS: &[(&str, &str, &[&str])] = &[
         "conditions",
         &["type"],
     ),
-    ("io.k8s.api.core.v1.ComponentStatus", "conditions", &["type"]),
+    (
+        "io.k8s.api.core.v1.ComponentStatus",
+        "conditions",
+        &["type"],
+    ),
     ("io.k8s.api.core.v1.Container", "env", &["name"]),
     (
         "io.k8s.api.core.v1.Container",
         "ports",
         &["containerPort", "protocol"],
     ),
-    ("io.k8s.api.core.v1.Container", "volumeDevices", &["devicePath"]),
-    ("io.k8s.api.core.v1.Container", "volumeMounts", &["mountPath"]),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        &["devicePath"],
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeMounts",
+        &["mountPath"],
+    ),
     (
         "io.k8s.api.core.v1.ContainerStatus",
         "allocatedResourcesStatus",
         &["name"],
     ),
-    ("io.k8s.api.core.v1.ContainerStatus", "volumeMounts", &["mountPath"]),
+    (
+        "io.k8s.api.core.v1.ContainerStatus",
+        "volumeMounts",
+        &["mountPath"],
+    ),
     ("io.k8s.api.core.v1.EphemeralContainer", "env", &["name"]),
     (
         "io.k8s.api.core.v1.EphemeralContainer",
@@ -228,7 +260,11 @@ const LIST_MAPS: &[(&str, &str, &[&str])] = &[
         "volumeMounts",
         &["mountPath"],
     ),
-    ("io.k8s.api.core.v1.NamespaceStatus", "conditions", &["type"]),
+    (
+        "io.k8s.api.core.v1.NamespaceStatus",
+        "conditions",
+        &["type"],
+    ),
     ("io.k8s.api.core.v1.NodeStatus", "addresses", &["type"]),
     ("io.k8s.api.core.v1.NodeStatus", "conditions", &["type"]),
     (
@@ -237,7 +273,11 @@ const LIST_MAPS: &[(&str, &str, &[&str])] = &[
         &["type"],
     ),
     ("io.k8s.api.core.v1.PodSpec", "containers", &["name"]),
-    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", &["name"]),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "ephemeralContainers",
+        &["name"],
+    ),
     ("io.k8s.api.core.v1.PodSpec", "hostAliases", &["ip"]),
     ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", &["name"]),
     ("io.k8s.api.core.v1.PodSpec", "initContainers", &["name"]),
@@ -252,15 +292,27 @@ const LIST_MAPS: &[(&str, &str, &[&str])] = &[
     ("io.k8s.api.core.v1.PodStatus", "conditions", &["type"]),
     ("io.k8s.api.core.v1.PodStatus", "hostIPs", &["ip"]),
     ("io.k8s.api.core.v1.PodStatus", "podIPs", &["ip"]),
-    ("io.k8s.api.core.v1.PodStatus", "resourceClaimStatuses", &["name"]),
+    (
+        "io.k8s.api.core.v1.PodStatus",
+        "resourceClaimStatuses",
+        &["name"],
+    ),
     (
         "io.k8s.api.core.v1.ReplicationControllerStatus",
         "conditions",
         &["type"],
     ),
-    ("io.k8s.api.core.v1.ResourceRequirements", "claims", &["name"]),
+    (
+        "io.k8s.api.core.v1.ResourceRequirements",
+        "claims",
+        &["name"],
+    ),
     ("io.k8s.api.core.v1.ServiceAccount", "secrets", &["name"]),
-    ("io.k8s.api.core.v1.ServiceSpec", "ports", &["port", "protocol"]),
+    (
+        "io.k8s.api.core.v1.ServiceSpec",
+        "ports",
+        &["port", "protocol"],
+    ),
     ("io.k8s.api.core.v1.ServiceStatus", "conditions", &["type"]),
     (
         "io.k8s.api.policy.v1.PodDisruptionBudgetStatus",
@@ -299,7 +351,10 @@ const LIST_SETS: &[(&str, &str)] = &[
     ("io.k8s.api.batch.v1.UncountedTerminatedPods", "succeeded"),
     ("io.k8s.api.core.v1.NodeSpec", "podCIDRs"),
     ("io.k8s.api.discovery.v1.Endpoint", "addresses"),
-    ("io.k8s.api.storage.v1.CSIDriverSpec", "volumeLifecycleModes"),
+    (
+        "io.k8s.api.storage.v1.CSIDriverSpec",
+        "volumeLifecycleModes",
+    ),
     (
         "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
         "finalizers",

@@ -71,23 +71,44 @@ fn entry(name: &str, op: &str, sub: &str) -> (String, String, String) {
 fn create_records_the_creator_without_server_fields() {
     let mut obj = deploy(1);
     obj["status"] = json!({"replicas": 0});
-    record_update(None, &mut obj, shape(), MAIN, &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"));
+    record_update(
+        None,
+        &mut obj,
+        shape(),
+        MAIN,
+        &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"),
+    );
     assert_eq!(managers(&obj), vec![entry("kubectl-create", "Update", "")]);
     let f = owned(&obj, "kubectl-create", "Update");
     assert_eq!(f["f:metadata"], json!({"f:labels": {".": {}, "f:app": {}}}));
     assert!(f.get("f:status").is_none());
     assert!(f.get("f:apiVersion").is_none());
     assert_eq!(f["f:spec"]["f:replicas"], json!({}));
-    assert_eq!(obj["metadata"]["managedFields"][0]["time"], "2026-01-01T00:00:01Z");
+    assert_eq!(
+        obj["metadata"]["managedFields"][0]["time"],
+        "2026-01-01T00:00:01Z"
+    );
 }
 
 #[test]
 fn updates_take_changed_fields_and_merge_per_manager() {
     let mut v1 = deploy(1);
-    record_update(None, &mut v1, shape(), MAIN, &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"));
+    record_update(
+        None,
+        &mut v1,
+        shape(),
+        MAIN,
+        &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"),
+    );
     let mut v2 = v1.clone();
     v2["spec"]["replicas"] = json!(3);
-    record_update(Some(&v1), &mut v2, shape(), MAIN, &mgr("kubectl", "scale", "2026-01-01T00:00:02Z"));
+    record_update(
+        Some(&v1),
+        &mut v2,
+        shape(),
+        MAIN,
+        &mgr("kubectl", "scale", "2026-01-01T00:00:02Z"),
+    );
     assert_eq!(
         managers(&v2),
         vec![
@@ -102,22 +123,46 @@ fn updates_take_changed_fields_and_merge_per_manager() {
     );
     // An update that changes nothing keeps entries and times as they were.
     let mut v3 = v2.clone();
-    record_update(Some(&v2), &mut v3, shape(), MAIN, &mgr("kubectl-edit", "", "2026-01-01T00:00:03Z"));
+    record_update(
+        Some(&v2),
+        &mut v3,
+        shape(),
+        MAIN,
+        &mgr("kubectl-edit", "", "2026-01-01T00:00:03Z"),
+    );
     assert_eq!(v3, v2);
     // Removed fields lose their owners; empty entries are dropped.
     let mut v4 = v2.clone();
     v4["spec"].as_object_mut().unwrap().remove("replicas");
-    record_update(Some(&v2), &mut v4, shape(), MAIN, &mgr("kubectl-edit", "", "2026-01-01T00:00:04Z"));
+    record_update(
+        Some(&v2),
+        &mut v4,
+        shape(),
+        MAIN,
+        &mgr("kubectl-edit", "", "2026-01-01T00:00:04Z"),
+    );
     assert_eq!(managers(&v4), vec![entry("kubectl-create", "Update", "")]);
 }
 
 #[test]
 fn reset_clears_managed_fields() {
     let mut v1 = deploy(1);
-    record_update(None, &mut v1, shape(), MAIN, &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"));
+    record_update(
+        None,
+        &mut v1,
+        shape(),
+        MAIN,
+        &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"),
+    );
     let mut v2 = v1.clone();
     v2["metadata"]["managedFields"] = json!([{}]);
-    record_update(Some(&v1), &mut v2, shape(), MAIN, &mgr("x", "", "2026-01-01T00:00:02Z"));
+    record_update(
+        Some(&v1),
+        &mut v2,
+        shape(),
+        MAIN,
+        &mgr("x", "", "2026-01-01T00:00:02Z"),
+    );
     assert!(v2["metadata"].get("managedFields").is_none());
 }
 
@@ -128,16 +173,45 @@ fn apply_conflicts_with_the_scaler_and_force_takes_over() {
     assert_eq!(managers(&v1), vec![entry("kubectl", "Apply", "")]);
     let mut v2 = v1.clone();
     v2["spec"]["replicas"] = json!(3);
-    record_update(Some(&v1), &mut v2, shape(), MAIN, &mgr("kubectl", "scale", "2026-01-01T00:00:02Z"));
+    record_update(
+        Some(&v1),
+        &mut v2,
+        shape(),
+        MAIN,
+        &mgr("kubectl", "scale", "2026-01-01T00:00:02Z"),
+    );
     // Re-applying what is there is no conflict and no change.
-    let same = apply(Some(&v2), &deploy(3), shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:03Z"), false).unwrap();
-    let err = apply(Some(&v2), &deploy(1), shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:03Z"), false)
-        .unwrap_err();
+    let same = apply(
+        Some(&v2),
+        &deploy(3),
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:03Z"),
+        false,
+    )
+    .unwrap();
+    let err = apply(
+        Some(&v2),
+        &deploy(1),
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:03Z"),
+        false,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         r#"Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using apps/v1: .spec.replicas"#
     );
-    let forced = apply(Some(&v2), &deploy(1), shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:03Z"), true).unwrap();
+    let forced = apply(
+        Some(&v2),
+        &deploy(1),
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:03Z"),
+        true,
+    )
+    .unwrap();
     assert_eq!(forced["spec"]["replicas"], 1);
     assert_eq!(managers(&forced), vec![entry("kubectl", "Apply", "")]);
     assert_eq!(same["spec"]["replicas"], 3);
@@ -145,8 +219,24 @@ fn apply_conflicts_with_the_scaler_and_force_takes_over() {
 
 #[test]
 fn repeated_apply_changes_nothing() {
-    let v1 = apply(None, &deploy(1), shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:01Z"), false).unwrap();
-    let v2 = apply(Some(&v1), &deploy(1), shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:02Z"), false).unwrap();
+    let v1 = apply(
+        None,
+        &deploy(1),
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:01Z"),
+        false,
+    )
+    .unwrap();
+    let v2 = apply(
+        Some(&v1),
+        &deploy(1),
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:02Z"),
+        false,
+    )
+    .unwrap();
     assert_eq!(v1, v2);
 }
 
@@ -154,23 +244,54 @@ fn repeated_apply_changes_nothing() {
 fn fields_dropped_from_the_configuration_are_removed_unless_shared() {
     let mut config = deploy(1);
     config["metadata"]["labels"]["tier"] = json!("fe");
-    let v1 = apply(None, &config, shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:01Z"), false).unwrap();
+    let v1 = apply(
+        None,
+        &config,
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:01Z"),
+        false,
+    )
+    .unwrap();
     // Another manager also sets the same replicas value (co-ownership).
     let v2 = apply(Some(&v1), &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 1}}), shape(), MAIN, &mgr("other", "", "2026-01-01T00:00:02Z"), false).unwrap();
     let mut smaller = deploy(1);
     smaller["spec"].as_object_mut().unwrap().remove("replicas");
-    let v3 = apply(Some(&v2), &smaller, shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:03Z"), false).unwrap();
+    let v3 = apply(
+        Some(&v2),
+        &smaller,
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:03Z"),
+        false,
+    )
+    .unwrap();
     assert_eq!(v3["metadata"]["labels"], json!({"app": "web"}));
     assert_eq!(v3["spec"]["replicas"], 1, "still owned by other");
-    let v4 = apply(Some(&v3), &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}), shape(), MAIN, &mgr("other", "", "2026-01-01T00:00:04Z"), false).unwrap();
+    let v4 = apply(
+        Some(&v3),
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+        shape(),
+        MAIN,
+        &mgr("other", "", "2026-01-01T00:00:04Z"),
+        false,
+    )
+    .unwrap();
     assert!(v4["spec"].get("replicas").is_none());
 }
 
 #[test]
 fn first_apply_on_untracked_object_conflicts_with_before_first_apply() {
     let live = deploy(2);
-    let err = apply(Some(&live), &deploy(1), shape(), MAIN, &mgr("kubectl", "", "2026-01-01T00:00:01Z"), false)
-        .unwrap_err();
+    let err = apply(
+        Some(&live),
+        &deploy(1),
+        shape(),
+        MAIN,
+        &mgr("kubectl", "", "2026-01-01T00:00:01Z"),
+        false,
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains(r#"conflict with "before-first-apply" using apps/v1: .spec.replicas"#),
@@ -199,10 +320,22 @@ fn several_conflicts_are_listed_per_manager() {
 #[test]
 fn status_scope_tracks_only_status() {
     let mut old = deploy(1);
-    record_update(None, &mut old, shape(), MAIN, &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"));
+    record_update(
+        None,
+        &mut old,
+        shape(),
+        MAIN,
+        &mgr("kubectl-create", "", "2026-01-01T00:00:01Z"),
+    );
     let mut new = old.clone();
     new["status"] = json!({"replicas": 1, "conditions": [{"type": "Available", "status": "True"}]});
-    record_update(Some(&old), &mut new, shape(), Scope::Status, &mgr("kube-controller-manager", "status", "2026-01-01T00:00:02Z"));
+    record_update(
+        Some(&old),
+        &mut new,
+        shape(),
+        Scope::Status,
+        &mgr("kube-controller-manager", "status", "2026-01-01T00:00:02Z"),
+    );
     let f = owned(&new, "kube-controller-manager", "Update");
     assert_eq!(
         f,
