@@ -654,7 +654,14 @@ async fn resource_request(
             };
             let body = read_value(body).await?;
             let w = api
-                .update(r, ns, n, body, mode, &write_options(&params, &parts.headers)?)
+                .update(
+                    r,
+                    ns,
+                    n,
+                    body,
+                    mode,
+                    &write_options(&params, &parts.headers)?,
+                )
                 .await?;
             let code = if w.created { 201 } else { 200 };
             Ok(with_warnings(
@@ -667,8 +674,7 @@ async fn resource_request(
             let opts = write_options(&params, &parts.headers)?;
             Ok(respond(
                 200,
-                &api.update_scale(r, ns, n, None, Some(body), &opts)
-                    .await?,
+                &api.update_scale(r, ns, n, None, Some(body), &opts).await?,
                 plain(output),
             ))
         }

@@ -72,7 +72,12 @@ pub fn validate_patch_options(
     if causes.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid("PatchOptions", "meta.k8s.io", "", &causes))
+        Err(ApiError::invalid(
+            "PatchOptions",
+            "meta.k8s.io",
+            "",
+            &causes,
+        ))
     }
 }
 

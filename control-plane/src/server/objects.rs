@@ -451,7 +451,8 @@ impl Api {
         body: Value,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        self.create_tracked(r, ns, body, opts, Track::Update("")).await
+        self.create_tracked(r, ns, body, opts, Track::Update(""))
+            .await
     }
 
     async fn create_tracked(
