@@ -87,7 +87,11 @@ fn apply_conflicts_force_and_removal_with_kubectl() {
     // kubectl hides managedFields unless asked; the server sends them.
     let yaml = s.ok(&["get", "deploy", "web", "-o", "yaml"]);
     assert!(!yaml.contains("managedFields"));
-    let raw = s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web"]);
+    let raw = s.ok(&[
+        "get",
+        "--raw",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+    ]);
     assert!(raw.contains("\"managedFields\""));
 
     s.ok(&["scale", "deploy", "web", "--replicas=3"]);
@@ -143,7 +147,9 @@ See https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts\
         rs["items"]
             .as_array()
             .and_then(|a| a.first())
-            .is_some_and(|rs| managers(rs).contains(&entry("kube-controller-manager", "Update", "")))
+            .is_some_and(|rs| {
+                managers(rs).contains(&entry("kube-controller-manager", "Update", ""))
+            })
             && managers(&d).contains(&entry("kube-controller-manager", "Update", "status"))
     });
 }
@@ -152,7 +158,8 @@ See https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts\
 fn create_patch_and_edit_like_updates_record_their_managers() {
     let s = Server::start();
     let v = s.validate();
-    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n  b: \"2\"\n";
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n  b: \"2\"\n";
     s.ok_stdin(&["create", v, "-f", "-"], cm);
     let obj = get_json(&s, &["cm", "cfg"]);
     assert_eq!(managers(&obj), vec![entry("kubectl-create", "Update", "")]);
@@ -161,7 +168,14 @@ fn create_patch_and_edit_like_updates_record_their_managers() {
         serde_json::json!({"f:data": {".": {}, "f:a": {}, "f:b": {}}})
     );
 
-    s.ok(&["patch", "cm", "cfg", "--type=merge", "-p", r#"{"data":{"a":"9","c":"3"}}"#]);
+    s.ok(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"9","c":"3"}}"#,
+    ]);
     let obj = get_json(&s, &["cm", "cfg"]);
     assert_eq!(
         managers(&obj),
@@ -202,7 +216,14 @@ fn create_patch_and_edit_like_updates_record_their_managers() {
     );
 
     // Removing a field takes it from its owners; clearing with [{}] drops all.
-    s.ok(&["patch", "cm", "cfg", "--type=json", "-p", r#"[{"op":"remove","path":"/data/b"}]"#]);
+    s.ok(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/b"}]"#,
+    ]);
     let obj = get_json(&s, &["cm", "cfg"]);
     let create = obj["metadata"]["managedFields"]
         .as_array()
@@ -214,6 +235,13 @@ fn create_patch_and_edit_like_updates_record_their_managers() {
         serde_json::json!({"f:data": {}}),
         "kubectl-create keeps only the map itself"
     );
-    s.ok(&["patch", "cm", "cfg", "--type=merge", "-p", r#"{"metadata":{"managedFields":[{}]}}"#]);
+    s.ok(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"managedFields":[{}]}}"#,
+    ]);
     assert!(managers(&get_json(&s, &["cm", "cfg"])).is_empty());
 }
