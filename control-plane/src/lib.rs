@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod controllers;
 pub mod embedded_agent;
+pub mod managed_fields;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;

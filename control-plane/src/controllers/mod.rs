@@ -56,15 +56,24 @@ pub struct ControllerContext {
     pub shutdown: CancellationToken,
 }
 
+/// The User-Agent of the in-process controllers, as upstream's
+/// kube-controller-manager sends it.
+const LOOPBACK_USER_AGENT: &str = "kube-controller-manager/v1.32.0 (linux/amd64) kubernetes/r8s";
+
 /// A client of this server at `server_url` authenticating with the admin
 /// (system:masters) certificate.
 pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client, ClientError> {
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&crate::pki::kubeconfig(pki, server_url))?;
-    let config = kube::Config::from_custom_kubeconfig(
+    let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),
     )
     .await?;
+    // managedFields name a request's manager after its User-Agent product.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(LOOPBACK_USER_AGENT),
+    ));
     Ok(kube::Client::try_from(config)?)
 }
 

@@ -218,6 +218,19 @@ pub fn lookup(node: Node, field: &str) -> FieldMeta {
     }
 }
 
+#[cfg(test)]
+/// Whether the definition at `node` has a property `field`.
+pub fn has_field(node: Node, field: &str) -> bool {
+    let Node::Def(def) = node else {
+        return false;
+    };
+    definitions()
+        .get(def)
+        .and_then(|schema| schema.get("properties"))
+        .and_then(|props| props.get(field))
+        .is_some()
+}
+
 /// The node of a property schema: its definition, that of its items, or
 /// that of its map values.
 fn child_node(prop: &Value) -> Node {

@@ -3,9 +3,11 @@
 //! built-in types. Pure functions, no I/O.
 //!
 //! The PATCH handler reads the stored object, calls one of these by
-//! Content-Type, then validates and stores the result.
+//! Content-Type, then validates and stores the result. Server-side apply
+//! (`application/apply-patch+yaml`) is `managed_fields::apply`, which finds
+//! its list types through `merge_keys`.
 
-mod merge_keys;
+pub(crate) mod merge_keys;
 mod strategic;
 
 use serde_json::Value;
@@ -95,28 +97,6 @@ pub fn strategic_merge_patch(
     };
     let root = merge_keys::root(api_version, kind);
     strategic::merge_map(original, patch.clone(), root).map(Value::Object)
-}
-
-/// Applies a server-side apply body (`application/apply-patch+yaml`, sent
-/// by kubectl as JSON) to the live object, or creates it when there is none.
-///
-/// This approximates upstream's field-manager based merge with a strategic
-/// merge of the applied configuration: maps and keyed lists merge, other
-/// fields are set from the body, and nothing absent from the body is removed
-/// (upstream would also remove fields this manager applied before).
-pub fn server_side_apply(
-    original: Option<&Value>,
-    applied: &Value,
-    api_version: &str,
-    kind: &str,
-) -> Result<Value, PatchError> {
-    if !applied.is_object() {
-        return Err(PatchError::BadPatch(format!(
-            "error decoding YAML: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
-            json_type_name(applied)
-        )));
-    }
-    strategic_merge_patch(original.unwrap_or(&Value::Null), applied, api_version, kind)
 }
 
 /// The JSON type names Go's decoder uses in its errors.

@@ -352,19 +352,6 @@ fn out_of_order_patch_list_is_refused() {
 }
 
 #[test]
-fn server_side_apply_upserts_and_merges() {
-    let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}});
-    let created = server_side_apply(None, &body, "apps/v1", "Deployment").unwrap();
-    assert_eq!(created, body);
-    let out = server_side_apply(Some(&deployment()), &body, "apps/v1", "Deployment").unwrap();
-    let containers = &out["spec"]["template"]["spec"]["containers"];
-    assert_eq!(containers[0]["image"], "nginx:1.27");
-    assert_eq!(containers[1]["name"], "side");
-    assert!(server_side_apply(None, &json!("x"), "apps/v1", "Deployment").is_err());
-}
-
-#[test]
 fn patch_types_from_content_type() {
     assert_eq!(
         PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),

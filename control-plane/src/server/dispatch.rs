@@ -418,10 +418,22 @@ async fn count_objects(api: &Api) {
     }
 }
 
-fn write_options(params: &Params) -> Result<WriteOptions, ApiError> {
+/// The options of a write: `fieldManager` (else the User-Agent's product,
+/// as upstream's `prefixFromUserAgent`) and `force` included.
+fn write_options(params: &Params, headers: &http::HeaderMap) -> Result<WriteOptions, ApiError> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let field_manager = match params.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => super::field_manager::clean(m),
+        None => super::field_manager::from_user_agent(user_agent),
+    };
     Ok(WriteOptions {
         dry_run: params.get("dryRun") == Some("All"),
         validation: FieldValidation::parse(params.get("fieldValidation"))?,
+        field_manager: Some(field_manager),
+        force: params.flag("force"),
     })
 }
 
@@ -609,7 +621,9 @@ async fn resource_request(
             if r.group == "certificates.k8s.io" && r.plural == "certificatesigningrequests" {
                 csr_requester(&mut body, user);
             }
-            let w = api.create(r, ns, body, &write_options(&params)?).await?;
+            let w = api
+                .create(r, ns, body, &write_options(&params, &parts.headers)?)
+                .await?;
             Ok(with_warnings(
                 respond(201, &render::object(r, w.object, output, include), output),
                 &w.warnings,
@@ -640,7 +654,14 @@ async fn resource_request(
             };
             let body = read_value(body).await?;
             let w = api
-                .update(r, ns, n, body, mode, &write_options(&params)?)
+                .update(
+                    r,
+                    ns,
+                    n,
+                    body,
+                    mode,
+                    &write_options(&params, &parts.headers)?,
+                )
                 .await?;
             let code = if w.created { 201 } else { 200 };
             Ok(with_warnings(
@@ -650,11 +671,10 @@ async fn resource_request(
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             let body = read_value(body).await?;
-            let dry_run = params.get("dryRun") == Some("All");
+            let opts = write_options(&params, &parts.headers)?;
             Ok(respond(
                 200,
-                &api.update_scale(r, ns, n, None, Some(body), dry_run)
-                    .await?,
+                &api.update_scale(r, ns, n, None, Some(body), &opts).await?,
                 plain(output),
             ))
         }
@@ -668,9 +688,13 @@ async fn resource_request(
             } else {
                 UpdateMode::Main
             };
-            let w = api
-                .patch(r, ns, n, mode, pt, &patch_body, &write_options(&params)?)
-                .await?;
+            super::field_manager::validate_patch_options(
+                pt,
+                params.get("fieldManager"),
+                params.get("force"),
+            )?;
+            let opts = write_options(&params, &parts.headers)?;
+            let w = api.patch(r, ns, n, mode, pt, &patch_body, &opts).await?;
             let code = if w.created { 201 } else { 200 };
             Ok(with_warnings(
                 respond(code, &render::object(r, w.object, output, include), output),
@@ -681,10 +705,15 @@ async fn resource_request(
             let pt = patch_type(content_type.as_deref())?;
             let bytes = read_body(body, content_length).await?;
             let patch_body = decode_patch(pt, &bytes)?;
-            let dry_run = params.get("dryRun") == Some("All");
+            super::field_manager::validate_patch_options(
+                pt,
+                params.get("fieldManager"),
+                params.get("force"),
+            )?;
+            let opts = write_options(&params, &parts.headers)?;
             Ok(respond(
                 200,
-                &api.update_scale(r, ns, n, Some((pt, &patch_body)), None, dry_run)
+                &api.update_scale(r, ns, n, Some((pt, &patch_body)), None, &opts)
                     .await?,
                 plain(output),
             ))

@@ -135,13 +135,13 @@ pub fn spec_changed(old: &Value, new: &Value) -> bool {
     strip(old) != strip(new)
 }
 
-/// Whether two versions are the same object apart from resourceVersion.
+/// Whether two versions are the same object apart from resourceVersion
+/// (managedFields count: a new owner of unchanged fields is a write).
 pub fn same_object(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
-            m.remove("managedFields");
         }
         v
     };

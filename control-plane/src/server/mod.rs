@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod dispatch;
 pub mod eviction;
+pub mod field_manager;
 pub mod listener;
 pub mod meta;
 pub mod metrics_api;

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::admission;
+use crate::managed_fields::{self, Manager, Scope, Shape};
 use crate::patch::{self, PatchType};
 use crate::registry::{self, allocator, convert};
 use crate::resources::{self, ResourceType};
@@ -42,6 +43,77 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub validation: FieldValidation,
+    /// The field manager: `fieldManager`, else the User-Agent's product;
+    /// `None` for the server's own writes.
+    pub field_manager: Option<String>,
+    /// `force` of server-side apply: take fields other managers own.
+    pub force: bool,
+}
+
+impl WriteOptions {
+    /// The manager recorded in managedFields; the server's own writes are
+    /// kube-apiserver's, as its loopback client's User-Agent says upstream.
+    pub fn manager(&self) -> &str {
+        self.field_manager.as_deref().unwrap_or("kube-apiserver")
+    }
+}
+
+/// How a write is recorded in managedFields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// An `Update` by the write's manager through a subresource (or "").
+    Update(&'static str),
+    /// Already recorded (server-side apply).
+    Recorded,
+}
+
+/// The ownership scope of a write in `mode`.
+fn scope_of(r: &ResourceType, mode: UpdateMode) -> Scope {
+    match mode {
+        UpdateMode::Status => Scope::Status,
+        _ => Scope::Main {
+            ignore_status: r.has_subresource("status"),
+        },
+    }
+}
+
+/// Records a non-apply write of `opts`' manager in `new`'s managedFields.
+fn record(
+    r: &ResourceType,
+    old: Option<&Value>,
+    new: &mut Value,
+    mode: UpdateMode,
+    subresource: &str,
+    opts: &WriteOptions,
+) {
+    let time = meta::now();
+    let manager = Manager {
+        name: opts.manager(),
+        api_version: r.api_version,
+        subresource,
+        time: &time,
+    };
+    let shape = Shape::root(r.api_version, r.kind);
+    managed_fields::record_update(old, new, shape, scope_of(r, mode), &manager);
+}
+
+/// The 409 of an apply that would change fields other managers own.
+fn apply_conflict(err: managed_fields::ApplyError) -> ApiError {
+    let managed_fields::ApplyError::Conflicts(conflicts) = &err;
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| {
+            json!({
+                "type": "FieldManagerConflict",
+                "message": format!("conflict with {}", c.manager),
+                "field": c.field,
+            })
+        })
+        .collect();
+    ApiError {
+        details: Some(json!({"causes": causes})),
+        ..ApiError::new(409, "Conflict", err.to_string())
+    }
 }
 
 /// The outcome of a write: the object as stored and warnings for the client.
@@ -379,6 +451,18 @@ impl Api {
         body: Value,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        self.create_tracked(r, ns, body, opts, Track::Update(""))
+            .await
+    }
+
+    async fn create_tracked(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+        track: Track,
+    ) -> Result<Written, ApiError> {
         let (mut obj, warnings) = self.admit_input(r, body, ns, opts.validation)?;
         let mut name = meta::name(&obj).to_string();
         if name.is_empty()
@@ -433,6 +517,9 @@ impl Api {
             _ => {}
         }
         registry::default_object(r, &mut obj);
+        if let Track::Update(sub) = track {
+            record(r, None, &mut obj, UpdateMode::Main, sub, opts);
+        }
         admission::mutate(self, r, ns, &mut obj).await?;
         self.validate(r, &obj, None)?;
         let mut services = if is_service(r) {
@@ -521,8 +608,9 @@ impl Api {
             }
             return Err(ApiError::not_found(r, name));
         };
+        let track = Track::Update(subresource_of(mode));
         let object = self
-            .replace(r, ns, name, old, old_rev, new, mode, opts.dry_run)
+            .replace(r, ns, name, old, old_rev, new, mode, opts, track)
             .await?;
         Ok(Written {
             object,
@@ -542,8 +630,10 @@ impl Api {
         old_rev: Revision,
         mut new: Value,
         mode: UpdateMode,
-        dry_run: bool,
+        opts: &WriteOptions,
+        track: Track,
     ) -> Result<Value, ApiError> {
+        let dry_run = opts.dry_run;
         if let Some(rv) = str_at(&new, "/metadata/resourceVersion").filter(|s| !s.is_empty()) {
             let rv: Revision = rv.parse().map_err(|_| {
                 ApiError::bad_request(format!("metadata.resourceVersion: Invalid value: \"{rv}\": must be a valid resource version"))
@@ -623,6 +713,9 @@ impl Api {
             generation
         };
         set_meta(&mut new, "generation", json!(generation));
+        if let Track::Update(sub) = track {
+            record(r, Some(&old), &mut new, mode, sub, opts);
+        }
         let key = meta::key(r, ns, name);
         if !is_service(r) {
             return Ok(self
@@ -725,21 +818,43 @@ impl Api {
         patch_body: &Value,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        let shape = Shape::root(r.api_version, r.kind);
+        let scope = scope_of(r, mode);
         for attempt in 0..5 {
+            let time = meta::now();
+            let manager = Manager {
+                name: opts.manager(),
+                api_version: r.api_version,
+                subresource: subresource_of(mode),
+                time: &time,
+            };
             let Some((old, old_rev)) = self.read(r, ns, name).await? else {
                 if patch_type == PatchType::Apply && mode == UpdateMode::Main {
-                    let mut body = patch_body.clone();
+                    let mut body = check_applied(patch_body)?.clone();
                     if meta::name(&body).is_empty() {
                         set_meta(&mut body, "name", json!(name));
                     }
-                    return self.create(r, ns, body, opts).await;
+                    let body = managed_fields::apply(None, &body, shape, scope, &manager, true)
+                        .map_err(apply_conflict)?;
+                    return self
+                        .create_tracked(r, ns, body, opts, Track::Recorded)
+                        .await;
                 }
                 return Err(ApiError::not_found(r, name));
             };
-            let patched = apply_patch(r, &old, patch_type, patch_body)?;
+            let (patched, track) = if patch_type == PatchType::Apply {
+                let applied = check_applied(patch_body)?;
+                let merged =
+                    managed_fields::apply(Some(&old), applied, shape, scope, &manager, opts.force)
+                        .map_err(apply_conflict)?;
+                (merged, Track::Recorded)
+            } else {
+                let patched = apply_patch(r, &old, patch_type, patch_body)?;
+                (patched, Track::Update(subresource_of(mode)))
+            };
             let (new, warnings) = self.admit_input(r, patched, ns, opts.validation)?;
             match self
-                .replace(r, ns, name, old, old_rev, new, mode, opts.dry_run)
+                .replace(r, ns, name, old, old_rev, new, mode, opts, track)
                 .await
             {
                 Err(e)
@@ -1079,7 +1194,7 @@ impl Api {
         name: &str,
         patch: Option<(PatchType, &Value)>,
         body: Option<Value>,
-        dry_run: bool,
+        opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let (old, old_rev) = self
             .read(r, ns, name)
@@ -1114,7 +1229,17 @@ impl Api {
             set_meta(&mut new, "resourceVersion", json!(rv));
         }
         let obj = self
-            .replace(r, ns, name, old, old_rev, new, UpdateMode::Main, dry_run)
+            .replace(
+                r,
+                ns,
+                name,
+                old,
+                old_rev,
+                new,
+                UpdateMode::Main,
+                opts,
+                Track::Update("scale"),
+            )
             .await?;
         Ok(scale_of(&obj))
     }
@@ -1194,6 +1319,38 @@ fn merge_string_data(secret: &mut Value) {
             secret["data"][k] =
                 json!(base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
         }
+    }
+}
+
+/// The subresource name recorded for writes in `mode`.
+fn subresource_of(mode: UpdateMode) -> &'static str {
+    match mode {
+        UpdateMode::Main => "",
+        UpdateMode::Status => "status",
+        UpdateMode::Finalize => "finalize",
+    }
+}
+
+/// An applied configuration must be an object.
+fn check_applied(body: &Value) -> Result<&Value, ApiError> {
+    if body.is_object() {
+        Ok(body)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "error decoding YAML: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            json_kind(body)
+        )))
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
