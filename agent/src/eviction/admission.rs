@@ -57,22 +57,23 @@ mod tests {
     use super::*;
 
     fn pod(memory_request: Option<&str>) -> Pod {
-        let mut p = Pod::default();
-        p.spec = Some(PodSpec {
-            containers: vec![Container {
-                name: "c".to_owned(),
-                resources: memory_request.map(|r| ResourceRequirements {
-                    requests: Some(BTreeMap::from([(
-                        "memory".to_owned(),
-                        Quantity(r.to_owned()),
-                    )])),
-                    ..ResourceRequirements::default()
-                }),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        });
-        p
+        Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".to_owned(),
+                    resources: memory_request.map(|r| ResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "memory".to_owned(),
+                            Quantity(r.to_owned()),
+                        )])),
+                        ..ResourceRequirements::default()
+                    }),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        }
     }
 
     #[test]

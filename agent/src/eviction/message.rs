@@ -78,20 +78,22 @@ mod tests {
 
     #[test]
     fn memory_message_names_the_threshold_and_the_greedy_container() {
-        let mut pod = Pod::default();
-        pod.spec = Some(PodSpec {
-            containers: vec![
-                Container {
-                    name: "web".to_owned(),
-                    ..Container::default()
-                },
-                Container {
-                    name: "idle".to_owned(),
-                    ..Container::default()
-                },
-            ],
-            ..PodSpec::default()
-        });
+        let pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![
+                    Container {
+                        name: "web".to_owned(),
+                        ..Container::default()
+                    },
+                    Container {
+                        name: "idle".to_owned(),
+                        ..Container::default()
+                    },
+                ],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
         let usage = PodUsage {
             containers: vec![
                 ContainerUsage {

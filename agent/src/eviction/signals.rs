@@ -38,15 +38,15 @@ fn saturate(v: u64) -> i64 {
 /// statfs of the file system holding `path`.
 pub fn fs_stats(path: &Path) -> Option<FsStats> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let frsize = u64::from(s.fragment_size());
+    let frsize = s.fragment_size();
     Some(FsStats {
         bytes: Observation {
-            available: saturate(u64::from(s.blocks_available()).saturating_mul(frsize)),
-            capacity: saturate(u64::from(s.blocks()).saturating_mul(frsize)),
+            available: saturate(s.blocks_available().saturating_mul(frsize)),
+            capacity: saturate(s.blocks().saturating_mul(frsize)),
         },
         inodes: Observation {
-            available: saturate(u64::from(s.files_free())),
-            capacity: saturate(u64::from(s.files())),
+            available: saturate(s.files_free()),
+            capacity: saturate(s.files()),
         },
     })
 }
