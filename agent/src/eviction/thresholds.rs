@@ -4,7 +4,6 @@
 //! met until the minimum reclaim is also available; a soft threshold acts
 //! only after it was met for its grace period. No I/O.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -162,9 +161,6 @@ pub fn observed_quantity(signal: Signal, o: &Observation) -> ParsedQuantity {
     };
     ParsedQuantity::from_i64(o.available, format)
 }
-
-/// Per-signal tally, kept for `kubelet_evictions`.
-pub type SignalCounts = BTreeMap<Signal, u64>;
 
 #[cfg(test)]
 mod tests {
