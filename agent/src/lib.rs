@@ -8,6 +8,7 @@
 pub mod bootstrap;
 pub mod cm;
 pub mod config;
+pub mod eviction;
 pub mod flannel;
 pub mod insecure_tls;
 pub mod kube_proxy;
@@ -139,6 +140,59 @@ async fn pod_network(
     flannel::run(client, settings, shutdown).await;
 }
 
+/// The eviction manager's inputs: the node's signals, pod usage through
+/// CRI (none with the FAKE runtime) and the node status to flag pressure on.
+fn eviction_context(
+    config: &Arc<Config>,
+    client: &kube::Client,
+    cri: Option<cri::client::CriClient>,
+    ctx: &node::NodeContext,
+    health: watch::Sender<node::NodeHealth>,
+) -> eviction::EvictionContext {
+    let recorder = kuberuntime::events::EventRecorder::new(client.clone(), &config.node_name);
+    let cgroup = config.cgroup_root.trim_start_matches('/');
+    let pods_cgroups = ["", "memory", "unified"]
+        .iter()
+        .map(|h| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(cgroup)
+                .join(cm::names::KUBEPODS)
+        })
+        .collect();
+    let allocatable_memory = ctx.host.facts().ok().and_then(|facts| {
+        node::object::node_status(
+            &ctx.inputs(&facts),
+            None,
+            &node::NodeHealth::default(),
+            &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+        )
+        .allocatable?
+        .get("memory")
+        .and_then(|q| quantity::ParsedQuantity::from_quantity(q).ok())
+        .map(|q| q.value())
+    });
+    eviction::EvictionContext {
+        config: config.clone(),
+        client: client.clone(),
+        handle: Arc::new(eviction::EvictionHandle::new(Some(recorder))),
+        signals: Arc::new(eviction::SystemSignals {
+            root_dir: config.root_dir.clone(),
+            image_dir: config.root_dir.join("cri"),
+            pods_cgroups,
+            allocatable_memory,
+        }),
+        stats: Arc::new(eviction::NodePodStats {
+            cri,
+            root_dir: config.root_dir.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
+        }),
+        health,
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled: registers the Node, then
 /// keeps its status and Lease fresh and runs the pods bound to it.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -158,7 +212,9 @@ pub async fn run_with_client(
     let node_ip = node::detect_node_ip(&config);
     tracing::info!(node = %config.node_name, %node_ip, "starting r8s-agent");
     let (health_tx, health_rx) = watch::channel(node::NodeHealth::default());
+    let pressure_tx = health_tx.clone();
     let config = Arc::new(config);
+    let mut cri = None;
     let (runtime, runtime_version, runtime_task, dns_host): (
         Arc<dyn pod_worker::PodRuntime>,
         String,
@@ -172,6 +228,7 @@ pub async fn run_with_client(
         let service =
             runtime_service::start(&config, &client, node_ip, shutdown.child_token()).await?;
         let version = service.version.clone();
+        cri = Some(service.cri.clone());
         let health = tokio::spawn(runtime_service::watch_health(
             service.cri.clone(),
             health_tx,
@@ -193,17 +250,20 @@ pub async fn run_with_client(
         node_ip,
         runtime_version,
     });
+    let eviction = eviction_context(&config, &client, cri, &ctx, pressure_tx);
     let workers = Arc::new(pod_worker::WorkerContext {
         client: client.clone(),
         runtime,
         host_ips: vec![ctx.node_ip],
+        eviction: eviction.handle.clone(),
     });
     tokio::join!(
         node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
         pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()),
         kubelet_api(&ctx.config, ctx.node_ip, shutdown.clone()),
         service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone()),
-        pod_network(&ctx.config, client.clone(), ctx.node_ip, shutdown.clone())
+        pod_network(&ctx.config, client.clone(), ctx.node_ip, shutdown.clone()),
+        eviction::run(eviction, shutdown.clone())
     );
     if let Some((server, health)) = runtime_task {
         let _ = health.await;

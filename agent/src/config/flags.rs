@@ -124,6 +124,73 @@ pub struct AgentFlags {
     #[arg(long, env = "R8S_EVICTION_HARD", default_value = DEFAULT_EVICTION_HARD, help_heading = "Resources")]
     pub eviction_hard: String,
 
+    /// A set of eviction thresholds (e.g. "memory.available<1.5Gi") that if
+    /// met over a corresponding grace period would trigger a pod eviction.
+    /// (kubelet --eviction-soft)
+    #[arg(
+        long,
+        env = "R8S_EVICTION_SOFT",
+        default_value = "",
+        help_heading = "Resources"
+    )]
+    pub eviction_soft: String,
+
+    /// A set of eviction grace periods (e.g. "memory.available=1m30s") that
+    /// correspond to how long a soft eviction threshold must hold before
+    /// triggering a pod eviction. (kubelet --eviction-soft-grace-period)
+    #[arg(
+        long,
+        env = "R8S_EVICTION_SOFT_GRACE_PERIOD",
+        default_value = "",
+        help_heading = "Resources"
+    )]
+    pub eviction_soft_grace_period: String,
+
+    /// Maximum allowed grace period (in seconds) to use when terminating
+    /// pods in response to a soft eviction threshold being met. If negative,
+    /// defer to pod specified value. (kubelet --eviction-max-pod-grace-period)
+    #[arg(
+        long,
+        env = "R8S_EVICTION_MAX_POD_GRACE_PERIOD",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        help_heading = "Resources"
+    )]
+    pub eviction_max_pod_grace_period: i64,
+
+    /// Duration for which the agent has to wait before transitioning out of
+    /// an eviction pressure condition. (kubelet --eviction-pressure-transition-period)
+    #[arg(
+        long,
+        env = "R8S_EVICTION_PRESSURE_TRANSITION_PERIOD",
+        default_value = "5m0s",
+        help_heading = "Resources"
+    )]
+    pub eviction_pressure_transition_period: String,
+
+    /// A set of minimum reclaims (e.g. "imagefs.available=2Gi") that
+    /// describes the minimum amount of resource the agent will reclaim when
+    /// performing a pod eviction if that resource is under pressure.
+    /// (kubelet --eviction-minimum-reclaim)
+    #[arg(
+        long,
+        env = "R8S_EVICTION_MINIMUM_RECLAIM",
+        default_value = "",
+        help_heading = "Resources"
+    )]
+    pub eviction_minimum_reclaim: String,
+
+    /// How often eviction thresholds are checked (kubelet's fixed 10 s);
+    /// shorter only for tests.
+    #[arg(
+        long,
+        env = "R8S_EVICTION_MONITORING_PERIOD",
+        default_value = "10s",
+        hide = true,
+        help_heading = "Resources"
+    )]
+    pub eviction_monitoring_period: String,
+
     /// A set of ResourceName=ResourceQuantity pairs (e.g.
     /// "cpu=200m,memory=500Mi,ephemeral-storage=1Gi,pid=1000") that describe
     /// resources reserved for kubernetes system components.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
 
-pub use eviction::{Signal, Threshold, ThresholdValue};
+pub use eviction::{EvictionSettings, Signal, Threshold, ThresholdValue};
 pub use flags::AgentFlags;
 pub use proxy::KubeProxyConfig;
 pub use reserved::ResourceReservation;
@@ -59,6 +59,8 @@ pub struct Config {
     pub cluster_domain: String,
     pub root_dir: PathBuf,
     pub eviction_hard: Vec<Threshold>,
+    /// The eviction manager's other settings (soft thresholds, periods).
+    pub eviction: EvictionSettings,
     pub kube_reserved: ResourceReservation,
     pub system_reserved: ResourceReservation,
     pub cgroup_root: String,
@@ -116,6 +118,43 @@ fn is_ipv4_cidr(s: &str) -> bool {
     })
 }
 
+fn eviction_settings(flags: &AgentFlags) -> Result<EvictionSettings> {
+    let soft = eviction::soft_thresholds(&flags.eviction_soft, &flags.eviction_soft_grace_period)
+        .map_err(|e| invalid("eviction-soft", &flags.eviction_soft, e))?;
+    let minimum_reclaim = eviction::parse_minimum_reclaims(&flags.eviction_minimum_reclaim)
+        .map_err(|e| {
+            invalid(
+                "eviction-minimum-reclaim",
+                &flags.eviction_minimum_reclaim,
+                e,
+            )
+        })?;
+    let duration = |flag: &'static str, value: &str| {
+        parse::parse_go_duration(value).map_err(|e| invalid(flag, value, e))
+    };
+    let monitoring_period = duration(
+        "eviction-monitoring-period",
+        &flags.eviction_monitoring_period,
+    )?;
+    if monitoring_period.is_zero() {
+        return Err(invalid(
+            "eviction-monitoring-period",
+            &flags.eviction_monitoring_period,
+            "must be greater than 0",
+        ));
+    }
+    Ok(EvictionSettings {
+        soft,
+        minimum_reclaim,
+        max_pod_grace_period: flags.eviction_max_pod_grace_period,
+        pressure_transition_period: duration(
+            "eviction-pressure-transition-period",
+            &flags.eviction_pressure_transition_period,
+        )?,
+        monitoring_period,
+    })
+}
+
 impl Config {
     /// Validates flags, reading the system hostname when no override is given.
     pub fn from_flags(flags: AgentFlags) -> Result<Self> {
@@ -162,6 +201,7 @@ impl Config {
         let cluster_dns = parse_ips("cluster-dns", &flags.cluster_dns)?;
         let eviction_hard = eviction::parse_eviction_hard(&flags.eviction_hard)
             .map_err(|e| invalid("eviction-hard", &flags.eviction_hard, e))?;
+        let eviction = eviction_settings(&flags)?;
         let kube_reserved = reserved::parse_reserved(&flags.kube_reserved)
             .map_err(|e| invalid("kube-reserved", &flags.kube_reserved, e))?;
         let system_reserved = reserved::parse_reserved(&flags.system_reserved)
@@ -228,6 +268,7 @@ impl Config {
             cluster_domain: flags.cluster_domain,
             root_dir: flags.root_dir,
             eviction_hard,
+            eviction,
             kube_reserved,
             system_reserved,
             cgroup_root: flags.cgroup_root,
@@ -271,6 +312,7 @@ mod tests {
         assert_eq!(c.node_status_update_frequency, Duration::from_secs(10));
         assert_eq!(c.cgroup_root, "/");
         assert_eq!(c.eviction_hard.len(), 5);
+        assert_eq!(c.eviction, EvictionSettings::default());
         assert!(c.kube_reserved.is_empty());
         assert!(c.container_runtime_endpoint.is_none());
     }
@@ -319,6 +361,12 @@ mod tests {
         assert!(config(&["--node-status-update-frequency", "0s"]).is_err());
         assert!(config(&["--pod-cidr", "10.42.0.0"]).is_err());
         assert!(config(&["--flannel-backend", "wireguard"]).is_err());
+        assert_eq!(
+            config(&["--eviction-soft", "memory.available<1Gi"])
+                .unwrap_err()
+                .to_string(),
+            "invalid argument \"memory.available<1Gi\" for \"--eviction-soft\" flag: grace period must be specified for the soft eviction threshold memory.available"
+        );
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct WorkerContext {
     pub client: Client,
     pub runtime: Arc<dyn PodRuntime>,
     pub host_ips: Vec<IpAddr>,
+    /// Evictions and admission (`crate::eviction`).
+    pub eviction: Arc<crate::eviction::EvictionHandle>,
 }
 
 fn pod_api(client: &Client, pod: &Pod) -> Api<Pod> {
@@ -85,6 +87,9 @@ pub async fn sync_pod(ctx: &WorkerContext, pod: &Pod) -> Result<(), WorkerError>
         }
         return Ok(());
     }
+    if crate::eviction::worker::intercept(ctx, pod).await? {
+        return Ok(());
+    }
     ctx.runtime.sync_pod(pod).await?;
     let observed = ctx.runtime.observed(&uid).await?;
     let status = generate_pod_status(&StatusInputs {
@@ -121,6 +126,7 @@ async fn pod_worker(
     let mut resync = tokio::time::interval(RESYNC_PERIOD);
     resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let wake = ctx.runtime.sync_signal(&uid);
+    let mut evictions = ctx.eviction.subscribe();
     let woken = || async {
         match &wake {
             Some(n) => n.notified().await,
@@ -139,6 +145,7 @@ async fn pod_worker(
                 if let Err(err) = ctx.runtime.kill_pod(&uid, None).await {
                     tracing::warn!(pod = %uid, error = %err, "failed to kill removed pod");
                 }
+                ctx.eviction.forget(&uid);
                 return;
             }
         }
@@ -147,6 +154,7 @@ async fn pod_worker(
             changed = updates.changed() => if changed.is_err() { return },
             _ = resync.tick() => {}
             () = woken() => {}
+            _ = evictions.changed() => {}
         }
     }
 }
@@ -265,6 +273,7 @@ mod tests {
             client,
             runtime: Arc::new(FakeRuntime::new(Ipv4Addr::new(10, 42, 7, 0))),
             host_ips: vec!["10.0.0.5".parse().unwrap()],
+            eviction: Arc::default(),
         };
         sync_pod(&ctx, &stored).await.unwrap();
         let updated = api.get("web").await.unwrap();

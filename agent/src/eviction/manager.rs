@@ -1,0 +1,294 @@
+//! The eviction manager loop (kubelet's `managerImpl.synchronize`): every
+//! monitoring period observe the signals, update the pressure conditions
+//! (node status and admission), and evict at most one pod for the starved
+//! resource through its pod worker.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::handle::{EvictionHandle, Termination};
+use super::message::{REASON, eviction_message};
+use super::pressure::{Pressure, PressureTracker, apply_to_health};
+use super::rank::{PodUsages, is_critical, rank, starved_resource};
+use super::signals::{NodeSignals, Observations};
+use super::stats::PodStats;
+use super::thresholds::{
+    EvictionThreshold, ThresholdTracker, from_config, observed_quantity, to_reclaim,
+};
+use crate::config::{Config, EvictionSettings, Signal};
+use crate::kuberuntime::events::EventType;
+use crate::node::NodeHealth;
+
+/// A pod to evict and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eviction {
+    pub pod: Pod,
+    pub signal: Signal,
+    pub grace_period: i64,
+    pub message: String,
+}
+
+/// The outcome of one synchronize.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub conditions: Vec<Pressure>,
+    pub eviction: Option<Eviction>,
+}
+
+/// The manager's state between rounds; `synchronize` does no I/O.
+pub struct Manager {
+    thresholds: Vec<EvictionThreshold>,
+    settings: EvictionSettings,
+    met: ThresholdTracker,
+    pressure: PressureTracker,
+}
+
+/// The grace period of an eviction (upstream `synchronize`): none for a
+/// hard threshold; for a soft one `--eviction-max-pod-grace-period`, or
+/// the pod's own when that is shorter (or the flag is negative).
+pub fn grace_period(threshold: &EvictionThreshold, pod: &Pod, max_pod_grace_period: i64) -> i64 {
+    if threshold.is_hard() {
+        return 0;
+    }
+    let own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds);
+    match own {
+        Some(own) if max_pod_grace_period < 0 => own,
+        Some(own) => own.min(max_pod_grace_period),
+        None if max_pod_grace_period < 0 => 30,
+        None => max_pod_grace_period,
+    }
+}
+
+impl Manager {
+    pub fn new(thresholds: Vec<EvictionThreshold>, settings: EvictionSettings) -> Self {
+        Self {
+            thresholds,
+            settings,
+            met: ThresholdTracker::default(),
+            pressure: PressureTracker::default(),
+        }
+    }
+
+    /// One round over `active` pods (running, not being deleted).
+    pub fn synchronize(
+        &mut self,
+        now: Instant,
+        observations: &Observations,
+        active: &[Pod],
+        usages: &PodUsages,
+    ) -> Decision {
+        let (met, actionable) = self.met.observe(&self.thresholds, observations, now);
+        let conditions = self
+            .pressure
+            .observe(&met, self.settings.pressure_transition_period, now);
+        let Some(threshold) = to_reclaim(&actionable) else {
+            return Decision {
+                conditions,
+                eviction: None,
+            };
+        };
+        let resource = starved_resource(threshold.signal);
+        let shown = actionable
+            .iter()
+            .filter(|t| starved_resource(t.signal) == resource)
+            .find_map(|t| {
+                let o = observations.get(&t.signal)?;
+                Some((t.quantity(o.capacity), observed_quantity(t.signal, o)))
+            });
+        let mut candidates: Vec<Pod> = active.iter().filter(|p| !is_critical(p)).cloned().collect();
+        rank(&mut candidates, resource, usages);
+        let eviction = candidates.into_iter().next().map(|pod| {
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            let message = eviction_message(resource, &pod, usages.get(uid), shown);
+            Eviction {
+                grace_period: grace_period(&threshold, &pod, self.settings.max_pod_grace_period),
+                signal: threshold.signal,
+                message,
+                pod,
+            }
+        });
+        Decision {
+            conditions,
+            eviction,
+        }
+    }
+}
+
+/// What the eviction loop needs.
+pub struct EvictionContext {
+    pub config: Arc<Config>,
+    pub client: Client,
+    pub handle: Arc<EvictionHandle>,
+    pub signals: Arc<dyn NodeSignals>,
+    pub stats: Arc<dyn PodStats>,
+    pub health: watch::Sender<NodeHealth>,
+}
+
+fn is_active(pod: &Pod, handle: &EvictionHandle) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(phase, Some("Failed" | "Succeeded"))
+        && handle.termination(uid).is_none()
+}
+
+async fn round(ctx: &EvictionContext, manager: &mut Manager) {
+    let signals = ctx.signals.clone();
+    let observations = tokio::task::spawn_blocking(move || signals.observe())
+        .await
+        .unwrap_or_default();
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let params = ListParams::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
+    let active: Vec<Pod> = match api.list(&params).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter(|p| is_active(p, &ctx.handle))
+            .collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, "eviction manager failed to list pods");
+            Vec::new()
+        }
+    };
+    let usages = ctx.stats.usage(&active).await;
+    let decision = manager.synchronize(Instant::now(), &observations, &active, &usages);
+    if decision.conditions != ctx.handle.conditions() {
+        tracing::info!(conditions = ?decision.conditions, "node pressure conditions changed");
+    }
+    ctx.handle.set_conditions(decision.conditions.clone());
+    ctx.health
+        .send_if_modified(|h| apply_to_health(h, &decision.conditions));
+    let Some(e) = decision.eviction else {
+        return;
+    };
+    let uid = e.pod.metadata.uid.clone().unwrap_or_default();
+    tracing::info!(pod = ?e.pod.metadata.name, signal = %e.signal, grace_period = e.grace_period, message = %e.message, "evicting pod");
+    if let Some(r) = &ctx.handle.recorder {
+        r.record(&e.pod, None, EventType::Warning, REASON, &e.message);
+    }
+    ctx.handle.count_eviction(e.signal);
+    ctx.handle.terminate(
+        &uid,
+        Termination {
+            kill: true,
+            grace_period: Some(e.grace_period),
+            reason: REASON.to_owned(),
+            message: e.message,
+            disruption_target: true,
+        },
+    );
+}
+
+/// Runs the eviction manager until `shutdown`.
+pub async fn run(ctx: EvictionContext, shutdown: CancellationToken) {
+    let mut manager = Manager::new(from_config(&ctx.config), ctx.config.eviction.clone());
+    let mut tick = tokio::time::interval(ctx.config.eviction.monitoring_period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        round(&ctx, &mut manager).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    use super::*;
+    use crate::config::ThresholdValue;
+    use crate::eviction::signals::Observation;
+    use crate::quantity::ParsedQuantity;
+
+    fn pod(uid: &str, grace: Option<i64>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.uid = Some(uid.to_owned());
+        p.spec = Some(PodSpec {
+            termination_grace_period_seconds: grace,
+            ..PodSpec::default()
+        });
+        p
+    }
+
+    fn threshold(signal: Signal, q: &str, grace: Option<Duration>) -> EvictionThreshold {
+        EvictionThreshold {
+            signal,
+            value: ThresholdValue::Quantity(ParsedQuantity::parse(q).unwrap()),
+            grace_period: grace,
+            min_reclaim: None,
+        }
+    }
+
+    #[test]
+    fn grace_period_is_zero_for_hard_and_capped_for_soft() {
+        let hard = threshold(Signal::MemoryAvailable, "1", None);
+        let soft = threshold(Signal::MemoryAvailable, "1", Some(Duration::from_secs(1)));
+        assert_eq!(grace_period(&hard, &pod("a", Some(30)), 60), 0);
+        assert_eq!(grace_period(&soft, &pod("a", Some(30)), 60), 30);
+        assert_eq!(grace_period(&soft, &pod("a", Some(30)), 10), 10);
+        assert_eq!(grace_period(&soft, &pod("a", None), 10), 10);
+        assert_eq!(grace_period(&soft, &pod("a", Some(45)), -1), 45);
+    }
+
+    #[test]
+    fn disk_pressure_evicts_one_non_critical_pod_with_kubelet_message() {
+        let settings = EvictionSettings {
+            pressure_transition_period: Duration::from_secs(5),
+            ..EvictionSettings::default()
+        };
+        let mut m = Manager::new(
+            vec![threshold(Signal::NodeFsAvailable, "8Mi", None)],
+            settings,
+        );
+        let mut critical = pod("mirror", None);
+        critical.metadata.annotations = Some(BTreeMap::from([(
+            "kubernetes.io/config.mirror".to_owned(),
+            "x".to_owned(),
+        )]));
+        let pods = vec![critical, pod("web", Some(30))];
+        let low = Observations::from([(
+            Signal::NodeFsAvailable,
+            Observation {
+                available: 3 << 20,
+                capacity: 16 << 20,
+            },
+        )]);
+        let now = Instant::now();
+        let d = m.synchronize(now, &low, &pods, &PodUsages::new());
+        assert_eq!(d.conditions, vec![Pressure::Disk]);
+        let e = d.eviction.unwrap();
+        assert_eq!(e.pod.metadata.uid.as_deref(), Some("web"));
+        assert_eq!(e.grace_period, 0);
+        assert_eq!(
+            e.message,
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 8Mi, available: 3Mi. "
+        );
+        // Recovered: no eviction, pressure kept for the transition period.
+        let ok = Observations::from([(
+            Signal::NodeFsAvailable,
+            Observation {
+                available: 12 << 20,
+                capacity: 16 << 20,
+            },
+        )]);
+        let d = m.synchronize(now + Duration::from_secs(1), &ok, &pods, &PodUsages::new());
+        assert_eq!(d.conditions, vec![Pressure::Disk]);
+        assert!(d.eviction.is_none());
+        let d = m.synchronize(now + Duration::from_secs(6), &ok, &pods, &PodUsages::new());
+        assert!(d.conditions.is_empty());
+    }
+}

@@ -1,0 +1,192 @@
+//! The pod worker's side of evictions and admission: before a sync, a pod
+//! the agent terminates is killed (once) and gets its final status; a new
+//! pod is admitted or rejected; a pod already Evicted is never restarted.
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::admission::admit;
+use super::handle::Termination;
+use super::message::{REASON, TERMINATION_BY_KUBELET};
+use crate::kuberuntime::events::EventType;
+use crate::pod_worker::manager::{WorkerContext, WorkerError};
+use crate::pod_worker::status::{StatusInputs, generate_pod_status};
+use crate::qos::get_pod_qos;
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+/// The final status of a terminated pod.
+fn final_status(pod: &Pod, base: Option<PodStatus>, t: &Termination, now: Timestamp) -> PodStatus {
+    let mut status = base.unwrap_or_default();
+    status.phase = Some("Failed".to_owned());
+    status.reason = Some(t.reason.clone());
+    status.message = Some(t.message.clone());
+    status.qos_class = Some(get_pod_qos(pod).as_str().to_owned());
+    if t.disruption_target {
+        let conditions = status.conditions.get_or_insert_with(Vec::new);
+        conditions.retain(|c| c.type_ != "DisruptionTarget");
+        conditions.push(PodCondition {
+            type_: "DisruptionTarget".to_owned(),
+            status: "True".to_owned(),
+            reason: Some(TERMINATION_BY_KUBELET.to_owned()),
+            message: Some(t.message.clone()),
+            last_transition_time: Some(Time(now)),
+            ..PodCondition::default()
+        });
+    }
+    status
+}
+
+async fn write_status(
+    ctx: &WorkerContext,
+    pod: &Pod,
+    status: &PodStatus,
+) -> Result<(), WorkerError> {
+    let api: Api<Pod> = Api::namespaced(
+        ctx.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    let patch = json!({ "metadata": { "uid": pod.metadata.uid }, "status": status });
+    api.patch_status(
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| WorkerError::Api {
+        step: "patch pod status",
+        source,
+    })?;
+    Ok(())
+}
+
+async fn finish(
+    ctx: &WorkerContext,
+    pod: &Pod,
+    uid: &str,
+    t: &Termination,
+) -> Result<(), WorkerError> {
+    let now = Timestamp::now();
+    let base = if t.kill {
+        if !ctx.eviction.is_killed(uid) {
+            ctx.runtime.kill_pod(uid, t.grace_period).await?;
+            ctx.eviction.mark_killed(uid);
+            tracing::info!(pod = ?pod.metadata.name, grace_period = ?t.grace_period, "evicted pod killed");
+        }
+        let observed = ctx.runtime.observed(uid).await?;
+        Some(generate_pod_status(&StatusInputs {
+            pod,
+            observed: &observed.containers,
+            sandbox_ready: false,
+            pod_is_terminal: true,
+            host_ips: &ctx.host_ips,
+            pod_ips: &[],
+            now,
+        }))
+    } else {
+        None
+    };
+    let done = phase(pod) == Some("Failed")
+        && pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(t.reason.as_str());
+    if !done {
+        write_status(ctx, pod, &final_status(pod, base, t, now)).await?;
+    }
+    Ok(())
+}
+
+/// Runs before each sync of `pod`; true when the pod must not be synced
+/// (terminated by the agent, or rejected now).
+pub async fn intercept(ctx: &WorkerContext, pod: &Pod) -> Result<bool, WorkerError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if let Some(t) = ctx.eviction.termination(&uid) {
+        finish(ctx, pod, &uid, &t).await?;
+        return Ok(true);
+    }
+    let evicted = phase(pod) == Some("Failed")
+        && pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(REASON);
+    if evicted {
+        // Terminated by an earlier run of the agent: keep it stopped.
+        if ctx.eviction.mark_killed(&uid) {
+            ctx.runtime.kill_pod(&uid, Some(0)).await?;
+        }
+        return Ok(true);
+    }
+    // Pods past Pending were admitted by an earlier run of the agent.
+    let new = matches!(phase(pod), None | Some("Pending"));
+    if ctx.eviction.mark_admitted(&uid)
+        && new
+        && let Err(rejection) = admit(pod, &ctx.eviction.conditions())
+    {
+        tracing::info!(pod = ?pod.metadata.name, message = %rejection.message, "pod rejected at admission");
+        if let Some(r) = &ctx.eviction.recorder {
+            r.record(
+                pod,
+                None,
+                EventType::Warning,
+                rejection.reason,
+                &rejection.message,
+            );
+        }
+        let t = Termination {
+            kill: false,
+            grace_period: None,
+            reason: rejection.reason.to_owned(),
+            message: format!("Pod was rejected: {}", rejection.message),
+            disruption_target: false,
+        };
+        ctx.eviction.terminate(&uid, t.clone());
+        finish(ctx, pod, &uid, &t).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicted_status_is_failed_with_a_disruption_target_condition() {
+        let t = Termination {
+            kill: true,
+            grace_period: Some(0),
+            reason: "Evicted".to_owned(),
+            message: "The node was low on resource: memory. ".to_owned(),
+            disruption_target: true,
+        };
+        let s = final_status(&Pod::default(), None, &t, Timestamp::UNIX_EPOCH);
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("Evicted"));
+        assert_eq!(s.qos_class.as_deref(), Some("BestEffort"));
+        let c = &s.conditions.unwrap()[0];
+        assert_eq!(c.type_, "DisruptionTarget");
+        assert_eq!(c.reason.as_deref(), Some("TerminationByKubelet"));
+        assert_eq!(
+            c.message.as_deref(),
+            Some("The node was low on resource: memory. ")
+        );
+    }
+
+    #[test]
+    fn rejected_status_has_no_disruption_target() {
+        let t = Termination {
+            kill: false,
+            grace_period: None,
+            reason: "Evicted".to_owned(),
+            message: "Pod was rejected: The node had condition: [DiskPressure]. ".to_owned(),
+            disruption_target: false,
+        };
+        let s = final_status(&Pod::default(), None, &t, Timestamp::UNIX_EPOCH);
+        assert!(s.conditions.is_none());
+        assert_eq!(
+            s.message.as_deref(),
+            Some("Pod was rejected: The node had condition: [DiskPressure]. ")
+        );
+    }
+}
