@@ -63,7 +63,7 @@ async fn summary_of(client: &kube::Client, millicores: Option<u64>) -> Value {
 }
 
 fn hpa_json(server: &Server) -> Value {
-    serde_json::from_str(&server.ok(&["get", "hpa.v2.autoscaling", "web", "-o", "json"]))
+    serde_json::from_str(&server.ok(&["get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "json"]))
         .expect("hpa json")
 }
 
@@ -226,7 +226,7 @@ fn kubectl_autoscale_scales_on_cpu_and_reports_missing_metrics() {
     // autoscaling/v1 shows the same through conversion.
     let v1 = server.ok(&[
         "get",
-        "hpa.v1.autoscaling",
+        "horizontalpodautoscalers.v1.autoscaling",
         "web",
         "-o",
         "jsonpath={.status.currentCPUUtilizationPercentage}",
