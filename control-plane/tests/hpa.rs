@@ -63,8 +63,14 @@ async fn summary_of(client: &kube::Client, millicores: Option<u64>) -> Value {
 }
 
 fn hpa_json(server: &Server) -> Value {
-    serde_json::from_str(&server.ok(&["get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "json"]))
-        .expect("hpa json")
+    serde_json::from_str(&server.ok(&[
+        "get",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "web",
+        "-o",
+        "json",
+    ]))
+    .expect("hpa json")
 }
 
 fn condition(hpa: &Value, type_: &str) -> Option<(String, String)> {

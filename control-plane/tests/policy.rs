@@ -6,12 +6,12 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::kubelet::{FakeKubelet, now, summary_kubelet};
 use common::{Server, wait_for};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 fn json_of(server: &Server, args: &[&str]) -> Value {

@@ -47,16 +47,17 @@ struct MetricFailure {
     error: String,
 }
 
-/// Checks the scale's selector (`validateAndParseSelector`).
-fn check_selector(
+/// Checks the scale's selector (`validateAndParseSelector`): the failed
+/// outcome when it is missing or does not parse.
+fn selector_failure(
     events: &Events,
     hpa: &HorizontalPodAutoscaler,
     selector: &str,
-) -> Result<(), Outcome> {
+) -> Option<Outcome> {
     if selector.is_empty() {
         let msg = "selector is required".to_string();
         events.warning(hpa, "SelectorRequired", msg.clone());
-        return Err(Outcome::failed(
+        return Some(Outcome::failed(
             "InvalidSelector",
             "the HPA target's scale is missing a selector".into(),
             msg,
@@ -66,9 +67,9 @@ fn check_selector(
         let msg =
             format!("couldn't convert selector into a corresponding internal selector object: {e}");
         events.warning(hpa, "InvalidSelector", msg.clone());
-        return Err(Outcome::failed("InvalidSelector", msg.clone(), msg));
+        return Some(Outcome::failed("InvalidSelector", msg.clone(), msg));
     }
-    Ok(())
+    None
 }
 
 /// Every metric's proposal for a target now at `current` replicas whose
@@ -80,7 +81,7 @@ pub async fn compute(
     selector: &str,
     current: i32,
 ) -> Outcome {
-    if let Err(outcome) = check_selector(events, hpa, selector) {
+    if let Some(outcome) = selector_failure(events, hpa, selector) {
         return outcome;
     }
     let ns = hpa.metadata.namespace.clone().unwrap_or_default();

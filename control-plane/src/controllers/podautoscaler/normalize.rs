@@ -381,7 +381,7 @@ mod tests {
         let mut h = History::default();
         let n = h.normalize(3, 10, 1, 5, WINDOW, t(0));
         assert_eq!(n.replicas, 5);
-        assert_eq!(n.limited.0, true);
+        assert!(n.limited.0);
         assert_eq!(n.limited.1, "TooManyReplicas");
         let mut h = History::default();
         let n = h.normalize(3, 0, 2, 5, WINDOW, t(0));
