@@ -264,6 +264,60 @@ fn quota_admission_counts_refuses_and_shows_usage() {
 }
 
 #[test]
+fn updates_that_add_usage_are_checked_by_quota_and_limit_ranges() {
+    let server = Server::start();
+    server.ok(&["create", "namespace", "u"]);
+    server.ok(&[
+        "create",
+        "quota",
+        "q",
+        "-n",
+        "u",
+        "--hard=services.nodeports=0,requests.storage=2Gi",
+    ]);
+    wait_used(&server, "u", "q", "services.nodeports", "0");
+    server.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        "u",
+        "--tcp=80:80",
+    ]);
+    let patch = r#"{"spec":{"type":"NodePort"}}"#;
+    let err = server.fails(&["patch", "service", "web", "-n", "u", "-p", patch]);
+    assert!(
+        err.contains("services \"web\" is forbidden: exceeded quota: q, requested: services.nodeports=1, used: services.nodeports=0, limited: services.nodeports=0"),
+        "{err}"
+    );
+    let claim = |size: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: {size}\n"
+        )
+    };
+    server.ok_stdin(&["apply", "-n", "u", "-f", "-"], &claim("1Gi"));
+    wait_used(&server, "u", "q", "requests.storage", "1Gi");
+    let err = fails_stdin(&server, &["apply", "-n", "u", "-f", "-"], &claim("3Gi"));
+    assert!(
+        err.contains("persistentvolumeclaims \"data\" is forbidden: exceeded quota: q, requested: requests.storage=2Gi, used: requests.storage=1Gi, limited: requests.storage=2Gi"),
+        "{err}"
+    );
+    server.ok_stdin(
+        &["apply", "-n", "u", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: storage\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    max: {storage: 1500Mi}\n",
+    );
+    let err = fails_stdin(&server, &["apply", "-n", "u", "-f", "-"], &claim("2Gi"));
+    assert!(
+        err.contains("persistentvolumeclaims \"data\" is forbidden: maximum storage usage per PersistentVolumeClaim is 1500Mi, but request is 2Gi"),
+        "{err}"
+    );
+    // A resize within both is admitted and charged.
+    server.ok_stdin(&["apply", "-n", "u", "-f", "-"], &claim("1200Mi"));
+    wait_used(&server, "u", "q", "requests.storage", "1200Mi");
+}
+
+#[test]
 fn racing_creates_never_take_more_than_the_quota() {
     let server = Server::start();
     server.ok(&["create", "namespace", "race"]);
