@@ -110,7 +110,10 @@ fn deployment_replicas(server: &Server) -> i64 {
 
 #[test]
 fn kubectl_autoscale_scales_on_cpu_and_reports_missing_metrics() {
-    let server = Server::start_with(&["--horizontal-pod-autoscaler-sync-period=1s"]);
+    let server = Server::start_with(&[
+        "--horizontal-pod-autoscaler-sync-period=1s",
+        "--horizontal-pod-autoscaler-downscale-stabilization=3s",
+    ]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -238,4 +241,25 @@ fn kubectl_autoscale_scales_on_cpu_and_reports_missing_metrics() {
         "jsonpath={.status.currentCPUUtilizationPercentage}",
     ]);
     assert_eq!(v1.trim(), "90");
+
+    // 10% on every pod: down to minReplicas once the (shortened)
+    // stabilization window has passed.
+    if let Ok(mut u) = usage.lock() {
+        *u = Some(10);
+    }
+    wait_for(120, "the deployment scaled down to 1", || {
+        deployment_replicas(&server) == 1
+    });
+    let events = server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=SuccessfulRescale",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("New size: 1; reason: All metrics below target"),
+        "{events}"
+    );
 }

@@ -8,10 +8,10 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::jiff::Timestamp;
 
+use super::events::Events;
 use super::metrics;
 use super::replicas::{self, Target};
 use super::status;
-use crate::controllers::util::Events;
 
 /// The outcome over all metrics.
 #[derive(Debug, Clone)]

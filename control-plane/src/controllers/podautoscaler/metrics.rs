@@ -118,7 +118,7 @@ pub async fn resource_metrics(
     let mut out = PodMetrics::new();
     for item in &list.items {
         let name = item.metadata.name.clone().unwrap_or_default();
-        if let Some(m) = sample(&item.data, &name, resource, container)? {
+        if let Some(m) = sample(&item.data, &format!("{ns}/{name}"), resource, container)? {
             out.insert(name, m);
         }
     }
@@ -126,7 +126,8 @@ pub async fn resource_metrics(
 }
 
 /// One PodMetrics object's sample (`getPodMetrics`, `getContainersMetrics`):
-/// a pod missing the resource in any container has no sample.
+/// a pod missing the resource in any container has no sample. `pod`
+/// (`namespace/name`) only names it in errors.
 pub fn sample(
     data: &Value,
     pod: &str,

@@ -7,6 +7,7 @@
 //! with the status of `status`.
 
 mod compute;
+mod events;
 mod metrics;
 mod normalize;
 mod replicas;

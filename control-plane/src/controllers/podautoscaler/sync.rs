@@ -17,10 +17,11 @@ use serde_json::json;
 
 use super::Settings;
 use super::compute;
+use super::events::Events;
 use super::metrics::api_message;
 use super::normalize::{Behavior, History};
 use super::status::{self, ABLE_TO_SCALE, SCALING_ACTIVE, SCALING_LIMITED};
-use crate::controllers::util::{self, Events, Key};
+use crate::controllers::util::{self, Key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -57,7 +58,7 @@ struct Target {
 impl Autoscaler {
     pub fn new(client: kube::Client, settings: Settings) -> Self {
         Self {
-            events: Events::new(client.clone(), "horizontal-pod-autoscaler"),
+            events: Events::new(client.clone()),
             client,
             settings,
             histories: Mutex::default(),
