@@ -148,6 +148,29 @@ pub struct ServerFlags {
     )]
     pub node_monitor_period: String,
 
+    /// The period for syncing the number of pods in horizontal pod
+    /// autoscaler (kube-controller-manager
+    /// --horizontal-pod-autoscaler-sync-period).
+    #[arg(
+        long,
+        env = "R8S_HORIZONTAL_POD_AUTOSCALER_SYNC_PERIOD",
+        default_value = "15s",
+        help_heading = "Controllers"
+    )]
+    pub horizontal_pod_autoscaler_sync_period: String,
+
+    /// The period for which autoscaler will look backwards and not scale
+    /// down below any recommendation it made during that period
+    /// (kube-controller-manager
+    /// --horizontal-pod-autoscaler-downscale-stabilization).
+    #[arg(
+        long,
+        env = "R8S_HORIZONTAL_POD_AUTOSCALER_DOWNSCALE_STABILIZATION",
+        default_value = "5m0s",
+        help_heading = "Controllers"
+    )]
+    pub horizontal_pod_autoscaler_downscale_stabilization: String,
+
     /// Do not run a node agent inside the server process. The embedded
     /// agent takes the r8s-agent settings from their R8S_* environment
     /// variables (R8S_ROOT_DIR, R8S_RUN_DIR, R8S_POD_CIDR, R8S_CGROUP_ROOT,
@@ -242,6 +265,8 @@ pub struct Config {
     pub leader_elect: bool,
     pub node_monitor_grace_period: Duration,
     pub node_monitor_period: Duration,
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
 }
 
 impl ServerFlags {
@@ -275,6 +300,26 @@ impl ServerFlags {
             )?,
             node_monitor_period: parse_duration(&self.node_monitor_period).ok_or_else(|| {
                 ConfigError::Duration("node-monitor-period", self.node_monitor_period.clone())
+            })?,
+            horizontal_pod_autoscaler_sync_period: parse_duration(
+                &self.horizontal_pod_autoscaler_sync_period,
+            )
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ConfigError::Duration(
+                    "horizontal-pod-autoscaler-sync-period",
+                    self.horizontal_pod_autoscaler_sync_period.clone(),
+                )
+            })?,
+            horizontal_pod_autoscaler_downscale_stabilization: parse_duration(
+                &self.horizontal_pod_autoscaler_downscale_stabilization,
+            )
+            .ok_or_else(|| {
+                ConfigError::Duration(
+                    "horizontal-pod-autoscaler-downscale-stabilization",
+                    self.horizontal_pod_autoscaler_downscale_stabilization
+                        .clone(),
+                )
             })?,
         })
     }
@@ -344,6 +389,14 @@ mod tests {
         assert_eq!(config.service_cluster_ip_range.to_string(), "10.43.0.0/16");
         assert_eq!(config.service_node_port_range, (30000, 32767));
         assert_eq!(config.write_kubeconfig, PathBuf::from("/etc/r8s/r8s.yaml"));
+        assert_eq!(
+            config.horizontal_pod_autoscaler_sync_period,
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            config.horizontal_pod_autoscaler_downscale_stabilization,
+            Duration::from_secs(300)
+        );
     }
 
     #[test]

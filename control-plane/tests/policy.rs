@@ -1,149 +1,18 @@
 //! Policy against a real r8s-server and real kubectl: `kubectl drain` with a
 //! PodDisruptionBudget (eviction API + disruption controller), ResourceQuota
-//! and LimitRange admission. No kubelet runs: `FakeKubelet` stands in for
-//! the nodes (a test helper, not a runtime): it binds pending pods to the
-//! first schedulable fake Node, reports them Running and Ready, renews the
-//! nodes' heartbeats and finishes the deletes of terminating pods.
+//! and LimitRange admission. No kubelet runs: `common::kubelet::FakeKubelet`
+//! stands in for the nodes.
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::kubelet::{FakeKubelet, now, summary_kubelet};
 use common::{Server, wait_for};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-
-struct FakeKubelet {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl FakeKubelet {
-    fn start(server: &Server, nodes: &'static [&'static str]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let kubeconfig = server.kubeconfig();
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let client = common::client_for(&kubeconfig).await;
-                let api: Api<Node> = Api::all(client.clone());
-                for n in nodes {
-                    let node: Node =
-                        serde_json::from_value(json!({"metadata": {"name": n}})).expect("node");
-                    let _ = api.create(&PostParams::default(), &node).await;
-                }
-                let mut tick = 0u32;
-                while !s.load(Ordering::SeqCst) {
-                    if tick.is_multiple_of(20) {
-                        heartbeat(&client, nodes).await;
-                    }
-                    tick += 1;
-                    if let Err(e) = pass(&client, nodes).await {
-                        eprintln!("fake kubelet pass failed: {e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            });
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FakeKubelet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-async fn heartbeat(client: &kube::Client, nodes: &[&str]) {
-    let api: Api<Node> = Api::all(client.clone());
-    let t = now();
-    for n in nodes {
-        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-            "reason": "KubeletReady", "lastHeartbeatTime": t, "lastTransitionTime": t}]}});
-        let _ = api
-            .patch_status(n, &PatchParams::default(), &Patch::Merge(status))
-            .await;
-    }
-}
-
-async fn pass(client: &kube::Client, nodes: &[&str]) -> Result<(), kube::Error> {
-    let node_api: Api<Node> = Api::all(client.clone());
-    let mut schedulable = Vec::new();
-    for n in nodes {
-        let node = node_api.get(n).await?;
-        if node.spec.and_then(|s| s.unschedulable) != Some(true) {
-            schedulable.push(n.to_string());
-        }
-    }
-    let all: Api<Pod> = Api::all(client.clone());
-    for pod in all.list(&ListParams::default()).await? {
-        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-        let name = pod.name_any();
-        if pod.metadata.deletion_timestamp.is_some() {
-            let _ = api
-                .delete(&name, &DeleteParams::default().grace_period(0))
-                .await;
-            continue;
-        }
-        let spec = pod.spec.clone().unwrap_or_default();
-        let Some(node) = spec.node_name.clone() else {
-            if let Some(target) = schedulable.first() {
-                let binding = json!({"apiVersion": "v1", "kind": "Binding",
-                    "metadata": {"name": name}, "target": {"kind": "Node", "name": target}});
-                let _ = api
-                    .create_subresource::<Value, Value>(
-                        "binding",
-                        &name,
-                        &PostParams::default(),
-                        &binding,
-                    )
-                    .await;
-            }
-            continue;
-        };
-        if !nodes.contains(&node.as_str()) {
-            continue;
-        }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-        if phase.as_deref().is_some_and(|p| p != "Pending") {
-            continue;
-        }
-        let t = now();
-        let status = json!({"status": {
-            "phase": "Running", "podIP": "10.42.0.9", "hostIP": "127.0.0.1", "startTime": t,
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": t},
-                {"type": "ContainersReady", "status": "True", "lastTransitionTime": t},
-                {"type": "Ready", "status": "True", "lastTransitionTime": t}],
-            "containerStatuses": spec.containers.iter().map(|c| json!({"name": c.name, "ready": true,
-                "restartCount": 0, "image": "busybox", "imageID": "", "started": true,
-                "state": {"running": {"startedAt": t}}})).collect::<Vec<_>>()}});
-        let _ = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-            .await;
-    }
-    Ok(())
-}
 
 fn json_of(server: &Server, args: &[&str]) -> Value {
     let mut a = args.to_vec();
@@ -395,6 +264,60 @@ fn quota_admission_counts_refuses_and_shows_usage() {
 }
 
 #[test]
+fn updates_that_add_usage_are_checked_by_quota_and_limit_ranges() {
+    let server = Server::start();
+    server.ok(&["create", "namespace", "u"]);
+    server.ok(&[
+        "create",
+        "quota",
+        "q",
+        "-n",
+        "u",
+        "--hard=services.nodeports=0,requests.storage=2Gi",
+    ]);
+    wait_used(&server, "u", "q", "services.nodeports", "0");
+    server.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        "u",
+        "--tcp=80:80",
+    ]);
+    let patch = r#"{"spec":{"type":"NodePort"}}"#;
+    let err = server.fails(&["patch", "service", "web", "-n", "u", "-p", patch]);
+    assert!(
+        err.contains("services \"web\" is forbidden: exceeded quota: q, requested: services.nodeports=1, used: services.nodeports=0, limited: services.nodeports=0"),
+        "{err}"
+    );
+    let claim = |size: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: {size}\n"
+        )
+    };
+    server.ok_stdin(&["apply", "-n", "u", "-f", "-"], &claim("1Gi"));
+    wait_used(&server, "u", "q", "requests.storage", "1Gi");
+    let err = fails_stdin(&server, &["apply", "-n", "u", "-f", "-"], &claim("3Gi"));
+    assert!(
+        err.contains("persistentvolumeclaims \"data\" is forbidden: exceeded quota: q, requested: requests.storage=2Gi, used: requests.storage=1Gi, limited: requests.storage=2Gi"),
+        "{err}"
+    );
+    server.ok_stdin(
+        &["apply", "-n", "u", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: storage\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    max: {storage: 1500Mi}\n",
+    );
+    let err = fails_stdin(&server, &["apply", "-n", "u", "-f", "-"], &claim("2Gi"));
+    assert!(
+        err.contains("persistentvolumeclaims \"data\" is forbidden: maximum storage usage per PersistentVolumeClaim is 1500Mi, but request is 2Gi"),
+        "{err}"
+    );
+    // A resize within both is admitted and charged.
+    server.ok_stdin(&["apply", "-n", "u", "-f", "-"], &claim("1200Mi"));
+    wait_used(&server, "u", "q", "requests.storage", "1200Mi");
+}
+
+#[test]
 fn racing_creates_never_take_more_than_the_quota() {
     let server = Server::start();
     server.ok(&["create", "namespace", "race"]);
@@ -486,57 +409,6 @@ fn limit_ranges_default_and_bound_container_resources() {
     );
 }
 
-/// A kubelet stand-in serving only `/stats/summary` over TLS on 127.0.0.1.
-async fn summary_kubelet(summary: Value) -> u16 {
-    let tls = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
-    let cert = tls.cert.der().clone();
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(tls.signing_key.serialize_der());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key.into())
-        .expect("server config");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let body = summary.to_string();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, body) = (acceptor.clone(), body.clone());
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let body = body.clone();
-                        async move {
-                            let (code, b) = if req.uri().path() == "/stats/summary" {
-                                (200, body)
-                            } else {
-                                (404, String::new())
-                            };
-                            hyper::Response::builder()
-                                .status(code)
-                                .header("content-type", "application/json")
-                                .body(http_body_util::Full::new(bytes::Bytes::from(b)))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn kubectl_top_reads_node_and_pod_metrics_from_the_kubelet_summary() {
     let server = Server::start();
@@ -546,13 +418,13 @@ fn kubectl_top_reads_node_and_pod_metrics_from_the_kubelet_summary() {
         .build()
         .expect("runtime");
     let t = now();
-    let port = rt.block_on(summary_kubelet(json!({
+    let port = rt.block_on(summary_kubelet(Arc::new(Mutex::new(json!({
         "node": {"nodeName": "m1", "cpu": {"time": t, "usageNanoCores": 250_000_000u64},
             "memory": {"time": t, "workingSetBytes": 104_857_600u64}},
         "pods": [{"podRef": {"name": "web", "namespace": "default", "uid": "u"}, "containers": [
             {"name": "c", "cpu": {"time": t, "usageNanoCores": 150_000_000u64},
              "memory": {"time": t, "workingSetBytes": 1_048_576u64}}]}]
-    })));
+    })))));
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "m1"},
         "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},

@@ -1,8 +1,9 @@
 //! Admission plugins between defaulting/validation and the store, as
 //! kube-apiserver runs them: the mutating LimitRanger defaults before
 //! validation; LimitRanger's checks and ResourceQuota's charge after it.
-//! `server::objects` calls `mutate` and `validate` on creates and
-//! `release` when the store refuses what was admitted.
+//! `server::objects` calls `mutate` and `validate` on creates,
+//! `validate_update` on updates, and `release` when the store refuses what
+//! was admitted.
 
 pub mod limitranger;
 pub mod resourcequota;
@@ -43,6 +44,26 @@ pub async fn validate(
     };
     limitranger::validate(api, r, ns, obj).await?;
     resourcequota::admit(api, r, ns, obj, dry_run).await
+}
+
+/// Validating admission of an update of an object itself (subresources
+/// are not admitted, as upstream): LimitRanger checks claims again (pod
+/// containers cannot change), ResourceQuota charges added usage.
+pub async fn validate_update(
+    api: &Api,
+    r: &ResourceType,
+    ns: Option<&str>,
+    old: &Value,
+    new: &Value,
+    dry_run: bool,
+) -> Result<Charge, ApiError> {
+    let Some(ns) = ns else {
+        return Ok(Charge::default());
+    };
+    if !(r.group.is_empty() && r.plural == "pods") {
+        limitranger::validate(api, r, ns, new).await?;
+    }
+    resourcequota::admit_update(api, r, ns, old, new, dry_run).await
 }
 
 /// Gives back a charge whose object was not stored.

@@ -1,6 +1,7 @@
 //! ResourceQuota admission (upstream plugin/pkg/admission/resourcequota):
-//! a create is checked against every quota of its namespace that selects
-//! it, and charged to each quota's `status.used` with a compare-and-swap on
+//! a create (or an update that adds usage: a claim resized, a service
+//! changing type) is checked against every quota of its namespace that
+//! selects it, and charged to each quota's `status.used` with a compare-and-swap on
 //! the quota's revision, so that two racing creates can never both take the
 //! last unit of a quota.
 
@@ -197,6 +198,43 @@ pub async fn admit(
     obj: &Value,
     dry_run: bool,
 ) -> Result<Charge, ApiError> {
+    charge_for(api, r, ns, None, obj, dry_run).await
+}
+
+/// Whether updates of a kind can change its quota usage: the evaluators
+/// upstream registers for updates (claims resized, services changing type;
+/// a pod's resources only change through its `resize` subresource).
+fn usage_changes_on_update(r: &ResourceType) -> bool {
+    r.group.is_empty() && matches!(r.plural, "persistentvolumeclaims" | "services")
+}
+
+/// Admits an update of `old` to `obj`, charging what it adds to usage.
+pub async fn admit_update(
+    api: &Api,
+    r: &ResourceType,
+    ns: &str,
+    old: &Value,
+    obj: &Value,
+    dry_run: bool,
+) -> Result<Charge, ApiError> {
+    if !usage_changes_on_update(r) {
+        return Ok(Charge {
+            namespace: ns.to_string(),
+            taken: Vec::new(),
+        });
+    }
+    charge_for(api, r, ns, Some(old), obj, dry_run).await
+}
+
+/// Checks and charges the usage of `obj` (less that of `old` on updates).
+async fn charge_for(
+    api: &Api,
+    r: &ResourceType,
+    ns: &str,
+    old: Option<&Value>,
+    obj: &Value,
+    dry_run: bool,
+) -> Result<Charge, ApiError> {
     let mut charge = Charge {
         namespace: ns.to_string(),
         taken: Vec::new(),
@@ -213,7 +251,18 @@ pub async fn admit(
     if selecting.is_empty() {
         return Ok(charge);
     }
-    let delta = usage::usage(r, obj, chrono::Utc::now());
+    let delta = match old {
+        // Only what the update adds is charged (upstream
+        // `SubtractWithNonNegativeResult`); nothing is given back.
+        Some(old) => usage::sub(
+            &usage::usage(r, obj, chrono::Utc::now()),
+            &usage::usage(r, old, chrono::Utc::now()),
+        ),
+        None => usage::usage(r, obj, chrono::Utc::now()),
+    };
+    if old.is_some() && delta.values().all(|v| v.is_zero()) {
+        return Ok(charge);
+    }
     // Check every quota before charging any.
     for q in &selecting {
         check(q, r, obj, &delta).map_err(|why| forbidden(r, obj, &why))?;
@@ -368,6 +417,49 @@ mod tests {
         assert_eq!(
             check(&q, pods, &p, &delta).unwrap_err(),
             "exceeded quota: q, requested: requests.cpu=1, used: requests.cpu=1, limited: requests.cpu=1500m"
+        );
+    }
+
+    #[test]
+    fn a_service_turning_node_port_is_charged_its_node_ports_only() {
+        let svcs = find("", "v1", "services").unwrap();
+        let old = json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
+        let new = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
+        let now = chrono::Utc::now();
+        let delta = usage::sub(
+            &usage::usage(svcs, &new, now),
+            &usage::usage(svcs, &old, now),
+        );
+        let q = quota(
+            json!({"services": "1", "services.nodeports": "0"}),
+            json!({"services": "1", "services.nodeports": "0"}),
+        );
+        assert_eq!(
+            check(&q, svcs, &new, &delta).unwrap_err(),
+            "exceeded quota: q, requested: services.nodeports=1, used: services.nodeports=0, limited: services.nodeports=0"
+        );
+        assert!(usage_changes_on_update(svcs));
+        assert!(!usage_changes_on_update(
+            find("", "v1", "configmaps").unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_claim_resize_is_charged_the_added_storage() {
+        let pvcs = find("", "v1", "persistentvolumeclaims").unwrap();
+        let claim = |size: &str| json!({"metadata": {"name": "c"}, "spec": {"resources": {"requests": {"storage": size}}}});
+        let now = chrono::Utc::now();
+        let delta = usage::sub(
+            &usage::usage(pvcs, &claim("5Gi"), now),
+            &usage::usage(pvcs, &claim("1Gi"), now),
+        );
+        let q = quota(
+            json!({"requests.storage": "4Gi"}),
+            json!({"requests.storage": "1Gi"}),
+        );
+        assert_eq!(
+            check(&q, pvcs, &claim("5Gi"), &delta).unwrap_err(),
+            "exceeded quota: q, requested: requests.storage=4Gi, used: requests.storage=1Gi, limited: requests.storage=4Gi"
         );
     }
 

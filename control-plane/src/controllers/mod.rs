@@ -21,6 +21,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod scheduler;
@@ -117,6 +118,7 @@ fn spawn_controller_manager(ctx: &ControllerContext) {
     clusterroleaggregation::spawn(ctx);
     statefulset::spawn(ctx);
     disruption::spawn(ctx);
+    podautoscaler::spawn(ctx);
     resourcequota::spawn(ctx);
     csrapproving::spawn(ctx);
     csrsigning::spawn(ctx);

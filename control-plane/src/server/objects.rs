@@ -717,21 +717,36 @@ impl Api {
             record(r, Some(&old), &mut new, mode, sub, opts);
         }
         let key = meta::key(r, ns, name);
+        let charge = match mode {
+            UpdateMode::Main => {
+                admission::validate_update(self, r, ns, &old, &new, dry_run).await?
+            }
+            _ => admission::Charge::default(),
+        };
         if !is_service(r) {
-            return Ok(self
+            let result = self
                 .commit_update(r, &key, &old, old_rev, new, dry_run)
-                .await?
-                .0);
+                .await;
+            if result.is_err() {
+                admission::release(self, charge).await;
+            }
+            return Ok(result?.0);
         }
         let mut alloc = self.services.lock().await;
         let ServiceAllocators { ips, ports } = &mut *alloc;
-        if mode == UpdateMode::Main {
-            allocator::update_service_allocations(ips, ports, &mut new, Some(&old))
-                .map_err(|causes| ApiError::invalid(r.kind, r.group, name, &causes))?;
+        if mode == UpdateMode::Main
+            && let Err(causes) =
+                allocator::update_service_allocations(ips, ports, &mut new, Some(&old))
+        {
+            admission::release(self, charge).await;
+            return Err(ApiError::invalid(r.kind, r.group, name, &causes));
         }
         let result = self
             .commit_update(r, &key, &old, old_rev, new.clone(), dry_run)
             .await;
+        if result.is_err() {
+            admission::release(self, charge).await;
+        }
         match &result {
             Ok((_, true)) if !dry_run => allocator::release_service(ips, ports, &new),
             Ok(_) if !dry_run => {}
