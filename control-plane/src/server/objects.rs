@@ -613,6 +613,7 @@ impl Api {
             registry::prepare_update(r, &mut new, &old);
             self.validate(r, &new, Some(&old))?;
         }
+        admission::validate_update(self, r, ns, name, mode, &new, &old).await?;
         let generation = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -801,6 +802,7 @@ impl Api {
                     ),
                 ));
             }
+            admission::validate_delete(self, r, ns, name, &obj).await?;
             let is_ns = r.plural == "namespaces" && r.group.is_empty();
             if is_ns && PROTECTED_NAMESPACES.contains(&name) {
                 return Err(ApiError::forbidden(format!(

@@ -10,6 +10,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Flags added to every start.
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -20,11 +22,17 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts a server on a fresh data dir and waits until it is ready.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// `start` with more r8s-server flags.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Self {
             dir,
             port: free_port(),
             child: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s.wait_ready();
@@ -63,6 +71,7 @@ impl Server {
                 "--disable-agent",
             ])
             .args(["--secure-port", &self.port.to_string()])
+            .args(&self.extra_args)
             .env("R8S_LOG_LEVEL", "info,control_plane=debug")
             .stdout(Stdio::null())
             .stderr(log)
