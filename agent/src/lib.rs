@@ -44,8 +44,8 @@ pub enum RunError {
     },
     #[error("failed to load the client configuration")]
     InferConfig(#[source] kube::config::InferConfigError),
-    #[error("failed to build the API client")]
-    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Client(#[from] bootstrap::client::ClientError),
     #[error(transparent)]
     Runtime(#[from] runtime_service::RuntimeServiceError),
     #[error("failed to join the cluster")]
@@ -61,8 +61,10 @@ fn fake_pod_ip_base(node_name: &str) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(10, 42, third, 0)
 }
 
+/// The API client; with certificate files (a joined node) one that picks
+/// up their renewal without a restart.
 async fn client(config: &Config) -> Result<kube::Client, RunError> {
-    kube::Client::try_from(kube_config(config).await?).map_err(RunError::Client)
+    bootstrap::client::build(kube_config(config).await?).map_err(RunError::Client)
 }
 
 async fn kube_config(config: &Config) -> Result<kube::Config, RunError> {

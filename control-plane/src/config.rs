@@ -17,6 +17,8 @@ pub enum ConfigError {
     NodePortRange(String),
     #[error("invalid --{0} {1:?}: expected a duration such as 40s, 1m30s or 500ms")]
     Duration(&'static str, String),
+    #[error("invalid --authorization-mode {0:?}: supported modes are Node, RBAC and AlwaysAllow")]
+    AuthorizationMode(String),
 }
 
 /// Flags of `r8s-server`; names follow kube-apiserver and k3s server.
@@ -171,6 +173,27 @@ pub struct ServerFlags {
     )]
     pub horizontal_pod_autoscaler_downscale_stabilization: String,
 
+    /// Ordered list of plug-ins to do authorization on the secure port:
+    /// Node, RBAC, AlwaysAllow (kube-apiserver --authorization-mode).
+    #[arg(
+        long,
+        env = "R8S_AUTHORIZATION_MODE",
+        default_value = "Node,RBAC",
+        help_heading = "Authorization"
+    )]
+    pub authorization_mode: String,
+
+    /// The max length of duration signed certificates will be given;
+    /// a CSR's spec.expirationSeconds may ask for less
+    /// (kube-controller-manager --cluster-signing-duration).
+    #[arg(
+        long,
+        env = "R8S_CLUSTER_SIGNING_DURATION",
+        default_value = "8760h",
+        help_heading = "Controllers"
+    )]
+    pub cluster_signing_duration: String,
+
     /// Do not run a node agent inside the server process. The embedded
     /// agent takes the r8s-agent settings from their R8S_* environment
     /// variables (R8S_ROOT_DIR, R8S_RUN_DIR, R8S_POD_CIDR, R8S_CGROUP_ROOT,
@@ -267,6 +290,9 @@ pub struct Config {
     pub node_monitor_period: Duration,
     pub horizontal_pod_autoscaler_sync_period: Duration,
     pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// `--authorization-mode`, in order.
+    pub authorization_modes: Vec<crate::auth::AuthorizationMode>,
+    pub cluster_signing_duration: Duration,
 }
 
 impl ServerFlags {
@@ -321,6 +347,16 @@ impl ServerFlags {
                         .clone(),
                 )
             })?,
+            authorization_modes: parse_authorization_modes(&self.authorization_mode)
+                .ok_or_else(|| ConfigError::AuthorizationMode(self.authorization_mode.clone()))?,
+            cluster_signing_duration: parse_duration(&self.cluster_signing_duration)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ConfigError::Duration(
+                        "cluster-signing-duration",
+                        self.cluster_signing_duration.clone(),
+                    )
+                })?,
         })
     }
 
@@ -371,6 +407,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// A comma-separated `--authorization-mode` list (no mode twice).
+fn parse_authorization_modes(s: &str) -> Option<Vec<crate::auth::AuthorizationMode>> {
+    let mut modes = Vec::new();
+    for m in s.split(',') {
+        let mode = crate::auth::AuthorizationMode::parse(m)?;
+        if modes.contains(&mode) {
+            return None;
+        }
+        modes.push(mode);
+    }
+    Some(modes)
+}
+
 fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     let (a, b) = s.split_once('-')?;
     let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
@@ -407,6 +456,41 @@ mod tests {
         assert!(!c.contains(Ipv4Addr::new(10, 44, 0, 1)));
         assert_eq!(c.nth(1), Some(Ipv4Addr::new(10, 43, 0, 1)));
         assert_eq!(c.nth(65536), None);
+    }
+
+    #[test]
+    fn authorization_modes_and_signing_duration_parse() {
+        use crate::auth::AuthorizationMode;
+        let config = ServerFlags::parse_from(["r8s-server"])
+            .into_config()
+            .unwrap();
+        assert_eq!(config.authorization_modes, AuthorizationMode::DEFAULT);
+        assert_eq!(
+            config.cluster_signing_duration,
+            Duration::from_secs(365 * 24 * 3600)
+        );
+        let config = ServerFlags::parse_from([
+            "r8s-server",
+            "--authorization-mode",
+            "RBAC,AlwaysAllow",
+            "--cluster-signing-duration",
+            "90s",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.authorization_modes,
+            [AuthorizationMode::Rbac, AuthorizationMode::AlwaysAllow]
+        );
+        assert_eq!(config.cluster_signing_duration, Duration::from_secs(90));
+        for bad in ["ABAC", "Node,Node", ""] {
+            assert!(
+                ServerFlags::parse_from(["r8s-server", "--authorization-mode", bad])
+                    .into_config()
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

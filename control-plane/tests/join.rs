@@ -350,3 +350,95 @@ fn kubectl_certificate_approve_and_deny_use_the_approval_subresource() {
             .is_empty()
     );
 }
+
+fn serial_and_expiry(pem: &[u8]) -> (String, i64) {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem).expect("cert PEM");
+    let cert = p.parse_x509().expect("cert");
+    (
+        cert.raw_serial_as_string(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// With `--cluster-signing-duration=90s` the agent's client certificate is
+/// renewed within a minute or so; after the first one has expired the
+/// server restarts (every connection drops), and the agent's Lease keeps
+/// being renewed over new connections with the renewed certificate.
+#[test]
+fn a_joined_agent_uses_its_renewed_client_certificate_without_a_restart() {
+    let mut server = Server::start_with(&["--cluster-signing-duration", "90s"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let token = std::fs::read_to_string(server.data_dir().join("token")).expect("token file");
+    let hash = ca_cert_hash(&server);
+    let root = work.path().join("rot");
+    let agent = Agent::start(
+        &server,
+        &root,
+        "rot-n1",
+        &["--token", token.trim(), "--ca-cert-hash", &hash],
+    );
+    wait_for(90, "node rot-n1 registered", || {
+        server.kubectl(&["get", "node", "rot-n1"]).status.success()
+    });
+    let cert_file = root.join("root/pki/kubelet-client-current.pem");
+    let (first_serial, first_expiry) =
+        serial_and_expiry(&std::fs::read(&cert_file).expect("client cert"));
+    assert!(
+        first_expiry - unix_now() <= 95,
+        "the certificate should live 90 s"
+    );
+
+    // Renewed before it expires, then past the first one's expiry.
+    wait_for(150, "the client certificate to be renewed", || {
+        std::fs::read(&cert_file)
+            .map(|pem| serial_and_expiry(&pem).0 != first_serial)
+            .unwrap_or(false)
+    });
+    while unix_now() <= first_expiry + 2 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        agent.log().contains("client certificate changed"),
+        "{}",
+        agent.log()
+    );
+
+    // Old connections go with the restart: heartbeats must come over new
+    // ones, which the expired first certificate could not open.
+    server.restart();
+    let renew_time = || {
+        server.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            "rot-n1",
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let before = renew_time();
+    wait_for(60, "the Lease to be renewed after the restart", || {
+        renew_time() != before
+    });
+    let (serial, _) = serial_and_expiry(&std::fs::read(&cert_file).expect("client cert"));
+    assert_ne!(serial, first_serial);
+    let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    assert!(
+        log.contains(&serial) || {
+            // Renewed again since: the one before is the one in use.
+            log.lines()
+                .filter(|l| l.contains("system:node:rot-n1") && l.contains("serial="))
+                .any(|l| !l.contains(&first_serial))
+        },
+        "the server never saw a renewed certificate"
+    );
+    drop(agent);
+}

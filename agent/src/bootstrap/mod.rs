@@ -2,9 +2,11 @@
 //! agent discovers the cluster CA (`discovery`), obtains its client
 //! certificate by a CSR (`csr`) and writes `<root-dir>/kubelet.conf` with
 //! `<root-dir>/pki/kubelet-client-current.pem` (kubelet's names); `rotation`
-//! renews it at 70–90% of its lifetime, and `serving` obtains the kubelet
+//! renews it at 70–90% of its lifetime, `client` makes the agent's API
+//! client use the renewed one at once, and `serving` obtains the kubelet
 //! API's certificate the same way.
 
+pub mod client;
 pub mod csr;
 pub mod discovery;
 pub mod files;

@@ -1,8 +1,9 @@
 //! Certificate rotation as kubelet's certificate manager: when 70–90%
 //! (jittered) of a certificate's lifetime has passed, request a new one by
 //! CSR, authenticated with the current client certificate, and replace the
-//! `*-current.pem` file. New connections use the new certificate; the
-//! client already built keeps the old one until the agent restarts.
+//! `*-current.pem` file. The agent's API client (`client`) notices the new
+//! file and moves to it; the kubelet API keeps serving the certificate it
+//! started with until the agent restarts.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,16 @@ pub fn renewal_deadline(not_before: i64, not_after: i64, jitter: f64) -> i64 {
 fn time_until_renewal(file: &Path) -> Option<Duration> {
     let pem = std::fs::read(file).ok()?;
     let (nb, na) = files::cert_validity(&pem)?;
-    let deadline = renewal_deadline(nb, na, rand::rng().random::<f64>());
+    // Signers backdate notBefore (5 minutes for the cluster signer): for a
+    // short-lived certificate that would put the deadline before it was
+    // even received, so the lifetime counts from when it was written.
+    let received = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(nb);
+    let deadline = renewal_deadline(nb.max(received.min(na)), na, rand::rng().random::<f64>());
     let left = deadline - chrono::Utc::now().timestamp();
     Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
 }

@@ -1,21 +1,28 @@
 //! Admission plugins between defaulting/validation and the store, as
 //! kube-apiserver runs them: the mutating LimitRanger defaults before
-//! validation; LimitRanger's checks and ResourceQuota's charge after it.
-//! `server::objects` calls `mutate` and `validate` on creates,
-//! `validate_update` on updates, and `release` when the store refuses what
-//! was admitted.
+//! validation; NodeRestriction, LimitRanger's checks and ResourceQuota's
+//! charge after it. `server::objects` calls `mutate` and `validate` on
+//! creates, `validate_update` and `validate_delete` on updates and deletes,
+//! and `release` when the store refuses what was admitted; the dispatcher
+//! calls `validate_subresource_create` for `pods/eviction` and
+//! `serviceaccounts/token`.
 
 pub mod limitranger;
+pub mod node_restriction;
 pub mod resourcequota;
 pub mod usage;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::resources::ResourceType;
+use crate::auth::node::node_identity;
+use crate::resources::{self, ResourceType};
 use crate::server::Api;
-use crate::server::status::ApiError;
+use crate::server::objects::UpdateMode;
+use crate::server::status::{self, ApiError};
 
 pub use resourcequota::Charge;
+
+use node_restriction::{Facts, Needs, Operation, Refusal, Request};
 
 /// Mutating admission of a create (before validation).
 pub async fn mutate(
@@ -39,6 +46,11 @@ pub async fn validate(
     obj: &Value,
     dry_run: bool,
 ) -> Result<Charge, ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    restrict_node(api, r, "", Operation::Create, ns, name, Some(obj), None).await?;
     let Some(ns) = ns else {
         return Ok(Charge::default());
     };
@@ -46,17 +58,41 @@ pub async fn validate(
     resourcequota::admit(api, r, ns, obj, dry_run).await
 }
 
-/// Validating admission of an update of an object itself (subresources
-/// are not admitted, as upstream): LimitRanger checks claims again (pod
-/// containers cannot change), ResourceQuota charges added usage.
+/// Validating admission of an update (or patch) of `old` into `new`:
+/// NodeRestriction for every part; for the object itself (subresources are
+/// not admitted, as upstream) LimitRanger checks claims again (pod
+/// containers cannot change) and ResourceQuota charges added usage, which
+/// is returned so a failed store write can give it back.
+#[allow(clippy::too_many_arguments)]
 pub async fn validate_update(
     api: &Api,
     r: &ResourceType,
     ns: Option<&str>,
+    name: &str,
+    mode: UpdateMode,
     old: &Value,
     new: &Value,
     dry_run: bool,
 ) -> Result<Charge, ApiError> {
+    let subresource = match mode {
+        UpdateMode::Main => "",
+        UpdateMode::Status => "status",
+        UpdateMode::Finalize => "finalize",
+    };
+    restrict_node(
+        api,
+        r,
+        subresource,
+        Operation::Update,
+        ns,
+        name,
+        Some(new),
+        Some(old),
+    )
+    .await?;
+    if mode != UpdateMode::Main {
+        return Ok(Charge::default());
+    }
     let Some(ns) = ns else {
         return Ok(Charge::default());
     };
@@ -64,6 +100,114 @@ pub async fn validate_update(
         limitranger::validate(api, r, ns, new).await?;
     }
     resourcequota::admit_update(api, r, ns, old, new, dry_run).await
+}
+
+/// Validating admission of the delete of `old`.
+pub async fn validate_delete(
+    api: &Api,
+    r: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    old: &Value,
+) -> Result<(), ApiError> {
+    restrict_node(api, r, "", Operation::Delete, ns, name, None, Some(old)).await
+}
+
+/// Validating admission of a POST to a subresource that creates something
+/// other than its parent (`pods/eviction`, `serviceaccounts/token`).
+pub async fn validate_subresource_create(
+    api: &Api,
+    ns: Option<&str>,
+    name: &str,
+    subresource: &str,
+    body: &Value,
+) -> Result<(), ApiError> {
+    let plural = match subresource {
+        "eviction" => "pods",
+        "token" => "serviceaccounts",
+        _ => return Ok(()),
+    };
+    let r = core(plural)?;
+    restrict_node(
+        api,
+        r,
+        subresource,
+        Operation::Create,
+        ns,
+        name,
+        Some(body),
+        None,
+    )
+    .await
+}
+
+fn core(plural: &str) -> Result<&'static ResourceType, ApiError> {
+    resources::find("", "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} are not served")))
+}
+
+/// NodeRestriction for the request's user, when it is a node.
+#[allow(clippy::too_many_arguments)]
+async fn restrict_node(
+    api: &Api,
+    r: &ResourceType,
+    subresource: &str,
+    operation: Operation,
+    ns: Option<&str>,
+    name: &str,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(user) = crate::auth::request_user() else {
+        return Ok(());
+    };
+    let Some(node) = node_identity(&user) else {
+        return Ok(());
+    };
+    let req = Request {
+        node,
+        group: r.group,
+        resource: r.plural,
+        subresource,
+        operation,
+        namespace: ns.unwrap_or(""),
+        name,
+        object,
+        old,
+    };
+    let mut facts = Facts::default();
+    match node_restriction::needs(&req) {
+        Some(Needs::Pod(pod)) if !pod.is_empty() => {
+            facts.pod = api.read(core("pods")?, ns, &pod).await?.map(|(pod, _)| pod);
+        }
+        Some(Needs::NodeUid) => {
+            facts.node_uid = api
+                .read(core("nodes")?, None, node)
+                .await?
+                .and_then(|(n, _)| {
+                    n.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
+        }
+        _ => {}
+    }
+    match node_restriction::check(&req, &facts) {
+        Ok(()) => Ok(()),
+        Err(Refusal::PodNotFound(pod)) => Err(ApiError::not_found(core("pods")?, &pod)),
+        Err(Refusal::NodeNotFound(n)) => Err(ApiError::not_found(core("nodes")?, &n)),
+        Err(Refusal::Forbidden(reason)) => {
+            let shown = if name.is_empty() { "Unknown" } else { name };
+            tracing::debug!(node, resource = r.plural, subresource, name, %reason, "NodeRestriction refused a request");
+            Err(ApiError {
+                details: Some(json!({"name": shown, "group": r.group, "kind": r.plural})),
+                ..ApiError::forbidden(format!(
+                    "{} \"{shown}\" is forbidden: {reason}",
+                    status::qualified(r)
+                ))
+            })
+        }
+    }
 }
 
 /// Gives back a charge whose object was not stored.

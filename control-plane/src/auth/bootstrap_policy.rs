@@ -5,9 +5,12 @@
 //! labels, aggregation selectors and subjects added back; `"false"` leaves
 //! a user's changes alone.
 //!
-//! Upstream's Node authorizer is not implemented: `system:node` is bound to
-//! the `system:nodes` group instead, so a node's credentials reach every
-//! node's objects.
+//! As upstream, the `system:node` ClusterRole is bound to nobody (the Node
+//! authorizer grants nodes its rules, narrowed to their own objects); a
+//! `system:nodes` subject left on that binding by an older r8s is removed.
+//! Unlike upstream, `system:node-proxier` is bound to `system:nodes` too,
+//! as k3s does: the agent runs kube-proxy and cluster DNS in-process with
+//! its node credentials.
 
 use serde_json::{Value, json};
 
@@ -408,7 +411,9 @@ fn view_rules() -> Vec<Value> {
     ]
 }
 
-fn node_rules() -> Vec<Value> {
+/// Upstream's `NodeRules()`: the rules of `system:node`, also the static
+/// rules of the Node authorizer.
+pub fn node_rules() -> Vec<Value> {
     vec![
         rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
         rule(
@@ -597,11 +602,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:service-account-issuer-discovery",
             vec![group("system:serviceaccounts")],
         ),
-        cluster_binding("system:node", "system:node", vec![group("system:nodes")]),
+        cluster_binding("system:node", "system:node", vec![]),
         cluster_binding(
             "system:node-proxier",
             "system:node-proxier",
-            vec![user("system:kube-proxy")],
+            vec![user("system:kube-proxy"), group("system:nodes")],
         ),
         cluster_binding(
             "system:kube-scheduler",
@@ -760,12 +765,33 @@ async fn ensure(api: &Api, r: &ResourceType, desired: Value) -> Result<(), ApiEr
         api.create(r, ns, desired, &opts).await?;
         return Ok(());
     }
-    if let Some(updated) = reconcile(&existing, &desired) {
+    let cleaned = drop_old_node_subject(existing.clone());
+    let dropped = cleaned != existing;
+    if let Some(updated) = reconcile(&cleaned, &desired).or(dropped.then_some(cleaned)) {
         api.update(r, ns, &name, updated, UpdateMode::Main, &opts)
             .await?;
         tracing::info!(kind = r.kind, %name, "reconciled bootstrap RBAC object");
     }
     Ok(())
+}
+
+/// The `system:node` binding without the `system:nodes` group an older
+/// r8s bound it to (the Node authorizer took its place); other objects,
+/// and bindings a user keeps with autoupdate `"false"`, are left as they are.
+fn drop_old_node_subject(mut existing: Value) -> Value {
+    if existing.pointer("/metadata/name") != Some(&json!("system:node"))
+        || existing.get("roleRef").is_none()
+        || existing.pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+            == Some(&json!("false"))
+    {
+        return existing;
+    }
+    let nodes = group("system:nodes");
+    if let Some(subjects) = existing.get_mut("subjects").and_then(Value::as_array_mut) {
+        subjects
+            .retain(|s| s.get("kind") != nodes.get("kind") || s.get("name") != nodes.get("name"));
+    }
+    existing
 }
 
 /// Creates or reconciles the whole bootstrap policy.
@@ -836,5 +862,26 @@ mod tests {
         let (role, binding) = cluster_info_role();
         assert!(validate_role(&role, true).is_empty());
         assert!(validate_binding(&binding, true).is_empty());
+    }
+
+    #[test]
+    fn the_old_system_nodes_subject_of_system_node_is_dropped() {
+        let mut old = cluster_binding("system:node", "system:node", vec![group("system:nodes")]);
+        old["metadata"]["annotations"] = json!({AUTOUPDATE: "true"});
+        let cleaned = drop_old_node_subject(old);
+        assert_eq!(cleaned["subjects"], json!([]));
+        let mut kept = cluster_binding("system:node", "system:node", vec![group("system:nodes")]);
+        kept["metadata"]["annotations"] = json!({AUTOUPDATE: "false"});
+        assert_eq!(drop_old_node_subject(kept.clone()), kept);
+        let proxier = cluster_role_bindings()
+            .into_iter()
+            .find(|b| b["metadata"]["name"] == "system:node-proxier")
+            .unwrap();
+        assert!(
+            proxier["subjects"]
+                .as_array()
+                .unwrap()
+                .contains(&group("system:nodes"))
+        );
     }
 }

@@ -6,13 +6,22 @@
 //!    to each `TokenAuthenticator` of the chain in turn (bootstrap and
 //!    ServiceAccount tokens); a token nobody accepts is 401; no credentials at all is
 //!    `system:anonymous`.
-//! 2. `Auth::authorize`: `system:masters` may do anything; else RBAC
-//!    (`rbac`, fed from the watch cache by `policy_cache`).
+//! 2. `Auth::authorize`: `system:masters` may do anything; else the
+//!    authorizers of `--authorization-mode` in order (default `Node,RBAC`):
+//!    the first to allow wins, and a denial carries their reasons. `node`
+//!    uses the pod graph of `node_graph`, `rbac` the `Policy` index, both
+//!    fed from the watch cache by `policy_cache`.
+//!
+//! The user of the request being served is also kept in a task-local
+//! (`scope_request_user`), for admission plugins that restrict by user
+//! (NodeRestriction).
 
 pub mod attributes;
 pub mod bootstrap_policy;
 pub mod bootstrap_token;
 pub mod impersonation;
+pub mod node;
+pub mod node_graph;
 pub mod policy_cache;
 pub mod rbac;
 pub mod sa_keys;
@@ -71,6 +80,9 @@ impl UserInfo {
             .filter_map(|o| o.as_str().ok().map(str::to_string))
             .collect();
         groups.push("system:authenticated".into());
+        // One line per connection: shows which certificate a client uses
+        // (a node's rotated one, for instance).
+        tracing::debug!(user = %username, serial = %cert.raw_serial_as_string(), not_after = %cert.validity().not_after, "client certificate");
         Some(Self { username, groups })
     }
 }
@@ -93,9 +105,35 @@ pub trait TokenAuthenticator: Send + Sync {
     async fn authenticate_token(&self, token: &str) -> Result<Option<UserInfo>, AuthnError>;
 }
 
-/// The authenticators and the authorizer of the API server.
+/// One authorizer of `--authorization-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    Node,
+    Rbac,
+    AlwaysAllow,
+}
+
+impl AuthorizationMode {
+    /// kube-apiserver's default for r8s: `Node,RBAC`.
+    pub const DEFAULT: &'static [Self] = &[Self::Node, Self::Rbac];
+
+    /// A mode by its kube-apiserver name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "Node" => Some(Self::Node),
+            "RBAC" => Some(Self::Rbac),
+            "AlwaysAllow" => Some(Self::AlwaysAllow),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticators and the authorizers of the API server.
 pub struct Auth {
     policy: Arc<RwLock<Policy>>,
+    graph: Arc<RwLock<node_graph::Graph>>,
+    node: node::NodeAuthorizer,
+    modes: Vec<AuthorizationMode>,
     cache: Arc<WatchCache>,
     signing_key: Arc<OnceLock<Arc<sa_keys::SigningKey>>>,
     tokens: Vec<Box<dyn TokenAuthenticator>>,
@@ -103,10 +141,31 @@ pub struct Auth {
 
 use rbac::Policy;
 
+tokio::task_local! {
+    static REQUEST_USER: UserInfo;
+}
+
+/// Runs `fut` (one request) with `user` as the request's user.
+pub async fn scope_request_user<F: std::future::Future>(user: UserInfo, fut: F) -> F::Output {
+    REQUEST_USER.scope(user, fut).await
+}
+
+/// The user of the request being served, if any (in-process callers such
+/// as the controllers have none).
+pub fn request_user() -> Option<UserInfo> {
+    REQUEST_USER.try_with(Clone::clone).ok()
+}
+
 impl Auth {
-    /// An empty policy and the token authenticator chain; `start` fills the
-    /// policy, `set_signing_key` enables ServiceAccount tokens.
+    /// An empty policy and the token authenticator chain, authorizing with
+    /// the default modes; `start` fills the policy and the node graph,
+    /// `set_signing_key` enables ServiceAccount tokens.
     pub fn new(cache: Arc<WatchCache>) -> Self {
+        Self::with_modes(cache, AuthorizationMode::DEFAULT)
+    }
+
+    /// `new` authorizing with `modes` in order.
+    pub fn with_modes(cache: Arc<WatchCache>, modes: &[AuthorizationMode]) -> Self {
         let signing_key = Arc::new(OnceLock::new());
         // The bearer-token chain, asked in order.
         let tokens: Vec<Box<dyn TokenAuthenticator>> = vec![
@@ -116,17 +175,38 @@ impl Auth {
                 Arc::clone(&signing_key),
             )),
         ];
+        let graph = Arc::new(RwLock::new(node_graph::Graph::default()));
         Self {
             policy: Arc::new(RwLock::new(Policy::default())),
+            node: node::NodeAuthorizer::new(Arc::clone(&graph)),
+            graph,
+            modes: modes.to_vec(),
             cache,
             signing_key,
             tokens,
         }
     }
 
-    /// Loads the RBAC objects and follows their changes until `shutdown`.
+    /// Loads the RBAC objects and the node graph and follows their changes
+    /// until `shutdown`.
     pub async fn start(&self, shutdown: CancellationToken) -> Result<(), StoreError> {
-        policy_cache::start(Arc::clone(&self.cache), Arc::clone(&self.policy), shutdown).await
+        policy_cache::start(
+            Arc::clone(&self.cache),
+            Arc::clone(&self.policy),
+            policy_cache::RBAC_PREFIXES,
+            shutdown.clone(),
+        )
+        .await?;
+        if self.modes.contains(&AuthorizationMode::Node) {
+            policy_cache::start(
+                Arc::clone(&self.cache),
+                Arc::clone(&self.graph),
+                node_graph::PREFIXES,
+                shutdown,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Sets the ServiceAccount token key (once; later calls are ignored).
@@ -178,10 +258,30 @@ impl Auth {
         {
             return Decision::allow("");
         }
-        self.policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .authorize(user, attrs)
+        // Upstream's union authorizer: the first to allow wins; the
+        // reasons of those without an opinion make the denial's.
+        let mut reasons = Vec::new();
+        for mode in &self.modes {
+            let decision = match mode {
+                AuthorizationMode::AlwaysAllow => return Decision::allow(""),
+                AuthorizationMode::Node => match self.node.authorize(user, attrs) {
+                    Some(d) => d,
+                    None => continue,
+                },
+                AuthorizationMode::Rbac => self
+                    .policy
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .authorize(user, attrs),
+            };
+            if decision.allowed {
+                return decision;
+            }
+            if !decision.reason.is_empty() {
+                reasons.push(decision.reason);
+            }
+        }
+        Decision::deny(reasons.join("\n"))
     }
 
     /// The rules that apply to `user` in `namespace` and the errors met.

@@ -107,12 +107,14 @@ pub fn sign(
     Ok(signed.pem())
 }
 
-/// The lifetime a CSR asks for: `expirationSeconds` (at least 10 minutes)
-/// or the default.
-pub fn lifetime(csr: &CertificateSigningRequest) -> Duration {
+/// The lifetime of a CSR's certificate: `expirationSeconds` (at least 10
+/// minutes) capped by `--cluster-signing-duration` (`max`), else `max`.
+pub fn lifetime(csr: &CertificateSigningRequest, max: Duration) -> Duration {
     match csr.spec.expiration_seconds {
-        Some(s) => Duration::from_secs(u64::try_from(s).unwrap_or(0)).max(MIN_DURATION),
-        None => DEFAULT_DURATION,
+        Some(s) => Duration::from_secs(u64::try_from(s).unwrap_or(0))
+            .max(MIN_DURATION)
+            .min(max),
+        None => max,
     }
 }
 
@@ -140,6 +142,7 @@ struct Ctx {
     client: kube::Client,
     csrs: Store<CertificateSigningRequest>,
     ca_dir: PathBuf,
+    max_duration: Duration,
 }
 
 pub fn spawn(ctx: &ControllerContext) {
@@ -155,6 +158,7 @@ pub fn spawn(ctx: &ControllerContext) {
         client: ctx.client.clone(),
         csrs,
         ca_dir: ctx.config.data_dir.join("tls"),
+        max_duration: ctx.config.cluster_signing_duration,
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
@@ -215,7 +219,13 @@ async fn sync(c: &Ctx, (_, name): Key) -> Result<Requeue, CsrSigningError> {
             let ca_cert = read(&c.ca_dir.join("ca.crt"))?;
             let ca_key = read(&c.ca_dir.join("ca.key"))?;
             let usages = obj.spec.usages.clone().unwrap_or_default();
-            let pem = sign(&info, &usages, lifetime(&obj), &ca_cert, &ca_key)?;
+            let pem = sign(
+                &info,
+                &usages,
+                lifetime(&obj, c.max_duration),
+                &ca_cert,
+                &ca_key,
+            )?;
             tracing::info!(csr = %name, signer = %obj.spec.signer_name, subject = %info.common_name, "signed a certificate");
             serde_json::json!({"status": {"certificate": ByteString(pem.into_bytes())}})
         }

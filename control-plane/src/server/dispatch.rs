@@ -177,7 +177,8 @@ where
         }
         Err(err) => return error_response(&ApiError::bad_request(err.to_string())),
     };
-    let resp = match route_request(&api, &user, req, &mut labels).await {
+    let routed = route_request(&api, &user, req, &mut labels);
+    let resp = match auth::scope_request_user(user.clone(), routed).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     };
@@ -636,11 +637,13 @@ async fn resource_request(
         }
         (&Method::POST, Some(n), Some("token")) => {
             let body = read_value(body).await?;
+            crate::admission::validate_subresource_create(api, ns, n, "token", &body).await?;
             let out = super::token_request::create(api, ns.unwrap_or("default"), n, &body).await?;
             Ok(respond(201, &out, plain(output)))
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             let body = read_value(body).await?;
+            crate::admission::validate_subresource_create(api, ns, n, "eviction", &body).await?;
             let out = api.evict(ns.unwrap_or("default"), n, &body).await?;
             Ok(respond(201, &out, Output::Json))
         }

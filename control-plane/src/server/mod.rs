@@ -72,7 +72,7 @@ impl Api {
         let ports = NodePortAllocator::new(first, last);
         Ok(Self {
             store,
-            auth: crate::auth::Auth::new(Arc::clone(&cache)),
+            auth: crate::auth::Auth::with_modes(Arc::clone(&cache), &config.authorization_modes),
             cache,
             config,
             metrics: Metrics::new(),

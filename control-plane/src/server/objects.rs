@@ -703,6 +703,8 @@ impl Api {
             registry::prepare_update(r, &mut new, &old);
             self.validate(r, &new, Some(&old))?;
         }
+        let charge =
+            admission::validate_update(self, r, ns, name, mode, &old, &new, dry_run).await?;
         let generation = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -717,12 +719,6 @@ impl Api {
             record(r, Some(&old), &mut new, mode, sub, opts);
         }
         let key = meta::key(r, ns, name);
-        let charge = match mode {
-            UpdateMode::Main => {
-                admission::validate_update(self, r, ns, &old, &new, dry_run).await?
-            }
-            _ => admission::Charge::default(),
-        };
         if !is_service(r) {
             let result = self
                 .commit_update(r, &key, &old, old_rev, new, dry_run)
@@ -931,6 +927,7 @@ impl Api {
                     ),
                 ));
             }
+            admission::validate_delete(self, r, ns, name, &obj).await?;
             let is_ns = r.plural == "namespaces" && r.group.is_empty();
             if is_ns && PROTECTED_NAMESPACES.contains(&name) {
                 return Err(ApiError::forbidden(format!(

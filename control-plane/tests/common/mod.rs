@@ -27,7 +27,7 @@ impl Server {
         Self::start_with(&[])
     }
 
-    /// Starts a server with extra flags (`--horizontal-pod-autoscaler-sync-period=1s`).
+    /// `start` with more r8s-server flags.
     pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Self {
