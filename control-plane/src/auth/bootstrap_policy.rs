@@ -637,26 +637,61 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     ]
 }
 
-/// kubeadm's Role and RoleBinding that let anyone read the `cluster-info`
-/// ConfigMap in kube-public (the join discovery document).
-pub fn cluster_info_role() -> (Value, Value) {
-    const NAME: &str = "kubeadm:bootstrap-signer-clusterinfo";
-    let mut role_meta = meta(NAME, &[]);
-    role_meta["namespace"] = "kube-public".into();
+/// A Role and its RoleBinding of the same name in `namespace`.
+fn namespaced_role(
+    namespace: &str,
+    name: &str,
+    rules: Value,
+    subjects: Vec<Value>,
+) -> (Value, Value) {
+    let mut role_meta = meta(name, &[]);
+    role_meta["namespace"] = namespace.into();
     let role = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": role_meta.clone(),
-        "rules": [named_rule(&["get"], &[""], &["configmaps"], &["cluster-info"])],
+        "rules": rules,
     });
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": role_meta,
-        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": NAME},
-        "subjects": [user("system:anonymous")],
+        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": name},
+        "subjects": subjects,
     });
     (role, binding)
+}
+
+/// kubeadm's Role and RoleBinding that let anyone read the `cluster-info`
+/// ConfigMap in kube-public (the join discovery document).
+pub fn cluster_info_role() -> (Value, Value) {
+    namespaced_role(
+        "kube-public",
+        "kubeadm:bootstrap-signer-clusterinfo",
+        json!([named_rule(
+            &["get"],
+            &[""],
+            &["configmaps"],
+            &["cluster-info"]
+        )]),
+        vec![user("system:anonymous")],
+    )
+}
+
+/// r8s runs cluster DNS on every node (k3s runs CoreDNS as pods): each
+/// node's agent publishes the EndpointSlice of its DNS server behind
+/// `kube-system/kube-dns`, with its node credentials.
+pub fn cluster_dns_endpoints_role() -> (Value, Value) {
+    namespaced_role(
+        "kube-system",
+        "system:r8s:cluster-dns-endpoints",
+        json!([rule(
+            &["get", "create", "update", "patch"],
+            &["discovery.k8s.io"],
+            &["endpointslices"]
+        )]),
+        vec![group("system:nodes")],
+    )
 }
 
 fn res(plural: &str) -> Result<&'static ResourceType, ApiError> {
@@ -803,9 +838,10 @@ pub async fn run(api: &Api) -> Result<(), ApiError> {
     for binding in cluster_role_bindings() {
         ensure(api, bindings, binding).await?;
     }
-    let (role, binding) = cluster_info_role();
-    ensure(api, res("roles")?, role).await?;
-    ensure(api, res("rolebindings")?, binding).await?;
+    for (role, binding) in [cluster_info_role(), cluster_dns_endpoints_role()] {
+        ensure(api, res("roles")?, role).await?;
+        ensure(api, res("rolebindings")?, binding).await?;
+    }
     Ok(())
 }
 
@@ -859,9 +895,10 @@ mod tests {
                 b["metadata"]["name"]
             );
         }
-        let (role, binding) = cluster_info_role();
-        assert!(validate_role(&role, true).is_empty());
-        assert!(validate_binding(&binding, true).is_empty());
+        for (role, binding) in [cluster_info_role(), cluster_dns_endpoints_role()] {
+            assert!(validate_role(&role, true).is_empty());
+            assert!(validate_binding(&binding, true).is_empty());
+        }
     }
 
     #[test]
