@@ -11,6 +11,11 @@ use anyhow::Context;
 
 use crate::cleanup::NodeResources;
 
+/// Disk-based eviction off, as kind configures its kubelets: test nodes
+/// share the host's disk, whose free space is not theirs to judge.
+pub const TEST_EVICTION_HARD: &str =
+    "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%";
+
 /// One r8s-server (with agent) and its files.
 pub struct Cluster {
     child: Option<Child>,
@@ -111,6 +116,7 @@ impl Cluster {
             .env("R8S_KUBE_PROXY_METRICS_BIND_ADDRESS", "127.0.0.1:0")
             .env("R8S_KUBE_PROXY_HEALTHZ_BIND_ADDRESS", "127.0.0.1:0")
             .env("R8S_LOG_LEVEL", "info")
+            .env("R8S_EVICTION_HARD", TEST_EVICTION_HARD)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
