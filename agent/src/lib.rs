@@ -85,8 +85,17 @@ async fn kube_config(config: &Config) -> Result<kube::Config, RunError> {
         }
         None => kube::Config::infer().await.map_err(RunError::InferConfig)?,
     };
+    let mut kube_config = kube_config;
+    // The server names a writer's managedFields entry after its User-Agent.
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
     Ok(kube_config)
 }
+
+/// kubelet's User-Agent form.
+const USER_AGENT: &str = "kubelet/v1.32.0 (linux/amd64) kubernetes/r8s";
 
 /// Serves the kubelet API; a failure to start is logged, the agent goes on.
 async fn kubelet_api(config: &Config, node_ip: std::net::IpAddr, shutdown: CancellationToken) {

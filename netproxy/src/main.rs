@@ -210,7 +210,7 @@ fn config(args: Args) -> anyhow::Result<ProxyConfig> {
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let cfg = match kubeconfig {
+    let mut cfg = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
@@ -222,6 +222,11 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
             .await
             .context("failed to infer kube client config")?,
     };
+    // The server names a writer's managedFields entry after its User-Agent.
+    cfg.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("kube-proxy/v1.32.0 (linux/amd64) kubernetes/r8s"),
+    ));
     kube::Client::try_from(cfg).context("failed to create kube client")
 }
 
