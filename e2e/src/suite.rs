@@ -80,7 +80,11 @@ impl Suite {
         out.push_str(&format!(
             "{:width$}  {:6}  {:7.1} s\n",
             "total",
-            format!("{}/{}", self.outcomes.len() - self.failed().len(), self.outcomes.len()),
+            format!(
+                "{}/{}",
+                self.outcomes.len() - self.failed().len(),
+                self.outcomes.len()
+            ),
             total.as_secs_f64()
         ));
         out

@@ -10,7 +10,11 @@ use e2e::kind::{self, KindCluster, KindConfig, State};
 use nix::sys::signal::{SigSet, Signal};
 
 #[derive(Parser, Debug)]
-#[command(name = "r8s-e2e", version, about = "A kind-like multi-node r8s cluster on this machine")]
+#[command(
+    name = "r8s-e2e",
+    version,
+    about = "A kind-like multi-node r8s cluster on this machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

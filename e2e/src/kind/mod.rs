@@ -348,10 +348,7 @@ impl KindCluster {
     fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
         let mut args = self.agent_join_args(node.ip)?;
-        args.extend([
-            "--cgroup-root".to_owned(),
-            node.cgroup_root.clone(),
-        ]);
+        args.extend(["--cgroup-root".to_owned(), node.cgroup_root.clone()]);
         args.extend(self.config.agent_args.iter().cloned());
         let envs = vec![("R8S_LOG_LEVEL".to_owned(), "info".to_owned())];
         let agent = crate::binary("r8s-agent")?;
@@ -394,9 +391,10 @@ impl KindCluster {
                 .as_array()?
                 .iter()
                 .filter(|n| {
-                    n["status"]["conditions"]
-                        .as_array()
-                        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                    n["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
                 })
                 .filter_map(|n| n["metadata"]["name"].as_str())
                 .collect();
@@ -413,7 +411,14 @@ impl KindCluster {
     pub fn logs_tail(&self, lines: usize) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("--- {} ({}) ---\n{}\n", n.name, n.log_path().display(), n.log_tail(lines)))
+            .map(|n| {
+                format!(
+                    "--- {} ({}) ---\n{}\n",
+                    n.name,
+                    n.log_path().display(),
+                    n.log_tail(lines)
+                )
+            })
             .collect()
     }
 
@@ -507,7 +512,10 @@ pub fn ca_cert_hash(ca: &Path) -> anyhow::Result<String> {
         "openssl pkey: {}",
         String::from_utf8_lossy(&der.stderr)
     );
-    Ok(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&der.stdout))))
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(&der.stdout))
+    ))
 }
 
 impl Drop for KindCluster {

@@ -144,7 +144,9 @@ impl Node {
             s.spawn(move || -> anyhow::Result<Child> {
                 nix::sched::setns(netns_file.as_fd(), CloneFlags::CLONE_NEWNET)?;
                 nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
-                Ok(cmd.spawn().context("failed to start unshare (util-linux)")?)
+                Ok(cmd
+                    .spawn()
+                    .context("failed to start unshare (util-linux)")?)
             })
             .join()
             .map_err(|_| anyhow::anyhow!("node start thread panicked"))?
@@ -223,7 +225,9 @@ impl Node {
         std::thread::scope(|s| {
             s.spawn(move || -> anyhow::Result<Child> {
                 nix::sched::setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)?;
-                Ok(cmd.spawn().context("failed to start nsenter (util-linux)")?)
+                Ok(cmd
+                    .spawn()
+                    .context("failed to start nsenter (util-linux)")?)
             })
             .join()
             .map_err(|_| anyhow::anyhow!("node spawn thread panicked"))?
@@ -243,7 +247,8 @@ impl Node {
             self.name
         );
         let log = self.open_log("node.log")?;
-        let child = self.spawn_inside(program, args, envs, (log.try_clone()?.into(), log.into()))?;
+        let child =
+            self.spawn_inside(program, args, envs, (log.try_clone()?.into(), log.into()))?;
         self.process = Some(child);
         Ok(())
     }
