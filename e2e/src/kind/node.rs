@@ -144,9 +144,7 @@ impl Node {
             s.spawn(move || -> anyhow::Result<Child> {
                 nix::sched::setns(netns_file.as_fd(), CloneFlags::CLONE_NEWNET)?;
                 nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
-                Ok(cmd
-                    .spawn()
-                    .context("failed to start unshare (util-linux)")?)
+                cmd.spawn().context("failed to start unshare (util-linux)")
             })
             .join()
             .map_err(|_| anyhow::anyhow!("node start thread panicked"))?
@@ -225,9 +223,7 @@ impl Node {
         std::thread::scope(|s| {
             s.spawn(move || -> anyhow::Result<Child> {
                 nix::sched::setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)?;
-                Ok(cmd
-                    .spawn()
-                    .context("failed to start nsenter (util-linux)")?)
+                cmd.spawn().context("failed to start nsenter (util-linux)")
             })
             .join()
             .map_err(|_| anyhow::anyhow!("node spawn thread panicked"))?
