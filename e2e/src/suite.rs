@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Outcome {
     pub name: String,
-    /// `None`: passed.
+    /// `None`: passed (or skipped).
     pub error: Option<String>,
+    /// Why it did not run.
+    pub skipped: Option<String>,
     pub duration: Duration,
 }
 
@@ -45,7 +47,19 @@ impl Suite {
         self.outcomes.push(Outcome {
             name: name.to_owned(),
             error,
+            skipped: None,
             duration,
+        });
+    }
+
+    /// Records a scenario that cannot run here, with the reason.
+    pub fn skip(&mut self, name: &str, reason: &str) {
+        eprintln!("--- {name}: skip ({reason})");
+        self.outcomes.push(Outcome {
+            name: name.to_owned(),
+            error: None,
+            skipped: Some(reason.to_owned()),
+            duration: Duration::ZERO,
         });
     }
 
@@ -58,7 +72,8 @@ impl Suite {
             .collect()
     }
 
-    /// `scenario  pass/FAIL  duration`, one line each, and the total.
+    /// `scenario  pass/FAIL/skip  duration`, one line each, and the total
+    /// (passed/all).
     pub fn table(&self) -> String {
         let width = self
             .outcomes
@@ -69,11 +84,19 @@ impl Suite {
             .max("scenario".len());
         let mut out = format!("{:width$}  result  duration\n", "scenario");
         for o in &self.outcomes {
-            let result = if o.error.is_none() { "pass" } else { "FAIL" };
+            let result = match (&o.error, &o.skipped) {
+                (Some(_), _) => "FAIL",
+                (None, Some(_)) => "skip",
+                (None, None) => "pass",
+            };
             out.push_str(&format!(
-                "{:width$}  {result:6}  {:7.1} s\n",
+                "{:width$}  {result:6}  {:7.1} s{}\n",
                 o.name,
-                o.duration.as_secs_f64()
+                o.duration.as_secs_f64(),
+                o.skipped
+                    .as_ref()
+                    .map(|r| format!("  ({r})"))
+                    .unwrap_or_default()
             ));
         }
         let total: Duration = self.outcomes.iter().map(|o| o.duration).sum();
@@ -82,7 +105,10 @@ impl Suite {
             "total",
             format!(
                 "{}/{}",
-                self.outcomes.len() - self.failed().len(),
+                self.outcomes
+                    .iter()
+                    .filter(|o| o.error.is_none() && o.skipped.is_none())
+                    .count(),
                 self.outcomes.len()
             ),
             total.as_secs_f64()
@@ -102,12 +128,15 @@ mod tests {
         suite.run("err", || anyhow::bail!("boom"));
         suite.run("panic", || panic!("bang"));
         suite.run("after", || Ok(()));
+        suite.skip("later", "not here");
         assert_eq!(suite.failed(), vec!["err", "panic"]);
         assert_eq!(suite.outcomes[1].error.as_deref(), Some("boom"));
         assert_eq!(suite.outcomes[2].error.as_deref(), Some("bang"));
         let table = suite.table();
         assert!(table.contains("err       FAIL"), "{table}");
         assert!(table.contains("after     pass"), "{table}");
-        assert!(table.contains("total     2/4"), "{table}");
+        assert!(table.contains("later     skip"), "{table}");
+        assert!(table.contains("(not here)"), "{table}");
+        assert!(table.contains("total     2/5"), "{table}");
     }
 }
