@@ -24,7 +24,8 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// Waits for traffic (which needs routes between the nodes' pod networks).
 const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// A namespace of a scenario, deleted (without waiting) on drop.
+/// A namespace of a scenario, deleted on drop (waiting for its pods to go,
+/// so that the next scenario starts on a clean cluster).
 struct Namespace {
     kubectl: Kubectl,
     name: String,
@@ -119,7 +120,7 @@ impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = self
             .kubectl
-            .run(&["delete", "namespace", &self.name, "--wait=false"], None);
+            .run(&["delete", "namespace", &self.name, "--timeout=60s"], None);
     }
 }
 
@@ -329,6 +330,9 @@ fn wget_until(ns: &Namespace, pod: &str, url: &str, want: &str) -> anyhow::Resul
     );
     r.map_err(|e| anyhow::anyhow!("{e}; last wget: {last}"))
 }
+
+/// A scenario that only reads the cluster.
+type Scenario = fn(&KindCluster) -> anyhow::Result<()>;
 
 /// Why the traffic scenarios are skipped.
 const NO_ROUTES: &str = "needs pod routes between nodes: r8s-agent has no --flannel-backend";
@@ -906,7 +910,7 @@ fn multinode_scenarios() -> anyhow::Result<()> {
         suite.run("4 logs/exec/port-forward on a worker", || {
             logs_exec_port_forward(&c)
         });
-        let traffic: [(&str, fn(&KindCluster) -> anyhow::Result<()>); 3] = [
+        let traffic: [(&str, Scenario); 3] = [
             ("8 service across nodes, NodePort", service_traffic),
             ("9 DNS from every node", dns),
             ("10 rolling update, no failed request", rolling_update),
