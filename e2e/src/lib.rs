@@ -1,7 +1,9 @@
 //! End-to-end suite for r8s: helpers that start real binaries with their own
-//! data dirs, network names and cgroups (`cluster`), a local OCI registry
-//! with the test images (`registry`), run real `kubectl` against them, and
-//! remove everything they created even when a test fails (`cleanup`).
+//! data dirs, network names and cgroups (`cluster`: one node; `kind`: a
+//! multi-node cluster, every node in namespaces of its own), a local OCI
+//! registry with the test images (`registry`), run real `kubectl` against
+//! them (`kubectl`), time named scenarios (`suite`), and remove everything
+//! they created even when a test fails (`cleanup`).
 
 pub mod cleanup;
 pub mod cluster;
