@@ -94,6 +94,9 @@ async fn kube_config(config: &Config) -> Result<kube::Config, RunError> {
     Ok(kube_config)
 }
 
+/// How long a new node waits for the node IPAM controller's podCIDR.
+const POD_CIDR_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// kubelet's User-Agent form.
 const USER_AGENT: &str = "kubelet/v1.32.0 (linux/amd64) kubernetes/r8s";
 
@@ -236,6 +239,17 @@ pub async fn run_with_client(
         let rt = pod_worker::FakeRuntime::new(fake_pod_ip_base(&config.node_name));
         (Arc::new(rt), FAKE_RUNTIME_VERSION.to_owned(), None, None)
     } else {
+        if config.container_runtime_endpoint.is_none() && config.pod_cidr.is_none() {
+            // The in-process runtime builds the pod network from the Node's
+            // podCIDR, which a new node gets once it is registered.
+            let early = node::NodeContext {
+                host: Arc::new(node::SystemHost::new(config.root_dir.clone())),
+                config: config.clone(),
+                node_ip,
+                runtime_version: format!("{}://{}", cri::RUNTIME_NAME, cri::RUNTIME_VERSION),
+            };
+            node::register_for_pod_cidr(&client, &early, POD_CIDR_WAIT).await;
+        }
         let service =
             runtime_service::start(&config, &client, node_ip, shutdown.child_token()).await?;
         let version = service.version.clone();

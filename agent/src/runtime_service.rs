@@ -64,7 +64,7 @@ pub fn cri_config(config: &Config, pod_cidr: &str) -> Result<cri::Config, Runtim
         root: config.root_dir.join("cri"),
         state: config.run_dir.join("cri"),
         cgroup_parent: config.cgroup_root.clone(),
-        insecure_registries: Vec::new(),
+        insecure_registries: config.insecure_registries.clone(),
         pod_cidr: pod_cidr
             .parse()
             .map_err(|_| RuntimeServiceError::PodCidr(pod_cidr.to_owned()))?,

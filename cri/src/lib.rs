@@ -59,6 +59,10 @@ pub enum ServeError {
 
 /// Makes this process the reaper of orphaned descendants, so that exit codes of
 /// container inits (whose libcontainer parent exits) reach us. Call it first.
+/// The runtime's name and version as CRI `Version` reports them.
+pub const RUNTIME_NAME: &str = "r8s-cri";
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub fn become_subreaper() -> std::io::Result<()> {
     sys::set_child_subreaper()
 }

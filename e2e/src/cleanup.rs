@@ -44,9 +44,13 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
     f(dir);
 }
 
-impl NodeResources {
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let rel = self.cgroup_root.trim_start_matches('/');
+/// A cgroup subtree of a test (e.g. `/r8s-e2e-1234`), in every hierarchy.
+#[derive(Debug, Clone)]
+pub struct CgroupRoot(pub String);
+
+impl CgroupRoot {
+    fn dirs(&self) -> Vec<PathBuf> {
+        let rel = self.0.trim_start_matches('/');
         if rel.is_empty() {
             // Never touch the root cgroup.
             return Vec::new();
@@ -58,9 +62,14 @@ impl NodeResources {
             .collect()
     }
 
-    /// Kills every process in the node's cgroups.
+    /// Whether any hierarchy still has the subtree.
+    pub fn exists(&self) -> bool {
+        !self.dirs().is_empty()
+    }
+
+    /// Kills every process in the subtree.
     pub fn kill_processes(&self) {
-        for dir in self.cgroup_dirs() {
+        for dir in self.dirs() {
             walk(&dir, &mut |d| {
                 let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
@@ -73,19 +82,44 @@ impl NodeResources {
         }
     }
 
+    /// Removes the subtree's (empty) cgroups, deepest first.
+    pub fn remove(&self) {
+        for dir in self.dirs() {
+            walk(&dir, &mut |d| {
+                let _ = std::fs::remove_dir(d);
+            });
+        }
+    }
+}
+
+/// Unmounts every host mount below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let base = dir.display().to_string();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+impl NodeResources {
+    fn cgroups(&self) -> CgroupRoot {
+        CgroupRoot(self.cgroup_root.clone())
+    }
+
+    /// Kills every process in the node's cgroups.
+    pub fn kill_processes(&self) {
+        self.cgroups().kill_processes();
+    }
+
     /// Unmounts everything below `dir`, deepest first.
     pub fn unmount(&self) {
-        let base = self.dir.display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&base))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
+        unmount_below(&self.dir);
     }
 
     /// Deletes the veths on the bridge, then the bridge.
@@ -127,11 +161,7 @@ impl NodeResources {
 
     /// Removes the node's cgroups (after their processes are gone).
     pub fn remove_cgroups(&self) {
-        for dir in self.cgroup_dirs() {
-            walk(&dir, &mut |d| {
-                let _ = std::fs::remove_dir(d);
-            });
-        }
+        self.cgroups().remove();
     }
 
     /// Everything, in order.

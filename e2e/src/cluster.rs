@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cleanup::NodeResources;
+use crate::kubectl::Kubectl;
 
 /// Disk-based eviction off, as kind configures its kubelets: test nodes
 /// share the host's disk, whose free space is not theirs to judge.
@@ -157,49 +158,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// Real kubectl with this cluster's kubeconfig.
+    pub fn kubectl_cmd(&self) -> Kubectl {
+        Kubectl::new(&self.kubeconfig())
+    }
+
     /// Runs kubectl with this cluster's kubeconfig.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().context("kubectl must be installed")?;
-        if let Some(text) = stdin
-            && let Some(mut input) = child.stdin.take()
-        {
-            use std::io::Write;
-            input.write_all(text.as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
+        self.kubectl_cmd().run(args, stdin)
     }
 
     /// kubectl that must succeed; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
-        let out = self.kubectl(args, stdin)?;
-        anyhow::ensure!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.kubectl_cmd().ok(args, stdin)
     }
 
     /// `kubectl <args> -o json`, parsed.
     pub fn get_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        Ok(serde_json::from_str(&self.kubectl_ok(&all, None)?)?)
+        self.kubectl_cmd().get_json(args)
     }
 
     /// Applies a manifest given as JSON.
     pub fn apply(&self, manifest: &serde_json::Value) -> anyhow::Result<()> {
-        self.kubectl_ok(&["apply", "-f", "-"], Some(&manifest.to_string()))?;
-        Ok(())
+        self.kubectl_cmd().apply(manifest)
     }
 
     /// The last lines of the server log (for failure messages).

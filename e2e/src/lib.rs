@@ -1,15 +1,20 @@
 //! End-to-end suite for r8s: helpers that start real binaries with their own
-//! data dirs, network names and cgroups (`cluster`), a local OCI registry
-//! with the test images (`registry`), run real `kubectl` against them, and
-//! remove everything they created even when a test fails (`cleanup`); a
-//! private containerd to run the agent against another CRI runtime
-//! (`containerd`).
+//! data dirs, network names and cgroups (`cluster`: one node; `kind`: a
+//! multi-node cluster, every node in namespaces of its own; `vm`: a qemu VM
+//! node with pure cgroup v2), a local OCI registry with the test images
+//! (`registry`), a private containerd to run the agent against another CRI
+//! runtime (`containerd`), run real `kubectl` against them (`kubectl`), time
+//! named scenarios (`suite`), and remove everything they created even when a
+//! test fails (`cleanup`).
 
 pub mod cleanup;
 pub mod cluster;
 pub mod containerd;
+pub mod kind;
+pub mod kubectl;
 pub mod registry;
 pub mod scenario;
+pub mod suite;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -26,21 +31,26 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// A workspace binary next to the running test executable
-/// (`target/debug/deps/..`).
+/// A workspace binary next to the running executable: beside it (the
+/// `r8s-e2e` binary in `target/debug`) or one level up (a test executable in
+/// `target/debug/deps`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("test executable has no target dir"))?;
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} not built (cargo build --workspace --all-targets)",
-        path.display()
-    );
-    Ok(path)
+        .ok_or_else(|| anyhow::anyhow!("executable has no directory"))?;
+    let candidates = [Some(dir), dir.parent()];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name} not built next to {} (cargo build --workspace --all-targets)",
+                exe.display()
+            )
+        })
 }
 
 /// A free TCP port on loopback.

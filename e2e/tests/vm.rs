@@ -9,10 +9,13 @@ use e2e::vm::{NetnsServer, VmImage, VmNetwork, VmNode, VmOptions};
 
 /// The cluster network, server and registry the VM joins; in one function so
 /// that another cluster network (e2e::kind) can replace it.
-fn cluster_network(cache: &std::path::Path) -> anyhow::Result<(VmNetwork, NetnsServer, Registry)> {
+fn cluster_network(
+    cache: &std::path::Path,
+    work: &std::path::Path,
+) -> anyhow::Result<(VmNetwork, NetnsServer, Registry)> {
     let net = VmNetwork::create()?;
     let server = NetnsServer::start(&net.netns, &net.gateway())?;
-    let registry = Registry::start_in_netns(cache, &net.netns, &net.gateway())?;
+    let registry = Registry::start_in_netns(cache, &net.netns, net.gateway().parse()?, work)?;
     Ok((net, server, registry))
 }
 
@@ -35,7 +38,7 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
     let work = tempfile::Builder::new().prefix("r8s-e2e-vm").tempdir()?;
     let image = VmImage::build(&work.path().join("image"))?;
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let (net, server, registry) = cluster_network(&cache)?;
+    let (net, server, registry) = cluster_network(&cache, work.path())?;
     let opts = VmOptions {
         netns: net.netns.clone(),
         bridge: net.bridge.clone(),

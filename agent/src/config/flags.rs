@@ -250,6 +250,17 @@ pub struct AgentFlags {
     )]
     pub run_dir: PathBuf,
 
+    /// Registry (host:port) the in-process runtime pulls from over plain
+    /// HTTP instead of HTTPS; repeatable or comma-separated. Loopback
+    /// registries always are. (dockerd --insecure-registry)
+    #[arg(
+        long = "insecure-registry",
+        env = "R8S_INSECURE_REGISTRY",
+        value_delimiter = ',',
+        help_heading = "Container runtime"
+    )]
+    pub insecure_registry: Vec<String>,
+
     /// Name of the node bridge pods are attached to (in-process runtime only).
     #[arg(
         long,

@@ -80,6 +80,8 @@ pub struct Config {
     /// Socket and state of the in-process runtime live here.
     pub run_dir: PathBuf,
     pub pod_bridge: String,
+    /// `--insecure-registry`: registries pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
     pub pod_logs_dir: PathBuf,
     /// The in-process service proxy and cluster DNS; `None` with
     /// `--disable-kube-proxy`.
@@ -283,6 +285,12 @@ impl Config {
             pod_cidr: flags.pod_cidr.filter(|c| !c.is_empty()),
             run_dir: flags.run_dir,
             pod_bridge: flags.pod_bridge,
+            insecure_registries: flags
+                .insecure_registry
+                .into_iter()
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect(),
             pod_logs_dir: flags.pod_logs_dir,
         })
     }
@@ -343,6 +351,22 @@ mod tests {
         assert_eq!(c.eviction_hard.len(), 2);
         assert_eq!(c.kube_reserved["cpu"].milli_value(), 100);
         assert_eq!(c.node_status_update_frequency, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn insecure_registries_are_repeatable_and_comma_separated() {
+        let c = config(&[
+            "--insecure-registry",
+            "10.0.0.1:5000,reg.local:5000",
+            "--insecure-registry",
+            "other:80",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.insecure_registries,
+            vec!["10.0.0.1:5000", "reg.local:5000", "other:80"]
+        );
+        assert!(config(&[]).unwrap().insecure_registries.is_empty());
     }
 
     #[test]

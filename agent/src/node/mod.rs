@@ -82,6 +82,45 @@ pub fn detect_node_ip(config: &Config) -> IpAddr {
 
 /// Registers the Node (retrying with back-off), then runs the status updater
 /// and the Lease heartbeat until `shutdown`.
+/// Registers the Node once, before the in-process runtime starts, and waits
+/// up to `wait` for the node IPAM controller to give it a `spec.podCIDR`
+/// (the pod network is built from it). Best effort: `run_node` registers
+/// again and the runtime falls back to its default CIDR.
+pub async fn register_for_pod_cidr(
+    client: &Client,
+    ctx: &NodeContext,
+    wait: std::time::Duration,
+) -> Option<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pod_cidr = |n: Node| n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty());
+    if let Ok(Some(node)) = nodes.get_opt(&ctx.config.node_name).await
+        && let Some(cidr) = pod_cidr(node)
+    {
+        return Some(cidr);
+    }
+    let facts = ctx.host.facts().ok()?;
+    let desired = object::initial_node(
+        &ctx.inputs(&facts),
+        &NodeHealth::default(),
+        &Time(Timestamp::now()),
+    );
+    if let Err(err) = register::register_node(&nodes, &desired).await {
+        tracing::warn!(node = %ctx.config.node_name, error = %err, "unable to register node with API server");
+        return None;
+    }
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Ok(Some(node)) = nodes.get_opt(&ctx.config.node_name).await
+            && let Some(cidr) = pod_cidr(node)
+        {
+            return Some(cidr);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tracing::warn!(node = %ctx.config.node_name, ?wait, "the node got no podCIDR");
+    None
+}
+
 pub async fn run_node(
     client: Client,
     ctx: Arc<NodeContext>,

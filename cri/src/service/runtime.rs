@@ -71,8 +71,8 @@ impl RuntimeService for RuntimeHandler {
     ) -> Result<Response<proto::VersionResponse>, Status> {
         Ok(Response::new(proto::VersionResponse {
             version: "0.1.0".into(),
-            runtime_name: "r8s-cri".into(),
-            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_name: crate::RUNTIME_NAME.into(),
+            runtime_version: crate::RUNTIME_VERSION.into(),
             runtime_api_version: "v1".into(),
         }))
     }
