@@ -315,6 +315,10 @@ impl KindCluster {
             ("R8S_CGROUP_ROOT".to_owned(), cgroup_root),
             ("R8S_INSECURE_REGISTRY".to_owned(), self.registry_addr()),
             ("R8S_LOG_LEVEL".to_owned(), "info".to_owned()),
+            (
+                "R8S_EVICTION_HARD".to_owned(),
+                crate::cluster::TEST_EVICTION_HARD.to_owned(),
+            ),
         ];
         let kubeconfig = self.control_plane().etc_r8s().join("r8s.yaml");
         let _ = std::fs::remove_file(&kubeconfig);
@@ -350,7 +354,13 @@ impl KindCluster {
         let mut args = self.agent_join_args(node.ip)?;
         args.extend(["--cgroup-root".to_owned(), node.cgroup_root.clone()]);
         args.extend(self.config.agent_args.iter().cloned());
-        let envs = vec![("R8S_LOG_LEVEL".to_owned(), "info".to_owned())];
+        let envs = vec![
+            ("R8S_LOG_LEVEL".to_owned(), "info".to_owned()),
+            (
+                "R8S_EVICTION_HARD".to_owned(),
+                crate::cluster::TEST_EVICTION_HARD.to_owned(),
+            ),
+        ];
         let agent = crate::binary("r8s-agent")?;
         self.nodes[i].start_process(&agent, &args, &envs)
     }
