@@ -13,7 +13,9 @@ R8S_PACKAGES=(
   nftables iproute2 util-linux procps psmisc
   busybox-static docker-registry skopeo umoci
   etcd-server etcd-client containerd runc containernetworking-plugins
-  dnsutils jq curl
+  dnsutils jq curl openssl
+  # the pure cgroup v2 VM node (hack/vm): qemu, a busybox initramfs
+  qemu-system-x86 cpio kmod xz-utils zstd binutils
 )
 
 # Installs the missing packages from R8S_PACKAGES (root only, apt only).
@@ -184,22 +186,4 @@ remove_kubepods_cgroups() {
   for d in $(cgroup_dirs "${1%/}/kubepods"); do
     find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
-}
-
-# Debian packages hack/vm needs to build and boot the pure-cgroup-v2 VM node
-# (qemu under software emulation, a busybox initramfs). Installed idempotently.
-ensure_vm_packages() {
-  local missing=() p
-  for p in qemu-system-x86 busybox-static cpio kmod xz-utils zstd iproute2 binutils; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    log "missing packages: ${missing[*]} (run as root to install them)"
-    return 1
-  fi
-  log "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

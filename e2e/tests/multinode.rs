@@ -331,21 +331,6 @@ fn wget_until(ns: &Namespace, pod: &str, url: &str, want: &str) -> anyhow::Resul
     r.map_err(|e| anyhow::anyhow!("{e}; last wget: {last}"))
 }
 
-/// A scenario that only reads the cluster.
-type Scenario = fn(&KindCluster) -> anyhow::Result<()>;
-
-/// Why the traffic scenarios are skipped.
-const NO_ROUTES: &str = "needs pod routes between nodes: r8s-agent has no --flannel-backend";
-
-/// Whether the agent routes pod traffic between nodes (`--flannel-backend`):
-/// without it pods reach only pods and Service endpoints on their own node.
-fn pod_routes_supported() -> anyhow::Result<bool> {
-    let out = std::process::Command::new(e2e::binary("r8s-agent")?)
-        .arg("--help")
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).contains("--flannel-backend"))
-}
-
 // ---------------------------------------------------------------------------
 // The scenarios.
 
@@ -396,9 +381,9 @@ fn nodes_join(c: &KindCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A DaemonSet runs a pod on every node, each (with pod routes between the
-/// nodes) with an address of its node's podCIDR.
-fn daemonset(c: &KindCluster, routes: bool) -> anyhow::Result<()> {
+/// A DaemonSet runs a pod on every node, each with an address of its
+/// node's podCIDR.
+fn daemonset(c: &KindCluster) -> anyhow::Result<()> {
     let ns = Namespace::create(&c.kubectl(), "e2e-daemonset")?;
     ns.apply(json!({
         "apiVersion": "apps/v1",
@@ -437,7 +422,7 @@ fn daemonset(c: &KindCluster, routes: bool) -> anyhow::Result<()> {
             )
         })
         .collect();
-    for p in pods.iter().filter(|_| routes) {
+    for p in &pods {
         let ip = p["status"]["podIP"].as_str().unwrap_or_default();
         let cidr = cidr_of.get(&node_of(p)).cloned().unwrap_or_default();
         let net = cidr.trim_end_matches("0/24");
@@ -892,7 +877,6 @@ fn multinode_scenarios() -> anyhow::Result<()> {
         return Ok(());
     }
     let images = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let routes = pod_routes_supported()?;
     let mut suite = Suite::default();
     let mut cluster = None;
     suite.run("cluster up (1 control plane + 2 workers)", || {
@@ -905,23 +889,16 @@ fn multinode_scenarios() -> anyhow::Result<()> {
     });
     if let Some(mut c) = cluster {
         suite.run("1 nodes join, Ready, podCIDRs", || nodes_join(&c));
-        suite.run("2 daemonset on every node", || daemonset(&c, routes));
+        suite.run("2 daemonset on every node", || daemonset(&c));
         suite.run("3 job completes on a worker", || job(&c));
         suite.run("4 logs/exec/port-forward on a worker", || {
             logs_exec_port_forward(&c)
         });
-        let traffic: [(&str, Scenario); 3] = [
-            ("8 service across nodes, NodePort", service_traffic),
-            ("9 DNS from every node", dns),
-            ("10 rolling update, no failed request", rolling_update),
-        ];
-        for (name, scenario) in traffic {
-            if routes {
-                suite.run(name, || scenario(&c));
-            } else {
-                suite.skip(name, NO_ROUTES);
-            }
-        }
+        suite.run("8 service across nodes, NodePort", || service_traffic(&c));
+        suite.run("9 DNS from every node", || dns(&c));
+        suite.run("10 rolling update, no failed request", || {
+            rolling_update(&c)
+        });
         suite.run("5 r8s-server restart", || server_restart(&mut c));
         suite.run("6 worker stops, pods move, rejoins", || worker_stop(&mut c));
         suite.run("7 drain + delete node", || drain_and_delete(&mut c));
