@@ -762,11 +762,9 @@ fn server_restart(c: &mut KindCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A worker dies (its whole pid namespace): the Node turns NotReady, the
-/// Deployment's pods there are evicted (tolerationSeconds 5) and run on the
-/// other worker; the worker boots again and rejoins.
-fn worker_stop(c: &mut KindCluster) -> anyhow::Result<()> {
-    let ns = Namespace::create(&c.kubectl(), "e2e-failover")?;
+/// Two `web` pods spread over the workers, Ready; returns the worker with
+/// the most of them and the other one.
+fn web_on_workers(c: &KindCluster, ns: &Namespace) -> anyhow::Result<(String, String)> {
     let workers = c.workers();
     ns.apply(web_deployment(
         &c.busybox(),
@@ -777,17 +775,26 @@ fn worker_stop(c: &mut KindCluster) -> anyhow::Result<()> {
         false,
     ))?;
     let pods = ns.wait_ready_pods("web", 2, TIMEOUT)?;
-    // The worker with the most pods dies.
-    let victim = workers
+    let busiest = workers
         .iter()
         .max_by_key(|w| pods.iter().filter(|p| node_of(p) == **w).count())
         .cloned()
         .unwrap_or_default();
-    let survivor = workers
+    let other = workers
         .iter()
-        .find(|w| **w != victim)
+        .find(|w| **w != busiest)
         .cloned()
         .unwrap_or_default();
+    Ok((busiest, other))
+}
+
+/// A worker dies (its whole pid namespace): the Node turns NotReady, the
+/// Deployment's pods there are evicted (tolerationSeconds 5) and run on the
+/// other worker; the worker boots again and rejoins.
+fn worker_stop(c: &mut KindCluster) -> anyhow::Result<()> {
+    let ns = Namespace::create(&c.kubectl(), "e2e-failover")?;
+    // The worker with the most pods dies.
+    let (victim, survivor) = web_on_workers(c, &ns)?;
     c.stop_node(&victim)?;
     let kubectl = c.kubectl();
     let failover = (|| {
@@ -815,27 +822,8 @@ fn worker_stop(c: &mut KindCluster) -> anyhow::Result<()> {
 /// its processes are stopped.
 fn drain_and_delete(c: &mut KindCluster) -> anyhow::Result<()> {
     let ns = Namespace::create(&c.kubectl(), "e2e-drain")?;
-    let workers = c.workers();
-    ns.apply(web_deployment(
-        &c.busybox(),
-        "web",
-        2,
-        &workers,
-        "v1",
-        false,
-    ))?;
-    let pods = ns.wait_ready_pods("web", 2, TIMEOUT)?;
     // The worker with the most pods leaves.
-    let leaving = workers
-        .iter()
-        .max_by_key(|w| pods.iter().filter(|p| node_of(p) == **w).count())
-        .cloned()
-        .unwrap_or_default();
-    let staying = workers
-        .iter()
-        .find(|w| **w != leaving)
-        .cloned()
-        .unwrap_or_default();
+    let (leaving, staying) = web_on_workers(c, &ns)?;
     let kubectl = c.kubectl();
     kubectl.ok(
         &[

@@ -4,23 +4,24 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::registry::Registry;
-use e2e::vm::{NetnsServer, VmImage, VmNetwork, VmNode, VmOptions};
+use e2e::kind::{KindCluster, KindConfig, network::PREFIX_LEN};
+use e2e::kubectl::Kubectl;
+use e2e::vm::{VmImage, VmNode, VmOptions};
 
-/// The cluster network, server and registry the VM joins; in one function so
-/// that another cluster network (e2e::kind) can replace it.
-fn cluster_network(
-    cache: &std::path::Path,
-    work: &std::path::Path,
-) -> anyhow::Result<(VmNetwork, NetnsServer, Registry)> {
-    let net = VmNetwork::create()?;
-    let server = NetnsServer::start(&net.netns, &net.gateway())?;
-    let registry = Registry::start_in_netns(cache, &net.netns, net.gateway().parse()?, work)?;
-    Ok((net, server, registry))
+/// The cluster the VM joins: a kind-like control-plane node (e2e::kind)
+/// on a cluster network of its own, with the test images' registry.
+fn cluster(images: &std::path::Path) -> anyhow::Result<KindCluster> {
+    KindCluster::start(KindConfig {
+        workers: 0,
+        images: images.to_path_buf(),
+        // Heartbeats of a node under software emulation can be late.
+        node_monitor_grace_period: "60s".into(),
+        ..KindConfig::default()
+    })
 }
 
-fn node_ready(server: &NetnsServer, name: &str) -> Option<()> {
-    let node = server.get_json(&["get", "node", name]).ok()?;
+fn node_ready(kubectl: &Kubectl, name: &str) -> Option<()> {
+    let node = kubectl.get_json(&["get", "node", name]).ok()?;
     node["status"]["conditions"]
         .as_array()?
         .iter()
@@ -38,16 +39,19 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
     let work = tempfile::Builder::new().prefix("r8s-e2e-vm").tempdir()?;
     let image = VmImage::build(&work.path().join("image"))?;
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let (net, server, registry) = cluster_network(&cache, work.path())?;
+    let mut cluster = cluster(&cache)?;
+    let ip = cluster.allocate_address()?;
+    let net = cluster.network().clone();
+    let kubectl = cluster.kubectl();
     let opts = VmOptions {
         netns: net.netns.clone(),
         bridge: net.bridge.clone(),
-        ip_cidr: net.node_cidr(2),
-        gateway: net.gateway(),
-        server_url: server.url.clone(),
-        token: server.token()?,
-        ca_cert_hash: server.ca_cert_hash()?,
-        registry: Some(registry.addr.clone()),
+        ip_cidr: format!("{ip}/{PREFIX_LEN}"),
+        gateway: net.gateway.to_string(),
+        server_url: cluster.server_url(),
+        token: cluster.join_token()?,
+        ca_cert_hash: cluster.ca_cert_hash()?,
+        registry: Some(cluster.registry_addr()),
         node_name: "vm-node".into(),
         memory_mb: 1024,
         cpus: 2,
@@ -57,7 +61,7 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
         format!(
             "{what}\n--- serial console ---\n{}\n--- server ---\n{}",
             vm.serial_tail(60),
-            server.log_tail(30)
+            cluster.logs_tail(30)
         )
     };
 
@@ -67,7 +71,7 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
         if !vm.is_running() {
             return Some(false);
         }
-        node_ready(&server, &opts.node_name).map(|()| true)
+        node_ready(&kubectl, &opts.node_name).map(|()| true)
     });
     anyhow::ensure!(
         ready.is_ok_and(|r| r),
@@ -90,16 +94,16 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
             }]
         }
     });
-    server.kubectl_ok(&["apply", "-f", "-"], Some(&pod.to_string()))?;
+    kubectl.apply(&pod)?;
     let pod_start = Instant::now();
     let running = e2e::wait_for("the pod to run", Duration::from_secs(240), || {
-        let p = server.get_json(&["get", "pod", "memory-limit"]).ok()?;
+        let p = kubectl.get_json(&["get", "pod", "memory-limit"]).ok()?;
         (p["status"]["phase"] == "Running").then_some(())
     });
     anyhow::ensure!(running.is_ok(), failure("the pod never ran", &vm));
     eprintln!("vm: pod Running {:?} after apply", pod_start.elapsed());
 
-    let max = server.kubectl_ok(
+    let max = kubectl.ok(
         &[
             "exec",
             "memory-limit",
@@ -110,7 +114,7 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
         None,
     )?;
     assert_eq!(max.trim(), "67108864", "memory.max inside the pod");
-    let cgroups = server.kubectl_ok(
+    let cgroups = kubectl.ok(
         &["exec", "memory-limit", "--", "cat", "/proc/self/cgroup"],
         None,
     )?;
@@ -147,9 +151,9 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
             }]
         }
     });
-    server.kubectl_ok(&["apply", "-f", "-"], Some(&hog.to_string()))?;
+    kubectl.apply(&hog)?;
     let terminated = e2e::wait_for("the memory hog to end", Duration::from_secs(180), || {
-        let p = server.get_json(&["get", "pod", "memory-hog"]).ok()?;
+        let p = kubectl.get_json(&["get", "pod", "memory-hog"]).ok()?;
         let t = p["status"]["containerStatuses"][0]["state"]["terminated"].clone();
         (!t.is_null()).then_some(t)
     });
@@ -166,8 +170,6 @@ fn vm_node_with_pure_cgroup_v2_enforces_a_pod_memory_limit() -> anyhow::Result<(
     }
     eprintln!("vm: whole test {:?}", started.elapsed());
     drop(vm);
-    drop(registry);
-    drop(server);
-    drop(net);
+    drop(cluster);
     Ok(())
 }
