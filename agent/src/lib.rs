@@ -101,10 +101,16 @@ const POD_CIDR_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 const USER_AGENT: &str = "kubelet/v1.32.0 (linux/amd64) kubernetes/r8s";
 
 /// Serves the kubelet API; a failure to start is logged, the agent goes on.
-async fn kubelet_api(config: &Config, node_ip: std::net::IpAddr, shutdown: CancellationToken) {
+async fn kubelet_api(
+    config: &Config,
+    node_ip: std::net::IpAddr,
+    evictions: Arc<eviction::EvictionHandle>,
+    shutdown: CancellationToken,
+) {
     let cluster_ca = kube_config(config).await.ok().and_then(|c| c.root_cert);
     let served = match server::ServerConfig::from_agent(config, node_ip, cluster_ca) {
         Ok(mut c) => {
+            c.evictions = Some(evictions);
             bootstrap::serving::apply(&mut c, config, &shutdown).await;
             server::serve(c, shutdown).await
         }
@@ -285,7 +291,12 @@ pub async fn run_with_client(
     tokio::join!(
         node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
         pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()),
-        kubelet_api(&ctx.config, ctx.node_ip, shutdown.clone()),
+        kubelet_api(
+            &ctx.config,
+            ctx.node_ip,
+            eviction.handle.clone(),
+            shutdown.clone()
+        ),
         service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone()),
         pod_network(&ctx.config, client.clone(), ctx.node_ip, shutdown.clone()),
         eviction::run(eviction, shutdown.clone())

@@ -309,6 +309,7 @@ async fn checks(dir: &Path, socket: &Path, image: &str, shutdown: CancellationTo
         tls_private_key_file: None,
         client_ca: vec![certs.ca.clone()],
         cri_endpoint: format!("unix://{}", socket.display()),
+        evictions: None,
     })
     .await
     .unwrap();

@@ -42,6 +42,14 @@ pub struct EvictionHandle {
     pub recorder: Option<EventRecorder>,
 }
 
+impl std::fmt::Debug for EvictionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvictionHandle")
+            .field("evictions", &self.evictions())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for EvictionHandle {
     fn default() -> Self {
         Self::new(None)

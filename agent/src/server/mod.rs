@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub client_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// The CRI endpoint (`unix:///...`).
     pub cri_endpoint: String,
+    /// The eviction manager's counts, for `kubelet_evictions` on /metrics.
+    pub evictions: Option<Arc<crate::eviction::EvictionHandle>>,
 }
 
 impl ServerConfig {
@@ -105,6 +107,7 @@ impl ServerConfig {
                         crate::runtime_service::in_process_socket(config).display()
                     )
                 }),
+            evictions: None,
         })
     }
 }
@@ -117,6 +120,7 @@ pub struct State {
     pub root_dir: PathBuf,
     /// The last node CPU sample `(time nanos, core nanos)`, for usageNanoCores.
     pub last_cpu: std::sync::Mutex<Option<(i64, u64)>>,
+    pub evictions: Option<Arc<crate::eviction::EvictionHandle>>,
 }
 
 /// A bound kubelet API server.
@@ -152,6 +156,7 @@ impl Server {
                 node_name: config.node_name,
                 root_dir: config.root_dir,
                 last_cpu: std::sync::Mutex::new(None),
+                evictions: config.evictions,
             }),
         })
     }

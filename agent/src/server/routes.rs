@@ -373,7 +373,13 @@ async fn metrics(state: &State) -> Response<Body> {
         Err(e) => return lookup_error(&e),
     };
     match tokio::try_join!(lookup::list_sandboxes(&cri), lookup::list_containers(&cri)) {
-        Ok((s, c)) => prometheus(stats::kubelet_metrics(&state.node_name, &s, &c)),
+        Ok((s, c)) => {
+            let mut text = stats::kubelet_metrics(&state.node_name, &s, &c);
+            if let Some(handle) = &state.evictions {
+                text += &crate::eviction::render_metrics(&handle.evictions());
+            }
+            prometheus(text)
+        }
         Err(e) => lookup_error(&e),
     }
 }
