@@ -262,13 +262,18 @@ impl ParsedQuantity {
         }
     }
 
-    /// `self + other`, keeping `self`'s format (as upstream `Add`).
+    /// `self + other`, keeping `self`'s format, or `other`'s when `self` is
+    /// zero (as upstream `Add`: a quota's `0` plus `1Gi` is `1Gi`).
     pub fn add(&self, other: &Self) -> Self {
         let (a, b, scale) = align(self, other);
         Self {
             mantissa: a.saturating_add(b),
             scale,
-            format: self.format,
+            format: if self.is_zero() {
+                other.format
+            } else {
+                self.format
+            },
         }
         .normalized()
     }
@@ -487,5 +492,11 @@ mod tests {
         assert!(q("1Mi") > q("1M"));
         assert_eq!(q("1000m"), q("1"));
         assert!(q("1").sub(&q("2")).is_negative());
+    }
+
+    #[test]
+    fn adding_to_zero_takes_the_other_format() {
+        assert_eq!(q("0").add(&q("1Gi")).to_string(), "1Gi");
+        assert_eq!(q("1").add(&q("1Gi")).format(), q("1").format());
     }
 }

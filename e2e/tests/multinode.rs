@@ -381,25 +381,30 @@ fn nodes_join(c: &KindCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A DaemonSet `name` of pods (container `name`) that only sleep.
+fn sleeper_daemonset(c: &KindCluster, name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": { "name": name },
+        "spec": {
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [container(&c.busybox(), name, "exec sleep 3600")],
+                },
+            },
+        },
+    })
+}
+
 /// A DaemonSet runs a pod on every node, each with an address of its
 /// node's podCIDR.
 fn daemonset(c: &KindCluster) -> anyhow::Result<()> {
     let ns = Namespace::create(&c.kubectl(), "e2e-daemonset")?;
-    ns.apply(json!({
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": { "name": "ds" },
-        "spec": {
-            "selector": { "matchLabels": { "app": "ds" } },
-            "template": {
-                "metadata": { "labels": { "app": "ds" } },
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [container(&c.busybox(), "sleep", "exec sleep 3600")],
-                },
-            },
-        },
-    }))?;
+    ns.apply(sleeper_daemonset(c, "ds"))?;
     let n = c.nodes().len();
     let pods = ns.wait_ready_pods("ds", n, TIMEOUT)?;
     let on: BTreeSet<String> = pods.iter().map(node_of).collect();
@@ -616,21 +621,7 @@ fn service_traffic(c: &KindCluster) -> anyhow::Result<()> {
 fn dns(c: &KindCluster) -> anyhow::Result<()> {
     let ns = Namespace::create(&c.kubectl(), "e2e-dns")?;
     ns.apply(service("web", "ClusterIP"))?;
-    ns.apply(json!({
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": { "name": "probe" },
-        "spec": {
-            "selector": { "matchLabels": { "app": "probe" } },
-            "template": {
-                "metadata": { "labels": { "app": "probe" } },
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [container(&c.busybox(), "probe", "exec sleep 3600")],
-                },
-            },
-        },
-    }))?;
+    ns.apply(sleeper_daemonset(c, "probe"))?;
     let pods = ns.wait_ready_pods("probe", c.nodes().len(), TIMEOUT)?;
     let web_ip = ns.get(&["get", "service", "web"])?["spec"]["clusterIP"]
         .as_str()
