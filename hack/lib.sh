@@ -98,16 +98,21 @@ stop_local_registry() {
 # The nftables table of the cluster's service proxy (R8S_NFT_TABLE, default r8s).
 R8S_NFT_TABLE="${R8S_NFT_TABLE:-r8s}"
 
-# Deletes only the proxy's own table, never anything else of the ruleset.
+# Deletes only r8s's own tables, never anything else of the ruleset: the
+# proxy's, and the runtime's hostPort and the agent's masquerade table (named
+# after the pod bridge).
 delete_proxy_table() {
-  case "$R8S_NFT_TABLE" in
-    r8s*) ;;
-    *) log "not deleting nftables table $R8S_NFT_TABLE: r8s owns only tables named r8s*"; return 0 ;;
-  esac
-  if command -v nft >/dev/null 2>&1 && nft list table ip "$R8S_NFT_TABLE" >/dev/null 2>&1; then
-    nft delete table ip "$R8S_NFT_TABLE"
-    log "deleted nftables table ip $R8S_NFT_TABLE"
-  fi
+  local t
+  for t in "$R8S_NFT_TABLE" "${R8S_POD_BRIDGE:-r8s0}-hostport" "${R8S_POD_BRIDGE:-r8s0}-masq"; do
+    case "$t" in
+      r8s*) ;;
+      *) log "not deleting nftables table $t: r8s owns only tables named r8s*"; continue ;;
+    esac
+    if command -v nft >/dev/null 2>&1 && nft list table ip "$t" >/dev/null 2>&1; then
+      nft delete table ip "$t"
+      log "deleted nftables table ip $t"
+    fi
+  done
 }
 
 # Pods keep running when r8s-server stops, as containers do when kubelet stops.

@@ -156,6 +156,7 @@ async fn pod_network(
         config: flannel,
         node_name: config.node_name.clone(),
         node_ip,
+        masquerade_table: flannel::masquerade::table_name(&config.pod_bridge),
     };
     flannel::run(client, settings, shutdown).await;
 }

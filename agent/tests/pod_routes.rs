@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use agent::flannel::annotations::{self, MacAddr};
 use agent::flannel::desired::{self, Local, NodeNet};
+use agent::flannel::masquerade;
 use agent::flannel::netlink::{RTPROT_R8S, VXLAN_DEVICE, Vtep};
 use agent::flannel::{Backend, Desired, Programmer};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
@@ -141,8 +142,17 @@ fn tcp_works(from: &TestNode, to: &TestNode) -> Result<(), String> {
     tcp((&from.ns, from.gateway), (&to.ns, to.gateway))
 }
 
-/// TCP from `source` in netns `from` to `target` in netns `to`.
+/// TCP from `source` in netns `from` to `target` in netns `to`, which sees the source.
 fn tcp(from: (&str, Ipv4Addr), to: (&str, Ipv4Addr)) -> Result<(), String> {
+    tcp_seen_as(from, to, from.1)
+}
+
+/// TCP from `source` in netns `from` to `target` in netns `to`, which sees `seen_as`.
+fn tcp_seen_as(
+    from: (&str, Ipv4Addr),
+    to: (&str, Ipv4Addr),
+    seen_as: Ipv4Addr,
+) -> Result<(), String> {
     let ((from_ns, source), (to_ns, listen_on)) = (from, to);
     let listener = in_netns(to_ns, move || {
         std::net::TcpListener::bind((listen_on, 0)).and_then(|l| {
@@ -165,7 +175,7 @@ fn tcp(from: (&str, Ipv4Addr), to: (&str, Ipv4Addr)) -> Result<(), String> {
                 socket.bind(SocketAddr::from((source, 0)))?;
                 let mut client = socket.connect(target).await?;
                 let (mut server, peer) = listener.accept().await?;
-                assert_eq!(peer.ip(), source, "the pod source address is kept");
+                assert_eq!(peer.ip(), seen_as, "the source address seen by the server");
                 let data: Vec<u8> = (0..256 * 1024)
                     .map(|i| u8::try_from(i % 251).unwrap_or(0))
                     .collect();
@@ -194,6 +204,33 @@ fn tcp(from: (&str, Ipv4Addr), to: (&str, Ipv4Addr)) -> Result<(), String> {
     })
 }
 
+/// A random suffix for the test's names and a third octet for its subnets;
+/// `None` when not root.
+fn test_ids() -> Option<(u16, u8)> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let r: u16 = rand::random();
+    Some((r, u8::try_from(r % 40 + 10).expect("fits")))
+}
+
+/// Creates the network namespaces (loopback up); they go when the guard drops.
+fn create_namespaces(names: &[String]) -> scopeguard::ScopeGuard<Vec<String>, fn(Vec<String>)> {
+    let guard = scopeguard::guard(
+        names.to_vec(),
+        (|ns| {
+            for n in ns {
+                let _ = Command::new("ip").args(["netns", "del", &n]).status();
+            }
+        }) as fn(Vec<String>),
+    );
+    for n in names {
+        ip(&["netns", "add", n]);
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+    }
+    guard
+}
+
 fn routes(ns: &str) -> String {
     ip(&["-n", ns, "route", "show", "proto", &RTPROT_R8S.to_string()])
 }
@@ -208,12 +245,10 @@ fn has_vxlan(ns: &str) -> bool {
 
 #[test]
 fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
-    if !nix::unistd::Uid::effective().is_root() {
+    let Some((r, x)) = test_ids() else {
         eprintln!("skipping: needs root (network namespaces)");
         return;
-    }
-    let r: u16 = rand::random();
-    let x = u8::try_from(r % 40 + 10).expect("fits");
+    };
     let wire = format!("r8srt-w-{r}");
     let (a, b) = (
         TestNode {
@@ -242,15 +277,7 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
         pods[0].0.clone(),
         pods[1].0.clone(),
     ];
-    let _cleanup = scopeguard::guard(namespaces.clone(), |ns| {
-        for n in ns {
-            let _ = Command::new("ip").args(["netns", "del", &n]).status();
-        }
-    });
-    for n in &namespaces {
-        ip(&["netns", "add", n]);
-        ip(&["-n", n, "link", "set", "lo", "up"]);
-    }
+    let _cleanup = create_namespaces(&namespaces);
     ip(&["-n", &wire, "link", "add", "br0", "type", "bridge"]);
     ip(&["-n", &wire, "link", "set", "br0", "up"]);
     for (i, n) in [&a, &b].into_iter().enumerate() {
@@ -484,4 +511,112 @@ fn pods_reach_other_nodes_over_host_gw_and_vxlan() {
     });
     assert!(!has_vxlan(&b.ns));
     assert_eq!(routes(&b.ns).trim(), "");
+}
+
+#[test]
+fn pod_traffic_leaving_the_cluster_appears_as_the_node() {
+    let Some((r, x)) = test_ids() else {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    };
+    let (outside, node_ns, pod_ns) = (
+        format!("r8srt-o-{r}"),
+        format!("r8srt-n-{r}"),
+        format!("r8srt-p-{r}"),
+    );
+    let outside_ip = Ipv4Addr::new(10, 251, x, 254);
+    let node_ip = Ipv4Addr::new(10, 251, x, 2);
+    let (gateway, pod_ip) = (Ipv4Addr::new(10, 252, x, 1), Ipv4Addr::new(10, 252, x, 2));
+    let namespaces = [outside.clone(), node_ns.clone(), pod_ns.clone()];
+    let _cleanup = create_namespaces(&namespaces);
+    // The node's uplink to a host outside the cluster network, which has no
+    // route to the pods; and a pod behind the node's bridge.
+    for (peer_ns, there, here, node_side) in [
+        (&outside, outside_ip, node_ip, "eth0"),
+        (&pod_ns, pod_ip, gateway, "vethpod"),
+    ] {
+        ip(&[
+            "-n", &node_ns, "link", "add", node_side, "type", "veth", "peer", "name", "eth0",
+            "netns", peer_ns,
+        ]);
+        ip(&[
+            "-n",
+            peer_ns,
+            "addr",
+            "add",
+            &format!("{there}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", peer_ns, "link", "set", "eth0", "up"]);
+        if node_side == "eth0" {
+            ip(&[
+                "-n",
+                &node_ns,
+                "addr",
+                "add",
+                &format!("{here}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &node_ns, "link", "set", "eth0", "up"]);
+        }
+    }
+    ip(&["-n", &node_ns, "link", "add", "r8s0", "type", "bridge"]);
+    ip(&[
+        "-n",
+        &node_ns,
+        "addr",
+        "add",
+        &format!("{gateway}/24"),
+        "dev",
+        "r8s0",
+    ]);
+    ip(&["-n", &node_ns, "link", "set", "r8s0", "up"]);
+    ip(&[
+        "-n", &node_ns, "link", "set", "vethpod", "master", "r8s0", "up",
+    ]);
+    ip(&[
+        "-n",
+        &pod_ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &gateway.to_string(),
+    ]);
+    let forward = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node_ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(forward.success());
+
+    assert!(
+        tcp((&pod_ns, pod_ip), (&outside, outside_ip)).is_err(),
+        "without masquerade the outside host cannot answer the pod"
+    );
+    let table = masquerade::table_name("r8s0");
+    let script = masquerade::render(
+        &table,
+        CLUSTER_CIDR.parse().expect("cidr"),
+        format!("10.252.{x}.0/24").parse().ok(),
+    );
+    in_netns(&node_ns, move || {
+        let nft = r8s_nft::LibNftables::new().expect("libnftables");
+        // Twice: replacing the table is idempotent.
+        for _ in 0..2 {
+            nft.run(&script).expect("masquerade rules");
+        }
+    });
+    tcp_seen_as((&pod_ns, pod_ip), (&outside, outside_ip), node_ip)
+        .expect("the pod reaches the outside host as the node");
+    // The node itself talking to its pod keeps its address.
+    tcp((&node_ns, gateway), (&pod_ns, pod_ip)).expect("node to pod");
 }

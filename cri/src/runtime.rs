@@ -18,7 +18,7 @@ use crate::container::{
     self, ContainerRecord, ContainerState, console, exec, exit, libct, rootfs, spec, stats,
 };
 use crate::image::ImageStore;
-use crate::network::{Ipam, netlink};
+use crate::network::{Ipam, hostport, netlink};
 use crate::proto;
 use crate::sandbox::{self, SandboxRecord, SandboxState, files, namespaces};
 use crate::store::{read_dir_json, write_json};
@@ -86,6 +86,8 @@ pub struct Runtime {
     containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
     ipam: Ipam,
     host_net: Mutex<Option<rtnetlink::Handle>>,
+    /// libnftables for the hostPort table, started with the first hostPort.
+    nft: Mutex<Option<r8s_nft::LibNftables>>,
     cpu_rates: container::cpu_rate::CpuRates,
     _shutdown: CancellationToken,
 }
@@ -140,6 +142,7 @@ impl Runtime {
             containers: Mutex::new(HashMap::new()),
             ipam,
             host_net: Mutex::new(None),
+            nft: Mutex::new(None),
             cpu_rates: Default::default(),
             _shutdown: shutdown,
         };
@@ -191,6 +194,9 @@ impl Runtime {
                 rt.spawn_exit_watcher(entry.clone(), pid);
             }
             rt.containers.lock().await.insert(id, entry);
+        }
+        if let Err(err) = rt.sync_hostports().await {
+            warn!(?err, "cannot restore the hostPort table");
         }
         Ok(rt)
     }
@@ -287,10 +293,59 @@ impl Runtime {
                 return Err(e);
             }
         }
-        write_json(&self.sandbox_record_path(&id), &record).map_err(fail("persist sandbox"))?;
+        let has_host_ports = record.ip.is_some() && !config.port_mappings.is_empty();
+        self.sandboxes
+            .lock()
+            .await
+            .insert(id.clone(), record.clone());
+        let persisted =
+            write_json(&self.sandbox_record_path(&id), &record).map_err(fail("persist sandbox"));
+        let ready = match persisted {
+            Ok(()) if has_host_ports => self.sync_hostports().await,
+            other => other,
+        };
+        if let Err(e) = ready {
+            self.sandboxes.lock().await.remove(&id);
+            let _ = std::fs::remove_file(self.sandbox_record_path(&id));
+            self.teardown_sandbox(&record).await;
+            let _ = std::fs::remove_dir_all(&record.files_dir);
+            let _ = std::fs::remove_dir_all(self.config.state.join("sandboxes").join(&id));
+            if has_host_ports && let Err(err) = self.sync_hostports().await {
+                warn!(?err, "cannot update the hostPort table");
+            }
+            return Err(e);
+        }
         info!(sandbox = %id, name = %meta.name, namespace = %meta.namespace, ip = ?record.ip, "sandbox ready");
-        self.sandboxes.lock().await.insert(id.clone(), record);
         Ok(id)
+    }
+
+    /// Rewrites the hostPort table from the mappings of every ready sandbox (at start: also
+    /// removes a table an earlier run left with no sandbox using it).
+    async fn sync_hostports(&self) -> Result<()> {
+        // Held while the ports are collected, so that syncs apply in the order they read.
+        let mut nft = self.nft.lock().await;
+        let ports: Vec<hostport::HostPort> = {
+            let sandboxes = self.sandboxes.lock().await;
+            sandboxes
+                .values()
+                .filter(|s| s.state == SandboxState::Ready)
+                .filter_map(|s| {
+                    let ip = s.ip.as_deref()?.parse().ok()?;
+                    Some(hostport::of_sandbox(ip, &s.config().port_mappings))
+                })
+                .flatten()
+                .collect()
+        };
+        let nft = match nft.as_mut() {
+            Some(n) => n,
+            None => nft.insert(r8s_nft::LibNftables::new().map_err(fail("start libnftables"))?),
+        };
+        if !ports.is_empty() {
+            hostport::allow_localhost(&self.config.bridge);
+        }
+        let script = hostport::render(&hostport::table_name(&self.config.bridge), &ports);
+        nft.run(&script).map_err(fail("program hostPorts"))?;
+        Ok(())
     }
 
     async fn setup_sandbox(
@@ -386,10 +441,16 @@ impl Runtime {
             self.stop_container(&c, 0).await?;
         }
         self.teardown_sandbox(&record).await;
-        let mut sandboxes = self.sandboxes.lock().await;
-        if let Some(s) = sandboxes.get_mut(&record.id) {
-            s.state = SandboxState::NotReady;
-            write_json(&self.sandbox_record_path(&s.id), &*s).map_err(fail("persist sandbox"))?;
+        {
+            let mut sandboxes = self.sandboxes.lock().await;
+            if let Some(s) = sandboxes.get_mut(&record.id) {
+                s.state = SandboxState::NotReady;
+                write_json(&self.sandbox_record_path(&s.id), &*s)
+                    .map_err(fail("persist sandbox"))?;
+            }
+        }
+        if record.state == SandboxState::Ready && !record.config().port_mappings.is_empty() {
+            self.sync_hostports().await?;
         }
         info!("sandbox stopped");
         Ok(())

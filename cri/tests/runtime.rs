@@ -338,6 +338,107 @@ async fn containers_in_a_pod_share_localhost() {
         .unwrap();
 }
 
+/// Reads what a TCP server at `addr` says, retrying while it is not up yet.
+async fn read_tcp(addr: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(Ok(mut s)) = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            let mut out = String::new();
+            if tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out)
+                .await
+                .is_ok()
+                && !out.is_empty()
+            {
+                return out;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("nothing answered at {addr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_ports_reach_the_pod_from_the_node_and_from_the_pod_itself() {
+    require_root!();
+    let mut env = common::Runtime::start().await;
+    let image = env.pull_busybox().await;
+    let gateway = env.gateway();
+    let host_port = 20000 + rand::random::<u16>() % 20000;
+    let mut config = env.sandbox_config("web");
+    // Only the test's own bridge address: nothing else of the host is redirected.
+    config.port_mappings = vec![proto::PortMapping {
+        protocol: proto::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port.into(),
+        host_ip: gateway.clone(),
+    }];
+    let mut rt = env.runtime().await;
+    let pod = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let server = env
+        .create_and_start(
+            &pod,
+            &config,
+            env.container_config(
+                "server",
+                &image,
+                &["sh", "-c", "while true; do echo pong | nc -l -p 8080; done"],
+            ),
+        )
+        .await;
+    let addr = format!("{gateway}:{host_port}");
+    assert_eq!(read_tcp(&addr).await.trim(), "pong");
+
+    // Hairpin: the pod reaches itself through the node's hostPort.
+    let out = env
+        .exec(
+            &server,
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "for i in $(seq 50); do nc {gateway} {host_port} </dev/null && exit 0; sleep 0.1; done; exit 1"
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pong");
+
+    // A restarted runtime programs the table again from its sandboxes.
+    let table = env.hostport_table();
+    env.kill_runtime();
+    let deleted = std::process::Command::new("nft")
+        .args(["delete", "table", "ip", &table])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    env.spawn().await;
+    assert!(env.nft_table_exists(&table));
+    assert_eq!(read_tcp(&addr).await.trim(), "pong");
+
+    // The last hostPort gone, the table goes too.
+    env.runtime()
+        .await
+        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(!env.nft_table_exists(&table));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_limit_is_enforced_as_oom_killed() {
     require_root!();

@@ -1,6 +1,7 @@
 //! Removal of everything a node of a test created on the host: container
 //! processes (by cgroup), mounts under the test dir, the veths and bridge,
-//! the service proxy's nftables table, and the cgroups. Best effort and
+//! the nftables tables (the service proxy's, and the hostPort and masquerade
+//! tables named after the bridge), and the cgroups. Best effort and
 //! idempotent; runs on drop, also after the node was killed with SIGKILL.
 
 use std::path::{Path, PathBuf};
@@ -142,20 +143,26 @@ impl NodeResources {
         }
     }
 
-    /// Deletes the proxy's nftables table; only ever a table r8s owns.
+    /// Deletes the node's nftables tables (the proxy's; the runtime's hostPort
+    /// and the agent's masquerade table, named after the bridge); only ever
+    /// tables r8s owns.
     pub fn delete_nft_table(&self) {
-        if !self.nft_table.starts_with("r8s") {
-            return;
-        }
-        let listed = Command::new("nft")
-            .args(["list", "table", "ip", &self.nft_table])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        if listed.is_ok_and(|s| s.success()) {
-            let _ = Command::new("nft")
-                .args(["delete", "table", "ip", &self.nft_table])
+        let tables = [
+            self.nft_table.clone(),
+            format!("{}-hostport", self.bridge),
+            format!("{}-masq", self.bridge),
+        ];
+        for table in tables.iter().filter(|t| t.starts_with("r8s")) {
+            let listed = Command::new("nft")
+                .args(["list", "table", "ip", table])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
                 .status();
+            if listed.is_ok_and(|s| s.success()) {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "ip", table])
+                    .status();
+            }
         }
     }
 

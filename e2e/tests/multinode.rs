@@ -2,7 +2,8 @@
 //! workers that join with a token, each node in namespaces of its own):
 //! joining, a DaemonSet, a Job, logs/exec/port-forward on a worker, Service
 //! traffic across nodes, DNS from every node, a rolling update under load,
-//! an r8s-server restart, a worker that stops and comes back, and a worker
+//! a hostPort and pod egress on a worker, an r8s-server restart, a worker
+//! that stops and comes back, and a worker
 //! that is drained and deleted. Scenarios run one after another, each in a
 //! namespace of its own that it deletes; the end prints a table and fails
 //! if any failed. Needs root, docker-registry, skopeo, busybox-static,
@@ -15,6 +16,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use anyhow::Context;
 use e2e::kind::{KindCluster, KindConfig, netns};
 use e2e::kubectl::Kubectl;
 use e2e::suite::Suite;
@@ -617,6 +619,62 @@ fn service_traffic(c: &KindCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A hostPort answers on its worker's address from the cluster network; a
+/// pod reaches itself through its Service (hairpin); and a pod's connection
+/// to the cluster network (outside the cluster CIDR) arrives from its node's
+/// address (flannel's masquerade).
+fn host_port_and_egress(c: &KindCluster) -> anyhow::Result<()> {
+    let ns = Namespace::create(&c.kubectl(), "e2e-hostport")?;
+    let worker = c.workers().first().cloned().context("no worker")?;
+    let node_ip = c.node(&worker)?.ip;
+    let mut web = web_deployment(&c.busybox(), "hp", 1, &[worker], "v1", false);
+    web["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{ "containerPort": 8080, "hostPort": 18080 }]);
+    ns.apply(web)?;
+    ns.apply(service("hp", "ClusterIP"))?;
+    let pods = ns.wait_ready_pods("hp", 1, TIMEOUT)?;
+    let pod = name_of(&pods[0]);
+    let cluster_ip = ns.get(&["get", "service", "hp"])?["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    wget_until(&ns, &pod, &format!("http://{cluster_ip}/"), "v1 from")?;
+    let net = c.network();
+    let addr = SocketAddr::from((node_ip, 18080));
+    e2e::wait_for(
+        &format!("hostPort {addr} to answer"),
+        TRAFFIC_TIMEOUT,
+        || {
+            netns::run_in(&net.netns, || http_get(addr).ok())
+                .ok()
+                .flatten()
+                .filter(|p| p.contains("v1 from"))
+        },
+    )?;
+
+    let gateway = net.gateway;
+    let listener = netns::run_in(&net.netns, || std::net::TcpListener::bind((gateway, 0)))??;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let out = ns.exec(
+        &pod,
+        &[
+            "sh",
+            "-c",
+            &format!("echo hi | timeout 5 nc {gateway} {port}"),
+        ],
+    )?;
+    let (_, peer) = e2e::wait_for("the pod's connection", Duration::from_secs(10), || {
+        listener.accept().ok()
+    })
+    .map_err(|e| anyhow::anyhow!("{e}; nc: {}", text(&out)))?;
+    anyhow::ensure!(
+        peer.ip() == std::net::IpAddr::V4(node_ip),
+        "the pod's connection came from {peer}, not from its node {node_ip}"
+    );
+    Ok(())
+}
+
 /// Cluster DNS names resolve from pods on every node.
 fn dns(c: &KindCluster) -> anyhow::Result<()> {
     let ns = Namespace::create(&c.kubectl(), "e2e-dns")?;
@@ -877,6 +935,9 @@ fn multinode_scenarios() -> anyhow::Result<()> {
         suite.run("9 DNS from every node", || dns(&c));
         suite.run("10 rolling update, no failed request", || {
             rolling_update(&c)
+        });
+        suite.run("11 hostPort, hairpin, pod egress as its node", || {
+            host_port_and_egress(&c)
         });
         suite.run("5 r8s-server restart", || server_restart(&mut c));
         suite.run("6 worker stops, pods move, rejoins", || worker_stop(&mut c));

@@ -4,7 +4,7 @@
 //!
 //! Flow: [`run`] -> `kube_dns` (registers the DNS Service) and `proxier` (reflectors, debounced
 //! sync) -> `model` (Services + EndpointSlices to per-port facts) -> `rules` (ruleset and
-//! transactions) -> `nft` (libnftables via `sys`) and `conntrack` (stale UDP flows); `dns` and
+//! transactions) -> `nft` (libnftables, crate `r8s-nft`) and `conntrack` (stale UDP flows); `dns` and
 //! `dns_server` answer the cluster zone from the same caches.
 pub mod conntrack;
 pub mod dns;
@@ -15,7 +15,6 @@ pub mod model;
 pub mod nft;
 pub mod proxier;
 pub mod rules;
-pub mod sys;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

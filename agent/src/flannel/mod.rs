@@ -2,10 +2,12 @@
 //! Nodes, `desired` turns them into routes (host-gw) or a VXLAN overlay, and
 //! `netlink` programs that into the node's network namespace, owning only what
 //! it created (routes tagged [`netlink::RTPROT_R8S`], the `flannel.1` device).
-//! Each agent publishes its VTEP on its own Node (`annotations`).
+//! Each agent publishes its VTEP on its own Node (`annotations`); `masquerade` makes pod
+//! traffic that leaves the cluster network appear as the node.
 
 pub mod annotations;
 pub mod desired;
+pub mod masquerade;
 pub mod netlink;
 pub mod watch;
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::annotations::{self, MacAddr};
 use super::desired::{self, Desired, Local, NodeNet, Skip};
+use super::masquerade;
 use super::netlink::{ProgramError, Programmer, Vtep};
 use super::{Backend, FlannelConfig};
 
@@ -31,6 +32,8 @@ pub struct Settings {
     pub config: FlannelConfig,
     pub node_name: String,
     pub node_ip: IpAddr,
+    /// The nftables table for the masquerade of pod traffic leaving the cluster.
+    pub masquerade_table: String,
 }
 
 /// Keeps this node's routes to the other nodes' pods until `shutdown`. What
@@ -52,16 +55,26 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
             return;
         }
     };
+    let nft = r8s_nft::LibNftables::new()
+        .inspect_err(|err| tracing::warn!(error = %err, "pod traffic leaving the cluster is not masqueraded"))
+        .ok();
     if backend == Backend::None {
         // What an earlier start with another backend left goes.
         if let Err(err) = programmer.clear().await {
             tracing::warn!(error = %err, "failed to remove the pod routes of an earlier backend");
+        }
+        if let Some(nft) = &nft
+            && let Err(err) = masquerade::remove(nft, &settings.masquerade_table)
+        {
+            tracing::warn!(error = %err, "failed to remove the pod masquerade of an earlier backend");
         }
         tracing::info!("flannel backend none: no routes to the other nodes' pods");
         return;
     }
     let mut sync = Sync {
         programmer,
+        nft,
+        masquerade_table: settings.masquerade_table,
         mac: MacAddr::for_node(&settings.node_name),
         config: settings.config,
         node_name: settings.node_name,
@@ -119,6 +132,8 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
 /// One programming round's fixed inputs.
 struct Sync {
     programmer: Programmer,
+    nft: Option<r8s_nft::LibNftables>,
+    masquerade_table: String,
     config: FlannelConfig,
     node_name: String,
     node_ip: Ipv4Addr,
@@ -214,6 +229,14 @@ impl Sync {
             own_pod_cidr,
         };
         self.programmer.apply(&host, &vtep, &desired).await?;
+        if let Some(nft) = &self.nft {
+            let script = masquerade::render(
+                &self.masquerade_table,
+                self.config.cluster_cidr,
+                own_pod_cidr,
+            );
+            nft.run(&script).map_err(ProgramError::Masquerade)?;
+        }
         tracing::debug!(
             routes = desired.routes.len(),
             vxlan = desired.vxlan_device,

@@ -319,6 +319,23 @@ impl Runtime {
         );
     }
 
+    /// The runtime's hostPort table (named after its bridge).
+    pub fn hostport_table(&self) -> String {
+        cri::network::hostport::table_name(&self.bridge)
+    }
+
+    pub fn nft_table_exists(&self, table: &str) -> bool {
+        Command::new("nft")
+            .args(["list", "table", "ip", table])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// The node side of the pod network: the bridge's address.
+    pub fn gateway(&self) -> String {
+        self.cidr.replace(".0/24", ".1")
+    }
+
     pub fn link_exists(name: &str) -> bool {
         Path::new("/sys/class/net").join(name).exists()
     }
@@ -406,6 +423,11 @@ impl Drop for Runtime {
         if Self::link_exists(&self.bridge) {
             let _ = Command::new("ip")
                 .args(["link", "del", &self.bridge])
+                .status();
+        }
+        if self.nft_table_exists(&self.hostport_table()) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &self.hostport_table()])
                 .status();
         }
         for root in cgroup_roots() {

@@ -48,6 +48,8 @@ pub enum ProgramError {
     NoIface(String),
     #[error("no interface has the node IP {0}")]
     NoNodeIpIface(Ipv4Addr),
+    #[error("failed to program the pod masquerade")]
+    Masquerade(#[source] r8s_nft::NftError),
 }
 
 pub type Result<T, E = ProgramError> = std::result::Result<T, E>;

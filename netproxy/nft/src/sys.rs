@@ -1,4 +1,4 @@
-//! FFI to Debian's libnftables: the only place with `unsafe`; the applier in `nft` wraps it.
+//! FFI to Debian's libnftables: the only place with `unsafe`; [`crate::LibNftables`] wraps it.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint};

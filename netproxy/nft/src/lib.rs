@@ -1,0 +1,111 @@
+//! nftables through Debian's libnftables, in-process: commands in nft syntax run as one
+//! atomic transaction each, from a worker thread that lives in the chosen network
+//! namespace. r8s-proxy programs Services with it, r8s-cri hostPorts, the agent the
+//! masquerade of pod traffic leaving the cluster.
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+use std::thread;
+
+pub mod sys;
+
+use sys::{NftCtx, SysError};
+
+/// Errors applying nftables commands.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The worker thread could not enter the network namespace.
+    #[error("failed to enter network namespace {path}")]
+    Setns {
+        /// The namespace path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating the libnftables context failed.
+    #[error("failed to create libnftables context")]
+    Ctx(#[source] SysError),
+    /// libnftables refused the transaction.
+    #[error("failed to apply nftables transaction")]
+    Apply(#[source] SysError),
+    /// The worker thread is gone.
+    #[error("nftables worker thread exited")]
+    WorkerGone,
+}
+
+type Job = (String, mpsc::Sender<Result<String, NftError>>);
+
+/// libnftables on a dedicated thread.
+pub struct LibNftables {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl LibNftables {
+    /// An applier in the caller's network namespace.
+    pub fn new() -> Result<Self, NftError> {
+        Self::spawn(None)
+    }
+
+    /// An applier whose worker thread first enters the network namespace at `netns`
+    /// (e.g. `/run/netns/NAME`); the rest of the process stays where it is.
+    pub fn in_netns(netns: &Path) -> Result<Self, NftError> {
+        Self::spawn(Some(netns.to_path_buf()))
+    }
+
+    fn spawn(netns: Option<PathBuf>) -> Result<Self, NftError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("r8s-nft".into())
+            .spawn(move || {
+                let ctx =
+                    enter(netns.as_deref()).and_then(|()| NftCtx::new().map_err(NftError::Ctx));
+                let mut ctx = match ctx {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for (cmd, reply) in rx {
+                    let _ = reply.send(ctx.run(&cmd).map_err(NftError::Apply));
+                }
+            })
+            .map_err(|source| NftError::Setns {
+                path: PathBuf::from("<thread spawn>"),
+                source,
+            })?;
+        ready_rx.recv().map_err(|_| NftError::WorkerGone)??;
+        Ok(Self {
+            jobs: Mutex::new(tx),
+        })
+    }
+
+    /// Runs `cmd` (nft syntax or JSON; several commands form one transaction) and returns
+    /// its JSON output (e.g. of `list table ip r8s`).
+    pub fn run(&self, cmd: &str) -> Result<String, NftError> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.jobs
+            .lock()
+            .map_err(|_| NftError::WorkerGone)?
+            .send((cmd.to_string(), reply_tx))
+            .map_err(|_| NftError::WorkerGone)?;
+        reply_rx.recv().map_err(|_| NftError::WorkerGone)?
+    }
+}
+
+fn enter(netns: Option<&Path>) -> Result<(), NftError> {
+    let Some(path) = netns else {
+        return Ok(());
+    };
+    let err = |source| NftError::Setns {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(err)?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| err(std::io::Error::from(e)))
+}
