@@ -1,6 +1,7 @@
 //! Service proxy benchmark: full sync of N Services x 10 endpoints and one Service's endpoints
-//! changed, through libnftables in-process, side by side with `nft -f` (the Debian CLI) loading
-//! the same script, in a network namespace this program creates and removes. Needs root.
+//! changed, through the proxier's own path (reflector stores, change tracker, `Syncer`, libnftables
+//! in-process), side by side with `nft -f` (the Debian CLI) loading the same script, in a network
+//! namespace this program creates and removes. Needs root. Each sync prints where its time went.
 //! Prints wall and CPU time (user + system, the kernel's work included): on a loaded machine
 //! the CPU time is the steadier figure.
 //!
@@ -9,15 +10,21 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use netproxy::model::service_ports;
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
+use netproxy::changes::ChangeTracker;
+use netproxy::dns::DnsIndex;
+use netproxy::metrics::Metrics;
 use netproxy::nft::{Applier, LibNftables};
-use netproxy::rules::{Leftovers, RulesConfig, Ruleset, build, build_reusing};
+use netproxy::proxier::{SyncStats, Syncer};
+use netproxy::rules::{RulesConfig, Ruleset};
 
 const ENDPOINTS: u32 = 10;
 
@@ -78,10 +85,6 @@ fn slice(i: u32, generation: u32) -> EndpointSlice {
     }
 }
 
-fn ruleset(config: &RulesConfig, svcs: &[Service], slices: &[EndpointSlice]) -> Ruleset {
-    build(config, &service_ports(svcs, slices))
-}
-
 fn nft_cli(netns: &str, file: &Path) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let out = Command::new("ip")
@@ -131,118 +134,124 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-fn bench(netns: &str, nft: &LibNftables, n: u32, dir: &Path) -> anyhow::Result<()> {
+fn stats(s: &SyncStats) -> String {
+    format!(
+        "model {} ({} Services), rules build {}, render {} ({} commands), apply {}",
+        ms(s.model),
+        s.recomputed,
+        ms(s.build),
+        ms(s.render),
+        s.commands,
+        ms(s.apply)
+    )
+}
+
+fn bench(
+    rt: &tokio::runtime::Runtime,
+    netns: &str,
+    nft: &Arc<LibNftables>,
+    n: u32,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let config = RulesConfig {
         node_name: "bench-node".into(),
         cluster_cidr: Some("10.42.0.0/16".parse()?),
         ..Default::default()
     };
-    let svcs: Vec<Service> = (0..n).map(service).collect();
-    let mut slices: Vec<EndpointSlice> = (0..n).map(|i| slice(i, 0)).collect();
     println!(
         "{n} services x {ENDPOINTS} endpoints (load average {})",
         load()
     );
+    // The proxier's path: reflector stores, the change tracker fed with the same watch events,
+    // and the syncer's incremental entry point.
+    let (svc_store, mut svc_writer) = reflector::store::<Service>();
+    let (eps_store, mut eps_writer) = reflector::store::<EndpointSlice>();
+    let tracker = ChangeTracker::new();
+    for i in 0..n {
+        let ev = Event::Apply(service(i));
+        svc_writer.apply_watcher_event(&ev);
+        tracker.service_event(&ev);
+        let ev = Event::Apply(slice(i, 0));
+        eps_writer.apply_watcher_event(&ev);
+        tracker.slice_event(&ev);
+    }
+    let applier: Arc<dyn Applier> = nft.clone();
+    let mut syncer = Syncer::new(config.clone(), applier, Arc::new(Metrics::new()));
+    let mut sync = |force_full: bool| {
+        timed(
+            || Ok(rt.block_on(syncer.sync_changes(&tracker, &svc_store, &eps_store, force_full))?),
+        )
+    };
 
-    // Full sync into an empty namespace: build, render, apply.
-    let ((full, built), wall, cpu_time) = timed(|| {
-        let start = Instant::now();
-        let full = ruleset(&config, &svcs, &slices);
-        let tx = full.full_transaction();
-        let text = tx.to_text();
-        let built = start.elapsed();
-        std::fs::write(dir.join(format!("full-{n}.nft")), &text)?;
-        nft.apply(&tx)?;
-        Ok((full, built))
-    })?;
+    // Full sync into an empty namespace.
+    let (s, wall, cpu_time) = sync(false)?;
     println!(
-        "  {} rules, {} chains",
-        full.rule_count(),
-        full.chain_count()
-    );
-    println!(
-        "  full sync (empty table): {} wall, {} CPU (of it build + render {})",
+        "  full sync (empty table): {} wall, {} CPU; {}",
         ms(wall),
         ms(cpu_time),
-        ms(built)
+        stats(&s)
     );
 
-    // One Service's endpoints all replaced, five times: the proxier's incremental path (model of
-    // every Service, rules rebuilt for the changed one, stale chains flushed and left over).
-    let mut model = service_ports(&svcs, &slices);
-    let mut last = full;
-    let mut leftovers = Leftovers::default();
+    // One Service's endpoints all replaced, five times (a rollout): the watch event goes to the
+    // store and the tracker, then the proxier's incremental sync.
     let mut one = Vec::new();
     for round in 0..5u32 {
         let i = round * 7 % n;
-        slices[i as usize] = slice(i, round + 1);
-        let ((next, next_model, commands), wall, cpu_time) = timed(|| {
-            let next_model = service_ports(&svcs, &slices);
-            let next = build_reusing(&config, &next_model, &model, &last);
-            let tx = next.incremental_transaction(&last, &mut leftovers);
-            if round == 0 {
-                std::fs::write(dir.join(format!("one-{n}.nft")), tx.to_text())?;
-            }
-            let apply = Instant::now();
-            nft.apply(&tx)?;
-            Ok((next, next_model, (tx.commands().len(), apply.elapsed())))
-        })?;
-        one.push((wall, cpu_time, commands));
-        last = next;
-        model = next_model;
+        let ev = Event::Apply(slice(i, round + 1));
+        eps_writer.apply_watcher_event(&ev);
+        tracker.slice_event(&ev);
+        let (s, wall, cpu_time) = sync(false)?;
+        one.push((wall, cpu_time, s));
     }
-    one.sort();
-    let (wall, _, (commands, apply)) = one[one.len() / 2];
+    one.sort_by_key(|o| o.0);
+    let (wall, _, s) = one[one.len() / 2];
     let cpu_total: Duration = one.iter().map(|o| o.1).sum();
     println!(
-        "  one Service changed (median of 5, {commands} commands, stale chains left over): {} wall (of it libnftables apply {}), {} CPU on average",
+        "  one Service changed (median of 5): {} wall, {} CPU on average; {}",
         ms(wall),
-        ms(apply),
-        ms(cpu_total / 5)
-    );
-
-    // The same change with the stale chains deleted at once (needs nft's chain cache).
-    let i = 3 % n;
-    slices[i as usize] = slice(i, 9);
-    let (_, wall, cpu_time) = timed(|| {
-        let next_model = service_ports(&svcs, &slices);
-        let next = build_reusing(&config, &next_model, &model, &last);
-        let mut tx = next.diff_transaction(&last);
-        if tx.is_empty() {
-            tx = next.full_transaction();
-        }
-        nft.apply(&tx)?;
-        last = next;
-        model = next_model;
-        Ok(())
-    })?;
-    println!(
-        "  one Service changed, stale chains deleted in the same transaction: {} wall, {} CPU",
-        ms(wall),
-        ms(cpu_time)
+        ms(cpu_total / 5),
+        stats(&s)
     );
 
     // Periodic full resync over the existing table.
-    let (_, wall, cpu_time) = timed(|| {
-        let full = ruleset(&config, &svcs, &slices);
-        nft.apply(&full.full_transaction())?;
-        Ok(())
-    })?;
+    let (s, wall, cpu_time) = sync(true)?;
     println!(
-        "  full resync (table exists): {} wall, {} CPU",
+        "  full resync (table exists): {} wall, {} CPU; {}",
         ms(wall),
-        ms(cpu_time)
+        ms(cpu_time),
+        stats(&s)
     );
+    let Some(last) = syncer.last() else {
+        bail!("no ruleset after a successful sync");
+    };
+    println!(
+        "  {} rules, {} chains",
+        last.rule_count(),
+        last.chain_count()
+    );
+    let full = dir.join(format!("full-{n}.nft"));
+    std::fs::write(&full, last.full_transaction().to_text())?;
 
-    // The same scripts through the Debian CLI (a process per run, same text).
-    let (_, wall, cpu_time) = timed(|| nft_cli(netns, &dir.join(format!("full-{n}.nft"))))?;
+    // The cluster DNS index, rebuilt from every Service on each sync when DNS is on.
+    let (_, wall, _) = timed(|| {
+        let (svcs, slices) = (svc_store.state(), eps_store.state());
+        Ok(DnsIndex::build(
+            "cluster.local",
+            svcs.iter().map(|s| s.as_ref()),
+            slices.iter().map(|s| s.as_ref()),
+        ))
+    })?;
+    println!("  dns index rebuild: {}", ms(wall));
+
+    // The same script through the Debian CLI (a process per run, same text).
+    let (_, wall, cpu_time) = timed(|| nft_cli(netns, &full))?;
     println!(
         "  nft -f, full script (table exists): {} wall, {} CPU",
         ms(wall),
         ms(cpu_time)
     );
     nft.apply(&Ruleset::delete_table_transaction(&config.table))?;
-    let (_, wall, cpu_time) = timed(|| nft_cli(netns, &dir.join(format!("full-{n}.nft"))))?;
+    let (_, wall, cpu_time) = timed(|| nft_cli(netns, &full))?;
     println!(
         "  nft -f, full script (empty table): {} wall, {} CPU",
         ms(wall),
@@ -278,9 +287,14 @@ fn main() -> anyhow::Result<()> {
     let _dir = scopeguard::guard(dir.clone(), |d: PathBuf| {
         let _ = std::fs::remove_dir_all(d);
     });
-    let nft = LibNftables::in_netns(&PathBuf::from(format!("/run/netns/{netns}")))?;
+    let nft = Arc::new(LibNftables::in_netns(&PathBuf::from(format!(
+        "/run/netns/{netns}"
+    )))?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     for n in counts {
-        bench(&netns, &nft, n, &dir)?;
+        bench(&rt, &netns, &nft, n, &dir)?;
     }
     Ok(())
 }

@@ -2,10 +2,12 @@
 //! (kube-proxy's nftables mode, KEP-3866), applied in-process through libnftables, and serves
 //! cluster DNS.
 //!
-//! Flow: [`run`] -> `kube_dns` (registers the DNS Service) and `proxier` (reflectors, debounced
-//! sync) -> `model` (Services + EndpointSlices to per-port facts) -> `rules` (ruleset and
-//! transactions) -> `nft` (libnftables, crate `r8s-nft`) and `conntrack` (stale UDP flows); `dns` and
-//! `dns_server` answer the cluster zone from the same caches.
+//! Flow: [`run`] -> `kube_dns` (registers the DNS Service) and `proxier` (reflectors, `changes`
+//! tracking which Services changed, debounced sync) -> `model` (Services + EndpointSlices to
+//! per-port facts) -> `rules` (ruleset and transactions) -> `nft` (libnftables, crate `r8s-nft`) and
+//! `conntrack` (stale UDP flows); `dns` and `dns_server` answer the cluster zone from the same
+//! caches.
+pub mod changes;
 pub mod conntrack;
 pub mod dns;
 pub mod dns_server;

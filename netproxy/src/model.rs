@@ -175,10 +175,39 @@ pub fn service_ports<'a>(
             .unwrap_or(&empty);
         let ports = ports_of(svc, &ns, &name, svc_slices);
         if !ports.is_empty() {
-            out.insert(format!("{ns}/{name}"), ports);
+            out.insert(service_key(&ns, &name), ports);
         }
     }
     out
+}
+
+/// The [`ServiceKey`] of a Service or of the Service an object in `namespace` names.
+pub fn service_key(namespace: &str, name: &str) -> ServiceKey {
+    format!("{namespace}/{name}")
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label), if any.
+pub fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(service_key(
+        slice.metadata.namespace.as_deref().unwrap_or_default(),
+        name,
+    ))
+}
+
+/// The per-port model of one Service from its own EndpointSlices (the incremental path of
+/// [`service_ports`]); empty when the Service has no rules (headless, ExternalName, no IPv4).
+pub fn service_model<'a>(
+    svc: &Service,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Vec<ServicePort> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let slices: Vec<&EndpointSlice> = slices
+        .into_iter()
+        .filter(|s| s.address_type == "IPv4")
+        .collect();
+    ports_of(svc, ns, name, &slices)
 }
 
 fn ports_of(svc: &Service, ns: &str, name: &str, slices: &[&EndpointSlice]) -> Vec<ServicePort> {

@@ -1,5 +1,6 @@
-//! The proxier: reflectors on Services and EndpointSlices feed a debounced sync that rebuilds
-//! the ruleset and applies the smallest transaction (kube-proxy's `syncProxyRules`).
+//! The proxier: reflectors on Services and EndpointSlices feed a change tracker and a debounced
+//! sync that recomputes the model of the Services that changed, rebuilds their rules and applies
+//! the smallest transaction (kube-proxy's `syncProxyRules`).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,19 +9,20 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::changes::{ChangeTracker, Pending};
 use crate::conntrack::{Conntrack, stale_flows};
 use crate::dns::DnsIndex;
 use crate::dns_server::DnsCache;
 use crate::metrics::Metrics;
-use crate::model::{ServiceKey, ServicePort, service_ports};
+use crate::model::{ServiceKey, ServicePort, service_model, service_ports};
 use crate::nft::{Applier, NftError};
-use crate::rules::{Leftovers, RulesConfig, Ruleset, build, build_reusing};
+use crate::rules::{Leftovers, RulesConfig, Ruleset, ServiceRules, build, service_rules};
 
 /// Errors of one sync.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,36 @@ pub enum SyncError {
     Join(#[source] tokio::task::JoinError),
 }
 
-/// Holds the last applied ruleset and turns a new snapshot into a transaction.
+/// What one sync did and where its time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// The table was replaced as a whole.
+    pub full: bool,
+    /// Services whose model was recomputed.
+    pub recomputed: usize,
+    /// Services whose rules were rebuilt and rewritten.
+    pub rewritten: usize,
+    /// nft commands in the transaction.
+    pub commands: usize,
+    /// Reading the changed objects and computing their model.
+    pub model: Duration,
+    /// Building the rules of the changed Services.
+    pub build: Duration,
+    /// Turning them into the transaction text.
+    pub render: Duration,
+    /// libnftables: parsing and the kernel's commit.
+    pub apply: Duration,
+}
+
+/// The new model of the Services a sync recomputed.
+enum ModelUpdate {
+    /// The model of every Service (a Service that is not in it has no rules).
+    All(BTreeMap<ServiceKey, Vec<ServicePort>>),
+    /// The model of these Services only (empty: the Service has no rules any more).
+    Some(BTreeMap<ServiceKey, Vec<ServicePort>>),
+}
+
+/// Holds the last applied ruleset and turns changes into a transaction.
 pub struct Syncer {
     config: RulesConfig,
     applier: Arc<dyn Applier>,
@@ -41,8 +72,7 @@ pub struct Syncer {
     last: Option<Ruleset>,
     /// Stale chains and sets of incremental syncs, not deleted yet.
     leftovers: Leftovers,
-    /// The model the last successful sync programmed, to find stale UDP flows and reuse the
-    /// rules of unchanged Services.
+    /// The model the last successful sync programmed, to find stale UDP flows and what changed.
     last_model: BTreeMap<ServiceKey, Vec<ServicePort>>,
     dns: Option<(String, DnsCache)>,
     conntrack: Option<Arc<dyn Conntrack>>,
@@ -80,14 +110,77 @@ impl Syncer {
         self.last.as_ref()
     }
 
-    /// Rebuilds from this snapshot and applies a full or per-Service transaction.
+    /// Recomputes the model of every Service from this snapshot and applies what changed (or
+    /// the whole table when `force_full` or after a failure).
     pub async fn sync(
         &mut self,
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
         force_full: bool,
-    ) -> Result<(), SyncError> {
+    ) -> Result<SyncStats, SyncError> {
         let start = Instant::now();
+        let model = service_ports(
+            services.iter().map(|s| s.as_ref()),
+            slices.iter().map(|s| s.as_ref()),
+        );
+        let recomputed = model.len();
+        let result = self
+            .apply_model(ModelUpdate::All(model), force_full, start, recomputed)
+            .await;
+        self.refresh_dns(services, slices);
+        result
+    }
+
+    /// The proxier's sync: recomputes the model of the Services `tracker` recorded as changed
+    /// (of every one when it says so), reading them from the reflector stores, and applies
+    /// what changed (or the whole table when `force_full` or after a failure).
+    pub async fn sync_changes(
+        &mut self,
+        tracker: &ChangeTracker,
+        services: &Store<Service>,
+        slices: &Store<EndpointSlice>,
+        force_full: bool,
+    ) -> Result<SyncStats, SyncError> {
+        let start = Instant::now();
+        let pending = tracker.take(|| slices.state());
+        if pending.is_empty() && !force_full && self.last.is_some() {
+            return Ok(SyncStats::default());
+        }
+        let (update, recomputed) = match pending {
+            Pending::All => {
+                let model = service_ports(
+                    services.state().iter().map(|s| s.as_ref()),
+                    slices.state().iter().map(|s| s.as_ref()),
+                );
+                let n = model.len();
+                (ModelUpdate::All(model), n)
+            }
+            Pending::Services(changed) => {
+                let n = changed.len();
+                let model = changed
+                    .into_iter()
+                    .map(|(key, names)| {
+                        let ports = model_of(&key, &names, services, slices);
+                        (key, ports)
+                    })
+                    .collect();
+                (ModelUpdate::Some(model), n)
+            }
+        };
+        let result = self
+            .apply_model(update, force_full, start, recomputed)
+            .await;
+        if result.is_err() {
+            // The consumed changes are not in the kernel: recompute everything next time.
+            tracker.resync_all();
+        }
+        if self.dns.is_some() {
+            self.refresh_dns(&services.state(), &slices.state());
+        }
+        result
+    }
+
+    fn refresh_dns(&self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
         if let Some((domain, cache)) = &self.dns {
             cache.update(DnsIndex::build(
                 domain,
@@ -95,28 +188,26 @@ impl Syncer {
                 slices.iter().map(|s| s.as_ref()),
             ));
         }
-        let model = service_ports(
-            services.iter().map(|s| s.as_ref()),
-            slices.iter().map(|s| s.as_ref()),
-        );
-        let (tx, full, new) = match (&self.last, force_full) {
-            (Some(old), false) => {
-                let new = build_reusing(&self.config, &model, &self.last_model, old);
-                let tx = new.incremental_transaction(old, &mut self.leftovers);
-                (tx, false, new)
-            }
-            _ => {
-                let new = build(&self.config, &model);
-                self.leftovers = Leftovers::default();
-                (new.full_transaction(), true, new)
-            }
+    }
+
+    async fn apply_model(
+        &mut self,
+        update: ModelUpdate,
+        force_full: bool,
+        start: Instant,
+        recomputed: usize,
+    ) -> Result<SyncStats, SyncError> {
+        let mut stats = SyncStats {
+            recomputed,
+            model: start.elapsed(),
+            ..SyncStats::default()
         };
-        let commands = tx.commands().len();
-        let applier = self.applier.clone();
-        let result = tokio::task::spawn_blocking(move || applier.apply(&tx))
-            .await
-            .map_err(SyncError::Join)
-            .and_then(|r| r.map_err(SyncError::Apply));
+        let result = if force_full || self.last.is_none() {
+            stats.full = true;
+            self.apply_full(update, &mut stats).await
+        } else {
+            self.apply_changes(update, &mut stats).await
+        };
         if let Err(err) = result {
             // The kernel state is unknown to us now: the next sync replaces the whole table.
             self.last = None;
@@ -125,28 +216,158 @@ impl Syncer {
             return Err(err);
         }
         let elapsed = start.elapsed();
-        self.metrics
-            .synced(elapsed, full, new.rule_count(), new.chain_count());
+        if let Some(last) = &self.last {
+            self.metrics
+                .synced(elapsed, stats.full, last.rule_count(), last.chain_count());
+        }
         debug!(
-            full,
-            commands,
-            services = model.len(),
+            full = stats.full,
+            recomputed = stats.recomputed,
+            rewritten = stats.rewritten,
+            commands = stats.commands,
             ?elapsed,
             "synced proxy rules"
         );
+        Ok(stats)
+    }
+
+    async fn apply_full(
+        &mut self,
+        update: ModelUpdate,
+        stats: &mut SyncStats,
+    ) -> Result<(), SyncError> {
+        let model = match update {
+            ModelUpdate::All(model) => model,
+            ModelUpdate::Some(changed) => {
+                let mut model = self.last_model.clone();
+                merge(&mut model, changed);
+                model
+            }
+        };
+        let t = Instant::now();
+        let new = build(&self.config, &model);
+        stats.build = t.elapsed();
+        stats.rewritten = model.len();
+        let t = Instant::now();
+        let tx = new.full_transaction();
+        stats.render = t.elapsed();
+        self.leftovers = Leftovers::default();
+        stats.commands = tx.commands().len();
+        let t = Instant::now();
+        self.apply(tx).await?;
+        stats.apply = t.elapsed();
         self.last = Some(new);
-        self.flush_stale_flows(&model).await;
-        self.last_model = model;
+        let old = std::mem::replace(&mut self.last_model, model);
+        self.flush_stale_flows(&old, &self.last_model).await;
         Ok(())
+    }
+
+    async fn apply_changes(
+        &mut self,
+        update: ModelUpdate,
+        stats: &mut SyncStats,
+    ) -> Result<(), SyncError> {
+        let changed = self.changed_services(update);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let rules: BTreeMap<&ServiceKey, Option<Arc<ServiceRules>>> = changed
+            .iter()
+            .map(|(key, ports)| {
+                let rules =
+                    (!ports.is_empty()).then(|| Arc::new(service_rules(&self.config, ports)));
+                (key, rules)
+            })
+            .collect();
+        stats.build = t.elapsed();
+        stats.rewritten = rules.len();
+        let Some(last) = self.last.as_mut() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let empty = ServiceRules::default();
+        let pairs: Vec<(&ServiceRules, &ServiceRules)> = rules
+            .iter()
+            .map(|(key, after)| {
+                let before = last.services.get(*key).map_or(&empty, |r| r.as_ref());
+                (before, after.as_deref().unwrap_or(&empty))
+            })
+            .collect();
+        let tx = last.update_transaction(&pairs, &mut self.leftovers);
+        drop(pairs);
+        stats.render = t.elapsed();
+        stats.commands = tx.commands().len();
+        let t = Instant::now();
+        self.apply(tx).await?;
+        stats.apply = t.elapsed();
+        if let Some(last) = self.last.as_mut() {
+            for (key, rules) in rules {
+                match rules {
+                    Some(r) => last.services.insert(key.clone(), r),
+                    None => last.services.remove(key),
+                };
+            }
+        }
+        let old: BTreeMap<ServiceKey, Vec<ServicePort>> = changed
+            .keys()
+            .filter_map(|k| Some((k.clone(), self.last_model.get(k)?.clone())))
+            .collect();
+        let new: BTreeMap<ServiceKey, Vec<ServicePort>> = changed
+            .iter()
+            .filter(|(_, ports)| !ports.is_empty())
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        self.flush_stale_flows(&old, &new).await;
+        merge(&mut self.last_model, changed);
+        Ok(())
+    }
+
+    /// The Services whose model differs from the applied one, with their new model (empty when
+    /// they have no rules any more).
+    fn changed_services(&self, update: ModelUpdate) -> BTreeMap<ServiceKey, Vec<ServicePort>> {
+        let differs = |key: &ServiceKey, ports: &Vec<ServicePort>| match self.last_model.get(key) {
+            Some(old) => old != ports,
+            None => !ports.is_empty(),
+        };
+        match update {
+            ModelUpdate::Some(changed) => changed
+                .into_iter()
+                .filter(|(key, ports)| differs(key, ports))
+                .collect(),
+            ModelUpdate::All(mut model) => {
+                let gone: Vec<ServiceKey> = self
+                    .last_model
+                    .keys()
+                    .filter(|k| !model.contains_key(*k))
+                    .cloned()
+                    .collect();
+                model.retain(|key, ports| differs(key, ports));
+                model.extend(gone.into_iter().map(|k| (k, Vec::new())));
+                model
+            }
+        }
+    }
+
+    async fn apply(&self, tx: crate::rules::Transaction) -> Result<(), SyncError> {
+        let applier = self.applier.clone();
+        tokio::task::spawn_blocking(move || applier.apply(&tx))
+            .await
+            .map_err(SyncError::Join)
+            .and_then(|r| r.map_err(SyncError::Apply))
     }
 
     /// Deletes conntrack entries of UDP flows the new rules no longer route (after the rules
     /// are in, so that no new entry to a removed endpoint can appear meanwhile).
-    async fn flush_stale_flows(&self, model: &BTreeMap<ServiceKey, Vec<ServicePort>>) {
+    async fn flush_stale_flows(
+        &self,
+        old: &BTreeMap<ServiceKey, Vec<ServicePort>>,
+        new: &BTreeMap<ServiceKey, Vec<ServicePort>>,
+    ) {
         let Some(conntrack) = self.conntrack.clone() else {
             return;
         };
-        let filters = stale_flows(&self.last_model, model);
+        let filters = stale_flows(old, new);
         if filters.is_empty() {
             return;
         }
@@ -160,15 +381,57 @@ impl Syncer {
     }
 }
 
-/// Drives the watch stream, waking the sync loop on every change.
-async fn pump<S, T>(stream: S, notify: Arc<Notify>, kind: &'static str)
-where
-    S: Stream<Item = Result<T, watcher::Error>> + Send,
+/// Applies per-Service model changes (empty: gone) to a whole model.
+fn merge(
+    model: &mut BTreeMap<ServiceKey, Vec<ServicePort>>,
+    changed: BTreeMap<ServiceKey, Vec<ServicePort>>,
+) {
+    for (key, ports) in changed {
+        if ports.is_empty() {
+            model.remove(&key);
+        } else {
+            model.insert(key, ports);
+        }
+    }
+}
+
+/// The model of one Service from the stores: the Service and its EndpointSlices by name.
+fn model_of(
+    key: &ServiceKey,
+    slice_names: &[String],
+    services: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+) -> Vec<ServicePort> {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    let Some(svc) = services.get(&ObjectRef::new(name).within(ns)) else {
+        return Vec::new();
+    };
+    let slices: Vec<Arc<EndpointSlice>> = slice_names
+        .iter()
+        .filter_map(|n| slices.get(&ObjectRef::new(n).within(ns)))
+        // The index may lag behind a slice that moved to another Service.
+        .filter(|s| crate::model::slice_service(s).as_ref() == Some(key))
+        .collect();
+    service_model(&svc, slices.iter().map(|s| s.as_ref()))
+}
+
+/// Drives the watch stream (the reflector has applied each event to its store when it comes
+/// out), records what changed and wakes the sync loop.
+async fn pump<S, K>(
+    stream: S,
+    notify: Arc<Notify>,
+    kind: &'static str,
+    record: impl Fn(&watcher::Event<K>),
+) where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
     let mut stream = std::pin::pin!(stream);
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(_) => notify.notify_one(),
+            Ok(ev) => {
+                record(&ev);
+                notify.notify_one();
+            }
             Err(err) => warn!(kind, %err, "watch failed; retrying"),
         }
     }
@@ -193,6 +456,7 @@ pub async fn run_proxier(
     let (svc_store, svc_writer) = reflector::store::<Service>();
     let (eps_store, eps_writer) = reflector::store::<EndpointSlice>();
     let notify = Arc::new(Notify::new());
+    let tracker = Arc::new(ChangeTracker::new());
     let svc_stream = reflector::reflector(
         svc_writer,
         watcher(
@@ -211,9 +475,14 @@ pub async fn run_proxier(
     .default_backoff();
     let watches = tokio::spawn({
         let shutdown = shutdown.clone();
+        let (t1, t2) = (tracker.clone(), tracker.clone());
         let (a, b) = (
-            pump(svc_stream, notify.clone(), "Service"),
-            pump(eps_stream, notify.clone(), "EndpointSlice"),
+            pump(svc_stream, notify.clone(), "Service", move |ev| {
+                t1.service_event(ev)
+            }),
+            pump(eps_stream, notify.clone(), "EndpointSlice", move |ev| {
+                t2.slice_event(ev)
+            }),
         );
         async move {
             tokio::select! {
@@ -228,15 +497,8 @@ pub async fn run_proxier(
         r = wait_ready(&svc_store, &eps_store) => if r.is_err() { warn!("watch stores dropped"); return; }
     }
     info!("caches synced; programming nftables");
-    sync_loop(
-        &mut syncer,
-        &svc_store,
-        &eps_store,
-        &notify,
-        periods,
-        &shutdown,
-    )
-    .await;
+    let stores = (&svc_store, &eps_store);
+    sync_loop(&mut syncer, &tracker, stores, &notify, periods, &shutdown).await;
     let _ = watches.await;
 }
 
@@ -250,8 +512,8 @@ async fn wait_ready(
 
 async fn sync_loop(
     syncer: &mut Syncer,
-    svcs: &Store<Service>,
-    eps: &Store<EndpointSlice>,
+    tracker: &ChangeTracker,
+    (svcs, eps): (&Store<Service>, &Store<EndpointSlice>),
     notify: &Notify,
     periods: SyncPeriods,
     shutdown: &CancellationToken,
@@ -263,9 +525,9 @@ async fn sync_loop(
         if started >= next_full {
             force_full = true;
         }
-        let result = syncer.sync(&svcs.state(), &eps.state(), force_full).await;
+        let result = syncer.sync_changes(tracker, svcs, eps, force_full).await;
         let retry = match result {
-            Ok(()) => {
+            Ok(_) => {
                 if force_full {
                     next_full = tokio::time::Instant::now() + periods.full;
                 }
@@ -360,7 +622,7 @@ mod tests {
         let applied = fake.applied.lock().unwrap();
         assert!(is_full(&applied[0]));
         assert!(!is_full(&applied[1]) && !applied[1].is_empty());
-        assert!(applied[2].is_empty(), "nothing changed, nothing to apply");
+        assert_eq!(applied.len(), 2, "nothing changed, nothing applied");
     }
 
     #[derive(Default)]
@@ -428,5 +690,138 @@ mod tests {
         fake.fail.store(false, std::sync::atomic::Ordering::SeqCst);
         s.sync(&[], &[], false).await.unwrap();
         assert!(is_full(fake.applied.lock().unwrap().last().unwrap()));
+    }
+
+    /// Reflector stores fed like the watch tasks feed them, and the tracker with them.
+    struct Cluster {
+        tracker: ChangeTracker,
+        services: Store<Service>,
+        slices: Store<EndpointSlice>,
+        svc_writer: reflector::store::Writer<Service>,
+        eps_writer: reflector::store::Writer<EndpointSlice>,
+    }
+
+    impl Cluster {
+        fn new() -> Self {
+            let (services, svc_writer) = reflector::store::<Service>();
+            let (slices, eps_writer) = reflector::store::<EndpointSlice>();
+            Self {
+                tracker: ChangeTracker::new(),
+                services,
+                slices,
+                svc_writer,
+                eps_writer,
+            }
+        }
+        fn service(&mut self, ev: watcher::Event<Service>) {
+            self.svc_writer.apply_watcher_event(&ev);
+            self.tracker.service_event(&ev);
+        }
+        fn slice(&mut self, ev: watcher::Event<EndpointSlice>) {
+            self.eps_writer.apply_watcher_event(&ev);
+            self.tracker.slice_event(&ev);
+        }
+        async fn sync(&self, s: &mut Syncer) -> Result<SyncStats, SyncError> {
+            s.sync_changes(&self.tracker, &self.services, &self.slices, false)
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn tracked_changes_rebuild_only_the_changed_service() {
+        let fake = Arc::new(FakeApplier::default());
+        let mut s = Syncer::new(
+            RulesConfig::default(),
+            fake.clone(),
+            Arc::new(Metrics::new()),
+        );
+        let mut c = Cluster::new();
+        for (name, ip) in [("web", "10.43.0.10"), ("db", "10.43.0.20")] {
+            c.service(watcher::Event::Apply(service(
+                "default",
+                name,
+                ip,
+                &[("", 80)],
+            )));
+            c.slice(watcher::Event::Apply(slice(
+                "default",
+                name,
+                ("", 8080),
+                &[("10.42.0.5", "n1", true)],
+            )));
+        }
+        let first = c.sync(&mut s).await.unwrap();
+        assert!(first.full);
+        assert_eq!(first.recomputed, 2);
+
+        c.slice(watcher::Event::Apply(slice(
+            "default",
+            "web",
+            ("", 8080),
+            &[("10.42.0.6", "n1", true)],
+        )));
+        let stats = c.sync(&mut s).await.unwrap();
+        assert!(!stats.full);
+        assert_eq!((stats.recomputed, stats.rewritten), (1, 1));
+        let text = fake.applied.lock().unwrap().last().unwrap().to_text();
+        assert!(
+            text.contains("default/web") && text.contains("10.42.0.6"),
+            "{text}"
+        );
+        assert!(!text.contains("default/db"), "{text}");
+        assert_eq!(
+            s.last().unwrap().services.len(),
+            2,
+            "the other Service is still in the ruleset"
+        );
+
+        // Nothing recorded: nothing recomputed, nothing applied.
+        let applied = fake.applied.lock().unwrap().len();
+        assert_eq!(c.sync(&mut s).await.unwrap(), SyncStats::default());
+        assert_eq!(fake.applied.lock().unwrap().len(), applied);
+
+        // The Service is deleted: its rules and map entries go.
+        c.service(watcher::Event::Delete(service(
+            "default",
+            "web",
+            "10.43.0.10",
+            &[("", 80)],
+        )));
+        let stats = c.sync(&mut s).await.unwrap();
+        assert_eq!((stats.recomputed, stats.rewritten), (1, 1));
+        assert!(!s.last().unwrap().services.contains_key("default/web"));
+        let text = fake.applied.lock().unwrap().last().unwrap().to_text();
+        assert!(text.contains("delete element"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_tracked_sync_recomputes_everything_next() {
+        let fake = Arc::new(FakeApplier::default());
+        let mut s = Syncer::new(
+            RulesConfig::default(),
+            fake.clone(),
+            Arc::new(Metrics::new()),
+        );
+        let mut c = Cluster::new();
+        c.service(watcher::Event::Apply(service(
+            "default",
+            "web",
+            "10.43.0.10",
+            &[("", 80)],
+        )));
+        c.sync(&mut s).await.unwrap();
+        fake.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        c.service(watcher::Event::Apply(service(
+            "default",
+            "db",
+            "10.43.0.20",
+            &[("", 80)],
+        )));
+        assert!(c.sync(&mut s).await.is_err());
+        fake.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        let stats = c.sync(&mut s).await.unwrap();
+        assert!(stats.full);
+        assert_eq!(stats.recomputed, 2, "db's lost change is not lost");
+        assert!(s.last().unwrap().services.contains_key("default/db"));
     }
 }

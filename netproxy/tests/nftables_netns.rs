@@ -402,12 +402,50 @@ fn incremental_update_rewrites_only_the_changed_service() {
         .keys()
         .filter(|n| n.contains("default/web/"))
         .collect();
-    assert_eq!(web_before.len(), 3);
-    assert_eq!(web_after.len(), 2, "the removed endpoint's chain is gone");
+    assert_eq!(
+        web_before, web_after,
+        "one chain per Service port, rewritten in place"
+    );
+    assert_eq!(web_after.len(), 1);
+    for name in web_after {
+        assert_ne!(
+            before.get(name),
+            after.get(name),
+            "web's rules were rewritten"
+        );
+    }
     for _ in 0..10 {
         assert_eq!(topo.connect("10.43.0.10:80").as_deref(), Ok("e1"));
     }
     assert_eq!(topo.connect("10.43.0.20:80").as_deref(), Ok("e0"));
+}
+
+#[test]
+fn incremental_updates_add_endpoints_to_the_hairpin_set() {
+    if !is_root() {
+        return;
+    }
+    let topo = Topology::new(2);
+    let nft = topo.nft();
+    let svcs = [service("web", "10.43.0.10", None)];
+    let on_e1 = ruleset(&svcs, &[slice("web", &["10.42.0.12"])]);
+    nft.apply(&on_e1.full_transaction()).expect("apply");
+    assert_eq!(topo.connect("10.43.0.10:80").as_deref(), Ok("e1"));
+    // The endpoint moves to e0 through an incremental update, which adds e0 to the hairpin set.
+    let on_e0 = ruleset(&svcs, &[slice("web", &["10.42.0.11"])]);
+    let mut leftovers = netproxy::rules::Leftovers::default();
+    nft.apply(&on_e0.incremental_transaction(&on_e1, &mut leftovers))
+        .expect("move to e0");
+    // The kernel's hairpin set now holds both addresses (it only grows between full syncs),
+    // and e0 still answers through the ClusterIP.
+    let set = nft
+        .run("list set ip r8s hairpin")
+        .expect("list hairpin set");
+    assert!(
+        set.contains("10.42.0.11") && set.contains("10.42.0.12"),
+        "{set}"
+    );
+    assert_eq!(topo.connect("10.43.0.10:80").as_deref(), Ok("e0"));
 }
 
 #[test]

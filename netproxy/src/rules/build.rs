@@ -1,4 +1,5 @@
-//! Rule builder: from the Service model to the kube-proxy-style (KEP-3866) ruleset of one table.
+//! Rule builder: from the Service model to the kube-proxy-style (KEP-3866) ruleset of one table,
+//! with the endpoint pick and DNAT inline in each Service port's chain.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -19,6 +20,10 @@ pub const SERVICE_NODEPORTS: &str = "service-nodeports";
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 /// Map: like service-nodeports, for Services without usable endpoints.
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Set: `ipv4_addr . ipv4_addr`, `P . P` for every endpoint address P: a DNATed connection
+/// from P to P (a pod reaching itself through its Service) is masqueraded, or P would answer
+/// itself directly (kube-proxy's per-endpoint `ip saddr P jump mark-for-masquerade`).
+pub const HAIRPIN: &str = "hairpin";
 /// Chain that rejects with ICMP port unreachable.
 pub const REJECT_CHAIN: &str = "reject-chain";
 /// Chain that drops (a typed verdict `drop` would serialize as a bare string, which is not a
@@ -94,11 +99,6 @@ pub fn external_chain(sp: &ServicePort) -> String {
 
 fn endpoint_base(sp: &ServicePort, ep: &Endpoint) -> String {
     chain_base(&format!("{}__{}/{}", sp.id(), ep.ip, ep.port))
-}
-
-/// `endpoint-<hash>-ns/name/proto/port__ip/port`.
-pub fn endpoint_chain(sp: &ServicePort, ep: &Endpoint) -> String {
-    format!("endpoint-{}", endpoint_base(sp, ep))
 }
 
 /// `affinity-<hash>-ns/name/proto/port__ip/port`.
@@ -262,6 +262,17 @@ fn base_chains(config: &RulesConfig) -> Vec<BaseChain> {
             chain(
                 MASQUERADING,
                 vec![
+                    vec![
+                        expr::ct_status_dnat(),
+                        expr::eq(
+                            expr::concat(vec![
+                                expr::payload("ip", "saddr"),
+                                expr::payload("ip", "daddr"),
+                            ]),
+                            expr::string(format!("@{HAIRPIN}")),
+                        ),
+                        expr::mark_set(true),
+                    ],
                     vec![expr::mark_unset(), Statement::Return(None)],
                     vec![expr::mark_set(false)],
                     vec![Statement::Masquerade(Some(nftables::stmt::NAT {
@@ -282,7 +293,8 @@ fn base_chains(config: &RulesConfig) -> Vec<BaseChain> {
     ]
 }
 
-fn service_rules(config: &RulesConfig, ports: &[ServicePort]) -> ServiceRules {
+/// Everything one Service owns in the table, from its ports (the incremental path of [`build`]).
+pub fn service_rules(config: &RulesConfig, ports: &[ServicePort]) -> ServiceRules {
     let mut out = ServiceRules::default();
     for sp in ports {
         port_rules(config, sp, &mut out);
@@ -331,25 +343,21 @@ fn port_rules(config: &RulesConfig, sp: &ServicePort, out: &mut ServiceRules) {
         return;
     }
 
-    // Endpoint chains for every endpoint; each is reached from the cluster and/or external side.
+    // No chain per endpoint: the service and external chains DNAT inline, and hairpin traffic is
+    // recognised after the DNAT (postrouting) by the hairpin set. Each endpoint chain would cost
+    // every later commit (the kernel walks all chains and validates all rules reachable from
+    // the base chains); see docs/benchmarks.md.
     for ep in &sp.endpoints {
-        let mut dnat = Vec::new();
         if let Some(timeout) = sp.affinity_timeout {
-            let set = affinity_set(sp, ep);
             out.sets.push(AffinitySet {
-                name: set.clone(),
+                name: affinity_set(sp, ep),
                 timeout,
             });
-            dnat.push(vec![expr::update_saddr(&set)]);
         }
-        dnat.push(vec![expr::proto(sp.protocol), expr::dnat(ep.ip, ep.port)]);
-        let mut rules = vec![vec![
-            expr::eq(expr::payload("ip", "saddr"), expr::ip(ep.ip)),
-            expr::jump(MARK_FOR_MASQUERADE),
-        ]];
-        rules.extend(dnat);
-        out.chains.push(chain(&endpoint_chain(sp, ep), rules));
+        out.hairpin.push(ep.ip);
     }
+    out.hairpin.sort();
+    out.hairpin.dedup();
 
     let cluster_eps: Vec<&Endpoint> = sp
         .endpoints
@@ -447,18 +455,26 @@ fn port_rules(config: &RulesConfig, sp: &ServicePort, out: &mut ServiceRules) {
     }
 }
 
+/// The DNAT to one endpoint, refreshing its affinity entry when ClientIP affinity is on.
+fn to_endpoint(sp: &ServicePort, ep: &Endpoint, mut rule: Vec<Stmt>) -> Vec<Stmt> {
+    if sp.affinity_timeout.is_some() {
+        rule.push(expr::update_saddr(&affinity_set(sp, ep)));
+    }
+    rule.push(expr::proto(sp.protocol));
+    rule.push(expr::dnat(ep.ip, ep.port));
+    rule
+}
+
 /// Affinity lookups (when enabled) then a random pick among `eps`.
 fn balance(sp: &ServicePort, eps: &[&Endpoint]) -> Vec<Vec<Stmt>> {
     let mut rules = Vec::new();
     if sp.affinity_timeout.is_some() {
         for ep in eps {
-            rules.push(vec![
-                expr::eq(
-                    expr::payload("ip", "saddr"),
-                    expr::string(format!("@{}", affinity_set(sp, ep))),
-                ),
-                expr::goto(endpoint_chain(sp, ep)),
-            ]);
+            let seen = expr::eq(
+                expr::payload("ip", "saddr"),
+                expr::string(format!("@{}", affinity_set(sp, ep))),
+            );
+            rules.push(to_endpoint(sp, ep, vec![seen]));
         }
     }
     // An even pick as a cascade (iptables mode's statistic cascade): endpoint i of n is taken
@@ -469,12 +485,12 @@ fn balance(sp: &ServicePort, eps: &[&Endpoint]) -> Vec<Vec<Stmt>> {
     // per Service is quadratic through the kernel's linear set lookup by name.
     let n = u32::try_from(eps.len()).unwrap_or(u32::MAX);
     for (i, ep) in (0u32..).zip(eps) {
-        let target = endpoint_chain(sp, ep);
-        if i + 1 < n {
-            rules.push(vec![expr::numgen_one_in(n - i), expr::goto(target)]);
+        let pick = if i + 1 < n {
+            vec![expr::numgen_one_in(n - i)]
         } else {
-            rules.push(vec![expr::goto(target)]);
-        }
+            Vec::new()
+        };
+        rules.push(to_endpoint(sp, ep, pick));
     }
     rules
 }
@@ -533,10 +549,12 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(names.len(), 4);
-        assert!(names[0].starts_with("endpoint-"));
-        assert!(names[0].ends_with("-default/web/tcp/http__10.42.0.5/8080"));
-        let svc_chain = names[3];
+        assert_eq!(
+            names.len(),
+            1,
+            "one chain per Service port, none per endpoint"
+        );
+        let svc_chain = names[0];
         assert!(svc_chain.starts_with("service-") && svc_chain.ends_with("-default/web/tcp/http"));
         // 8 base32 characters between the prefix and the id.
         assert_eq!(svc_chain.split('-').nth(1).unwrap().len(), 8);
@@ -563,13 +581,21 @@ mod tests {
         assert_eq!(rules[2][0], pick(2));
         assert_eq!(
             rules[3].as_array().unwrap().len(),
-            1,
-            "the last endpoint takes the rest"
+            2,
+            "the last endpoint takes the rest (no draw)"
         );
-        for (rule, chain) in rules[1..].iter().zip(&sr.chains[..3]) {
+        for (rule, ep) in rules[1..]
+            .iter()
+            .zip(["10.42.0.5", "10.42.1.5", "10.42.2.5"])
+        {
+            let rule = rule.as_array().unwrap();
             assert_eq!(
-                rule.as_array().unwrap().last().unwrap()["goto"]["target"],
-                json!(chain.name)
+                rule[rule.len() - 2],
+                json!({"match": {"left": {"meta": {"key": "l4proto"}}, "right": "tcp", "op": "=="}})
+            );
+            assert_eq!(
+                rule[rule.len() - 1],
+                json!({"dnat": {"addr": ep, "port": 8080}})
             );
         }
         // The map entry for the ClusterIP goes to that chain.
@@ -586,24 +612,30 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_chain_marks_hairpin_then_dnats() {
+    fn hairpin_is_masqueraded_after_the_dnat_by_the_hairpin_set() {
         let (svc, sl) = web3();
         let rs = ruleset(&[svc], &[sl]);
-        let ep = &rs.services["default/web"].chains[0];
-        let rules = rules_json(ep);
+        let ips: Vec<String> = rs.services["default/web"]
+            .hairpin
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(ips, ["10.42.0.5", "10.42.1.5", "10.42.2.5"]);
+        let masq = rs
+            .base
+            .iter()
+            .find(|b| b.chain.name == MASQUERADING)
+            .unwrap();
         assert_eq!(
-            rules[0],
-            json!([
-                {"match": {"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.42.0.5", "op": "=="}},
-                {"jump": {"target": "mark-for-masquerade"}}
-            ])
+            crate::rules::text::rule_string(&masq.chain.rules[0]),
+            "ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | 16384"
         );
-        assert_eq!(
-            rules[1],
-            json!([
-                {"match": {"left": {"meta": {"key": "l4proto"}}, "right": "tcp", "op": "=="}},
-                {"dnat": {"addr": "10.42.0.5", "port": 8080}}
-            ])
+        let tx = rs.full_transaction().to_text();
+        assert!(
+            tx.contains(
+                "elements = { 10.42.0.5 . 10.42.0.5, 10.42.1.5 . 10.42.1.5, 10.42.2.5 . 10.42.2.5 }"
+            ),
+            "{tx}"
         );
     }
 
@@ -688,11 +720,18 @@ mod tests {
             rules[1][0]["match"]["right"],
             json!(format!("@{}", sr.sets[0].name))
         );
-        assert_eq!(rules[1][1]["goto"]["target"], json!(sr.chains[0].name));
-        let ep = rules_json(&sr.chains[0]);
+        let update = json!({"set": {"op": "update", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": format!("@{}", sr.sets[0].name)}});
+        // A known client goes back to its endpoint and refreshes its entry...
+        assert_eq!(rules[1][1], update);
         assert_eq!(
-            ep[1],
-            json!([{"set": {"op": "update", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": format!("@{}", sr.sets[0].name)}}])
+            rules[1][3],
+            json!({"dnat": {"addr": "10.42.0.5", "port": 8080}})
+        );
+        // ...and a new one is recorded where the draw sent it.
+        assert_eq!(rules[4][1], update);
+        assert_eq!(
+            rules[4][3],
+            json!({"dnat": {"addr": "10.42.0.5", "port": 8080}})
         );
     }
 
@@ -712,12 +751,12 @@ mod tests {
             .unwrap();
         let rules = rules_json(svc_chain);
         // One local endpoint: no draw, straight to it.
-        assert_eq!(rules.last().unwrap().as_array().unwrap().len(), 1);
-        assert!(
-            rules.last().unwrap()[0]["goto"]["target"]
-                .as_str()
-                .unwrap()
-                .contains("10.42.0.5")
+        assert_eq!(
+            rules.last().unwrap(),
+            &json!([
+                {"match": {"left": {"meta": {"key": "l4proto"}}, "right": "tcp", "op": "=="}},
+                {"dnat": {"addr": "10.42.0.5", "port": 8080}}
+            ])
         );
         let ext = sr
             .chains
@@ -726,7 +765,7 @@ mod tests {
             .unwrap();
         let rules = rules_json(ext);
         let last = rules.last().unwrap();
-        assert_eq!(last.as_array().unwrap().len(), 1);
+        assert_eq!(last.as_array().unwrap().len(), 2, "no draw: {last}");
         assert!(last.to_string().contains("10.42.0.5"));
         // No unconditional masquerade for Local: the client address is kept.
         assert!(!rules.contains(&json!([{"jump": {"target": "mark-for-masquerade"}}])));
@@ -796,38 +835,12 @@ mod tests {
         assert!(!text.contains("10.43.0.20"), "{text}");
         // The map entry still points at the (rewritten) service chain: no element command.
         assert!(!text.contains("element"), "{text}");
-        // The dropped endpoint's chain is flushed, then deleted.
-        let stale = endpoint_chain(
-            &old_port(&old),
-            &Endpoint {
-                ip: "10.42.2.5".parse().unwrap(),
-                port: 8080,
-                node_name: None,
-            },
+        let web = &new.services["default/web"].chains[0].name;
+        assert_eq!(
+            new.diff_transaction(&old).commands()[0],
+            format!("flush chain ip r8s {web}")
         );
-        let tx = new.diff_transaction(&old);
-        let at = |cmd: String| tx.commands().iter().position(|c| *c == cmd);
-        let del_at = at(format!("delete chain ip r8s {stale}")).expect("stale chain deleted");
-        let flush_at = at(format!("flush chain ip r8s {stale}")).expect("stale chain flushed");
-        assert!(flush_at < del_at);
-    }
-
-    fn old_port(rs: &Ruleset) -> ServicePort {
-        let _ = rs;
-        ServicePort {
-            namespace: "default".into(),
-            name: "web".into(),
-            port_name: "http".into(),
-            protocol: crate::model::Protocol::Tcp,
-            cluster_ip: "10.43.0.10".parse().unwrap(),
-            port: 80,
-            node_port: None,
-            external_ips: vec![],
-            affinity_timeout: None,
-            internal_local: false,
-            external_local: false,
-            endpoints: vec![],
-        }
+        assert!(!text.contains("delete"), "nothing went stale: {text}");
     }
 
     #[test]
@@ -841,7 +854,7 @@ mod tests {
             .iter()
             .filter(|c| c.starts_with("delete chain "))
             .count();
-        assert_eq!(deletes, 4);
+        assert_eq!(deletes, 1);
         assert!(
             tx.commands()
                 .iter()
@@ -850,16 +863,12 @@ mod tests {
     }
 
     #[test]
-    fn incremental_sync_flushes_stale_chains_and_deletes_them_later() {
-        let (svc, sl) = web3();
-        let old = ruleset(std::slice::from_ref(&svc), &[sl]);
-        let one = slice(
-            "default",
-            "web",
-            ("http", 8080),
-            &[("10.42.0.5", "n1", true)],
-        );
-        let new = ruleset(std::slice::from_ref(&svc), &[one]);
+    fn incremental_sync_leaves_stale_sets_and_deletes_them_later() {
+        let (mut svc, sl) = web3();
+        svc.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+        let old = ruleset(std::slice::from_ref(&svc), std::slice::from_ref(&sl));
+        svc.spec.as_mut().unwrap().session_affinity = None;
+        let new = ruleset(std::slice::from_ref(&svc), std::slice::from_ref(&sl));
         let mut leftovers = Leftovers::default();
         let tx = new.incremental_transaction(&old, &mut leftovers);
         // Only commands for which nft needs no chain cache.
@@ -869,17 +878,46 @@ mod tests {
                 "{c}"
             );
         }
-        assert_eq!(leftovers.chains.len(), 2, "two endpoint chains went stale");
+        assert_eq!(leftovers.sets.len(), 3, "the affinity sets went stale");
         // The Service goes away: its map element must be deleted, and the leftovers with it.
         let gone = ruleset(&[], &[]);
         let tx = gone.incremental_transaction(&new, &mut leftovers);
-        let deleted = tx
+        let deleted: Vec<&String> = tx
             .commands()
             .iter()
-            .filter(|c| c.starts_with("delete chain "))
-            .count();
-        assert_eq!(deleted, 2 + 2, "the Service's own chains and the leftovers");
+            .filter(|c| c.starts_with("delete chain ") || c.starts_with("delete set "))
+            .collect();
+        assert_eq!(
+            deleted.len(),
+            1 + 3,
+            "its own chain and the leftovers: {deleted:?}"
+        );
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn incremental_sync_adds_only_new_hairpin_addresses() {
+        let (svc, sl) = web3();
+        let old = ruleset(std::slice::from_ref(&svc), &[sl]);
+        let moved = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[("10.42.0.5", "n1", true), ("10.42.0.9", "n1", true)],
+        );
+        let new = ruleset(std::slice::from_ref(&svc), &[moved]);
+        let tx = new.incremental_transaction(&old, &mut Leftovers::default());
+        let added: Vec<&String> = tx
+            .commands()
+            .iter()
+            .filter(|c| c.contains(" hairpin "))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "add set ip r8s hairpin { type ipv4_addr . ipv4_addr ; elements = { 10.42.0.9 . 10.42.0.9 } ; }"
+            ]
+        );
     }
 
     #[test]

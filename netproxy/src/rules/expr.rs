@@ -95,6 +95,19 @@ pub fn ct_state_new() -> Stmt {
     )
 }
 
+/// `ct status dnat`.
+pub fn ct_status_dnat() -> Stmt {
+    matches(
+        Expression::Named(NamedExpression::CT(CT {
+            key: "status".into(),
+            family: None,
+            dir: None,
+        })),
+        Operator::IN,
+        string("dnat"),
+    )
+}
+
 pub fn proto(p: Protocol) -> Stmt {
     eq(meta(MetaKey::L4proto), string(p.as_str()))
 }

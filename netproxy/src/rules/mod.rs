@@ -6,16 +6,24 @@
 //! `add rule`, `add element` and any `delete` make it dump every chain of the host first, which
 //! costs O(table) (and O(table²) in the kernel's dump). Deleting stale chains and sets is
 //! therefore deferred ([`Leftovers`]) until a transaction needs the cache anyway.
+//!
+//! Layout: one chain per Service port (plus one for its external side), which picks an endpoint
+//! and DNATs inline; unlike kube-proxy's nftables mode there is no chain per endpoint, and the
+//! hairpin masquerade is one postrouting rule over the `hairpin` set. Every commit that adds a
+//! rule makes the kernel validate every rule reachable from the base chains and visit every
+//! chain of the table, so both counts are what a one-Service change costs (docs/benchmarks.md).
 pub mod build;
 pub mod expr;
 pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use nftables::types::{NfChainType, NfHook};
 
-pub use build::{RulesConfig, build, build_reusing};
+pub use build::{RulesConfig, build, build_reusing, service_rules};
 use expr::{Expr, Stmt};
 
 use crate::model::ServiceKey;
@@ -85,6 +93,11 @@ pub struct ServiceRules {
     pub sets: Vec<AffinitySet>,
     /// Elements in the shared maps.
     pub elements: Vec<MapElement>,
+    /// Endpoint addresses for the hairpin set, sorted. Incremental syncs only add to the set:
+    /// an address another Service still uses must stay, and one no Service uses any more is
+    /// harmless there (it only matches a DNAT of that address to itself); full syncs recreate
+    /// the set with exactly the current addresses.
+    pub hairpin: Vec<Ipv4Addr>,
 }
 
 /// The whole content of our table.
@@ -98,6 +111,9 @@ pub struct Ruleset {
     /// Service did not change, so that a sync rebuilds only what changed).
     pub services: BTreeMap<ServiceKey, Arc<ServiceRules>>,
 }
+
+/// Type of the hairpin set.
+const HAIRPIN_TYPE: &str = "ipv4_addr . ipv4_addr";
 
 /// Verdict maps of the skeleton: name and key type.
 const MAPS: [(&str, &str); 4] = [
@@ -233,6 +249,24 @@ impl Ruleset {
         }
     }
 
+    /// `add set NAME { type ... ; elements = { P . P, ... } ; }`: no chain cache needed.
+    fn add_hairpin<'a>(&self, tx: &mut Transaction, addrs: impl Iterator<Item = &'a Ipv4Addr>) {
+        let mut elements = String::new();
+        for a in addrs {
+            if !elements.is_empty() {
+                elements.push_str(", ");
+            }
+            let _ = write!(elements, "{a} . {a}");
+        }
+        if !elements.is_empty() {
+            tx.push(format!(
+                "add set ip {} {} {{ type {HAIRPIN_TYPE} ; elements = {{ {elements} }} ; }}",
+                self.table,
+                build::HAIRPIN
+            ));
+        }
+    }
+
     fn delete_elements<'a>(&self, tx: &mut Transaction, els: impl Iterator<Item = &'a MapElement>) {
         let mut by_map: BTreeMap<&str, String> = BTreeMap::new();
         for el in els {
@@ -285,6 +319,10 @@ impl Ruleset {
                 "add map ip {t} {name} {{ type {key} : verdict ; }}"
             ));
         }
+        tx.push(format!(
+            "add set ip {t} {} {{ type {HAIRPIN_TYPE} ; }}",
+            build::HAIRPIN
+        ));
         // Chains first, so that jumps and map elements can name any of them.
         for b in &self.base {
             match b.hook {
@@ -317,6 +355,9 @@ impl Ruleset {
             &mut tx,
             self.services.values().flat_map(|s| s.elements.iter()),
         );
+        let hairpin: BTreeSet<&Ipv4Addr> =
+            self.services.values().flat_map(|s| &s.hairpin).collect();
+        self.add_hairpin(&mut tx, hairpin.into_iter());
         tx
     }
 
@@ -355,6 +396,27 @@ impl Ruleset {
                     .then_some((before.as_ref(), after.as_ref()))
             })
             .collect();
+        self.changes(&changed, leftovers, delete_now)
+    }
+
+    /// The transaction that rewrites the given Services (`(before, after)`; a Service that is
+    /// new or gone has an empty side) over this applied ruleset, without looking at any other
+    /// Service: what an incremental sync costs does not depend on the size of the table. Stale
+    /// chains and sets are handled as in [`Ruleset::incremental_transaction`].
+    pub fn update_transaction(
+        &self,
+        changed: &[(&ServiceRules, &ServiceRules)],
+        leftovers: &mut Leftovers,
+    ) -> Transaction {
+        self.changes(changed, leftovers, false)
+    }
+
+    fn changes(
+        &self,
+        changed: &[(&ServiceRules, &ServiceRules)],
+        leftovers: &mut Leftovers,
+        delete_now: bool,
+    ) -> Transaction {
         let mut tx = Transaction::default();
         if changed.is_empty() {
             return tx;
@@ -363,13 +425,13 @@ impl Ruleset {
         let mut removed: Vec<&MapElement> = Vec::new();
         let mut added: Vec<&MapElement> = Vec::new();
         let mut after_keys: BTreeMap<(&str, String), &MapElement> = BTreeMap::new();
-        for (_, after) in &changed {
+        for (_, after) in changed {
             for el in &after.elements {
                 after_keys.insert((el.map, el.key_text()), el);
             }
         }
         let mut kept: BTreeSet<(&str, String)> = BTreeSet::new();
-        for (before, _) in &changed {
+        for (before, _) in changed {
             for el in &before.elements {
                 let k = (el.map, el.key_text());
                 match after_keys.get(&k) {
@@ -390,7 +452,7 @@ impl Ruleset {
         // 2. Create or empty every chain of the new version, and its sets.
         let mut new_chains: BTreeSet<&str> = BTreeSet::new();
         let mut new_sets: BTreeSet<&str> = BTreeSet::new();
-        for (before, after) in &changed {
+        for (before, after) in changed {
             let existing: BTreeSet<&str> = before.chains.iter().map(|c| c.name.as_str()).collect();
             for c in &after.chains {
                 new_chains.insert(&c.name);
@@ -411,7 +473,7 @@ impl Ruleset {
             }
         }
         // 3. Fill them, then point the maps at them.
-        for (_, after) in &changed {
+        for (_, after) in changed {
             for c in &after.chains {
                 if let Some(block) = self.chain_block(c) {
                     tx.push(block);
@@ -419,11 +481,21 @@ impl Ruleset {
             }
         }
         self.add_elements(&mut tx, added.into_iter());
+        let mut hairpin: BTreeSet<&Ipv4Addr> = BTreeSet::new();
+        for (before, after) in changed {
+            hairpin.extend(
+                after
+                    .hairpin
+                    .iter()
+                    .filter(|a| before.hairpin.binary_search(a).is_err()),
+            );
+        }
+        self.add_hairpin(&mut tx, hairpin.into_iter());
         // 4. What the new version no longer has: flush now (stale chains may jump to each other
         // and reference stale sets); delete now or later.
         let mut stale_chains = Vec::new();
         let mut stale_sets = Vec::new();
-        for (before, _) in &changed {
+        for (before, _) in changed {
             stale_chains.extend(
                 before
                     .chains
