@@ -396,7 +396,7 @@ impl R8sCri {
             .args(["--bridge", bridge])
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("info".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)

@@ -235,6 +235,64 @@ fn delete_round(kubectl: &Kubectl, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The rounds and the idle figures, printed as they come.
+fn measure(
+    args: &Args,
+    kubectl: &Kubectl,
+    node: &str,
+    registry: &Registry,
+    agent: &mut Proc,
+    server: &mut Proc,
+) -> anyhow::Result<()> {
+    e2e::wait_for("the node to be Ready", Duration::from_secs(90), || {
+        let node = kubectl.get_json(&["get", "node", node]).ok()?;
+        let ready = node["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(())
+    })?;
+    std::thread::sleep(Duration::from_secs(5));
+    let (rss, cpu) = idle_cost(agent.pid(), args.idle_seconds);
+    println!(
+        "r8s-agent idle, 0 pods: RSS {rss:.1} MB, CPU {cpu:.2}% of a core over {} s (r8s-server RSS {:.1} MB)",
+        args.idle_seconds,
+        rss_mb(server.pid())
+    );
+    let image = registry.busybox();
+    // Pull once (image cached for every round, as the CRI bench).
+    let warm = round(kubectl, "warmup", 1, &image)?;
+    println!(
+        "first pod (image pull included): Running after {}",
+        ms(warm[0])
+    );
+    delete_round(kubectl, "warmup")?;
+    for &n in &args.rounds {
+        let name = format!("n{n}");
+        let per_pod = round(kubectl, &name, n, &image)?;
+        let all = per_pod.iter().max().copied().unwrap_or_default();
+        println!(
+            "{n} pods: all Running {} after apply; per pod p50 {} p99 {}",
+            ms(all),
+            ms(percentile(&per_pod, 50)),
+            ms(percentile(&per_pod, 99))
+        );
+        if n == args.rounds.iter().copied().max().unwrap_or(n) {
+            std::thread::sleep(Duration::from_secs(5));
+            let (rss, cpu) = idle_cost(agent.pid(), args.idle_seconds);
+            println!(
+                "r8s-agent idle, {n} pods: RSS {rss:.1} MB, CPU {cpu:.2}% of a core over {} s",
+                args.idle_seconds
+            );
+        }
+        delete_round(kubectl, &name)?;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    anyhow::ensure!(agent.running(), "r8s-agent exited");
+    anyhow::ensure!(server.running(), "r8s-server exited");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(e2e::is_root(), "pods_bench needs root");
@@ -315,55 +373,7 @@ fn main() -> anyhow::Result<()> {
     let mut agent = spawn("r8s-agent", agent_cmd, &d.join("agent.log"))?;
     let kubectl = Kubectl::new(&kubeconfig);
 
-    let result = (|| -> anyhow::Result<()> {
-        e2e::wait_for("the node to be Ready", Duration::from_secs(90), || {
-            let node = kubectl.get_json(&["get", "node", &node]).ok()?;
-            let ready = node["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            ready.then_some(())
-        })?;
-        std::thread::sleep(Duration::from_secs(5));
-        let (rss, cpu) = idle_cost(agent.pid(), args.idle_seconds);
-        println!(
-            "r8s-agent idle, 0 pods: RSS {rss:.1} MB, CPU {cpu:.2}% of a core over {} s (r8s-server RSS {:.1} MB)",
-            args.idle_seconds,
-            rss_mb(server.pid())
-        );
-        let image = registry.busybox();
-        // Pull once (image cached for every round, as the CRI bench).
-        let warm = round(&kubectl, "warmup", 1, &image)?;
-        println!(
-            "first pod (image pull included): Running after {}",
-            ms(warm[0])
-        );
-        delete_round(&kubectl, "warmup")?;
-        for &n in &args.rounds {
-            let name = format!("n{n}");
-            let per_pod = round(&kubectl, &name, n, &image)?;
-            let all = per_pod.iter().max().copied().unwrap_or_default();
-            println!(
-                "{n} pods: all Running {} after apply; per pod p50 {} p99 {}",
-                ms(all),
-                ms(percentile(&per_pod, 50)),
-                ms(percentile(&per_pod, 99))
-            );
-            if n == args.rounds.iter().copied().max().unwrap_or(n) {
-                std::thread::sleep(Duration::from_secs(5));
-                let (rss, cpu) = idle_cost(agent.pid(), args.idle_seconds);
-                println!(
-                    "r8s-agent idle, {n} pods: RSS {rss:.1} MB, CPU {cpu:.2}% of a core over {} s",
-                    args.idle_seconds
-                );
-            }
-            delete_round(&kubectl, &name)?;
-            std::thread::sleep(Duration::from_secs(2));
-        }
-        anyhow::ensure!(agent.running(), "r8s-agent exited");
-        anyhow::ensure!(server.running(), "r8s-server exited");
-        Ok(())
-    })();
+    let result = measure(&args, &kubectl, &node, &registry, &mut agent, &mut server);
     if let Err(err) = &result {
         eprintln!("failed: {err:#}");
         for log in ["agent.log", "server.log"] {
