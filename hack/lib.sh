@@ -12,7 +12,7 @@ R8S_PACKAGES=(
   libseccomp-dev libnftnl-dev libmnl-dev libnftables-dev
   nftables iproute2 util-linux procps psmisc
   busybox-static docker-registry skopeo umoci
-  etcd-server etcd-client containerd runc containernetworking-plugins
+  etcd-server etcd-client containerd runc crun containernetworking-plugins
   dnsutils jq curl openssl
   # the pure cgroup v2 VM node (hack/vm): qemu, a busybox initramfs
   qemu-system-x86 cpio kmod xz-utils zstd binutils
