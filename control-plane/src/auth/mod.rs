@@ -14,11 +14,12 @@
 //!
 //! The user of the request being served is also kept in a task-local
 //! (`scope_request_user`), for admission plugins that restrict by user
-//! (NodeRestriction).
+//! (NodeRestriction, RBAC escalation prevention in `escalation`).
 
 pub mod attributes;
 pub mod bootstrap_policy;
 pub mod bootstrap_token;
+pub mod escalation;
 pub mod impersonation;
 pub mod node;
 pub mod node_graph;
