@@ -33,7 +33,9 @@ struct Bound {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let Some(kubeconfig) = args.get(1) else {
-        anyhow::bail!("usage: scheduler_bench KUBECONFIG [NODES] [PODS] [CONCURRENCY] [SERVER_PID]");
+        anyhow::bail!(
+            "usage: scheduler_bench KUBECONFIG [NODES] [PODS] [CONCURRENCY] [SERVER_PID]"
+        );
     };
     let arg = |i: usize, default: usize| -> anyhow::Result<usize> {
         args.get(i)
