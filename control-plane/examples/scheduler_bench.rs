@@ -3,9 +3,10 @@
 //! `--disable-agent` (hack/bench runs it). The nodes are created cordoned,
 //! the pods then wait unschedulable; uncordoning every node releases them
 //! all at once and the rate is measured from the first to the last binding
-//! seen on a watch. Everything created is deleted at the end.
+//! seen on a watch. With SERVER_PID, the server's RSS is printed once
+//! every pod is bound. Everything created is deleted at the end.
 //!
-//! usage: scheduler_bench KUBECONFIG [NODES=1000] [PODS=10000] [CONCURRENCY=64]
+//! usage: scheduler_bench KUBECONFIG [NODES=1000] [PODS=10000] [CONCURRENCY=64] [SERVER_PID]
 
 mod harness;
 
@@ -32,13 +33,16 @@ struct Bound {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let Some(kubeconfig) = args.get(1) else {
-        anyhow::bail!("usage: scheduler_bench KUBECONFIG [NODES] [PODS] [CONCURRENCY]");
+        anyhow::bail!(
+            "usage: scheduler_bench KUBECONFIG [NODES] [PODS] [CONCURRENCY] [SERVER_PID]"
+        );
     };
     let arg = |i: usize, default: usize| -> anyhow::Result<usize> {
         args.get(i)
             .map_or(Ok(default), |s| s.parse().context("a number"))
     };
     let (nodes, pods, concurrency) = (arg(2, 1000)?, arg(3, 10_000)?, arg(4, 64)?);
+    let server_pid = args.get(5).map(|s| s.parse::<u32>()).transpose()?;
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(kubeconfig).context("reading the kubeconfig")?,
         &kube::config::KubeConfigOptions::default(),
@@ -179,6 +183,12 @@ async fn main() -> anyhow::Result<()> {
             println!("scheduler: no pod was bound");
         }
     }
+    if let Some(pid) = server_pid {
+        println!(
+            "r8s-server RSS with {nodes} nodes and {pods} pods: {:.1} MB",
+            rss_kib(pid)? as f64 / 1024.0
+        );
+    }
 
     ns_api.delete(&run, &DeleteParams::default()).await?;
     harness::run_load(nodes, concurrency, move |i| {
@@ -191,4 +201,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// VmRSS of a process, from /proc.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading the status of process {pid}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/PID/status")
 }

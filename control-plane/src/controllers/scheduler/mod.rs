@@ -42,6 +42,9 @@ const RECORDER: Recorder = Recorder {
 };
 /// Bindings in flight at once.
 const PARALLEL_BINDINGS: usize = 256;
+/// Failure writes (PodScheduled=False, preemption) in flight at once, so a
+/// burst of unschedulable pods does not flood the API server.
+const PARALLEL_FAILURE_WRITES: usize = 16;
 
 /// State shared by the watchers and the scheduling loop.
 #[derive(Default)]
@@ -286,6 +289,7 @@ async fn next_pod(shared: &Shared) -> Arc<Pod> {
 
 async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &EventSink) {
     let permits = Arc::new(Semaphore::new(PARALLEL_BINDINGS));
+    let failure_permits = Arc::new(Semaphore::new(PARALLEL_FAILURE_WRITES));
     let mut next_start = 0usize;
     loop {
         let pod = next_pod(shared).await;
@@ -326,7 +330,11 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
                 shared.queue().unschedulable(&key, Instant::now());
                 let client = ctx.client.clone();
                 let events = events.clone();
+                let failure = failure_permits.clone();
                 tokio::spawn(async move {
+                    let Ok(_permit) = failure.acquire_owned().await else {
+                        return;
+                    };
                     if let Some((node, victims)) = preemption {
                         preempt(&client, &events, &pod, &node, &victims).await;
                     }

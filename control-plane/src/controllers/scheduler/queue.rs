@@ -155,11 +155,16 @@ impl SchedulingQueue {
         }
     }
 
-    /// A cluster event may have made unschedulable pods schedulable.
+    /// A cluster event may have made unschedulable pods schedulable. The
+    /// backoff runs from the failed attempt, as upstream's
+    /// `isPodBackingoff`: a pod that failed long ago goes straight back to
+    /// the active queue.
     pub fn move_all(&mut self, now: Instant) {
         for e in self.entries.values_mut() {
             match e.state {
-                State::Unschedulable(_) => e.state = State::Backoff(now + backoff(e.attempts)),
+                State::Unschedulable(since) => {
+                    e.state = State::Backoff(since + backoff(e.attempts));
+                }
                 State::InFlight => e.moved_while_in_flight = true,
                 _ => {}
             }
@@ -233,6 +238,17 @@ mod tests {
         q.move_all(now);
         assert!(q.pop().is_none(), "still backing off");
         q.flush(now + MAX_BACKOFF);
+        assert!(q.pop().is_some());
+    }
+
+    #[test]
+    fn a_pod_that_failed_long_ago_moves_straight_to_active() {
+        let mut q = SchedulingQueue::default();
+        q.add_or_update(pod("a", 0, "2024-01-01T00:00:00Z"));
+        let failed = Instant::now();
+        assert!(q.pop().is_some());
+        q.unschedulable("default/a", failed);
+        q.move_all(failed + INITIAL_BACKOFF);
         assert!(q.pop().is_some());
     }
 
