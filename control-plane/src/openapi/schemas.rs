@@ -1,5 +1,5 @@
 //! Definitions: the k8s-openapi JSON schemas of every served type, collected
-//! once from the catalog and rewritten into OpenAPI 2 or 3.0 form.
+//! from the catalog when needed and rewritten into OpenAPI 2 or 3.0 form.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
