@@ -218,9 +218,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tokio::task::spawn_blocking(move || crate::auth::sa_keys::SigningKey::ensure(&sa_dir))
             .await??,
     );
-    // Building the OpenAPI documents takes a while; do it before the first
-    // `kubectl apply` asks, without holding up readiness.
-    tokio::task::spawn_blocking(crate::openapi::prepare);
     tracing::info!(
         url = %server_url,
         port,

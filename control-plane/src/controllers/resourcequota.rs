@@ -64,7 +64,7 @@ fn enqueue_namespace(queue: &Queue, quotas: &Store<ResourceQuota>, ns: Option<St
 macro_rules! trigger {
     ($ctx:expr, $queue:expr, $quotas:expr, $ty:ty) => {{
         let (q, s) = ($queue.clone(), $quotas.clone());
-        let _store = util::informer(
+        util::watch_changes(
             Api::<$ty>::all($ctx.client.clone()),
             watcher::Config::default(),
             $ctx.shutdown.clone(),

@@ -74,6 +74,10 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
+        // As client-go's informers (kube-controller-manager's transform):
+        // the controllers never read managedFields, and keeping them would
+        // roughly double what the stores hold.
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
         .reflect(writer)
         .touched_objects();
     tokio::spawn(async move {
@@ -90,6 +94,34 @@ where
         }
     });
     reader
+}
+
+/// Watches `api` and calls `on_change` with every added, modified or deleted
+/// object (and every object of a relist), keeping no store: for watches
+/// that only trigger work on other objects.
+pub fn watch_changes<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    shutdown: CancellationToken,
+    mut on_change: F,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    F: FnMut(&K) + Send + 'static,
+{
+    let stream = watcher(api, config).default_backoff().touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                item = stream.next() => match item {
+                    Some(Ok(obj)) => on_change(&obj),
+                    Some(Err(err)) => tracing::debug!(kind = %K::kind(&()), %err, "watch error; retrying"),
+                    None => break,
+                },
+            }
+        }
+    });
 }
 
 /// Waits until every store has its first list.

@@ -1,8 +1,9 @@
 //! OpenAPI documents generated from the k8s-openapi schemas: `/openapi/v2`
 //! and `/openapi/v3` (root index and one document per group version).
 //!
-//! Everything is built once from the resource catalog and cached; the
-//! `*_json` functions hand out the serialized bytes for serving.
+//! Everything is built on the first request for any of them and kept only
+//! as serialized bytes (a few MB, where the JSON trees they come from take
+//! tens of MB); the `*_json` functions hand those out for serving.
 
 mod paths;
 pub(crate) mod schemas;
@@ -14,24 +15,25 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha512};
 
 use crate::resources::{ResourceType, catalog, group_versions};
-use schemas::{Flavor, STATUS, definitions, reachable, render};
+use schemas::{Definitions, Flavor, STATUS, definitions, reachable, render};
 
 /// The version reported in the documents' `info`.
 const INFO_VERSION: &str = "v1.32.0";
 
-/// The Swagger 2.0 document served at `/openapi/v2`.
+/// The Swagger 2.0 document served at `/openapi/v2`, parsed.
 pub fn v2_document() -> Value {
-    v2().0.clone()
+    serde_json::from_str(v2_document_json()).unwrap_or_default()
 }
 
 /// The serialized `/openapi/v2` document.
 pub fn v2_document_json() -> &'static str {
-    &v2().1
+    &documents().v2
 }
 
 /// The `/openapi/v3` index: `{"paths": {"api/v1": {"serverRelativeURL": ...}}}`.
 pub fn v3_index() -> Value {
-    let paths: Map<String, Value> = v3()
+    let paths: Map<String, Value> = documents()
+        .v3
         .iter()
         .map(|(key, doc)| {
             let url = format!("/openapi/v3/{key}?hash={}", doc.hash);
@@ -41,24 +43,27 @@ pub fn v3_index() -> Value {
     json!({ "paths": paths })
 }
 
-/// The OpenAPI 3 document of one group version (`""`/`v1` for core), if served.
+/// The OpenAPI 3 document of one group version (`""`/`v1` for core), if
+/// served, parsed.
 pub fn v3_group_version(group: &str, version: &str) -> Option<Value> {
-    v3().get(&v3_key(group, version))
-        .map(|d| d.document.clone())
+    v3_group_version_json(group, version).and_then(|(json, _)| serde_json::from_str(json).ok())
 }
 
 /// The serialized OpenAPI 3 document of one group version, and its hash
 /// (the `hash` query parameter of its URL, usable as an ETag).
 pub fn v3_group_version_json(group: &str, version: &str) -> Option<(&'static str, &'static str)> {
-    v3().get(&v3_key(group, version))
+    documents()
+        .v3
+        .get(&v3_key(group, version))
         .map(|d| (d.json.as_str(), d.hash.as_str()))
 }
 
-/// Builds and caches every document (~1 s in a debug build): call it from a
-/// blocking task at startup so the first request does not pay for it.
-pub fn prepare() {
-    let _ = v2();
-    let _ = v3();
+/// Builds every document unless built already (~1 s in a debug build), on
+/// a blocking thread: await it before the accessors above in async code.
+pub async fn ready() {
+    if DOCUMENTS.get().is_none() {
+        let _ = tokio::task::spawn_blocking(documents).await;
+    }
 }
 
 /// `api/v1` or `apis/<group>/<version>`: the key of a group version in the
@@ -71,56 +76,49 @@ fn v3_key(group: &str, version: &str) -> String {
     }
 }
 
+struct Documents {
+    v2: String,
+    v3: BTreeMap<String, V3Doc>,
+}
+
 struct V3Doc {
-    document: Value,
     json: String,
     /// Upper-case hex SHA-512 of `json`, as upstream.
     hash: String,
 }
 
-fn v2() -> &'static (Value, String) {
-    static V2: OnceLock<(Value, String)> = OnceLock::new();
-    V2.get_or_init(|| {
-        let doc = build_v2();
-        let json = doc.to_string();
-        (doc, json)
-    })
-}
+static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
 
-fn v3() -> &'static BTreeMap<String, V3Doc> {
-    static V3: OnceLock<BTreeMap<String, V3Doc>> = OnceLock::new();
-    V3.get_or_init(|| {
-        group_versions()
+fn documents() -> &'static Documents {
+    DOCUMENTS.get_or_init(|| {
+        // One set of definitions for all documents; dropped once they are
+        // serialized.
+        let defs = definitions();
+        let v2 = build_v2(&defs).to_string();
+        let v3 = group_versions()
             .into_iter()
             .map(|(group, version)| {
-                let document = build_v3(group, version);
-                let json = document.to_string();
+                let json = build_v3(&defs, group, version).to_string();
                 let hash = hex::encode_upper(Sha512::digest(json.as_bytes()));
-                (
-                    v3_key(group, version),
-                    V3Doc {
-                        document,
-                        json,
-                        hash,
-                    },
-                )
+                (v3_key(group, version), V3Doc { json, hash })
             })
-            .collect()
+            .collect();
+        Documents { v2, v3 }
     })
 }
 
 /// The served resources with their definition names.
-fn resources_with_definitions() -> impl Iterator<Item = (&'static ResourceType, &'static str)> {
-    let defs = definitions();
+fn resources_with_definitions(
+    defs: &Definitions,
+) -> impl Iterator<Item = (&'static ResourceType, &str)> {
     catalog()
         .iter()
         .filter_map(move |r| defs.root_of(r).map(|d| (r, d)))
 }
 
-fn build_v2() -> Value {
-    let defs = definitions();
+fn build_v2(defs: &Definitions) -> Value {
     let mut paths = Map::new();
-    for (r, def) in resources_with_definitions() {
+    for (r, def) in resources_with_definitions(defs) {
         paths::add_paths(&mut paths, r, def, Flavor::V2);
     }
     let definitions = render(&defs.defs, defs.defs.keys(), Flavor::V2);
@@ -136,12 +134,11 @@ fn build_v2() -> Value {
     })
 }
 
-fn build_v3(group: &str, version: &str) -> Value {
-    let defs = definitions();
+fn build_v3(defs: &Definitions, group: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut roots = vec![STATUS];
     for (r, def) in
-        resources_with_definitions().filter(|(r, _)| r.group == group && r.version == version)
+        resources_with_definitions(defs).filter(|(r, _)| r.group == group && r.version == version)
     {
         paths::add_paths(&mut paths, r, def, Flavor::V3);
         roots.push(def);

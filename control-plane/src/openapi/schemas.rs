@@ -1,8 +1,8 @@
 //! Definitions: the k8s-openapi JSON schemas of every served type, collected
-//! once from the catalog and rewritten into OpenAPI 2 or 3.0 form.
+//! from the catalog when needed and rewritten into OpenAPI 2 or 3.0 form.
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -59,10 +59,19 @@ impl Definitions {
     }
 }
 
-/// The definitions of all served types, generated once.
-pub(crate) fn definitions() -> &'static Definitions {
-    static DEFS: OnceLock<Definitions> = OnceLock::new();
-    DEFS.get_or_init(build)
+/// The definitions of all served types. They are only an input (of the
+/// serialized OpenAPI documents, of the protobuf field table): generated
+/// when first asked for and shared while some caller holds them, then
+/// dropped, as the trees take tens of MB.
+pub(crate) fn definitions() -> Arc<Definitions> {
+    static DEFS: Mutex<Weak<Definitions>> = Mutex::new(Weak::new());
+    let mut cached = DEFS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(defs) = cached.upgrade() {
+        return defs;
+    }
+    let defs = Arc::new(build());
+    *cached = Arc::downgrade(&defs);
+    defs
 }
 
 fn subschema<T: JsonSchema>(generator: &mut SchemaGenerator) {
@@ -388,7 +397,8 @@ mod tests {
 
     #[test]
     fn definitions_have_upstream_names_and_group_version_kinds() {
-        let defs = &definitions().defs;
+        let defs = definitions();
+        let defs = &defs.defs;
         let pod = defs.get("io.k8s.api.core.v1.Pod").expect("pod definition");
         assert_eq!(
             pod["x-kubernetes-group-version-kind"],
@@ -422,7 +432,8 @@ mod tests {
 
     #[test]
     fn reachable_follows_references() {
-        let defs = &definitions().defs;
+        let defs = definitions();
+        let defs = &defs.defs;
         let names = reachable(defs, ["io.k8s.api.apps.v1.Deployment"]);
         assert!(names.contains("io.k8s.api.core.v1.Container"));
         assert!(names.contains(INT_OR_STRING));

@@ -160,7 +160,8 @@ fn group_version_kinds(def: &Value) -> Vec<(String, String)> {
 }
 
 fn build() -> Table {
-    let defs = &definitions().defs;
+    let defs = definitions();
+    let defs = &defs.defs;
     // prost renames messages (`APIService` → `ApiService`): match
     // definitions case-insensitively.
     let def_by_lower: HashMap<String, &str> = defs

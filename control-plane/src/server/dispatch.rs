@@ -60,6 +60,18 @@ fn json_bytes(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
     resp
 }
 
+/// A JSON response of bytes kept for the life of the process (served
+/// without a copy).
+fn json_bytes_static(code: u16, body: &'static [u8]) -> Response<Body> {
+    let mut resp = Response::new(Body::from(Bytes::from_static(body)));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// A JSON (or YAML) response.
 fn respond(code: u16, value: &Value, output: Output) -> Response<Body> {
     if output == Output::Yaml
@@ -283,17 +295,21 @@ async fn route_request(
             if !wants_json {
                 return Err(ApiError::path_not_found());
             }
-            Ok(respond(200, &crate::openapi::v2_document(), Output::Json))
+            crate::openapi::ready().await;
+            let doc = crate::openapi::v2_document_json();
+            Ok(json_bytes_static(200, doc.as_bytes()))
         }
         Route::OpenApiV3Root => {
             get_only(req.method())?;
+            crate::openapi::ready().await;
             Ok(respond(200, &crate::openapi::v3_index(), Output::Json))
         }
         Route::OpenApiV3 { group, version } => {
             get_only(req.method())?;
-            let doc = crate::openapi::v3_group_version(&group, &version)
+            crate::openapi::ready().await;
+            let (doc, _) = crate::openapi::v3_group_version_json(&group, &version)
                 .ok_or_else(ApiError::path_not_found)?;
-            Ok(respond(200, &doc, Output::Json))
+            Ok(json_bytes_static(200, doc.as_bytes()))
         }
         Route::CoreVersions | Route::Groups => {
             get_only(req.method())?;
