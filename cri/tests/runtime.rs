@@ -376,16 +376,7 @@ async fn host_ports_reach_the_pod_from_the_node_and_from_the_pod_itself() {
         host_port: host_port.into(),
         host_ip: gateway.clone(),
     }];
-    let mut rt = env.runtime().await;
-    let pod = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod, config) = env.run_pod_with(config).await;
     let server = env
         .create_and_start(
             &pod,

@@ -17,6 +17,7 @@ use anyhow::Context;
 use clap::Parser;
 use cri::client::CriClient;
 use cri::proto;
+use e2e::bench::{percentile, rss_mb};
 use e2e::cleanup::NodeResources;
 use e2e::containerd::{Containerd, ContainerdOptions};
 use e2e::registry::Registry;
@@ -88,14 +89,6 @@ struct Figures {
 /// The calls of a cycle, in order (for the per-call line).
 const CALLS: [&str; 7] = ["runp", "create", "start", "stop", "rm", "stopp", "rmp"];
 
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    // Nearest rank: the smallest sample with at least p% at or below it.
-    let rank = (s.len() * p).div_ceil(100).max(1);
-    s.get(rank - 1).copied().unwrap_or_default()
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
@@ -121,17 +114,6 @@ fn report(label: &str, f: &Figures, iterations: usize, pods: usize, rss_note: &s
         "{label}: RSS idle {:.1} MB, with {pods} pods {:.1} MB{rss_note}",
         f.rss_idle, f.rss_pods
     );
-}
-
-/// Resident set of a process in MB (0 when it is gone).
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// The sandbox config the bench gives every pod: kubelet-like, with a pod

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use e2e::bench::{percentile, rss_mb};
 use e2e::cleanup::NodeResources;
 use e2e::kubectl::Kubectl;
 use e2e::registry::Registry;
@@ -93,16 +94,6 @@ fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> anyhow::Result<Pro
     Ok(Proc { name, child })
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -131,13 +122,6 @@ fn idle_cost(pid: u32, secs: u64) -> (f64, f64) {
     let ticks = cpu_ticks(pid).saturating_sub(t0);
     let cpu = ticks as f64 / clock_ticks_per_second() as f64 / w.elapsed().as_secs_f64();
     (rss_mb(pid), cpu * 100.0)
-}
-
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    let rank = (s.len() * p).div_ceil(100).max(1);
-    s.get(rank - 1).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> String {

@@ -7,6 +7,7 @@
 //! named scenarios (`suite`), and remove everything they created even when a
 //! test fails (`cleanup`).
 
+pub mod bench;
 pub mod cleanup;
 pub mod cluster;
 pub mod containerd;

@@ -65,7 +65,7 @@ pub fn informer<K, F>(
     api: Api<K>,
     config: watcher::Config,
     shutdown: CancellationToken,
-    mut on_change: F,
+    on_change: F,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -80,19 +80,7 @@ where
         .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
         .reflect(writer)
         .touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                item = stream.next() => match item {
-                    Some(Ok(obj)) => on_change(&obj),
-                    Some(Err(err)) => tracing::debug!(kind = %K::kind(&()), %err, "watch error; retrying"),
-                    None => break,
-                },
-            }
-        }
-    });
+    follow(stream, shutdown, on_change);
     reader
 }
 
@@ -103,12 +91,24 @@ pub fn watch_changes<K, F>(
     api: Api<K>,
     config: watcher::Config,
     shutdown: CancellationToken,
-    mut on_change: F,
+    on_change: F,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     F: FnMut(&K) + Send + 'static,
 {
     let stream = watcher(api, config).default_backoff().touched_objects();
+    follow(stream, shutdown, on_change);
+}
+
+/// Calls `on_change` with every object of a watch stream until `shutdown`.
+fn follow<K, F>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    shutdown: CancellationToken,
+    mut on_change: F,
+) where
+    K: Resource<DynamicType = ()> + Send + 'static,
+    F: FnMut(&K) + Send + 'static,
+{
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         loop {

@@ -192,7 +192,14 @@ impl Runtime {
     }
 
     pub async fn run_pod(&self, name: &str) -> (String, proto::PodSandboxConfig) {
-        let config = self.sandbox_config(name);
+        self.run_pod_with(self.sandbox_config(name)).await
+    }
+
+    /// RunPodSandbox with `config` (e.g. `sandbox_config` with port mappings).
+    pub async fn run_pod_with(
+        &self,
+        config: proto::PodSandboxConfig,
+    ) -> (String, proto::PodSandboxConfig) {
         let id = self
             .runtime()
             .await
