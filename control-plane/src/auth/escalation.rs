@@ -13,6 +13,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, RoleRef};
 use serde_json::Value;
 
 use super::{Attributes, Auth, ResourceAttributes, UserInfo};
+use crate::registry::field::go_quote;
 
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -377,32 +378,6 @@ pub fn compact_string(rule: &PolicyRule) -> String {
 fn go_quote_list(values: &[String]) -> String {
     let quoted: Vec<String> = values.iter().map(|v| go_quote(v)).collect();
     format!("[{}]", quoted.join(" "))
-}
-
-/// Go's `strconv.Quote`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", u32::from(c)));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Upstream `IsOnlyMutatingGCFields`: whether `new` differs from `old` only
