@@ -33,14 +33,18 @@ pub fn render(table: &str, cluster: Ipv4Cidr, own: Option<Ipv4Cidr>) -> String {
     ));
     let body: String = rules.iter().map(|r| format!("    {r}\n")).collect();
     format!(
-        "add table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{body}  }}\n}}\n"
+        "{}table ip {table} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{body}  }}\n}}\n",
+        delete(table)
     )
+}
+
+fn delete(table: &str) -> String {
+    r8s_nft::delete_table_commands(table).join("\n") + "\n"
 }
 
 /// Removes `table` if it is there (backend `none`: another plugin owns the network).
 pub fn remove(nft: &LibNftables, table: &str) -> Result<(), NftError> {
-    nft.run(&format!("add table ip {table}\ndelete table ip {table}\n"))
-        .map(|_| ())
+    nft.run(&delete(table)).map(|_| ())
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub fn allow_localhost(bridge: &str) {
 /// The transaction that leaves exactly `ports` in `table`: the table is created (so that the
 /// delete never fails), deleted, and created again with its rules, all at once.
 pub fn render(table: &str, ports: &[HostPort]) -> String {
-    let mut s = format!("add table ip {table}\ndelete table ip {table}\n");
+    let mut s = r8s_nft::delete_table_commands(table).join("\n") + "\n";
     if ports.is_empty() {
         return s;
     }

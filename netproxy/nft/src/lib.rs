@@ -33,6 +33,16 @@ pub enum NftError {
     WorkerGone,
 }
 
+/// The commands that delete `table` (family `ip`) whether it exists or not: `add table`
+/// first, so that the `delete` cannot fail. Followed in the same transaction by the table's
+/// new content, they replace it atomically.
+pub fn delete_table_commands(table: &str) -> [String; 2] {
+    [
+        format!("add table ip {table}"),
+        format!("delete table ip {table}"),
+    ]
+}
+
 type Job = (String, mpsc::Sender<Result<String, NftError>>);
 
 /// libnftables on a dedicated thread.

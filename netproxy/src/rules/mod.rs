@@ -311,8 +311,9 @@ impl Ruleset {
     pub fn full_transaction(&self) -> Transaction {
         let t = &self.table;
         let mut tx = Transaction::default();
-        tx.push(format!("add table ip {t}"));
-        tx.push(format!("delete table ip {t}"));
+        for cmd in r8s_nft::delete_table_commands(t) {
+            tx.push(cmd);
+        }
         tx.push(format!("add table ip {t}"));
         for (name, key) in MAPS {
             tx.push(format!(
@@ -535,8 +536,9 @@ impl Ruleset {
     /// The transaction that removes our table (used on shutdown with `--cleanup` and in tests).
     pub fn delete_table_transaction(table: &str) -> Transaction {
         let mut tx = Transaction::default();
-        tx.push(format!("add table ip {table}"));
-        tx.push(format!("delete table ip {table}"));
+        for cmd in r8s_nft::delete_table_commands(table) {
+            tx.push(cmd);
+        }
         tx
     }
 }
