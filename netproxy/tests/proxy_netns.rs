@@ -488,6 +488,11 @@ async fn embedded_run_programs_services_from_a_real_api_server() {
     if !is_root() {
         return;
     }
+    // The proxy's own log goes to the test's output, shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("netproxy=debug,info")
+        .with_test_writer()
+        .try_init();
     let server = tokio::task::spawn_blocking(Server::start)
         .await
         .expect("server start");
@@ -527,9 +532,13 @@ async fn embedded_run_programs_services_from_a_real_api_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let ns_name = ns.0.clone();
     let map = loop {
+        if proxy.is_finished() {
+            let ended = proxy.await;
+            panic!("the proxy stopped early: {ended:?}\n{}", server.log());
+        }
         let ns_name = ns_name.clone();
         let map = tokio::task::spawn_blocking(move || {
             Command::new("ip")
