@@ -4,6 +4,8 @@
 //! DiskPressure (and the server's disk-pressure taint), evicts the running
 //! BestEffort pod with kubelet's status, condition and event, rejects a new
 //! pod at admission, and the condition clears after the transition period.
+//! Then a pod whose emptyDir outgrows its `sizeLimit` is evicted at once,
+//! without any node pressure (kubelet's local storage limits).
 //! Needs root for the tmpfs mount (CI is root).
 
 use std::path::{Path, PathBuf};
@@ -308,4 +310,55 @@ fn disk_pressure_evicts_the_best_effort_pod_and_rejects_new_ones() {
     // The evicted pod stays Failed: it is never restarted.
     let p = env.json(&["get", "pod", "web"]).unwrap_or_default();
     assert_eq!(p["status"]["phase"], "Failed");
+
+    // An emptyDir over its sizeLimit: the pod is evicted without node pressure.
+    let scratchy = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "scratchy", "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "containers": [{
+                "name": "web",
+                "image": "busybox",
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]
+            }],
+            "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}]
+        }
+    });
+    env.ok(&["apply", "-f", "-"], Some(&scratchy.to_string()));
+    let p = env.wait_for("the scratchy pod to run", || {
+        let p = env.json(&["get", "pod", "scratchy"])?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+    let volume = root.join(format!(
+        "pods/{uid}/volumes/kubernetes.io~empty-dir/scratch"
+    ));
+    // What the container would write. The fake runtime runs no process and
+    // sets up no volumes: the dir is made here, where kubelet keeps it.
+    std::fs::create_dir_all(&volume).expect("emptyDir dir");
+    std::fs::write(volume.join("data"), vec![1u8; 2 << 20]).expect("fill the emptyDir");
+    let p = env.wait_for("the scratchy pod to be evicted", || {
+        let p = env.json(&["get", "pod", "scratchy"])?;
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(p["status"]["reason"], "Evicted", "{p}");
+    assert_eq!(
+        p["status"]["message"],
+        "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". "
+    );
+    let disruption = p["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "DisruptionTarget"));
+    assert!(
+        !disruption,
+        "kubelet adds no DisruptionTarget for local storage limits: {p}"
+    );
+    let n = env.json(&["get", "node", &node]).unwrap_or_default();
+    assert_eq!(
+        condition(&n, "DiskPressure").unwrap_or_default()["status"],
+        "False",
+        "no node pressure was involved"
+    );
 }

@@ -9,6 +9,7 @@ mod alloc;
 pub mod client;
 pub mod config;
 pub mod container;
+pub mod fs_usage;
 pub mod image;
 pub mod logging;
 pub mod network;

@@ -1,7 +1,7 @@
 //! The runtime state behind the gRPC handlers: sandboxes and containers in memory,
 //! persisted as JSON records under `--root`, reloaded (and running containers
 //! re-adopted) on start. Each verb here is one CRI RPC minus the proto plumbing.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use crate::container::logs::{self, LogFile};
 use crate::container::{
     self, ContainerRecord, ContainerState, console, exec, exit, libct, rootfs, spec, stats,
 };
+use crate::fs_usage;
 use crate::image::ImageStore;
 use crate::network::{Ipam, hostport, netlink};
 use crate::proto;
@@ -1026,7 +1027,41 @@ impl Runtime {
             .collect()
     }
 
-    fn stats_of(&self, r: &ContainerRecord) -> proto::ContainerStats {
+    /// The usage of each container's writable layer (its overlay upper dir).
+    async fn writable_layers(&self, ids: Vec<String>) -> BTreeMap<String, proto::FilesystemUsage> {
+        let dirs: Vec<(String, PathBuf)> = ids
+            .into_iter()
+            .map(|id| {
+                let dir = self.rw_dir(&id);
+                (id, dir)
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let now = container::now_nanos();
+            dirs.into_iter()
+                .map(|(id, dir)| {
+                    let u = fs_usage::dir_usage(&dir.join("upper"));
+                    let layer = proto::FilesystemUsage {
+                        timestamp: now,
+                        fs_id: Some(proto::FilesystemIdentifier {
+                            mountpoint: dir.display().to_string(),
+                        }),
+                        used_bytes: Some(proto::UInt64Value { value: u.bytes }),
+                        inodes_used: Some(proto::UInt64Value { value: u.inodes }),
+                    };
+                    (id, layer)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    fn stats_of(
+        &self,
+        r: &ContainerRecord,
+        writable_layer: Option<proto::FilesystemUsage>,
+    ) -> proto::ContainerStats {
         let u = stats::usage(&r.cgroup_path);
         let now = container::now_nanos();
         let c = r.config();
@@ -1062,7 +1097,7 @@ impl Runtime {
                 }),
                 ..Default::default()
             }),
-            writable_layer: None,
+            writable_layer,
             swap: None,
             io: None,
         }
@@ -1071,7 +1106,8 @@ impl Runtime {
     /// ContainerStats.
     pub async fn container_stats(&self, id: &str) -> Result<proto::ContainerStats> {
         let r = self.entry(id).await?.snapshot();
-        Ok(self.stats_of(&r))
+        let mut layers = self.writable_layers(vec![r.id.clone()]).await;
+        Ok(self.stats_of(&r, layers.remove(&r.id)))
     }
 
     /// ListContainerStats.
@@ -1086,7 +1122,7 @@ impl Runtime {
             .values()
             .map(|e| e.snapshot())
             .collect();
-        records
+        let selected: Vec<&ContainerRecord> = records
             .iter()
             .filter(|r| r.state == ContainerState::Running)
             .filter(|r| {
@@ -1099,7 +1135,13 @@ impl Runtime {
                             .all(|(k, v)| r.config().labels.get(k) == Some(v))
                 })
             })
-            .map(|r| self.stats_of(r))
+            .collect();
+        let mut layers = self
+            .writable_layers(selected.iter().map(|r| r.id.clone()).collect())
+            .await;
+        selected
+            .into_iter()
+            .map(|r| self.stats_of(r, layers.remove(&r.id)))
             .collect()
     }
 

@@ -483,6 +483,18 @@ endpoints:
 ports: [{name: http, port: 8080, protocol: TCP}]
 "#;
 
+/// A loopback port that is free for both UDP and TCP (the DNS server binds both).
+fn free_udp_and_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("tcp addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both udp and tcp");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_run_programs_services_from_a_real_api_server() {
     if !is_root() {
@@ -502,10 +514,7 @@ async fn embedded_run_programs_services_from_a_real_api_server() {
         .await
         .expect("client config");
     let client = kube::Client::try_from(cfg).expect("client");
-    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("free port")
-        .port();
+    let dns_port = free_udp_and_tcp_port();
     let mut dns = DnsConfig::new(SocketAddr::from(([127, 0, 0, 1], dns_port)));
     dns.upstreams = vec![];
     let mut config = ProxyConfig::new(NODE).with_dns(dns);

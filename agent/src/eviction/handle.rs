@@ -9,7 +9,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
 
 use super::pressure::Pressure;
-use crate::config::Signal;
 use crate::kuberuntime::events::EventRecorder;
 
 /// A pod the agent terminates, and the status it ends with.
@@ -31,7 +30,8 @@ struct State {
     killed: HashSet<String>,
     admitted: HashSet<String>,
     conditions: Vec<Pressure>,
-    evictions: BTreeMap<Signal, u64>,
+    /// By kubelet's `eviction_signal` label.
+    evictions: BTreeMap<&'static str, u64>,
 }
 
 /// Shared by the eviction manager (writer) and the pod workers.
@@ -121,18 +121,18 @@ impl EvictionHandle {
     }
 
     /// Counts one eviction for `kubelet_evictions`.
-    pub fn count_eviction(&self, signal: Signal) {
+    pub fn count_eviction(&self, signal: &'static str) {
         *self.lock().evictions.entry(signal).or_default() += 1;
     }
 
     /// Evictions so far by signal.
-    pub fn evictions(&self) -> BTreeMap<Signal, u64> {
+    pub fn evictions(&self) -> BTreeMap<&'static str, u64> {
         self.lock().evictions.clone()
     }
 }
 
 /// `kubelet_evictions` in Prometheus text, as kubelet's counter.
-pub fn render_metrics(evictions: &BTreeMap<Signal, u64>) -> String {
+pub fn render_metrics(evictions: &BTreeMap<&'static str, u64>) -> String {
     let mut out = String::from(
         "# HELP kubelet_evictions [ALPHA] Cumulative number of pod evictions by eviction signal\n# TYPE kubelet_evictions counter\n",
     );
@@ -145,6 +145,7 @@ pub fn render_metrics(evictions: &BTreeMap<Signal, u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Signal;
 
     #[test]
     fn a_termination_wakes_workers_and_is_kept_until_forgotten() {
@@ -173,8 +174,8 @@ mod tests {
     #[test]
     fn metrics_count_per_signal() {
         let h = EvictionHandle::default();
-        h.count_eviction(Signal::NodeFsAvailable);
-        h.count_eviction(Signal::NodeFsAvailable);
+        h.count_eviction(Signal::NodeFsAvailable.as_str());
+        h.count_eviction(Signal::NodeFsAvailable.as_str());
         let text = render_metrics(&h.evictions());
         assert!(text.contains("kubelet_evictions{eviction_signal=\"nodefs.available\"} 2\n"));
     }

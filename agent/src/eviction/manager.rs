@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handle::{EvictionHandle, Termination};
+use super::local_storage;
 use super::message::{REASON, eviction_message};
 use super::pressure::{Pressure, PressureTracker, apply_to_health};
 use super::rank::{PodUsages, is_critical, rank, starved_resource};
@@ -21,7 +22,7 @@ use super::stats::PodStats;
 use super::thresholds::{
     EvictionThreshold, ThresholdTracker, from_config, observed_quantity, to_reclaim,
 };
-use crate::config::{Config, EvictionSettings, Signal};
+use crate::config::{Config, EvictionSettings};
 use crate::kuberuntime::events::EventType;
 use crate::node::NodeHealth;
 
@@ -29,7 +30,11 @@ use crate::node::NodeHealth;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Eviction {
     pub pod: Pod,
-    pub signal: Signal,
+    /// kubelet's `eviction_signal` label (a signal, or a local storage limit).
+    pub signal: &'static str,
+    /// Whether the pod gets a `DisruptionTarget` condition (node-pressure evictions; not
+    /// local storage limit ones, as kubelet).
+    pub disruption_target: bool,
     pub grace_period: i64,
     pub message: String,
 }
@@ -38,7 +43,8 @@ pub struct Eviction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub conditions: Vec<Pressure>,
-    pub eviction: Option<Eviction>,
+    /// Every pod over a local storage limit, else at most one pod for node pressure.
+    pub evictions: Vec<Eviction>,
 }
 
 /// The manager's state between rounds; `synchronize` does no I/O.
@@ -90,10 +96,31 @@ impl Manager {
         let conditions = self
             .pressure
             .observe(&met, self.settings.pressure_transition_period, now);
+        let over_limits: Vec<Eviction> = active
+            .iter()
+            .filter(|p| !is_critical(p))
+            .filter_map(|pod| {
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                let e = local_storage::exceeded(pod, usages.get(uid)?)?;
+                Some(Eviction {
+                    pod: pod.clone(),
+                    signal: e.signal,
+                    disruption_target: false,
+                    grace_period: 0,
+                    message: e.message,
+                })
+            })
+            .collect();
+        if !over_limits.is_empty() {
+            return Decision {
+                conditions,
+                evictions: over_limits,
+            };
+        }
         let Some(threshold) = to_reclaim(&actionable) else {
             return Decision {
                 conditions,
-                eviction: None,
+                evictions: Vec::new(),
             };
         };
         let resource = starved_resource(threshold.signal);
@@ -111,14 +138,15 @@ impl Manager {
             let message = eviction_message(resource, &pod, usages.get(uid), shown);
             Eviction {
                 grace_period: grace_period(&threshold, &pod, self.settings.max_pod_grace_period),
-                signal: threshold.signal,
+                signal: threshold.signal.as_str(),
+                disruption_target: true,
                 message,
                 pod,
             }
         });
         Decision {
             conditions,
-            eviction,
+            evictions: eviction.into_iter().collect(),
         }
     }
 }
@@ -167,11 +195,15 @@ async fn round(ctx: &EvictionContext, manager: &mut Manager) {
     ctx.handle.set_conditions(decision.conditions.clone());
     ctx.health
         .send_if_modified(|h| apply_to_health(h, &decision.conditions));
-    let Some(e) = decision.eviction else {
-        return;
-    };
+    for e in decision.evictions {
+        evict(ctx, e);
+    }
+}
+
+/// kubelet's `evictPod`: the event, the counter, and the kill by the pod's worker.
+fn evict(ctx: &EvictionContext, e: Eviction) {
     let uid = e.pod.metadata.uid.clone().unwrap_or_default();
-    tracing::info!(pod = ?e.pod.metadata.name, signal = %e.signal, grace_period = e.grace_period, message = %e.message, "evicting pod");
+    tracing::info!(pod = ?e.pod.metadata.name, signal = e.signal, grace_period = e.grace_period, message = %e.message, "evicting pod");
     if let Some(r) = &ctx.handle.recorder {
         r.record(&e.pod, None, EventType::Warning, REASON, &e.message);
     }
@@ -183,7 +215,7 @@ async fn round(ctx: &EvictionContext, manager: &mut Manager) {
             grace_period: Some(e.grace_period),
             reason: REASON.to_owned(),
             message: e.message,
-            disruption_target: true,
+            disruption_target: e.disruption_target,
         },
     );
 }
@@ -210,7 +242,8 @@ mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
     use super::*;
-    use crate::config::ThresholdValue;
+    use crate::config::{Signal, ThresholdValue};
+    use crate::eviction::rank::PodUsage;
     use crate::eviction::signals::Observation;
     use crate::quantity::ParsedQuantity;
 
@@ -270,7 +303,7 @@ mod tests {
         let now = Instant::now();
         let d = m.synchronize(now, &low, &pods, &PodUsages::new());
         assert_eq!(d.conditions, vec![Pressure::Disk]);
-        let e = d.eviction.unwrap();
+        let e = d.evictions.into_iter().next().unwrap();
         assert_eq!(e.pod.metadata.uid.as_deref(), Some("web"));
         assert_eq!(e.grace_period, 0);
         assert_eq!(
@@ -287,8 +320,61 @@ mod tests {
         )]);
         let d = m.synchronize(now + Duration::from_secs(1), &ok, &pods, &PodUsages::new());
         assert_eq!(d.conditions, vec![Pressure::Disk]);
-        assert!(d.eviction.is_none());
+        assert!(d.evictions.is_empty());
         let d = m.synchronize(now + Duration::from_secs(6), &ok, &pods, &PodUsages::new());
         assert!(d.conditions.is_empty());
+    }
+
+    #[test]
+    fn pods_over_local_storage_limits_are_evicted_at_once_without_pressure() {
+        use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+        let mut m = Manager::new(Vec::new(), EvictionSettings::default());
+        let mut over = pod("over", Some(30));
+        if let Some(spec) = over.spec.as_mut() {
+            spec.volumes = Some(vec![Volume {
+                name: "scratch".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("1Mi".to_owned())),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]);
+        }
+        let mut static_over = over.clone();
+        static_over.metadata.uid = Some("static".to_owned());
+        static_over.metadata.annotations = Some(BTreeMap::from([(
+            "kubernetes.io/config.mirror".to_owned(),
+            "x".to_owned(),
+        )]));
+        let full = PodUsage {
+            volumes: BTreeMap::from([("scratch".to_owned(), 2 << 20)]),
+            ..PodUsage::default()
+        };
+        let usages = PodUsages::from([
+            ("over".to_owned(), full.clone()),
+            ("static".to_owned(), full),
+        ]);
+        let pods = vec![pod("fine", None), over, static_over];
+        let d = m.synchronize(Instant::now(), &Observations::new(), &pods, &usages);
+        assert!(d.conditions.is_empty());
+        let evicted: Vec<_> = d
+            .evictions
+            .iter()
+            .map(|e| {
+                (
+                    e.pod.metadata.uid.as_deref().unwrap(),
+                    e.grace_period,
+                    e.disruption_target,
+                    e.signal,
+                )
+            })
+            .collect();
+        assert_eq!(
+            evicted,
+            [("over", 0, false, "emptydirfs.limit")],
+            "critical pods stay"
+        );
     }
 }

@@ -99,10 +99,12 @@ mod tests {
                 ContainerUsage {
                     name: "web".to_owned(),
                     memory_working_set: Some(20 << 20),
+                    ..ContainerUsage::default()
                 },
                 ContainerUsage {
                     name: "idle".to_owned(),
                     memory_working_set: Some(0),
+                    ..ContainerUsage::default()
                 },
             ],
             ..PodUsage::default()

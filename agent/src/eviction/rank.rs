@@ -4,7 +4,7 @@
 //! pods are never picked. No I/O.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -19,14 +19,21 @@ pub const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 pub struct ContainerUsage {
     pub name: String,
     pub memory_working_set: Option<i64>,
+    /// Bytes of its writable layer.
+    pub rootfs_bytes: Option<i64>,
+    /// Bytes of its log files.
+    pub logs_bytes: Option<i64>,
 }
 
 /// What one pod uses now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
-    /// Bytes in the pod's emptyDir volumes and logs.
+    /// Bytes of local ephemeral storage: the containers' writable layers and logs, and the
+    /// disk-backed emptyDir and configMap volumes.
     pub ephemeral_storage: Option<i64>,
+    /// Bytes in each emptyDir volume, by volume name.
+    pub volumes: BTreeMap<String, i64>,
     pub processes: Option<i64>,
 }
 
@@ -167,6 +174,7 @@ mod tests {
             containers: vec![ContainerUsage {
                 name: "c".to_owned(),
                 memory_working_set: Some(ws),
+                ..ContainerUsage::default()
             }],
             ..PodUsage::default()
         }

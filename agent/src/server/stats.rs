@@ -112,6 +112,7 @@ pub struct ContainerUsage {
     pub started_at: i64,
     pub cpu: Option<proto::CpuUsage>,
     pub memory: Option<proto::MemoryUsage>,
+    pub writable_layer: Option<proto::FilesystemUsage>,
 }
 
 /// Stats of every container from CRI, labelled with their pod.
@@ -147,9 +148,22 @@ pub async fn container_usage(cri: &CriClient) -> Result<Vec<ContainerUsage>, Loo
                 started_at: c.created_at,
                 cpu: s.and_then(|s| s.cpu),
                 memory: s.and_then(|s| s.memory),
+                writable_layer: s.and_then(|s| s.writable_layer.clone()),
             }
         })
         .collect())
+}
+
+/// A container's `rootfs` (its writable layer) in the summary.
+fn rootfs_json(layer: &proto::FilesystemUsage) -> Value {
+    let mut v = json!({"time": rfc3339(from_nanos(layer.timestamp))});
+    if let Some(b) = &layer.used_bytes {
+        v["usedBytes"] = json!(b.value);
+    }
+    if let Some(i) = &layer.inodes_used {
+        v["inodesUsed"] = json!(i.value);
+    }
+    v
 }
 
 fn cpu_json(cpu: &proto::CpuUsage) -> Value {
@@ -260,6 +274,9 @@ pub fn pods_json(usage: &[ContainerUsage], now: DateTime<Utc>) -> Vec<Value> {
                     }
                     if let Some(m) = &c.memory {
                         v["memory"] = memory_json(m);
+                    }
+                    if let Some(l) = &c.writable_layer {
+                        v["rootfs"] = rootfs_json(l);
                     }
                     v
                 })
@@ -520,6 +537,7 @@ mod tests {
                 ..Default::default()
             }),
             memory: None,
+            writable_layer: None,
         }];
         let text = resource_metrics(&NodeSample::default(), &usage, 5);
         assert!(text.contains(
