@@ -172,6 +172,18 @@ impl<R: ImageRuntime> Manager<R> {
         Ok(())
     }
 
+    /// Removes every unused image old enough, whatever the usage (kubelet's
+    /// `DeleteUnusedImages`, the eviction manager's way to reclaim disk
+    /// before evicting pods).
+    pub async fn delete_unused_images(&mut self, now: Instant) -> Result<i64, ImageGcError> {
+        tracing::info!("attempting to delete unused images");
+        let images = self.runtime.list_images().await?;
+        let in_use = self.runtime.images_in_use().await?;
+        self.records.detect(now, &images, &in_use);
+        let candidates = self.records.eviction_order(&in_use);
+        self.free_space(i64::MAX, now, &candidates).await
+    }
+
     /// Removes the images unused past the maximum age; returns the others
     /// (and those that failed to go).
     async fn free_old_images(
@@ -522,6 +534,21 @@ mod tests {
             message.starts_with("wanted to free 100 bytes, but freed 60 bytes space with errors in image deletion: failed to remove image a: "),
             "{message}"
         );
+    }
+
+    #[tokio::test]
+    async fn deleting_unused_images_removes_all_old_enough_ones_whatever_the_usage() {
+        let rt = runtime(
+            vec![image("a", 60), image("b", 60), image("used", 60)],
+            1000,
+            900,
+        );
+        *rt.in_use.lock().unwrap() = HashSet::from(["used".to_owned()]);
+        let t0 = Instant::now();
+        let mut m = Manager::new(&rt, policy(10 * S, Duration::ZERO), Arc::default(), t0);
+        assert_eq!(m.delete_unused_images(t0).await.unwrap(), 0);
+        assert_eq!(m.delete_unused_images(t0 + 10 * S).await.unwrap(), 120);
+        assert_eq!(*rt.removed.lock().unwrap(), ["a", "b"]);
     }
 
     #[tokio::test]
