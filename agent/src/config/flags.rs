@@ -192,7 +192,7 @@ pub struct AgentFlags {
     pub eviction_monitoring_period: String,
 
     /// The percent of disk usage after which image garbage collection is
-    /// always run. Values must be within the range [0, 100]; to disable
+    /// always run. Values must be within the range [0, 100], To disable
     /// image garbage collection, set to 100. (kubelet --image-gc-high-threshold)
     #[arg(
         long,
@@ -205,7 +205,7 @@ pub struct AgentFlags {
 
     /// The percent of disk usage before which image garbage collection is
     /// never run. Lowest disk usage to garbage collect to. Values must be
-    /// within the range [0, 100] and must not be greater than the value of
+    /// within the range [0, 100] and should not be larger than that of
     /// --image-gc-high-threshold. (kubelet --image-gc-low-threshold)
     #[arg(
         long,
@@ -217,7 +217,7 @@ pub struct AgentFlags {
     pub image_gc_low_threshold: i32,
 
     /// Minimum age for an unused image before it is garbage collected.
-    /// (kubelet --minimum-image-ttl-duration)
+    /// Examples: '300ms', '10s' or '2h45m'. (kubelet --minimum-image-ttl-duration)
     #[arg(
         long,
         env = "R8S_MINIMUM_IMAGE_TTL_DURATION",
@@ -226,8 +226,9 @@ pub struct AgentFlags {
     )]
     pub minimum_image_ttl_duration: String,
 
-    /// Maximum age an image can be unused before it is garbage collected; 0
-    /// disables it. (kubelet --image-maximum-gc-age)
+    /// Maximum age an image can be unused before it is garbage collected,
+    /// whatever the disk usage; 0 disables it. Must be greater than
+    /// --minimum-image-ttl-duration. (kubelet's imageMaximumGCAge)
     #[arg(
         long,
         env = "R8S_IMAGE_MAXIMUM_GC_AGE",
