@@ -3,13 +3,14 @@
 //! (`pod_worker`, with `probe` results) with volumes (`volume`) in cgroups
 //! sized and named by `qos` and `cm`; `kube_proxy` routes Services and
 //! serves cluster DNS on the node; `flannel` routes pod traffic to the
-//! other nodes.
+//! other nodes; `image_gc` removes unused images when the disk fills.
 
 pub mod bootstrap;
 pub mod cm;
 pub mod config;
 pub mod eviction;
 pub mod flannel;
+pub mod image_gc;
 pub mod insecure_tls;
 pub mod kube_proxy;
 pub mod kuberuntime;
@@ -161,6 +162,31 @@ async fn pod_network(
     flannel::run(client, settings, shutdown).await;
 }
 
+/// Removes unused images as kubelet's image GC, through CRI; simulated
+/// nodes (the FAKE runtime) have no images.
+async fn image_gc(
+    config: &Config,
+    client: kube::Client,
+    cri: Option<cri::client::CriClient>,
+    counts: Arc<image_gc::GcCounts>,
+    shutdown: CancellationToken,
+) {
+    let Some(cri) = cri else {
+        return;
+    };
+    let manager = image_gc::Manager::new(
+        image_gc::CriImages { cri },
+        config.image_gc,
+        counts,
+        std::time::Instant::now(),
+    );
+    let events = Arc::new(image_gc::NodeEventRecorder::new(
+        client,
+        config.node_name.clone(),
+    ));
+    image_gc::run(manager, events, shutdown).await;
+}
+
 /// The eviction manager's inputs: the node's signals, pod usage through
 /// CRI (none with the FAKE runtime) and the node status to flag pressure on.
 fn eviction_context(
@@ -282,6 +308,8 @@ pub async fn run_with_client(
         node_ip,
         runtime_version,
     });
+    let image_gc_cri = cri.clone();
+    let image_gc_counts = Arc::new(image_gc::GcCounts::default());
     let eviction = eviction_context(&config, &client, cri, &ctx, pressure_tx);
     let workers = Arc::new(pod_worker::WorkerContext {
         client: client.clone(),
@@ -300,7 +328,14 @@ pub async fn run_with_client(
         ),
         service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone()),
         pod_network(&ctx.config, client.clone(), ctx.node_ip, shutdown.clone()),
-        eviction::run(eviction, shutdown.clone())
+        eviction::run(eviction, shutdown.clone()),
+        image_gc(
+            &ctx.config,
+            client.clone(),
+            image_gc_cri,
+            image_gc_counts,
+            shutdown.clone()
+        )
     );
     if let Some((server, health)) = runtime_task {
         let _ = health.await;

@@ -191,6 +191,62 @@ pub struct AgentFlags {
     )]
     pub eviction_monitoring_period: String,
 
+    /// The percent of disk usage after which image garbage collection is
+    /// always run. Values must be within the range [0, 100], To disable
+    /// image garbage collection, set to 100. (kubelet --image-gc-high-threshold)
+    #[arg(
+        long,
+        env = "R8S_IMAGE_GC_HIGH_THRESHOLD",
+        default_value_t = 85,
+        allow_negative_numbers = true,
+        help_heading = "Images"
+    )]
+    pub image_gc_high_threshold: i32,
+
+    /// The percent of disk usage before which image garbage collection is
+    /// never run. Lowest disk usage to garbage collect to. Values must be
+    /// within the range [0, 100] and should not be larger than that of
+    /// --image-gc-high-threshold. (kubelet --image-gc-low-threshold)
+    #[arg(
+        long,
+        env = "R8S_IMAGE_GC_LOW_THRESHOLD",
+        default_value_t = 80,
+        allow_negative_numbers = true,
+        help_heading = "Images"
+    )]
+    pub image_gc_low_threshold: i32,
+
+    /// Minimum age for an unused image before it is garbage collected.
+    /// Examples: '300ms', '10s' or '2h45m'. (kubelet --minimum-image-ttl-duration)
+    #[arg(
+        long,
+        env = "R8S_MINIMUM_IMAGE_TTL_DURATION",
+        default_value = "2m0s",
+        help_heading = "Images"
+    )]
+    pub minimum_image_ttl_duration: String,
+
+    /// Maximum age an image can be unused before it is garbage collected,
+    /// whatever the disk usage; 0 disables it. Must be greater than
+    /// --minimum-image-ttl-duration. (kubelet's imageMaximumGCAge)
+    #[arg(
+        long,
+        env = "R8S_IMAGE_MAXIMUM_GC_AGE",
+        default_value = "0s",
+        help_heading = "Images"
+    )]
+    pub image_maximum_gc_age: String,
+
+    /// How often unused images are garbage collected (kubelet's fixed
+    /// ImageGCPeriod of 5m).
+    #[arg(
+        long,
+        env = "R8S_IMAGE_GC_PERIOD",
+        default_value = "5m0s",
+        help_heading = "Images"
+    )]
+    pub image_gc_period: String,
+
     /// A set of ResourceName=ResourceQuantity pairs (e.g.
     /// "cpu=200m,memory=500Mi,ephemeral-storage=1Gi,pid=1000") that describe
     /// resources reserved for kubernetes system components.

@@ -3,6 +3,7 @@
 
 pub mod eviction;
 pub mod flags;
+pub mod image_gc;
 pub mod parse;
 pub mod proxy;
 pub mod reserved;
@@ -16,6 +17,7 @@ use k8s_openapi::api::core::v1::Taint;
 
 pub use eviction::{EvictionSettings, Signal, Threshold, ThresholdValue};
 pub use flags::AgentFlags;
+pub use image_gc::ImageGcPolicy;
 pub use proxy::KubeProxyConfig;
 pub use reserved::ResourceReservation;
 
@@ -35,6 +37,8 @@ pub enum ConfigError {
     EmptyHostname,
     #[error("failed to get the hostname")]
     Hostname(#[source] std::io::Error),
+    #[error(transparent)]
+    ImageGc(#[from] image_gc::ImageGcConfigError),
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -88,6 +92,8 @@ pub struct Config {
     pub kube_proxy: Option<KubeProxyConfig>,
     /// `--flannel-backend`, `--flannel-iface`: routes to the other nodes' pods.
     pub flannel: crate::flannel::FlannelConfig,
+    /// `--image-gc-*`, `--minimum-image-ttl-duration`: unused image removal.
+    pub image_gc: ImageGcPolicy,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -238,6 +244,7 @@ impl Config {
             ));
         }
         let kube_proxy = proxy::from_flags(&flags)?;
+        let image_gc = image_gc::from_flags(&flags)?;
         let flannel = crate::flannel::FlannelConfig {
             backend: flags
                 .flannel_backend
@@ -254,6 +261,7 @@ impl Config {
             })?,
         };
         Ok(Config {
+            image_gc,
             flannel,
             kube_proxy,
             kubeconfig: flags.kubeconfig,
