@@ -106,12 +106,14 @@ async fn kubelet_api(
     config: &Config,
     node_ip: std::net::IpAddr,
     evictions: Arc<eviction::EvictionHandle>,
+    image_gc: Arc<image_gc::GcCounts>,
     shutdown: CancellationToken,
 ) {
     let cluster_ca = kube_config(config).await.ok().and_then(|c| c.root_cert);
     let served = match server::ServerConfig::from_agent(config, node_ip, cluster_ca) {
         Ok(mut c) => {
             c.evictions = Some(evictions);
+            c.image_gc = Some(image_gc);
             bootstrap::serving::apply(&mut c, config, &shutdown).await;
             server::serve(c, shutdown).await
         }
@@ -324,6 +326,7 @@ pub async fn run_with_client(
             &ctx.config,
             ctx.node_ip,
             eviction.handle.clone(),
+            image_gc_counts.clone(),
             shutdown.clone()
         ),
         service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone()),

@@ -310,6 +310,7 @@ async fn checks(dir: &Path, socket: &Path, image: &str, shutdown: CancellationTo
         client_ca: vec![certs.ca.clone()],
         cri_endpoint: format!("unix://{}", socket.display()),
         evictions: None,
+        image_gc: None,
     })
     .await
     .unwrap();

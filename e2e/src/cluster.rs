@@ -17,6 +17,10 @@ use crate::kubectl::Kubectl;
 pub const TEST_EVICTION_HARD: &str =
     "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%";
 
+/// Image GC off, as kind configures its kubelets (`imageGCHighThresholdPercent: 100`), for
+/// the same reason: the host's disk usage is not the test node's.
+pub const TEST_IMAGE_GC_HIGH_THRESHOLD: &str = "100";
+
 /// One r8s-server (with agent) and its files.
 pub struct Cluster {
     child: Option<Child>,
@@ -118,6 +122,7 @@ impl Cluster {
             .env("R8S_KUBE_PROXY_HEALTHZ_BIND_ADDRESS", "127.0.0.1:0")
             .env("R8S_LOG_LEVEL", "info")
             .env("R8S_EVICTION_HARD", TEST_EVICTION_HARD)
+            .env("R8S_IMAGE_GC_HIGH_THRESHOLD", TEST_IMAGE_GC_HIGH_THRESHOLD)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

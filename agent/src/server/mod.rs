@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub cri_endpoint: String,
     /// The eviction manager's counts, for `kubelet_evictions` on /metrics.
     pub evictions: Option<Arc<crate::eviction::EvictionHandle>>,
+    /// Image GC's counts, for `kubelet_image_garbage_collected_total` on /metrics.
+    pub image_gc: Option<Arc<crate::image_gc::GcCounts>>,
 }
 
 impl ServerConfig {
@@ -108,6 +110,7 @@ impl ServerConfig {
                     )
                 }),
             evictions: None,
+            image_gc: None,
         })
     }
 }
@@ -121,6 +124,7 @@ pub struct State {
     /// The last node CPU sample `(time nanos, core nanos)`, for usageNanoCores.
     pub last_cpu: std::sync::Mutex<Option<(i64, u64)>>,
     pub evictions: Option<Arc<crate::eviction::EvictionHandle>>,
+    pub image_gc: Option<Arc<crate::image_gc::GcCounts>>,
 }
 
 /// A bound kubelet API server.
@@ -157,6 +161,7 @@ impl Server {
                 root_dir: config.root_dir,
                 last_cpu: std::sync::Mutex::new(None),
                 evictions: config.evictions,
+                image_gc: config.image_gc,
             }),
         })
     }

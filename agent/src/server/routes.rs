@@ -378,6 +378,9 @@ async fn metrics(state: &State) -> Response<Body> {
             if let Some(handle) = &state.evictions {
                 text += &crate::eviction::render_metrics(&handle.evictions());
             }
+            if let Some(counts) = &state.image_gc {
+                text += &crate::image_gc::render_metrics(counts);
+            }
             prometheus(text)
         }
         Err(e) => lookup_error(&e),

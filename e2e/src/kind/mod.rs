@@ -319,6 +319,10 @@ impl KindCluster {
                 "R8S_EVICTION_HARD".to_owned(),
                 crate::cluster::TEST_EVICTION_HARD.to_owned(),
             ),
+            (
+                "R8S_IMAGE_GC_HIGH_THRESHOLD".to_owned(),
+                crate::cluster::TEST_IMAGE_GC_HIGH_THRESHOLD.to_owned(),
+            ),
         ];
         let kubeconfig = self.control_plane().etc_r8s().join("r8s.yaml");
         let _ = std::fs::remove_file(&kubeconfig);
@@ -359,6 +363,10 @@ impl KindCluster {
             (
                 "R8S_EVICTION_HARD".to_owned(),
                 crate::cluster::TEST_EVICTION_HARD.to_owned(),
+            ),
+            (
+                "R8S_IMAGE_GC_HIGH_THRESHOLD".to_owned(),
+                crate::cluster::TEST_IMAGE_GC_HIGH_THRESHOLD.to_owned(),
             ),
         ];
         let agent = crate::binary("r8s-agent")?;
