@@ -250,7 +250,7 @@ pub struct ParametersItem {
 #[derive(Clone, PartialEq, Oneof)]
 pub enum ParametersItemKind {
     #[prost(message, tag = "1")]
-    Parameter(Parameter),
+    Parameter(Box<Parameter>),
     #[prost(message, tag = "2")]
     JsonReference(JsonReference),
 }
@@ -272,7 +272,7 @@ pub struct Parameter {
 #[derive(Clone, PartialEq, Oneof)]
 pub enum ParameterKind {
     #[prost(message, tag = "1")]
-    BodyParameter(BodyParameter),
+    BodyParameter(Box<BodyParameter>),
     #[prost(message, tag = "2")]
     NonBodyParameter(NonBodyParameter),
 }
@@ -372,7 +372,7 @@ pub struct ResponseValue {
 #[derive(Clone, PartialEq, Oneof)]
 pub enum ResponseValueKind {
     #[prost(message, tag = "1")]
-    Response(Response),
+    Response(Box<Response>),
     #[prost(message, tag = "2")]
     JsonReference(JsonReference),
 }

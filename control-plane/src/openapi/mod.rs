@@ -36,6 +36,23 @@ pub fn v2_document_json() -> &'static str {
 
 pub use v2_protobuf::{V2_PROTOBUF_CONTENT_TYPE, V2_PROTOBUF_MEDIA_TYPES};
 
+/// The form of `/openapi/v2` to serve for the media ranges of an `Accept`
+/// header, in order: the first acceptable one wins (kubectl asks for
+/// protobuf only). `Some(true)` is protobuf, `Some(false)` JSON, `None`
+/// neither (an empty header means JSON).
+pub fn v2_wants_protobuf<'a>(mut mimes: impl Iterator<Item = &'a str>) -> Option<bool> {
+    let mut any = false;
+    let found = mimes.find_map(|mime| {
+        any = true;
+        if V2_PROTOBUF_MEDIA_TYPES.contains(&mime) {
+            Some(true)
+        } else {
+            matches!(mime, "application/json" | "*/*").then_some(false)
+        }
+    });
+    if any { found } else { Some(false) }
+}
+
 /// The `/openapi/v2` document as a gnostic `openapi.v2.Document` message
 /// (none if it could not be encoded, which is logged). Encoded on the first
 /// call (~1 s in a debug build), on a blocking thread.
@@ -281,6 +298,20 @@ mod tests {
             let gvk = json!({"group": r.group, "kind": r.kind, "version": r.version});
             assert!(gvks_with_patch.contains(&gvk), "{r:?}");
         }
+    }
+
+    #[test]
+    fn v2_form_follows_the_first_acceptable_media_range() {
+        let wants = |mimes: &[&str]| v2_wants_protobuf(mimes.iter().copied());
+        assert_eq!(wants(&[V2_PROTOBUF_MEDIA_TYPES[0]]), Some(true));
+        assert_eq!(wants(&[V2_PROTOBUF_CONTENT_TYPE]), Some(true));
+        assert_eq!(
+            wants(&["application/json", V2_PROTOBUF_CONTENT_TYPE]),
+            Some(false)
+        );
+        assert_eq!(wants(&["text/html", "*/*"]), Some(false));
+        assert_eq!(wants(&[]), Some(false));
+        assert_eq!(wants(&["application/vnd.kubernetes.protobuf"]), None);
     }
 
     #[test]

@@ -273,14 +273,14 @@ fn parameters(value: &Value) -> Vec<ParametersItem> {
 /// A body, query or path parameter (the only kinds the document has).
 fn parameter(p: &Value) -> Option<ParametersItem> {
     let kind = match p.get("in").and_then(Value::as_str)? {
-        "body" => ParameterKind::BodyParameter(BodyParameter {
+        "body" => ParameterKind::BodyParameter(Box::new(BodyParameter {
             description: string(p, "description"),
             name: string(p, "name"),
             r#in: "body".into(),
             required: boolean(p, "required"),
             schema: p.get("schema").map(schema),
             vendor_extension: vendor_extensions(p),
-        }),
+        })),
         "query" => non_body(NonBodyParameterKind::QueryParameterSubSchema(
             QueryParameterSubSchema {
                 required: boolean(p, "required"),
@@ -308,9 +308,9 @@ fn parameter(p: &Value) -> Option<ParametersItem> {
         _ => return None,
     };
     Some(ParametersItem {
-        oneof: Some(ParametersItemKind::Parameter(Parameter {
+        oneof: Some(ParametersItemKind::Parameter(Box::new(Parameter {
             oneof: Some(kind),
-        })),
+        }))),
     })
 }
 
@@ -326,13 +326,13 @@ fn responses(map: &Map<String, Value>) -> Responses {
             .map(|(code, r)| NamedResponseValue {
                 name: code.clone(),
                 value: Some(ResponseValue {
-                    oneof: Some(ResponseValueKind::Response(Response {
+                    oneof: Some(ResponseValueKind::Response(Box::new(Response {
                         description: string(r, "description"),
                         schema: r.get("schema").map(|s| SchemaItem {
                             oneof: Some(SchemaItemKind::Schema(schema(s))),
                         }),
                         vendor_extension: vendor_extensions(r),
-                    })),
+                    }))),
                 }),
             })
             .collect(),
@@ -448,14 +448,14 @@ mod tests {
         }));
         let patch = item.patch.unwrap();
         assert_eq!(patch.parameters.len(), 2);
-        let Some(ParametersItemKind::Parameter(Parameter {
-            oneof:
-                Some(ParameterKind::NonBodyParameter(NonBodyParameter {
-                    oneof: Some(NonBodyParameterKind::QueryParameterSubSchema(q)),
-                })),
-        })) = patch.parameters[0].oneof.clone()
+        let Some(ParametersItemKind::Parameter(param)) = patch.parameters[0].oneof.clone() else {
+            panic!("not a parameter: {:?}", patch.parameters[0]);
+        };
+        let Some(ParameterKind::NonBodyParameter(NonBodyParameter {
+            oneof: Some(NonBodyParameterKind::QueryParameterSubSchema(q)),
+        })) = param.oneof
         else {
-            panic!("not a query parameter: {:?}", patch.parameters[0]);
+            panic!("not a query parameter: {param:?}");
         };
         assert_eq!(q.name, "fieldValidation");
         let gvk: Value =
@@ -470,8 +470,8 @@ mod tests {
 
     #[test]
     fn served_document_decodes_with_the_pod_definition() {
-        let bytes = encode(super::super::v2_document_json()).unwrap();
-        let doc = Document::decode(bytes.as_slice()).unwrap();
+        let bytes = super::super::v2_protobuf_bytes().expect("served bytes");
+        let doc = Document::decode(bytes).unwrap();
         assert_eq!(doc.swagger, "2.0");
         let pod = doc
             .definitions

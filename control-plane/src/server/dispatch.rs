@@ -288,20 +288,10 @@ async fn route_request(
         }
         Route::OpenApiV2 => {
             get_only(req.method())?;
-            // The first acceptable range wins: kubectl asks for protobuf only.
-            let protobuf = negotiate::parse_accept(&accept).iter().find_map(|r| {
-                let mime = r.mime.as_str();
-                if crate::openapi::V2_PROTOBUF_MEDIA_TYPES.contains(&mime) {
-                    Some(true)
-                } else {
-                    matches!(mime, "application/json" | "*/*").then_some(false)
-                }
-            });
-            let protobuf = match protobuf {
-                Some(protobuf) => protobuf,
-                None if accept.is_empty() => false,
-                None => return Err(ApiError::path_not_found()),
-            };
+            let ranges = negotiate::parse_accept(&accept);
+            let protobuf =
+                crate::openapi::v2_wants_protobuf(ranges.iter().map(|r| r.mime.as_str()))
+                    .ok_or_else(ApiError::path_not_found)?;
             crate::openapi::ready().await;
             if protobuf {
                 let doc = crate::openapi::v2_document_protobuf()
