@@ -3,10 +3,14 @@
 //!
 //! Everything is built on the first request for any of them and kept only
 //! as serialized bytes (a few MB, where the JSON trees they come from take
-//! tens of MB); the `*_json` functions hand those out for serving.
+//! tens of MB); the `*_json` functions hand those out for serving. The
+//! protobuf form of the v2 document is encoded from its JSON the first time
+//! a client asks for it, and kept as bytes too.
 
+mod gnostic;
 mod paths;
 pub(crate) mod schemas;
+mod v2_protobuf;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -28,6 +32,49 @@ pub fn v2_document() -> Value {
 /// The serialized `/openapi/v2` document.
 pub fn v2_document_json() -> &'static str {
     &documents().v2
+}
+
+pub use v2_protobuf::{V2_PROTOBUF_CONTENT_TYPE, V2_PROTOBUF_MEDIA_TYPES};
+
+/// The form of `/openapi/v2` to serve for the media ranges of an `Accept`
+/// header, in order: the first acceptable one wins (kubectl asks for
+/// protobuf only). `Some(true)` is protobuf, `Some(false)` JSON, `None`
+/// neither (an empty header means JSON).
+pub fn v2_wants_protobuf<'a>(mut mimes: impl Iterator<Item = &'a str>) -> Option<bool> {
+    let mut any = false;
+    let found = mimes.find_map(|mime| {
+        any = true;
+        if V2_PROTOBUF_MEDIA_TYPES.contains(&mime) {
+            Some(true)
+        } else {
+            matches!(mime, "application/json" | "*/*").then_some(false)
+        }
+    });
+    if any { found } else { Some(false) }
+}
+
+/// The `/openapi/v2` document as a gnostic `openapi.v2.Document` message
+/// (none if it could not be encoded, which is logged). Encoded on the first
+/// call (~1 s in a debug build), on a blocking thread.
+pub async fn v2_document_protobuf() -> Option<&'static [u8]> {
+    if V2_PROTOBUF.get().is_none() {
+        let _ = tokio::task::spawn_blocking(v2_protobuf_bytes).await;
+    }
+    v2_protobuf_bytes()
+}
+
+static V2_PROTOBUF: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+
+fn v2_protobuf_bytes() -> Option<&'static [u8]> {
+    V2_PROTOBUF
+        .get_or_init(|| match v2_protobuf::encode(v2_document_json()) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                tracing::error!(?err, "failed to encode the openapi v2 document as protobuf");
+                None
+            }
+        })
+        .as_deref()
 }
 
 /// The `/openapi/v3` index: `{"paths": {"api/v1": {"serverRelativeURL": ...}}}`.
@@ -251,6 +298,20 @@ mod tests {
             let gvk = json!({"group": r.group, "kind": r.kind, "version": r.version});
             assert!(gvks_with_patch.contains(&gvk), "{r:?}");
         }
+    }
+
+    #[test]
+    fn v2_form_follows_the_first_acceptable_media_range() {
+        let wants = |mimes: &[&str]| v2_wants_protobuf(mimes.iter().copied());
+        assert_eq!(wants(&[V2_PROTOBUF_MEDIA_TYPES[0]]), Some(true));
+        assert_eq!(wants(&[V2_PROTOBUF_CONTENT_TYPE]), Some(true));
+        assert_eq!(
+            wants(&["application/json", V2_PROTOBUF_CONTENT_TYPE]),
+            Some(false)
+        );
+        assert_eq!(wants(&["text/html", "*/*"]), Some(false));
+        assert_eq!(wants(&[]), Some(false));
+        assert_eq!(wants(&["application/vnd.kubernetes.protobuf"]), None);
     }
 
     #[test]

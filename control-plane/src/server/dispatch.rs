@@ -288,14 +288,24 @@ async fn route_request(
         }
         Route::OpenApiV2 => {
             get_only(req.method())?;
-            let wants_json = accept.is_empty()
-                || negotiate::parse_accept(&accept)
-                    .iter()
-                    .any(|r| matches!(r.mime.as_str(), "application/json" | "*/*"));
-            if !wants_json {
-                return Err(ApiError::path_not_found());
-            }
+            let ranges = negotiate::parse_accept(&accept);
+            let protobuf =
+                crate::openapi::v2_wants_protobuf(ranges.iter().map(|r| r.mime.as_str()))
+                    .ok_or_else(ApiError::path_not_found)?;
             crate::openapi::ready().await;
+            if protobuf {
+                let doc = crate::openapi::v2_document_protobuf()
+                    .await
+                    .ok_or_else(|| {
+                        ApiError::internal("the openapi v2 document could not be encoded")
+                    })?;
+                let mut resp = json_bytes_static(200, doc);
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::openapi::V2_PROTOBUF_CONTENT_TYPE),
+                );
+                return Ok(resp);
+            }
             let doc = crate::openapi::v2_document_json();
             Ok(json_bytes_static(200, doc.as_bytes()))
         }
