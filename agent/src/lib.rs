@@ -164,24 +164,35 @@ async fn pod_network(
     flannel::run(client, settings, shutdown).await;
 }
 
-/// Removes unused images as kubelet's image GC, through CRI; simulated
-/// nodes (the FAKE runtime) have no images.
-async fn image_gc(
+/// Kubelet's image GC over CRI, shared by its own loop and the eviction
+/// manager (which deletes unused images before evicting pods for disk).
+type ImageGc = Arc<tokio::sync::Mutex<image_gc::Manager<image_gc::CriImages>>>;
+
+fn image_gc_manager(
     config: &Config,
-    client: kube::Client,
     cri: Option<cri::client::CriClient>,
     counts: Arc<image_gc::GcCounts>,
-    shutdown: CancellationToken,
-) {
-    let Some(cri) = cri else {
-        return;
-    };
+) -> Option<ImageGc> {
     let manager = image_gc::Manager::new(
-        image_gc::CriImages { cri },
+        image_gc::CriImages { cri: cri? },
         config.image_gc,
         counts,
         std::time::Instant::now(),
     );
+    Some(Arc::new(tokio::sync::Mutex::new(manager)))
+}
+
+/// Removes unused images as kubelet's image GC; simulated nodes (the FAKE
+/// runtime) have no images.
+async fn image_gc(
+    config: &Config,
+    client: kube::Client,
+    manager: Option<ImageGc>,
+    shutdown: CancellationToken,
+) {
+    let Some(manager) = manager else {
+        return;
+    };
     let events = Arc::new(image_gc::NodeEventRecorder::new(
         client,
         config.node_name.clone(),
@@ -239,6 +250,7 @@ fn eviction_context(
             pod_logs_dir: config.pod_logs_dir.clone(),
         }),
         health,
+        reclaim: None,
     }
 }
 
@@ -310,9 +322,12 @@ pub async fn run_with_client(
         node_ip,
         runtime_version,
     });
-    let image_gc_cri = cri.clone();
     let image_gc_counts = Arc::new(image_gc::GcCounts::default());
-    let eviction = eviction_context(&config, &client, cri, &ctx, pressure_tx);
+    let images = image_gc_manager(&config, cri.clone(), image_gc_counts.clone());
+    let mut eviction = eviction_context(&config, &client, cri, &ctx, pressure_tx);
+    eviction.reclaim = images
+        .clone()
+        .map(|m| Arc::new(image_gc::DiskReclaim(m)) as Arc<dyn eviction::NodeReclaim>);
     let workers = Arc::new(pod_worker::WorkerContext {
         client: client.clone(),
         runtime,
@@ -332,13 +347,7 @@ pub async fn run_with_client(
         service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone()),
         pod_network(&ctx.config, client.clone(), ctx.node_ip, shutdown.clone()),
         eviction::run(eviction, shutdown.clone()),
-        image_gc(
-            &ctx.config,
-            client.clone(),
-            image_gc_cri,
-            image_gc_counts,
-            shutdown.clone()
-        )
+        image_gc(&ctx.config, client.clone(), images, shutdown.clone())
     );
     if let Some((server, health)) = runtime_task {
         let _ = health.await;

@@ -17,12 +17,13 @@ use super::local_storage;
 use super::message::{REASON, eviction_message};
 use super::pressure::{Pressure, PressureTracker, apply_to_health};
 use super::rank::{PodUsages, is_critical, rank, starved_resource};
+use super::reclaim::{NodeReclaim, reclaims};
 use super::signals::{NodeSignals, Observations};
 use super::stats::PodStats;
 use super::thresholds::{
-    EvictionThreshold, ThresholdTracker, from_config, observed_quantity, to_reclaim,
+    EvictionThreshold, ThresholdTracker, from_config, observed_quantity, thresholds_met, to_reclaim,
 };
-use crate::config::{Config, EvictionSettings};
+use crate::config::{Config, EvictionSettings, Signal};
 use crate::kuberuntime::events::EventType;
 use crate::node::NodeHealth;
 
@@ -82,6 +83,12 @@ impl Manager {
             met: ThresholdTracker::default(),
             pressure: PressureTracker::default(),
         }
+    }
+
+    /// The thresholds `observations` meet, minimum reclaim included and grace
+    /// periods ignored (after a node-level reclaim).
+    pub fn still_met(&self, observations: &Observations) -> bool {
+        !thresholds_met(&self.thresholds, observations, true).is_empty()
     }
 
     /// One round over `active` pods (running, not being deleted).
@@ -159,6 +166,8 @@ pub struct EvictionContext {
     pub signals: Arc<dyn NodeSignals>,
     pub stats: Arc<dyn PodStats>,
     pub health: watch::Sender<NodeHealth>,
+    /// Node-level reclaim tried before a disk eviction (none: evict at once).
+    pub reclaim: Option<Arc<dyn NodeReclaim>>,
 }
 
 fn is_active(pod: &Pod, handle: &EvictionHandle) -> bool {
@@ -195,9 +204,36 @@ async fn round(ctx: &EvictionContext, manager: &mut Manager) {
     ctx.handle.set_conditions(decision.conditions.clone());
     ctx.health
         .send_if_modified(|h| apply_to_health(h, &decision.conditions));
+    let node_pressure = decision
+        .evictions
+        .first()
+        .filter(|e| e.disruption_target)
+        .and_then(|e| Signal::from_name(e.signal));
+    if node_pressure.is_some_and(reclaims) && reclaimed_enough(ctx, manager).await {
+        return;
+    }
     for e in decision.evictions {
         evict(ctx, e);
     }
+}
+
+/// Kubelet's `reclaimNodeLevelResources`: frees what the node can without
+/// pods, observes again, and says whether every threshold is met no more
+/// (minimum reclaim included).
+async fn reclaimed_enough(ctx: &EvictionContext, manager: &Manager) -> bool {
+    let Some(reclaim) = &ctx.reclaim else {
+        return false;
+    };
+    reclaim.reclaim_disk().await;
+    let signals = ctx.signals.clone();
+    let observations = tokio::task::spawn_blocking(move || signals.observe())
+        .await
+        .unwrap_or_default();
+    if manager.still_met(&observations) {
+        return false;
+    }
+    tracing::info!("eviction manager: able to reduce resource pressure without evicting pods");
+    true
 }
 
 /// kubelet's `evictPod`: the event, the counter, and the kill by the pod's worker.
@@ -242,7 +278,7 @@ mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
     use super::*;
-    use crate::config::{Signal, ThresholdValue};
+    use crate::config::ThresholdValue;
     use crate::eviction::rank::PodUsage;
     use crate::eviction::signals::Observation;
     use crate::quantity::ParsedQuantity;
@@ -375,6 +411,28 @@ mod tests {
             evicted,
             [("over", 0, false, "emptydirfs.limit")],
             "critical pods stay"
+        );
+    }
+
+    #[test]
+    fn after_a_node_level_reclaim_the_thresholds_are_checked_again() {
+        let m = Manager::new(
+            vec![threshold(Signal::NodeFsAvailable, "8Mi", None)],
+            EvictionSettings::default(),
+        );
+        let available = |mib: i64| {
+            Observations::from([(
+                Signal::NodeFsAvailable,
+                Observation {
+                    available: mib << 20,
+                    capacity: 16 << 20,
+                },
+            )])
+        };
+        assert!(m.still_met(&available(3)));
+        assert!(
+            !m.still_met(&available(9)),
+            "images freed enough: no pod evicted"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Node-pressure eviction as kubelet's eviction manager: `signals` observed
 //! every monitoring period -> `thresholds` met -> `pressure` conditions
 //! (node status, `admission`) -> pods over their `local_storage` limits, else
-//! `rank` the pods -> one eviction per round (`manager`), carried out by the
+//! node-level `reclaim` (unused images) for disk, else `rank` the pods -> one
+//! eviction per round (`manager`), carried out by the
 //! pod's worker (`worker`) through the shared `handle`, with kubelet's words
 //! (`message`).
 
@@ -12,6 +13,7 @@ pub mod manager;
 pub mod message;
 pub mod pressure;
 pub mod rank;
+pub mod reclaim;
 pub mod signals;
 pub mod stats;
 pub mod thresholds;
@@ -20,5 +22,6 @@ pub mod worker;
 pub use handle::{EvictionHandle, Termination, render_metrics};
 pub use manager::{EvictionContext, run};
 pub use pressure::Pressure;
+pub use reclaim::NodeReclaim;
 pub use signals::SystemSignals;
 pub use stats::NodePodStats;

@@ -4,15 +4,13 @@
 //! `kubelet_image_garbage_collected_total` counter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Client;
 
-use crate::kuberuntime::events::{EventCache, Write};
+use crate::kuberuntime::events::EventRecorder;
 
 /// Kubelet's event reasons (pkg/kubelet/events).
 pub const FREE_DISK_SPACE_FAILED: &str = "FreeDiskSpaceFailed";
@@ -55,58 +53,26 @@ pub fn node_event(node_name: &str, reason: &str, message: &str, now: Timestamp) 
     ev
 }
 
-/// Writes Node events through the API, repeats aggregated into `count`
-/// (the pod recorder's `EventCache`). Best effort: failures are logged.
+/// Writes Node events through the pod event recorder (repeats aggregated
+/// into `count`). Best effort: failures are logged.
 #[derive(Clone)]
 pub struct NodeEventRecorder {
-    client: Client,
-    node_name: String,
-    seen: Arc<Mutex<EventCache>>,
+    recorder: EventRecorder,
 }
 
 impl NodeEventRecorder {
     pub fn new(client: Client, node_name: impl Into<String>) -> Self {
         Self {
-            client,
-            node_name: node_name.into(),
-            seen: Arc::default(),
+            recorder: EventRecorder::new(client, node_name),
         }
     }
 }
 
 impl NodeEvents for NodeEventRecorder {
     fn warning(&self, reason: &str, message: &str) {
-        let ev = node_event(&self.node_name, reason, message, Timestamp::now());
-        let write = self
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .observe(&ev);
-        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
-        let seen = self.seen.clone();
-        tokio::spawn(async move {
-            if let Write::Bump { name, count } = write {
-                let patch = serde_json::json!({"count": count, "lastTimestamp": ev.last_timestamp});
-                match api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => return,
-                    Err(kube::Error::Api(s)) if s.is_not_found() => {
-                        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-                        seen.forget(&ev);
-                        seen.observe(&ev);
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, reason = ?ev.reason, "failed to update node event");
-                        return;
-                    }
-                }
-            }
-            if let Err(err) = api.create(&PostParams::default(), &ev).await {
-                tracing::debug!(error = %err, reason = ?ev.reason, "failed to record node event");
-            }
-        });
+        let node = self.recorder.node_name();
+        self.recorder
+            .write(node_event(node, reason, message, Timestamp::now()));
     }
 }
 

@@ -262,11 +262,11 @@ impl<R: ImageRuntime> Manager<R> {
 /// high threshold is 100). A failure is logged; repeated ones also become
 /// an `ImageGCFailed` event, as kubelet reports them.
 pub async fn run<R: ImageRuntime>(
-    mut manager: Manager<R>,
+    manager: Arc<tokio::sync::Mutex<Manager<R>>>,
     events: Arc<dyn NodeEvents>,
     shutdown: CancellationToken,
 ) {
-    let policy = *manager.policy();
+    let policy = *manager.lock().await.policy();
     if !policy.enabled() {
         tracing::info!("image garbage collection disabled: --image-gc-high-threshold is 100");
         return;
@@ -279,10 +279,12 @@ pub async fn run<R: ImageRuntime>(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match manager
-            .garbage_collect(Instant::now(), events.as_ref())
+        let round = manager
+            .lock()
             .await
-        {
+            .garbage_collect(Instant::now(), events.as_ref())
+            .await;
+        match round {
             Ok(()) => {
                 if prev_failed {
                     tracing::info!("image garbage collection succeeded");

@@ -14,3 +14,29 @@ pub mod records;
 pub use cri::CriImages;
 pub use events::{GcCounts, NodeEventRecorder, NodeEvents, render_metrics};
 pub use manager::{ImageGcError, ImageRuntime, Manager, run};
+
+use std::sync::Arc;
+
+/// The eviction manager's node-level reclaim for disk: kubelet's
+/// `DeleteUnusedImages`, on the manager the GC loop also uses.
+pub struct DiskReclaim<R: ImageRuntime>(pub Arc<tokio::sync::Mutex<Manager<R>>>);
+
+#[async_trait::async_trait]
+impl<R: ImageRuntime + Send + 'static> crate::eviction::NodeReclaim for DiskReclaim<R> {
+    async fn reclaim_disk(&self) {
+        let deleted = self
+            .0
+            .lock()
+            .await
+            .delete_unused_images(std::time::Instant::now())
+            .await;
+        match deleted {
+            Ok(bytes) => {
+                tracing::info!(freed_bytes = bytes, "deleted unused images to reclaim disk")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "failed to delete unused images to reclaim disk")
+            }
+        }
+    }
+}

@@ -182,7 +182,18 @@ impl EventRecorder {
             &self.node_name,
             Timestamp::now(),
         );
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        self.write(ev);
+    }
+
+    /// The node this recorder writes for (the events' source host).
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Writes `ev` in the background: created, or, when the same event was
+    /// written before, its count bumped.
+    pub fn write(&self, ev: Event) {
+        let ns = ev.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         let seen = self.seen.clone();
         let write = seen
@@ -202,12 +213,9 @@ impl EventRecorder {
                     Ok(_) => return,
                     Err(kube::Error::Api(s)) if s.is_not_found() => {
                         // Expired or deleted: start over with a new event.
-                        seen.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .forget(&ev);
-                        seen.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .observe(&ev);
+                        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                        seen.forget(&ev);
+                        seen.observe(&ev);
                     }
                     Err(err) => {
                         tracing::debug!(error = %err, reason = ?ev.reason, "failed to update event");
