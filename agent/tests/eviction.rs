@@ -355,6 +355,13 @@ fn disk_pressure_evicts_the_best_effort_pod_and_rejects_new_ones() {
         !disruption,
         "kubelet adds no DisruptionTarget for local storage limits: {p}"
     );
+    // Killed with its sandbox: terminated (status unknown), not restarted.
+    let web = &p["status"]["containerStatuses"][0];
+    assert_eq!(
+        web["state"]["terminated"]["reason"], "ContainerStatusUnknown",
+        "{p}"
+    );
+    assert_eq!(web["restartCount"], 0, "{p}");
     let n = env.json(&["get", "node", &node]).unwrap_or_default();
     assert_eq!(
         condition(&n, "DiskPressure").unwrap_or_default()["status"],

@@ -2,7 +2,9 @@
 //! the agent terminates is killed (once) and gets its final status; a new
 //! pod is admitted or rejected; a pod already Evicted is never restarted.
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -21,9 +23,60 @@ fn phase(pod: &Pod) -> Option<&str> {
     pod.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
+/// kubelet's `TerminatePod`: the containers are gone with the pod's
+/// sandbox, so one that has no terminated state is reported as unknown,
+/// never as waiting; its restart count and last state stay as they were
+/// (it was killed, not restarted).
+fn terminate_statuses(
+    statuses: Option<&mut Vec<ContainerStatus>>,
+    old: Option<&Vec<ContainerStatus>>,
+    only_started: bool,
+) {
+    for s in statuses.into_iter().flatten() {
+        if s.state.as_ref().is_some_and(|st| st.terminated.is_some()) {
+            continue;
+        }
+        let before = old.into_iter().flatten().find(|o| o.name == s.name);
+        let started =
+            before.is_some_and(|o| o.state.as_ref().is_some_and(|st| st.running.is_some()));
+        if only_started && !started {
+            continue;
+        }
+        if let Some(o) = before {
+            s.restart_count = o.restart_count;
+            s.last_state = o.last_state.clone();
+        }
+        s.ready = false;
+        s.started = Some(false);
+        s.state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some("ContainerStatusUnknown".to_owned()),
+                message: Some(
+                    "The container could not be located when the pod was terminated".to_owned(),
+                ),
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        });
+    }
+}
+
 /// The final status of a terminated pod.
 fn final_status(pod: &Pod, base: Option<PodStatus>, t: &Termination, now: Timestamp) -> PodStatus {
     let mut status = base.unwrap_or_default();
+    let old = pod.status.as_ref();
+    terminate_statuses(
+        status.container_statuses.as_mut(),
+        old.and_then(|s| s.container_statuses.as_ref()),
+        false,
+    );
+    // Init containers that never started stay waiting, as kubelet's.
+    terminate_statuses(
+        status.init_container_statuses.as_mut(),
+        old.and_then(|s| s.init_container_statuses.as_ref()),
+        true,
+    );
     status.phase = Some("Failed".to_owned());
     status.reason = Some(t.reason.clone());
     status.message = Some(t.message.clone());
@@ -187,6 +240,61 @@ mod tests {
         assert_eq!(
             s.message.as_deref(),
             Some("Pod was rejected: The node had condition: [DiskPressure]. ")
+        );
+    }
+
+    #[test]
+    fn containers_gone_with_the_pod_are_terminated_unknown_not_restarted() {
+        let t = Termination {
+            kill: true,
+            grace_period: Some(0),
+            reason: "Evicted".to_owned(),
+            message: "m".to_owned(),
+            disruption_target: false,
+        };
+        let running = ContainerStatus {
+            name: "app".to_owned(),
+            restart_count: 2,
+            ready: true,
+            state: Some(ContainerState {
+                running: Some(Default::default()),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        };
+        let mut pod = Pod::default();
+        pod.status = Some(PodStatus {
+            container_statuses: Some(vec![running]),
+            ..PodStatus::default()
+        });
+        // What the status generator makes of a running container that vanished.
+        let vanished = ContainerStatus {
+            name: "app".to_owned(),
+            restart_count: 3,
+            state: Some(ContainerState {
+                waiting: Some(Default::default()),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        };
+        let base = PodStatus {
+            container_statuses: Some(vec![vanished]),
+            ..PodStatus::default()
+        };
+        let s = final_status(&pod, Some(base), &t, Timestamp::UNIX_EPOCH);
+        let c = &s.container_statuses.unwrap()[0];
+        assert_eq!(c.restart_count, 2, "killed, not restarted");
+        assert!(!c.ready);
+        let term = c
+            .state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .unwrap();
+        assert_eq!(term.exit_code, 137);
+        assert_eq!(term.reason.as_deref(), Some("ContainerStatusUnknown"));
+        assert_eq!(
+            term.message.as_deref(),
+            Some("The container could not be located when the pod was terminated")
         );
     }
 }
