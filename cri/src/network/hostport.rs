@@ -107,17 +107,17 @@ pub async fn forget_flows(
     if stale.is_empty() {
         return;
     }
+    let ports: Vec<u16> = stale.iter().map(|f| f.orig_dst_port).collect();
     let ct = match conntrack {
         Some(ct) => ct.clone(),
         None => match NetlinkConntrack::new(None) {
             Ok(ct) => conntrack.insert(Arc::new(ct)).clone(),
             Err(err) => {
-                warn!(error = %err, source = ?std::error::Error::source(&err), "cannot open conntrack to delete stale hostPort flows");
+                warn!(?ports, error = %err, source = ?std::error::Error::source(&err), "cannot open conntrack to delete stale udp hostPort flows");
                 return;
             }
         },
     };
-    let ports: Vec<u16> = stale.iter().map(|f| f.orig_dst_port).collect();
     match tokio::task::spawn_blocking(move || ct.delete(&stale)).await {
         Ok(Ok(deleted)) => debug!(?ports, deleted, "deleted stale udp hostPort flows"),
         Ok(Err(err)) => {

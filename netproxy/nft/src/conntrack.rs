@@ -347,6 +347,36 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_matches_any_value_of_its_unset_fields() {
+        let flow = Flow {
+            orig_dst: Ipv4Addr::new(10, 0, 0, 1),
+            orig_dst_port: 5353,
+            reply_src: Ipv4Addr::new(10, 42, 0, 5),
+        };
+        let port_only = FlowFilter {
+            orig_dst: None,
+            orig_dst_port: 5353,
+            reply_src: None,
+        };
+        assert!(port_only.matches(&flow));
+        let other_address = FlowFilter {
+            orig_dst: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..port_only
+        };
+        assert!(!other_address.matches(&flow));
+        let other_port = FlowFilter {
+            orig_dst_port: 53,
+            ..port_only
+        };
+        assert!(!other_port.matches(&flow));
+        let other_endpoint = FlowFilter {
+            reply_src: Some(Ipv4Addr::new(10, 42, 0, 6)),
+            ..port_only
+        };
+        assert!(!other_endpoint.matches(&flow));
+    }
+
+    #[test]
     fn parses_the_flow_and_keeps_the_raw_original_tuple() {
         let orig = tuple_attr(CTA_TUPLE_ORIG, [10, 42, 0, 9], [10, 43, 0, 53], 40000, 53);
         let reply = tuple_attr(CTA_TUPLE_REPLY, [10, 42, 0, 5], [10, 42, 0, 9], 5353, 40000);
