@@ -79,6 +79,17 @@ impl ContainerEntry {
     }
 }
 
+/// What the hostPort table is applied with, and what it holds.
+#[derive(Default)]
+struct HostPortSync {
+    /// libnftables, started with the first sync.
+    nft: Option<r8s_nft::LibNftables>,
+    /// ctnetlink, opened with the first change of a UDP hostPort.
+    conntrack: Option<Arc<r8s_nft::conntrack::NetlinkConntrack>>,
+    /// The hostPorts of the table last applied.
+    applied: Vec<hostport::HostPort>,
+}
+
 /// The runtime.
 pub struct Runtime {
     pub config: Arc<Config>,
@@ -87,8 +98,8 @@ pub struct Runtime {
     containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
     ipam: Ipam,
     host_net: Mutex<Option<rtnetlink::Handle>>,
-    /// libnftables for the hostPort table, started with the first hostPort.
-    nft: Mutex<Option<r8s_nft::LibNftables>>,
+    /// The hostPort table's appliers and its last applied content.
+    hostports: Mutex<HostPortSync>,
     cpu_rates: container::cpu_rate::CpuRates,
     _shutdown: CancellationToken,
 }
@@ -143,7 +154,7 @@ impl Runtime {
             containers: Mutex::new(HashMap::new()),
             ipam,
             host_net: Mutex::new(None),
-            nft: Mutex::new(None),
+            hostports: Mutex::new(HostPortSync::default()),
             cpu_rates: Default::default(),
             _shutdown: shutdown,
         };
@@ -323,8 +334,10 @@ impl Runtime {
     /// Rewrites the hostPort table from the mappings of every ready sandbox (at start: also
     /// removes a table an earlier run left with no sandbox using it).
     async fn sync_hostports(&self) -> Result<()> {
-        // Held while the ports are collected, so that syncs apply in the order they read.
-        let mut nft = self.nft.lock().await;
+        // Held while the ports are collected until the stale flows are gone, so that syncs
+        // apply in the order they read and each one diffs against the table before it.
+        let mut guard = self.hostports.lock().await;
+        let sync = &mut *guard;
         let ports: Vec<hostport::HostPort> = {
             let sandboxes = self.sandboxes.lock().await;
             sandboxes
@@ -337,15 +350,20 @@ impl Runtime {
                 .flatten()
                 .collect()
         };
-        let nft = match nft.as_mut() {
+        let nft = match sync.nft.as_mut() {
             Some(n) => n,
-            None => nft.insert(r8s_nft::LibNftables::new().map_err(fail("start libnftables"))?),
+            None => sync
+                .nft
+                .insert(r8s_nft::LibNftables::new().map_err(fail("start libnftables"))?),
         };
         if !ports.is_empty() {
             hostport::allow_localhost(&self.config.bridge);
         }
         let script = hostport::render(&hostport::table_name(&self.config.bridge), &ports);
         nft.run(&script).map_err(fail("program hostPorts"))?;
+        let stale = hostport::stale_udp_flows(&sync.applied, &ports);
+        sync.applied = ports;
+        hostport::forget_flows(&mut sync.conntrack, stale).await;
         Ok(())
     }
 

@@ -430,6 +430,134 @@ async fn host_ports_reach_the_pod_from_the_node_and_from_the_pod_itself() {
     assert!(!env.nft_table_exists(&table));
 }
 
+/// The UDP conntrack entries of the node (the test's namespace) to `addr:port`.
+fn udp_flows_to(
+    conntrack: &r8s_nft::conntrack::NetlinkConntrack,
+    addr: std::net::Ipv4Addr,
+    port: u16,
+) -> Vec<r8s_nft::conntrack::Flow> {
+    conntrack
+        .flows()
+        .expect("conntrack dump")
+        .into_iter()
+        .filter(|f| f.orig_dst == addr && f.orig_dst_port == port)
+        .collect()
+}
+
+/// Sends datagrams from `socket` to `addr:port` until conntrack holds a flow to it that
+/// `want` accepts; panics with the flows and the hostPort table after 90 s.
+async fn send_until(
+    env: &common::Runtime,
+    conntrack: &r8s_nft::conntrack::NetlinkConntrack,
+    socket: &std::net::UdpSocket,
+    (addr, port): (std::net::Ipv4Addr, u16),
+    what: &str,
+    want: impl Fn(&r8s_nft::conntrack::Flow) -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        // Errors (an earlier datagram's port unreachable) do not matter: only conntrack does.
+        let _ = socket.send_to(b"ping", (addr, port));
+        let flows = udp_flows_to(conntrack, addr, port);
+        if flows.iter().any(&want) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let table = std::process::Command::new("nft")
+                .args(["list", "table", "ip", &env.hostport_table()])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!(
+                "no udp flow to {addr}:{port} {what}; flows: {flows:?}; hostPort table:\n{table}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// As portmap and kubelet do: a UDP hostPort's conntrack entries are deleted when the mapping
+/// appears (flows that went elsewhere before are DNATed now) and when its pod goes (flows stop
+/// going to the removed pod).
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_host_port_flows_follow_the_mapping_not_stale_conntrack_entries() {
+    require_root!();
+    let env = common::Runtime::start().await;
+    let gateway: std::net::Ipv4Addr = env.gateway().parse().unwrap();
+    let host_port = 20000 + rand::random::<u16>() % 20000;
+    let mapping = |protocol: proto::Protocol, host_port: u16| proto::PortMapping {
+        protocol: protocol as i32,
+        container_port: 53,
+        host_port: host_port.into(),
+        // Only the test's own bridge address: nothing else of the host is redirected.
+        host_ip: gateway.to_string(),
+    };
+    // Keeps the hostPort table (and its NAT) while the UDP pod comes and goes, so that only
+    // the runtime's conntrack cleanup can forget the flows.
+    let mut keeper = env.sandbox_config("keeper");
+    keeper.port_mappings = vec![mapping(proto::Protocol::Tcp, host_port ^ 1)];
+    let (keeper, _) = env.run_pod_with(keeper).await;
+    let conntrack = r8s_nft::conntrack::NetlinkConntrack::new(None).expect("conntrack socket");
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let dst = (gateway, host_port);
+
+    // Before the mapping, the flow goes to the node itself.
+    send_until(&env, &conntrack, &socket, dst, "to the node", |f| {
+        f.reply_src == gateway
+    })
+    .await;
+
+    let mut config = env.sandbox_config("dns");
+    config.port_mappings = vec![mapping(proto::Protocol::Udp, host_port)];
+    let (pod, _) = env.run_pod_with(config).await;
+    let pod_ip: std::net::Ipv4Addr = env
+        .runtime()
+        .await
+        .pod_sandbox_status(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default()
+        .parse()
+        .unwrap();
+    // The same socket (same tuple) reaches the pod: the flow to the node was forgotten.
+    send_until(&env, &conntrack, &socket, dst, "DNATed to the pod", |f| {
+        f.reply_src == pod_ip
+    })
+    .await;
+
+    env.runtime()
+        .await
+        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    let to_pod = |flows: Vec<r8s_nft::conntrack::Flow>| {
+        let stale: Vec<_> = flows
+            .into_iter()
+            .filter(|f| f.reply_src == pod_ip)
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "flows to the removed pod {pod_ip}: {stale:?}"
+        );
+    };
+    to_pod(udp_flows_to(&conntrack, gateway, host_port));
+    send_until(&env, &conntrack, &socket, dst, "to the node again", |f| {
+        f.reply_src == gateway
+    })
+    .await;
+    to_pod(udp_flows_to(&conntrack, gateway, host_port));
+    env.remove_pod(&keeper).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_limit_is_enforced_as_oom_killed() {
     require_root!();

@@ -3,11 +3,15 @@
 //! pod, in an nftables table of the runtime's own (`<bridge>-hostport`). Traffic from the
 //! pod itself (hairpin) or from localhost is masqueraded so that replies come back the same
 //! way. The table is rendered whole from every ready sandbox's mappings and replaced in one
-//! transaction; with no mapping left it is deleted.
+//! transaction; with no mapping left it is deleted. UDP flows to a hostPort whose mapping
+//! changed are then forgotten by conntrack (`stale_udp_flows`), as portmap and kubelet do.
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
-use tracing::warn;
+use r8s_nft::conntrack::{Conntrack, FlowFilter, NetlinkConntrack};
+use tracing::{debug, warn};
 
 use crate::proto;
 
@@ -16,7 +20,7 @@ use crate::proto;
 const MASQ_MARK: u32 = 0x2000;
 
 /// One hostPort of one pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HostPort {
     pub protocol: &'static str,
     /// Only traffic to this address; `None`: any local address.
@@ -67,6 +71,60 @@ pub fn of_sandbox(pod_ip: Ipv4Addr, mappings: &[proto::PortMapping]) -> Vec<Host
             })
         })
         .collect()
+}
+
+/// The UDP flows that the change of the table from `old` to `new` makes stale: every flow
+/// to a UDP hostPort that was added, removed or now leads elsewhere. Conntrack keeps a UDP
+/// flow on the path its first datagram took, so without this a client keeps sending to a
+/// removed pod, or past a new mapping to whatever answered the port before (portmap's
+/// `deletePortmapStaleConnections`, kubelet's hostPort conntrack cleanup). With a hostIP only
+/// flows to that address are stale.
+pub fn stale_udp_flows(old: &[HostPort], new: &[HostPort]) -> BTreeSet<FlowFilter> {
+    let udp = |ports: &[HostPort]| -> BTreeSet<HostPort> {
+        ports
+            .iter()
+            .filter(|p| p.protocol == "udp")
+            .cloned()
+            .collect()
+    };
+    let (old, new) = (udp(old), udp(new));
+    old.symmetric_difference(&new)
+        .map(|p| FlowFilter {
+            orig_dst: p.host_ip,
+            orig_dst_port: p.host_port,
+            reply_src: None,
+        })
+        .collect()
+}
+
+/// Deletes the conntrack entries of the `stale` flows, opening ctnetlink (in the runtime's
+/// network namespace) on first use. Failures are only logged: the table is right, and the
+/// flows expire on their own.
+pub async fn forget_flows(
+    conntrack: &mut Option<Arc<NetlinkConntrack>>,
+    stale: BTreeSet<FlowFilter>,
+) {
+    if stale.is_empty() {
+        return;
+    }
+    let ports: Vec<u16> = stale.iter().map(|f| f.orig_dst_port).collect();
+    let ct = match conntrack {
+        Some(ct) => ct.clone(),
+        None => match NetlinkConntrack::new(None) {
+            Ok(ct) => conntrack.insert(Arc::new(ct)).clone(),
+            Err(err) => {
+                warn!(?ports, error = %err, source = ?std::error::Error::source(&err), "cannot open conntrack to delete stale udp hostPort flows");
+                return;
+            }
+        },
+    };
+    match tokio::task::spawn_blocking(move || ct.delete(&stale)).await {
+        Ok(Ok(deleted)) => debug!(?ports, deleted, "deleted stale udp hostPort flows"),
+        Ok(Err(err)) => {
+            warn!(?ports, error = %err, source = ?std::error::Error::source(&err), "failed to delete stale udp hostPort flows")
+        }
+        Err(err) => warn!(?ports, %err, "conntrack task failed"),
+    }
 }
 
 /// Lets localhost reach hostPorts (portmap's `snat` for 127.0.0.1): traffic from 127/8 is
@@ -173,6 +231,61 @@ mod tests {
                 },
             ]
         );
+    }
+
+    fn udp(host_ip: Option<Ipv4Addr>, host_port: u16, pod: u8) -> HostPort {
+        HostPort {
+            protocol: "udp",
+            host_ip,
+            host_port,
+            pod_ip: Ipv4Addr::new(10, 42, 0, pod),
+            container_port: 53,
+        }
+    }
+
+    fn any_address(port: u16) -> FlowFilter {
+        FlowFilter {
+            orig_dst: None,
+            orig_dst_port: port,
+            reply_src: None,
+        }
+    }
+
+    #[test]
+    fn added_and_removed_udp_host_ports_make_their_flows_stale() {
+        let kept = udp(None, 5000, 5);
+        let old = [kept.clone(), udp(None, 5001, 6)];
+        let host_ip = Ipv4Addr::new(10, 0, 0, 1);
+        let new = [kept, udp(Some(host_ip), 5002, 7)];
+        assert_eq!(
+            stale_udp_flows(&old, &new).into_iter().collect::<Vec<_>>(),
+            vec![
+                any_address(5001),
+                FlowFilter {
+                    orig_dst: Some(host_ip),
+                    orig_dst_port: 5002,
+                    reply_src: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_udp_host_port_moved_to_another_pod_makes_its_flows_stale() {
+        let stale = stale_udp_flows(&[udp(None, 5000, 5)], &[udp(None, 5000, 6)]);
+        assert_eq!(
+            stale.into_iter().collect::<Vec<_>>(),
+            vec![any_address(5000)]
+        );
+    }
+
+    #[test]
+    fn unchanged_and_tcp_host_ports_make_nothing_stale() {
+        let mut tcp = udp(None, 8080, 5);
+        tcp.protocol = "tcp";
+        let same = [udp(None, 5000, 5)];
+        assert!(stale_udp_flows(&same, &same).is_empty());
+        assert!(stale_udp_flows(&[tcp], &[]).is_empty());
     }
 
     #[test]

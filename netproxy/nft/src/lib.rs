@@ -1,11 +1,13 @@
 //! nftables through Debian's libnftables, in-process: commands in nft syntax run as one
 //! atomic transaction each, from a worker thread that lives in the chosen network
 //! namespace. r8s-proxy programs Services with it, r8s-cri hostPorts, the agent the
-//! masquerade of pod traffic leaving the cluster.
+//! masquerade of pod traffic leaving the cluster. `conntrack` deletes the UDP flows a rule
+//! change leaves stale, over ctnetlink.
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::thread;
 
+pub mod conntrack;
 pub mod sys;
 
 use sys::{NftCtx, SysError};
