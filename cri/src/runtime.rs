@@ -928,12 +928,15 @@ impl Runtime {
         }
         let lc_root = self.config.libcontainer_root();
         let cid = r.id.clone();
+        // Taken before the start: a process that exits at once may be reaped
+        // (and get its finishedAt) before the start call returns.
+        let started_at = container::now_nanos();
         within_deadline("start container", &r.cgroup_path, move |held| {
             libct::start(held, &cid, &lc_root).map_err(libct_error("start container"))
         })
         .await?;
         let record = entry.update(|r| {
-            r.started_at = container::now_nanos();
+            r.started_at = started_at;
             if r.state == ContainerState::Created {
                 r.state = ContainerState::Running;
             }

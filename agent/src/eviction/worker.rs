@@ -262,11 +262,13 @@ mod tests {
             }),
             ..ContainerStatus::default()
         };
-        let mut pod = Pod::default();
-        pod.status = Some(PodStatus {
-            container_statuses: Some(vec![running]),
-            ..PodStatus::default()
-        });
+        let pod = Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![running]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
         // What the status generator makes of a running container that vanished.
         let vanished = ContainerStatus {
             name: "app".to_owned(),
