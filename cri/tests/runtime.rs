@@ -142,16 +142,7 @@ async fn pod_lifecycle_logs_exec_exit_code_and_cleanup() {
     let (pod, sandbox_config) = env.run_pod("web").await;
     let mut rt = env.runtime().await;
 
-    let pod_status = rt
-        .pod_sandbox_status(proto::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let pod_status = env.sandbox_status(&pod).await;
     assert_eq!(
         pod_status.state,
         proto::PodSandboxState::SandboxReady as i32
@@ -511,17 +502,9 @@ async fn udp_host_port_flows_follow_the_mapping_not_stale_conntrack_entries() {
     config.port_mappings = vec![mapping(proto::Protocol::Udp, host_port)];
     let (pod, _) = env.run_pod_with(config).await;
     let pod_ip: std::net::Ipv4Addr = env
-        .runtime()
+        .sandbox_status(&pod)
         .await
-        .pod_sandbox_status(proto::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .and_then(|s| s.network)
+        .network
         .map(|n| n.ip)
         .unwrap_or_default()
         .parse()
@@ -764,16 +747,7 @@ async fn host_network_pod_shares_the_node_netns() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    let status = rt
-        .pod_sandbox_status(proto::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = env.sandbox_status(&pod).await;
     assert_eq!(status.network.unwrap().ip, "");
     assert!(!common::Runtime::link_exists(&format!(
         "veth{}",

@@ -5,12 +5,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 
-use crate::kuberuntime::events::EventRecorder;
+use crate::kuberuntime::events::{EventRecorder, EventType, event_about};
 
 /// Kubelet's event reasons (pkg/kubelet/events).
 pub const FREE_DISK_SPACE_FAILED: &str = "FreeDiskSpaceFailed";
@@ -26,31 +25,21 @@ pub trait NodeEvents: Send + Sync {
 /// uid, as kubelet's `nodeRef`), in the `default` namespace, as client-go
 /// records events of cluster-scoped objects.
 pub fn node_event(node_name: &str, reason: &str, message: &str, now: Timestamp) -> Event {
-    let time = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
-    let mut ev = Event {
-        involved_object: ObjectReference {
-            kind: Some("Node".to_owned()),
-            name: Some(node_name.to_owned()),
-            uid: Some(node_name.to_owned()),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.to_owned()),
-        message: Some(message.to_owned()),
-        source: Some(EventSource {
-            component: Some("kubelet".to_owned()),
-            host: Some(node_name.to_owned()),
-        }),
-        first_timestamp: Some(time.clone()),
-        last_timestamp: Some(time),
-        count: Some(1),
-        type_: Some("Warning".to_owned()),
-        reporting_component: Some("kubelet".to_owned()),
-        reporting_instance: Some(node_name.to_owned()),
-        ..Event::default()
+    let node = ObjectReference {
+        kind: Some("Node".to_owned()),
+        name: Some(node_name.to_owned()),
+        uid: Some(node_name.to_owned()),
+        ..ObjectReference::default()
     };
-    ev.metadata.name = Some(format!("{node_name}.{:x}", now.as_nanosecond()));
-    ev.metadata.namespace = Some("default".to_owned());
-    ev
+    event_about(
+        node,
+        "default",
+        EventType::Warning,
+        reason,
+        message,
+        node_name,
+        now,
+    )
 }
 
 /// Writes Node events through the pod event recorder (repeats aggregated

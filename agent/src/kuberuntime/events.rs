@@ -105,7 +105,7 @@ pub fn field_path(pod: &Pod, container: &str) -> String {
     }
 }
 
-/// The Event object kubelet would write.
+/// The Event object kubelet would write about `pod`.
 pub fn build_event(
     pod: &Pod,
     field_path: Option<String>,
@@ -116,18 +116,38 @@ pub fn build_event(
     now: Timestamp,
 ) -> Event {
     let m = &pod.metadata;
-    let name = m.name.clone().unwrap_or_default();
+    let object = ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        field_path,
+    };
+    let namespace = m.namespace.clone().unwrap_or_default();
+    event_about(object, &namespace, kind, reason, message, node_name, now)
+}
+
+/// The Event object kubelet writes about `object`, in `namespace`, named
+/// `<object name>.<time in hex nanoseconds>` as client-go names them.
+pub fn event_about(
+    object: ObjectReference,
+    namespace: &str,
+    kind: EventType,
+    reason: &str,
+    message: &str,
+    node_name: &str,
+    now: Timestamp,
+) -> Event {
     let time = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    let name = format!(
+        "{}.{:x}",
+        object.name.as_deref().unwrap_or_default(),
+        now.as_nanosecond()
+    );
     let mut ev = Event {
-        involved_object: ObjectReference {
-            api_version: Some("v1".to_owned()),
-            kind: Some("Pod".to_owned()),
-            name: Some(name.clone()),
-            namespace: m.namespace.clone(),
-            uid: m.uid.clone(),
-            resource_version: m.resource_version.clone(),
-            field_path,
-        },
+        involved_object: object,
         reason: Some(reason.to_owned()),
         message: Some(message.to_owned()),
         source: Some(EventSource {
@@ -149,8 +169,8 @@ pub fn build_event(
         reporting_instance: Some(node_name.to_owned()),
         ..Event::default()
     };
-    ev.metadata.name = Some(format!("{name}.{:x}", now.as_nanosecond()));
-    ev.metadata.namespace = m.namespace.clone();
+    ev.metadata.name = Some(name);
+    ev.metadata.namespace = Some(namespace.to_owned());
     ev
 }
 

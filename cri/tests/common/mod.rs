@@ -271,6 +271,20 @@ impl Runtime {
             .await;
     }
 
+    pub async fn sandbox_status(&self, pod: &str) -> proto::PodSandboxStatus {
+        self.runtime()
+            .await
+            .pod_sandbox_status(proto::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
     pub async fn status(&self, id: &str) -> proto::ContainerStatus {
         self.runtime()
             .await
