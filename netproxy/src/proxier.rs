@@ -581,6 +581,17 @@ mod tests {
         }
     }
 
+    /// A syncer with default rules applying to a fake.
+    fn fake_syncer() -> (Arc<FakeApplier>, Syncer) {
+        let fake = Arc::new(FakeApplier::default());
+        let s = Syncer::new(
+            RulesConfig::default(),
+            fake.clone(),
+            Arc::new(Metrics::new()),
+        );
+        (fake, s)
+    }
+
     fn is_full(tx: &Transaction) -> bool {
         tx.commands()
             .get(1)
@@ -589,12 +600,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_sync_is_full_then_changes_are_partial() {
-        let fake = Arc::new(FakeApplier::default());
-        let mut s = Syncer::new(
-            RulesConfig::default(),
-            fake.clone(),
-            Arc::new(Metrics::new()),
-        );
+        let (fake, mut s) = fake_syncer();
         let svc = Arc::new(service("default", "web", "10.43.0.10", &[("", 80)]));
         let sl1 = Arc::new(slice(
             "default",
@@ -641,12 +647,7 @@ mod tests {
     #[tokio::test]
     async fn removed_udp_endpoint_is_flushed_after_the_rules_change() {
         let ct = Arc::new(FakeConntrack::default());
-        let mut s = Syncer::new(
-            RulesConfig::default(),
-            Arc::new(FakeApplier::default()),
-            Arc::new(Metrics::new()),
-        )
-        .with_conntrack(ct.clone());
+        let mut s = fake_syncer().1.with_conntrack(ct.clone());
         let mut svc = service("default", "dns", "10.43.0.53", &[("dns", 53)]);
         svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
         let svc = Arc::new(svc);
@@ -729,12 +730,7 @@ mod tests {
 
     #[tokio::test]
     async fn tracked_changes_rebuild_only_the_changed_service() {
-        let fake = Arc::new(FakeApplier::default());
-        let mut s = Syncer::new(
-            RulesConfig::default(),
-            fake.clone(),
-            Arc::new(Metrics::new()),
-        );
+        let (fake, mut s) = fake_syncer();
         let mut c = Cluster::new();
         for (name, ip) in [("web", "10.43.0.10"), ("db", "10.43.0.20")] {
             c.service(watcher::Event::Apply(service(
@@ -796,12 +792,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_tracked_sync_recomputes_everything_next() {
-        let fake = Arc::new(FakeApplier::default());
-        let mut s = Syncer::new(
-            RulesConfig::default(),
-            fake.clone(),
-            Arc::new(Metrics::new()),
-        );
+        let (fake, mut s) = fake_syncer();
         let mut c = Cluster::new();
         c.service(watcher::Event::Apply(service(
             "default",

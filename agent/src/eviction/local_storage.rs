@@ -55,20 +55,21 @@ fn empty_dir(spec: &PodSpec, usage: &PodUsage) -> Option<LimitExceeded> {
 /// `podEphemeralStorageLimitEviction`: the limit is upstream's `PodLimits` (the sum over the
 /// containers, or the largest init container's when that is more).
 fn pod_total(spec: &PodSpec, usage: &PodUsage) -> Option<LimitExceeded> {
-    let sum: Vec<ParsedQuantity> = spec.containers.iter().filter_map(ephemeral_limit).collect();
+    let sum = spec
+        .containers
+        .iter()
+        .filter_map(ephemeral_limit)
+        .reduce(|a, b| a.add(&b));
     let init_max = spec
         .init_containers
         .iter()
         .flatten()
         .filter_map(ephemeral_limit)
         .max_by_key(ParsedQuantity::value);
-    if sum.is_empty() && init_max.is_none() {
-        return None;
-    }
-    let total: i64 = sum.iter().map(ParsedQuantity::value).sum();
-    let limit = match init_max {
-        Some(init) if init.value() > total => init,
-        _ => sum.into_iter().reduce(|a, b| a.add(&b))?,
+    let limit = match (sum, init_max) {
+        (Some(sum), Some(init)) if init.value() > sum.value() => init,
+        (Some(sum), _) => sum,
+        (None, init) => init.filter(|i| i.value() > 0)?,
     };
     let used = usage.ephemeral_storage?;
     (used > limit.value()).then(|| LimitExceeded {

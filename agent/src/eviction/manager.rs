@@ -27,15 +27,36 @@ use crate::config::{Config, EvictionSettings, Signal};
 use crate::kuberuntime::events::EventType;
 use crate::node::NodeHealth;
 
+/// Why a pod is evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A node-pressure threshold of this signal.
+    Pressure(Signal),
+    /// A local storage limit, by kubelet's `eviction_signal` label.
+    LocalStorage(&'static str),
+}
+
+impl Cause {
+    /// kubelet's `eviction_signal` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::Pressure(signal) => signal.as_str(),
+            Cause::LocalStorage(label) => label,
+        }
+    }
+
+    /// Whether the pod gets a `DisruptionTarget` condition: node-pressure
+    /// evictions do, local storage limit ones do not (as kubelet).
+    pub fn disruption_target(self) -> bool {
+        matches!(self, Cause::Pressure(_))
+    }
+}
+
 /// A pod to evict and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Eviction {
     pub pod: Pod,
-    /// kubelet's `eviction_signal` label (a signal, or a local storage limit).
-    pub signal: &'static str,
-    /// Whether the pod gets a `DisruptionTarget` condition (node-pressure evictions; not
-    /// local storage limit ones, as kubelet).
-    pub disruption_target: bool,
+    pub cause: Cause,
     pub grace_period: i64,
     pub message: String,
 }
@@ -111,8 +132,7 @@ impl Manager {
                 let e = local_storage::exceeded(pod, usages.get(uid)?)?;
                 Some(Eviction {
                     pod: pod.clone(),
-                    signal: e.signal,
-                    disruption_target: false,
+                    cause: Cause::LocalStorage(e.signal),
                     grace_period: 0,
                     message: e.message,
                 })
@@ -145,8 +165,7 @@ impl Manager {
             let message = eviction_message(resource, &pod, usages.get(uid), shown);
             Eviction {
                 grace_period: grace_period(&threshold, &pod, self.settings.max_pod_grace_period),
-                signal: threshold.signal.as_str(),
-                disruption_target: true,
+                cause: Cause::Pressure(threshold.signal),
                 message,
                 pod,
             }
@@ -178,11 +197,16 @@ fn is_active(pod: &Pod, handle: &EvictionHandle) -> bool {
         && handle.termination(uid).is_none()
 }
 
-async fn round(ctx: &EvictionContext, manager: &mut Manager) {
+/// The node's signals now.
+async fn observe(ctx: &EvictionContext) -> Observations {
     let signals = ctx.signals.clone();
-    let observations = tokio::task::spawn_blocking(move || signals.observe())
+    tokio::task::spawn_blocking(move || signals.observe())
         .await
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+async fn round(ctx: &EvictionContext, manager: &mut Manager) {
+    let observations = observe(ctx).await;
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let params = ListParams::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
     let active: Vec<Pod> = match api.list(&params).await {
@@ -204,11 +228,10 @@ async fn round(ctx: &EvictionContext, manager: &mut Manager) {
     ctx.handle.set_conditions(decision.conditions.clone());
     ctx.health
         .send_if_modified(|h| apply_to_health(h, &decision.conditions));
-    let node_pressure = decision
-        .evictions
-        .first()
-        .filter(|e| e.disruption_target)
-        .and_then(|e| Signal::from_name(e.signal));
+    let node_pressure = decision.evictions.first().and_then(|e| match e.cause {
+        Cause::Pressure(signal) => Some(signal),
+        Cause::LocalStorage(_) => None,
+    });
     if node_pressure.is_some_and(reclaims) && reclaimed_enough(ctx, manager).await {
         return;
     }
@@ -225,11 +248,7 @@ async fn reclaimed_enough(ctx: &EvictionContext, manager: &Manager) -> bool {
         return false;
     };
     reclaim.reclaim_disk().await;
-    let signals = ctx.signals.clone();
-    let observations = tokio::task::spawn_blocking(move || signals.observe())
-        .await
-        .unwrap_or_default();
-    if manager.still_met(&observations) {
+    if manager.still_met(&observe(ctx).await) {
         return false;
     }
     tracing::info!("eviction manager: able to reduce resource pressure without evicting pods");
@@ -239,11 +258,11 @@ async fn reclaimed_enough(ctx: &EvictionContext, manager: &Manager) -> bool {
 /// kubelet's `evictPod`: the event, the counter, and the kill by the pod's worker.
 fn evict(ctx: &EvictionContext, e: Eviction) {
     let uid = e.pod.metadata.uid.clone().unwrap_or_default();
-    tracing::info!(pod = ?e.pod.metadata.name, signal = e.signal, grace_period = e.grace_period, message = %e.message, "evicting pod");
+    tracing::info!(pod = ?e.pod.metadata.name, signal = e.cause.label(), grace_period = e.grace_period, message = %e.message, "evicting pod");
     if let Some(r) = &ctx.handle.recorder {
         r.record(&e.pod, None, EventType::Warning, REASON, &e.message);
     }
-    ctx.handle.count_eviction(e.signal);
+    ctx.handle.count_eviction(e.cause.label());
     ctx.handle.terminate(
         &uid,
         Termination {
@@ -251,7 +270,7 @@ fn evict(ctx: &EvictionContext, e: Eviction) {
             grace_period: Some(e.grace_period),
             reason: REASON.to_owned(),
             message: e.message,
-            disruption_target: e.disruption_target,
+            disruption_target: e.cause.disruption_target(),
         },
     );
 }
@@ -402,8 +421,8 @@ mod tests {
                 (
                     e.pod.metadata.uid.as_deref().unwrap(),
                     e.grace_period,
-                    e.disruption_target,
-                    e.signal,
+                    e.cause.disruption_target(),
+                    e.cause.label(),
                 )
             })
             .collect();
