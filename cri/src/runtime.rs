@@ -162,7 +162,7 @@ impl Runtime {
         for mut r in records {
             let alive = matches!(r.state, ContainerState::Created | ContainerState::Running)
                 && r.pid > 0
-                && Path::new(&format!("/proc/{}", r.pid)).exists();
+                && exit::alive(r.pid);
             if matches!(r.state, ContainerState::Created | ContainerState::Running) && !alive {
                 r.state = ContainerState::Exited;
                 r.exit_code = 255;
@@ -1184,8 +1184,7 @@ impl Runtime {
         if cmd.is_empty() {
             return Err(RuntimeError::Invalid("command is required".into()));
         }
-        let who = exec_identity(&self.bundle_dir(&r.id));
-        exec::exec_sync(r.id, self.config.libcontainer_root(), cmd, who, timeout)
+        exec::exec_sync(self.exec_target(r.id), cmd, timeout)
             .await
             .map_err(|e| match e {
                 exec::ExecError::Timeout { .. } => RuntimeError::Failed {
@@ -1221,20 +1220,18 @@ impl Runtime {
         if cmd.is_empty() {
             return Err(RuntimeError::Invalid("command is required".into()));
         }
-        let bundle = self.bundle_dir(&id);
-        let who = exec_identity(&bundle);
-        let scratch = self.config.state.join("exec");
-        exec::exec_streaming(
+        exec::exec_streaming(self.exec_target(id), cmd, opts)
+            .await
+            .map_err(fail("exec"))
+    }
+
+    fn exec_target(&self, id: String) -> exec::ExecTarget {
+        exec::ExecTarget {
+            root: self.config.libcontainer_root(),
+            bundle: self.bundle_dir(&id),
+            scratch: self.config.state.join("exec"),
             id,
-            self.config.libcontainer_root(),
-            bundle,
-            scratch,
-            cmd,
-            who,
-            opts,
-        )
-        .await
-        .map_err(fail("exec"))
+        }
     }
 
     /// Checks that `id` is a ready sandbox (the PortForward RPC's precondition);
@@ -1519,23 +1516,6 @@ fn check_sandbox_seccomp(config: &proto::PodSandboxConfig) -> Result<()> {
         container::seccomp::load(path).map_err(invalid)?;
     }
     Ok(())
-}
-
-/// The user and working directory of the container's process, for execs.
-fn exec_identity(bundle: &Path) -> libct::ExecIdentity {
-    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
-        return libct::ExecIdentity::default();
-    };
-    let Some(process) = spec.process() else {
-        return libct::ExecIdentity::default();
-    };
-    let user = process.user();
-    libct::ExecIdentity {
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
-        cwd: Some(process.cwd().clone()),
-    }
 }
 
 fn parse_signal(name: &str) -> Option<Signal> {

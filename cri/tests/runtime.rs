@@ -673,6 +673,17 @@ async fn restart_keeps_pods_running() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    // Dead before the runtime is back (a zombie whose parent has not reaped it yet counts).
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{doomed_pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| rest.starts_with('Z'))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     env.spawn().await;
     let s = env.wait_exited(&doomed).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"));

@@ -38,6 +38,40 @@ fn profile(
     }
 }
 
+/// What an exec reports about itself and the container's init: seccomp mode,
+/// no_new_privs and capability sets, then whether `unshare -U` works.
+const EXEC_PROBE: &str = "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status | sed 's/^/exec-/'; \
+    grep -E '^(CapEff|CapBnd):' /proc/1/status | sed 's/^/init-/'; \
+    unshare -U true && echo unshare-ok || echo unshare-failed";
+
+/// Runs EXEC_PROBE in container `id` by ExecSync; returns its stdout.
+async fn exec_probe(env: &common::Runtime, id: &str) -> String {
+    let out = env.exec(id, &["sh", "-c", EXEC_PROBE]).await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of `key` in a probe's output (`exec-CapEff:\t...`).
+fn probe_value<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+/// An exec has the container's filter and exactly the init's capabilities
+/// (none of those lent to load the filter), without no_new_privs.
+fn assert_exec_confined_like_init(text: &str, seccomp_mode: &str) {
+    assert_eq!(probe_value(text, "exec-Seccomp:"), seccomp_mode, "{text}");
+    assert_eq!(probe_value(text, "exec-NoNewPrivs:"), "0", "{text}");
+    for set in ["CapEff:", "CapBnd:"] {
+        assert_eq!(
+            probe_value(text, &format!("exec-{set}")),
+            probe_value(text, &format!("init-{set}")),
+            "{text}"
+        );
+    }
+}
+
 /// Prints the seccomp mode, tries `unshare -U` and a fork, then sleeps.
 const PROBE: &str = "grep Seccomp: /proc/self/status; \
     unshare -U true && echo unshare-ok || echo unshare-failed; \
@@ -58,12 +92,16 @@ async fn seccomp_runtime_default_blocks_unshare_unconfined_allows_it_localhost_s
         profile(ProfileType::RuntimeDefault, Path::new("")),
         &[],
     );
-    env.create_and_start(&pod, &sandbox_config, config).await;
+    let default = env.create_and_start(&pod, &sandbox_config, config).await;
     let log = logs.join("default/0.log");
     let text = env.wait_for_file_text(&log, "stdout F forked").await;
     assert!(text.contains("stdout F Seccomp:\t2"), "{text}");
     assert!(text.contains("Operation not permitted"), "{text}");
     assert!(text.contains("stdout F unshare-failed"), "{text}");
+    // An exec into it is filtered too (libcontainer alone would leave it unconfined).
+    let text = exec_probe(&env, &default).await;
+    assert_exec_confined_like_init(&text, "2");
+    assert!(text.contains("unshare-failed"), "{text}");
 
     // Unconfined (with CAP_SYS_ADMIN, as unshare of a mount namespace needs it).
     let config = with_seccomp(
@@ -79,12 +117,15 @@ async fn seccomp_runtime_default_blocks_unshare_unconfined_allows_it_localhost_s
         profile(ProfileType::Unconfined, Path::new("")),
         &["SYS_ADMIN"],
     );
-    env.create_and_start(&pod, &sandbox_config, config).await;
+    let unconfined = env.create_and_start(&pod, &sandbox_config, config).await;
     let log = logs.join("unconfined/0.log");
     let text = env.wait_for_file_text(&log, "stdout F forked").await;
     assert!(text.contains("stdout F Seccomp:\t0"), "{text}");
     assert!(text.contains("stdout F unshare-ok"), "{text}");
     assert!(text.contains("stdout F mount-ns-ok"), "{text}");
+    let text = exec_probe(&env, &unconfined).await;
+    assert_exec_confined_like_init(&text, "0");
+    assert!(text.contains("unshare-ok"), "{text}");
 
     // Localhost: an OCI profile that fails mkdir with EXDEV (18).
     let path = env.dir.path().join("no-mkdir.json");
@@ -106,11 +147,19 @@ async fn seccomp_runtime_default_blocks_unshare_unconfined_allows_it_localhost_s
         profile(ProfileType::Localhost, &path),
         &[],
     );
-    env.create_and_start(&pod, &sandbox_config, config).await;
+    let localhost = env.create_and_start(&pod, &sandbox_config, config).await;
     let log = logs.join("localhost/0.log");
     let text = env.wait_for_file_text(&log, "stdout F made").await;
     assert!(text.contains("Invalid cross-device link"), "{text}");
     assert!(text.contains("stdout F mkdir-failed"), "{text}");
+    let out = env
+        .exec(
+            &localhost,
+            &["sh", "-c", "mkdir /tmp/y || echo exec-mkdir-failed"],
+        )
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exec-mkdir-failed"), "{text}");
 
     // A Localhost profile that does not exist is refused at create.
     let config = with_seccomp(

@@ -7,6 +7,7 @@ pub mod log_file;
 pub mod logs;
 pub mod lookup;
 pub mod routes;
+pub mod serving_cert;
 pub mod stats;
 pub mod tls;
 pub mod upgrade;
@@ -137,14 +138,14 @@ pub struct Server {
 impl Server {
     /// Builds TLS and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        let (cert, key) = tls::serving_pair(
+        let (cert, key) = tls::serving_files(
             config.tls_cert_file.as_deref(),
             config.tls_private_key_file.as_deref(),
             &config.root_dir,
             &config.node_name,
             &config.node_ips,
         )?;
-        let tls = tls::server_config(&cert, &key, &config.client_ca)?;
+        let tls = tls::server_config(cert, key, &config.client_ca)?;
         if config.client_ca.is_empty() {
             tracing::warn!("no client CA: every kubelet API request will be refused");
         }

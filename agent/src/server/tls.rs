@@ -11,8 +11,10 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::serving_cert::ReloadingCert;
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -40,27 +42,23 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
-/// The serving certificate and key (PEM): from files, or self-signed in
-/// `<root_dir>/pki/kubelet.{crt,key}` (created once, then reused).
-pub fn serving_pair(
+/// The files of the serving certificate and key (PEM): the given ones, or a
+/// self-signed pair in `<root_dir>/pki/kubelet.{crt,key}` (created once, then
+/// reused).
+pub fn serving_files(
     cert_file: Option<&Path>,
     key_file: Option<&Path>,
     root_dir: &Path,
     node_name: &str,
     ips: &[IpAddr],
-) -> Result<(String, String), TlsError> {
+) -> Result<(PathBuf, PathBuf), TlsError> {
     if let (Some(c), Some(k)) = (cert_file, key_file) {
-        let cert = std::fs::read_to_string(c).map_err(io_err(c))?;
-        let key = std::fs::read_to_string(k).map_err(io_err(k))?;
-        return Ok((cert, key));
+        return Ok((c.to_path_buf(), k.to_path_buf()));
     }
     let dir = root_dir.join("pki");
     let (cert_path, key_path) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
-    if let (Ok(c), Ok(k)) = (
-        std::fs::read_to_string(&cert_path),
-        std::fs::read_to_string(&key_path),
-    ) {
-        return Ok((c, k));
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
     }
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
@@ -88,12 +86,11 @@ pub fn serving_pair(
     params.not_before = rcgen::date_time_ymd(year, month, day);
     params.not_after = rcgen::date_time_ymd(year + 1, month, day);
     let cert = params.self_signed(&key)?;
-    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    write_private(&key_path, &key_pem)?;
-    std::fs::write(&cert_path, &cert_pem).map_err(io_err(&cert_path))?;
+    write_private(&key_path, &key.serialize_pem())?;
+    std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
     tracing::info!(path = %cert_path.display(), "created a self-signed kubelet serving certificate");
-    Ok((cert_pem, key_pem))
+    Ok((cert_path, key_path))
 }
 
 /// Yesterday as (year, month, day); day 28 at most, so that the same day
@@ -116,17 +113,16 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsEr
     Ok(CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The server configuration: `client_ca` verifies client certificates;
-/// connections without one are accepted at TLS and answered 401.
+/// The server configuration serving the certificate in `cert_file` and
+/// `key_file` (re-read when they change); `client_ca` verifies client
+/// certificates; connections without one are accepted at TLS and answered 401.
 pub fn server_config(
-    cert_pem: &str,
-    key_pem: &str,
+    cert_file: PathBuf,
+    key_file: PathBuf,
     client_ca: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain =
-        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let cert = Arc::new(ReloadingCert::load(cert_file, key_file, provider.clone())?);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let mut roots = rustls::RootCertStore::empty();
@@ -134,14 +130,14 @@ pub fn server_config(
         roots.add(cert.clone())?;
     }
     let mut config = if roots.is_empty() {
-        builder.with_no_client_auth().with_single_cert(chain, key)?
+        builder.with_no_client_auth().with_cert_resolver(cert)
     } else {
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .allow_unauthenticated()
             .build()?;
         builder
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)?
+            .with_cert_resolver(cert)
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -155,13 +151,15 @@ mod tests {
     fn self_signed_pair_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let ips = ["10.0.0.5".parse().unwrap()];
-        let (c1, k1) = serving_pair(None, None, dir.path(), "node-a", &ips).unwrap();
-        let (c2, k2) = serving_pair(None, None, dir.path(), "node-a", &ips).unwrap();
-        assert_eq!((c1.clone(), k1.clone()), (c2, k2));
-        assert!(dir.path().join("pki/kubelet.crt").exists());
-        server_config(&c1, &k1, &[]).unwrap();
+        let (c1, k1) = serving_files(None, None, dir.path(), "node-a", &ips).unwrap();
+        let pem = std::fs::read(&c1).unwrap();
+        let (c2, k2) = serving_files(None, None, dir.path(), "node-a", &ips).unwrap();
+        assert_eq!((&c1, &k1), (&c2, &k2));
+        assert_eq!(c1, dir.path().join("pki/kubelet.crt"));
+        assert_eq!(std::fs::read(&c2).unwrap(), pem, "reused, not made again");
+        server_config(c1.clone(), k1.clone(), &[]).unwrap();
         // A CA given for clients switches on client certificate checks.
-        let ca = read_pem_certs(&dir.path().join("pki/kubelet.crt")).unwrap();
-        server_config(&c1, &k1, &ca).unwrap();
+        let ca = read_pem_certs(&c1).unwrap();
+        server_config(c1, k1, &ca).unwrap();
     }
 }

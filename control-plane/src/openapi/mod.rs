@@ -34,6 +34,25 @@ pub fn v2_document_json() -> &'static str {
     &documents().v2
 }
 
+/// The entity tag of `/openapi/v2` in one form (JSON or protobuf): the hash
+/// of its bytes, as `hash` below.
+pub fn v2_etag(protobuf: bool) -> Option<&'static str> {
+    static JSON: OnceLock<String> = OnceLock::new();
+    static PROTOBUF: OnceLock<Option<String>> = OnceLock::new();
+    if protobuf {
+        PROTOBUF
+            .get_or_init(|| v2_protobuf_bytes().map(hash))
+            .as_deref()
+    } else {
+        Some(JSON.get_or_init(|| hash(v2_document_json().as_bytes())))
+    }
+}
+
+/// Upper-case hex SHA-512, as kube-openapi hashes its documents.
+fn hash(bytes: &[u8]) -> String {
+    hex::encode_upper(Sha512::digest(bytes))
+}
+
 pub use v2_protobuf::{V2_PROTOBUF_CONTENT_TYPE, V2_PROTOBUF_MEDIA_TYPES};
 
 /// The form of `/openapi/v2` to serve for the media ranges of an `Accept`
@@ -146,7 +165,7 @@ fn documents() -> &'static Documents {
             .into_iter()
             .map(|(group, version)| {
                 let json = build_v3(&defs, group, version).to_string();
-                let hash = hex::encode_upper(Sha512::digest(json.as_bytes()));
+                let hash = hash(json.as_bytes());
                 (v3_key(group, version), V3Doc { json, hash })
             })
             .collect();

@@ -60,18 +60,6 @@ fn json_bytes(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
     resp
 }
 
-/// A JSON response of bytes kept for the life of the process (served
-/// without a copy).
-fn json_bytes_static(code: u16, body: &'static [u8]) -> Response<Body> {
-    let mut resp = Response::new(Body::from(Bytes::from_static(body)));
-    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
 /// A JSON (or YAML) response.
 fn respond(code: u16, value: &Value, output: Output) -> Response<Body> {
     if output == Output::Yaml
@@ -288,26 +276,7 @@ async fn route_request(
         }
         Route::OpenApiV2 => {
             get_only(req.method())?;
-            let ranges = negotiate::parse_accept(&accept);
-            let protobuf =
-                crate::openapi::v2_wants_protobuf(ranges.iter().map(|r| r.mime.as_str()))
-                    .ok_or_else(ApiError::path_not_found)?;
-            crate::openapi::ready().await;
-            if protobuf {
-                let doc = crate::openapi::v2_document_protobuf()
-                    .await
-                    .ok_or_else(|| {
-                        ApiError::internal("the openapi v2 document could not be encoded")
-                    })?;
-                let mut resp = json_bytes_static(200, doc);
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(crate::openapi::V2_PROTOBUF_CONTENT_TYPE),
-                );
-                return Ok(resp);
-            }
-            let doc = crate::openapi::v2_document_json();
-            Ok(json_bytes_static(200, doc.as_bytes()))
+            super::openapi_http::v2(req.headers()).await
         }
         Route::OpenApiV3Root => {
             get_only(req.method())?;
@@ -316,10 +285,8 @@ async fn route_request(
         }
         Route::OpenApiV3 { group, version } => {
             get_only(req.method())?;
-            crate::openapi::ready().await;
-            let (doc, _) = crate::openapi::v3_group_version_json(&group, &version)
-                .ok_or_else(ApiError::path_not_found)?;
-            Ok(json_bytes_static(200, doc.as_bytes()))
+            let hash = params.get("hash");
+            super::openapi_http::v3(req.headers(), &group, &version, hash, &path).await
         }
         Route::CoreVersions | Route::Groups => {
             get_only(req.method())?;

@@ -10,6 +10,7 @@ pub mod meta;
 pub mod metrics_api;
 pub mod negotiate;
 pub mod objects;
+pub mod openapi_http;
 pub mod proxy;
 pub mod render;
 pub mod reviews;

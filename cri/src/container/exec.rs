@@ -10,6 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
+use super::exec_spec::{ExecSpec, ExecSpecError};
 use super::{exit, libct};
 
 /// Errors of ExecSync.
@@ -25,8 +26,39 @@ pub enum ExecError {
     Timeout { cmd: Vec<String>, seconds: i64 },
     #[error("failed to prepare the terminal of the exec")]
     Console(#[source] std::io::Error),
-    #[error("failed to read the container's process spec")]
-    Spec(#[source] oci_spec::OciSpecError),
+    #[error("failed to build the exec's process")]
+    Spec(#[from] ExecSpecError),
+    #[error("failed to prepare the exec's scratch directory")]
+    Scratch(#[source] std::io::Error),
+}
+
+/// Where an exec runs: the container, libcontainer's state root, the
+/// container's bundle, and a short scratch directory for the exec's process
+/// spec and console socket (unix socket paths must be short).
+#[derive(Debug, Clone)]
+pub struct ExecTarget {
+    pub id: String,
+    pub root: PathBuf,
+    pub bundle: PathBuf,
+    pub scratch: PathBuf,
+}
+
+/// Starts `cmd` in `target` with `stdio`; returns its pid. Blocking.
+fn start(
+    target: &ExecTarget,
+    cmd: &[String],
+    stdio: libct::ExecStdio,
+    tty: bool,
+) -> Result<i32, ExecError> {
+    let spec = ExecSpec::load(&target.bundle, cmd, tty)?;
+    std::fs::create_dir_all(&target.scratch).map_err(ExecError::Scratch)?;
+    let path = target
+        .scratch
+        .join(format!("{:016x}.json", rand::random::<u64>()));
+    spec.write(&path)?;
+    let pid = libct::exec(&target.id, &target.root, &path, stdio, spec.seccomp);
+    let _ = std::fs::remove_file(&path);
+    pid.map_err(ExecError::Start)
 }
 
 /// Output of a finished exec.
@@ -50,12 +82,10 @@ async fn read_all(fd: OwnedFd) -> Vec<u8> {
     out
 }
 
-/// Runs `cmd` in container `id`; `timeout_secs` 0 means no timeout.
+/// Runs `cmd` in `target`; `timeout_secs` 0 means no timeout.
 pub async fn exec_sync(
-    id: String,
-    root: PathBuf,
+    target: ExecTarget,
     cmd: Vec<String>,
-    who: libct::ExecIdentity,
     timeout_secs: i64,
 ) -> Result<ExecOutput, ExecError> {
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
@@ -66,10 +96,9 @@ pub async fn exec_sync(
         stdout: out_w,
         stderr: err_w,
     };
-    let pid = tokio::task::spawn_blocking(move || libct::exec(&id, &root, args, who, stdio))
+    let pid = tokio::task::spawn_blocking(move || start(&target, &args, stdio, false))
         .await
-        .map_err(ExecError::Join)?
-        .map_err(ExecError::Start)?;
+        .map_err(ExecError::Join)??;
     let exited = exit::watch(pid);
     let run = async {
         let (stdout, stderr, code) = tokio::join!(read_all(out_r), read_all(err_r), exited);
@@ -171,36 +200,14 @@ pub struct ExecProcess {
     pub exited: oneshot::Receiver<Option<i32>>,
 }
 
-/// Writes the process.json of a tty exec: the container's process with our
-/// args, a terminal, and TERM=xterm unless set (as containerd does).
-fn write_tty_process(bundle: &Path, cmd: &[String], path: &Path) -> Result<(), ExecError> {
-    let spec =
-        oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(ExecError::Spec)?;
-    let mut process = spec.process().clone().unwrap_or_default();
-    process.set_args(Some(cmd.to_vec()));
-    process.set_terminal(Some(true));
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push("TERM=xterm".into());
-    }
-    process.set_env(Some(env));
-    let json = serde_json::to_vec(&process).map_err(|e| ExecError::Console(e.into()))?;
-    std::fs::write(path, json).map_err(ExecError::Console)
-}
-
-/// Starts `cmd` in container `id` for the streaming server. `scratch` is a
-/// short directory for the console socket (unix socket paths are short).
+/// Starts `cmd` in `target` for the streaming server.
 pub async fn exec_streaming(
-    id: String,
-    root: PathBuf,
-    bundle: PathBuf,
-    scratch: PathBuf,
+    target: ExecTarget,
     cmd: Vec<String>,
-    who: libct::ExecIdentity,
     opts: StreamOptions,
 ) -> Result<ExecProcess, ExecError> {
     if opts.tty {
-        return exec_tty(id, root, bundle, scratch, cmd, who).await;
+        return exec_tty(target, cmd).await;
     }
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecError::Pipe)?;
@@ -215,10 +222,9 @@ pub async fn exec_streaming(
         stdout: out_w,
         stderr: err_w,
     };
-    let pid = tokio::task::spawn_blocking(move || libct::exec(&id, &root, cmd, who, stdio))
+    let pid = tokio::task::spawn_blocking(move || start(&target, &cmd, stdio, false))
         .await
-        .map_err(ExecError::Join)?
-        .map_err(ExecError::Start)?;
+        .map_err(ExecError::Join)??;
     let exited = exit::watch(pid);
     let pipe_err = |e: std::io::Error| {
         ExecError::Pipe(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
@@ -234,24 +240,15 @@ pub async fn exec_streaming(
     Ok(ExecProcess { pid, io, exited })
 }
 
-async fn exec_tty(
-    id: String,
-    root: PathBuf,
-    bundle: PathBuf,
-    scratch: PathBuf,
-    cmd: Vec<String>,
-    who: libct::ExecIdentity,
-) -> Result<ExecProcess, ExecError> {
-    std::fs::create_dir_all(&scratch).map_err(ExecError::Console)?;
-    let name = format!("{:016x}", rand::random::<u64>());
-    let socket = scratch.join(format!("{name}.sock"));
-    let process = scratch.join(format!("{name}.json"));
-    write_tty_process(&bundle, &cmd, &process)?;
+async fn exec_tty(target: ExecTarget, cmd: Vec<String>) -> Result<ExecProcess, ExecError> {
     let started = tokio::task::spawn_blocking(move || {
-        let result = start_with_console(&id, &root, cmd, who, &socket, &process);
+        std::fs::create_dir_all(&target.scratch).map_err(ExecError::Scratch)?;
+        let socket = target
+            .scratch
+            .join(format!("{:016x}.sock", rand::random::<u64>()));
+        let result = start_with_console(&target, &cmd, &socket);
         let _ = std::fs::remove_file(&socket);
-        let _ = std::fs::remove_file(&process);
-        remove_console_links(&root.join(&id), &socket);
+        remove_console_links(&target.root.join(&target.id), &socket);
         result
     })
     .await
@@ -266,19 +263,17 @@ async fn exec_tty(
 }
 
 fn start_with_console(
-    id: &str,
-    root: &Path,
-    cmd: Vec<String>,
-    who: libct::ExecIdentity,
+    target: &ExecTarget,
+    cmd: &[String],
     socket: &Path,
-    process: &Path,
 ) -> Result<(i32, OwnedFd), ExecError> {
     let listener = std::os::unix::net::UnixListener::bind(socket).map_err(ExecError::Console)?;
-    let stdio = libct::ExecStdio::Console {
-        socket: socket.to_path_buf(),
-        process: process.to_path_buf(),
-    };
-    let pid = libct::exec(id, root, cmd, who, stdio).map_err(ExecError::Start)?;
+    let pid = start(
+        target,
+        cmd,
+        libct::ExecStdio::Console(socket.to_path_buf()),
+        true,
+    )?;
     Ok((pid, accept_console(&listener)?))
 }
 

@@ -58,7 +58,8 @@ pub fn watch(pid: i32) -> oneshot::Receiver<Option<i32>> {
     rx
 }
 
-fn alive(pid: i32) -> bool {
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // State is the field after the parenthesised command name; Z = zombie.
         Ok(stat) => stat

@@ -12,6 +12,8 @@ use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 
+use super::exec_spec::SeccompExecutor;
+
 /// `true` while some thread is inside libcontainer.
 static BUSY: Mutex<bool> = Mutex::new(false);
 static RELEASED: Condvar = Condvar::new();
@@ -173,15 +175,6 @@ pub fn delete(id: &str, root: &Path) -> Result<(), LibctError> {
     c.delete(true).map_err(lc("delete container"))
 }
 
-/// Who an exec runs as, and where: the container's own process settings.
-#[derive(Debug, Clone, Default)]
-pub struct ExecIdentity {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub cwd: Option<PathBuf>,
-}
-
 /// How an exec's standard streams are wired.
 pub enum ExecStdio {
     /// Our ends of pipes (or files); no stdin means /dev/null.
@@ -191,22 +184,23 @@ pub enum ExecStdio {
         stderr: OwnedFd,
     },
     /// A pty made inside the container, whose master libcontainer sends to
-    /// the unix socket `socket`; `process` is a process.json with `terminal`.
-    Console { socket: PathBuf, process: PathBuf },
+    /// the unix socket at this path (the process spec has `terminal`).
+    Console(PathBuf),
 }
 
-/// Runs `args` inside container `id` (a libcontainer tenant); returns its pid.
+/// Runs the process spec at `process` inside container `id` (a libcontainer
+/// tenant), with `executor` doing its last step; returns its pid.
 pub fn exec(
     id: &str,
     root: &Path,
-    args: Vec<String>,
-    who: ExecIdentity,
+    process: &Path,
     stdio: ExecStdio,
+    executor: Option<SeccompExecutor>,
 ) -> Result<i32, LibctError> {
     let base = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map_err(lc("set root path"))?;
-    let (base, process) = match stdio {
+    let base = match stdio {
         ExecStdio::Pipes {
             stdin,
             stdout,
@@ -216,27 +210,21 @@ pub fn exec(
                 Some(fd) => fd,
                 None => dev_null()?,
             };
-            (
-                base.with_stdin(stdin)
-                    .with_stdout(stdout)
-                    .with_stderr(stderr),
-                None,
-            )
+            base.with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
         }
-        ExecStdio::Console { socket, process } => {
-            (base.with_console_socket(Some(socket)), Some(process))
-        }
+        ExecStdio::Console(socket) => base.with_console_socket(Some(socket)),
+    };
+    let base = match executor {
+        Some(executor) => base.with_executor(executor),
+        None => base,
     };
     let _guard = lock()?;
     let pid = base
         .as_tenant()
-        .with_user(Some(who.uid))
-        .with_group(Some(who.gid))
-        .with_additional_gids(who.additional_gids)
-        .with_cwd(who.cwd)
         .with_detach(true)
-        .with_process(process)
-        .with_container_args(args)
+        .with_process(Some(process))
         .build()
         .map_err(lc("exec in container"))?;
     Ok(pid.as_raw())

@@ -2,10 +2,11 @@
 //! (`spec`, `user`, `seccomp`), the overlay rootfs (`rootfs`), libcontainer calls
 //! (`libct`), log copying (`logs`), tty consoles kept across restarts (`console`),
 //! exit watching (`exit`, `taskstats`), stats from cgroup files (`stats`) and
-//! exec (`exec`).
+//! exec (`exec`, its process and seccomp filter in `exec_spec`).
 pub mod console;
 pub mod cpu_rate;
 pub mod exec;
+pub mod exec_spec;
 pub mod exit;
 pub mod libct;
 pub mod logs;
