@@ -1,6 +1,6 @@
 //! The Node authorizer and NodeRestriction seen by real kubectl with a
 //! node's credentials (a `system:node:a` client certificate issued through
-//! a kubelet client CSR): a node reads the secrets its bound pods
+//! a kubelet client CSR): a node reads its own pods and the secrets they
 //! reference and nothing else, and writes only its own Node, Lease and
 //! pods, with kube-apiserver's messages.
 
@@ -151,6 +151,35 @@ fn a_node_reaches_only_its_own_objects() {
     }
     let list = fails_as(&server, &kc, &["get", "secrets"], None);
     assert!(list.contains("cannot list resource \"secrets\""), "{list}");
+
+    // Its own pods: by name when bound to it, and lists only scoped to it
+    // (upstream's AuthorizeNodeWithSelectors).
+    ok_as(&server, &kc, &["get", "pod", "web"], None);
+    assert_eq!(
+        fails_as(&server, &kc, &["get", "pod", "other"], None),
+        "Error from server (Forbidden): pods \"other\" is forbidden: User \"system:node:a\" cannot get resource \"pods\" in API group \"\" in the namespace \"default\": no relationship found between node 'a' and this object"
+    );
+    let mine = ok_as(
+        &server,
+        &kc,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=a",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(mine.trim(), "pod/web");
+    let all = fails_as(&server, &kc, &["get", "pods", "-A"], None);
+    assert!(
+        all.contains("cannot list resource \"pods\"")
+            && all.ends_with("can only list/watch pods with spec.nodeName field selector"),
+        "{all}"
+    );
 
     // Its own Node only, and not its restricted labels or taints.
     ok_as(

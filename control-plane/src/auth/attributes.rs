@@ -15,6 +15,8 @@ pub struct ResourceAttributes {
     pub subresource: String,
     pub namespace: String,
     pub name: String,
+    /// The raw `fieldSelector` of a list or watch ("" when none).
+    pub field_selector: String,
 }
 
 /// What is authorized.
@@ -88,6 +90,25 @@ impl Attributes {
             subresource: p.subresource.unwrap_or_default(),
             namespace,
             name,
+            field_selector: if matches!(verb, "list" | "watch") {
+                field_selector.unwrap_or_default().to_string()
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    /// Whether a list/watch is scoped by the field selector requirement
+    /// `field=value` (`=` or `==`), as upstream's `GetFieldSelector`.
+    pub fn selects_field(&self, field: &str, value: &str) -> bool {
+        let Self::Resource(r) = self else {
+            return false;
+        };
+        r.field_selector.split(',').any(|req| {
+            req.split_once("==")
+                .or_else(|| req.split_once('='))
+                .filter(|(f, _)| !f.ends_with('!'))
+                .is_some_and(|(f, v)| f.trim() == field && v.trim() == value)
         })
     }
 

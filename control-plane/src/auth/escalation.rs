@@ -85,6 +85,7 @@ pub fn escalate_authorized(
         subresource: String::new(),
         namespace: namespace.into(),
         name: name.into(),
+        ..Default::default()
     });
     auth.authorize(user, &attrs).allowed
 }
@@ -105,6 +106,7 @@ pub fn bind_authorized(auth: &Auth, user: &UserInfo, role_ref: &RoleRef, namespa
         subresource: String::new(),
         namespace: namespace.into(),
         name: role_ref.name.clone(),
+        ..Default::default()
     });
     auth.authorize(user, &attrs).allowed
 }

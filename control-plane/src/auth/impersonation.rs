@@ -89,6 +89,7 @@ fn resource(resource: &str, namespace: &str, name: &str) -> Attributes {
         subresource: String::new(),
         namespace: namespace.into(),
         name: name.into(),
+        ..Default::default()
     })
 }
 

@@ -3,7 +3,11 @@
 //! in group `system:nodes` may read the secrets, configmaps, PVCs, PVs and
 //! create tokens of the ServiceAccounts its bound pods reference (the
 //! `node_graph`), reach its own Lease, and otherwise do what the static
-//! rules of the `system:node` ClusterRole (`NodeRules()`) allow. Which Node,
+//! rules of the `system:node` ClusterRole (`NodeRules()`) allow. Pods are
+//! read as with AuthorizeNodeWithSelectors: its own, and lists scoped to it.
+//! Nodes stay readable by every node: the agent's flannel watches them all
+//! with the node's credentials (upstream narrows that too, flannel having
+//! its own ServiceAccount). Which Node,
 //! pods and Lease it may write is narrowed further by the NodeRestriction
 //! admission plugin. No I/O.
 
@@ -67,6 +71,7 @@ impl NodeAuthorizer {
                 }
                 ("", "persistentvolumes") => Some(self.get(node, Kind::PersistentVolume, r)),
                 ("", "serviceaccounts") => Some(self.create_token(node, r)),
+                ("", "pods") => Some(self.pod(node, attrs, r)),
                 ("coordination.k8s.io", "leases") => Some(lease(node, r)),
                 _ => None,
             };
@@ -126,6 +131,27 @@ impl NodeAuthorizer {
         self.related(node, kind, r)
     }
 
+    /// Pods as upstream's `authorizePod` (AuthorizeNodeWithSelectors, on
+    /// by default since 1.32): get of a pod bound to the node; list/watch
+    /// only scoped by `spec.nodeName=<node>`; create/delete (mirror pods),
+    /// status writes and evictions, all narrowed by NodeRestriction.
+    fn pod(&self, node: &str, attrs: &Attributes, r: &ResourceAttributes) -> Decision {
+        match (r.subresource.as_str(), r.verb.as_str()) {
+            ("", "get") => self.related(node, Kind::Pod, r),
+            ("", "list" | "watch") => {
+                if attrs.selects_field("spec.nodeName", node) {
+                    Decision::allow("")
+                } else {
+                    Decision::deny("can only list/watch pods with spec.nodeName field selector")
+                }
+            }
+            ("", "create" | "delete") | ("status", "update" | "patch") | ("eviction", "create") => {
+                Decision::allow("")
+            }
+            _ => Decision::deny(""),
+        }
+    }
+
     fn create_token(&self, node: &str, r: &ResourceAttributes) -> Decision {
         if r.verb != "create" || r.name.is_empty() {
             return Decision::deny("can only create tokens for individual service accounts");
@@ -180,6 +206,7 @@ mod tests {
             subresource: sub.into(),
             namespace: ns.into(),
             name: name.into(),
+            ..Default::default()
         })
     }
 
@@ -280,6 +307,77 @@ mod tests {
         assert!(!allowed(&a, &node("a"), &l("list", "kube-node-lease", "")));
     }
 
+    fn scoped(verb: &str, selector: &str) -> Attributes {
+        let Attributes::Resource(mut r) = res(verb, "", "pods", "", "", "") else {
+            unreachable!()
+        };
+        r.field_selector = selector.into();
+        Attributes::Resource(r)
+    }
+
+    #[test]
+    fn a_node_reads_its_own_pods_and_lists_them_only_by_its_node_name() {
+        let a = authorizer();
+        let me = node("a");
+        assert!(allowed(
+            &a,
+            &me,
+            &res("get", "", "pods", "", "default", "web")
+        ));
+        let other = a
+            .authorize(&node("b"), &res("get", "", "pods", "", "default", "web"))
+            .unwrap();
+        assert!(!other.allowed);
+        assert_eq!(
+            other.reason,
+            "no relationship found between node 'b' and this object"
+        );
+        for selector in [
+            "spec.nodeName=a",
+            "spec.nodeName==a",
+            "status.phase=Running,spec.nodeName=a",
+        ] {
+            assert!(allowed(&a, &me, &scoped("watch", selector)), "{selector}");
+            assert!(allowed(&a, &me, &scoped("list", selector)), "{selector}");
+        }
+        for selector in [
+            "",
+            "spec.nodeName=b",
+            "spec.nodeName!=a",
+            "metadata.name=web",
+        ] {
+            let d = a.authorize(&me, &scoped("list", selector)).unwrap();
+            assert!(!d.allowed, "{selector}");
+            assert_eq!(
+                d.reason,
+                "can only list/watch pods with spec.nodeName field selector"
+            );
+        }
+        for (verb, sub) in [
+            ("create", ""),
+            ("delete", ""),
+            ("patch", "status"),
+            ("update", "status"),
+            ("create", "eviction"),
+        ] {
+            assert!(
+                allowed(&a, &me, &res(verb, "", "pods", sub, "default", "web")),
+                "{verb} {sub}"
+            );
+        }
+        for (verb, sub) in [
+            ("update", ""),
+            ("patch", ""),
+            ("get", "log"),
+            ("create", "exec"),
+        ] {
+            assert!(
+                !allowed(&a, &me, &res(verb, "", "pods", sub, "default", "web")),
+                "{verb} {sub}"
+            );
+        }
+    }
+
     #[test]
     fn other_requests_follow_the_system_node_rules() {
         let a = authorizer();
@@ -291,12 +389,7 @@ mod tests {
         assert!(allowed(
             &a,
             &node("a"),
-            &res("watch", "", "pods", "", "", "")
-        ));
-        assert!(allowed(
-            &a,
-            &node("a"),
-            &res("create", "", "pods", "eviction", "d", "p")
+            &res("watch", "", "nodes", "", "", "")
         ));
         assert!(allowed(
             &a,

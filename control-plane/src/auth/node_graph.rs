@@ -19,6 +19,7 @@ pub const PREFIXES: &[&str] = &[PODS, PVCS];
 /// The kinds of object a node may reach through its pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    Pod,
     Secret,
     ConfigMap,
     PersistentVolumeClaim,
@@ -227,10 +228,14 @@ impl Graph {
         self.edges.get(&r).is_some_and(|n| n.contains_key(node))
     }
 
-    /// Whether a pod bound to `node` leads to the object (`namespace` is
-    /// empty for PersistentVolumes).
+    /// Whether the object is a pod bound to `node` or one such pod leads to
+    /// it (`namespace` is empty for PersistentVolumes).
     pub fn has_path(&self, node: &str, kind: Kind, namespace: &str, name: &str) -> bool {
         match kind {
+            Kind::Pod => self
+                .pods
+                .get(&format!("{namespace}/{name}"))
+                .is_some_and(|p| p.node == node),
             Kind::PersistentVolume => self.pv_claims.get(name).is_some_and(|claims| {
                 claims
                     .iter()

@@ -140,6 +140,7 @@ fn spec_attributes(body: &Value, namespace: Option<&str>) -> Attributes {
             .map(str::to_string)
             .unwrap_or_else(|| s(&format!("{ra}/namespace"))),
         name: s(&format!("{ra}/name")),
+        field_selector: s(&format!("{ra}/fieldSelector/rawSelector")),
     })
 }
 
