@@ -245,3 +245,42 @@ fn create_patch_and_edit_like_updates_record_their_managers() {
     ]);
     assert!(managers(&get_json(&s, &["cm", "cfg"])).is_empty());
 }
+
+#[test]
+fn more_than_ten_update_managers_merge_the_oldest_into_ancient_changes() {
+    let s = Server::start();
+    s.ok(&["create", "configmap", "many", "--from-literal=base=1"]);
+    for i in 0..10 {
+        let patch = format!(r#"{{"data":{{"k{i:02}":"v"}}}}"#);
+        let manager = format!("m{i:02}");
+        s.ok(&[
+            "patch",
+            "cm",
+            "many",
+            "--type=merge",
+            "-p",
+            &patch,
+            "--field-manager",
+            &manager,
+        ]);
+    }
+    let obj = get_json(&s, &["cm", "many"]);
+    let mut names: Vec<String> = managers(&obj).into_iter().map(|(m, _, _)| m).collect();
+    names.sort();
+    let mut want: Vec<String> = (1..10).map(|i| format!("m{i:02}")).collect();
+    want.push("ancient-changes".into());
+    want.sort();
+    assert_eq!(names, want, "{obj:#}");
+    let ancient = obj["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["manager"] == "ancient-changes"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ancient["operation"], "Update");
+    assert_eq!(ancient["apiVersion"], "v1");
+    assert_eq!(
+        ancient["fieldsV1"],
+        serde_json::json!({"f:data": {".": {}, "f:base": {}, "f:k00": {}}}),
+        "kubectl-create's and m00's fields"
+    );
+}

@@ -131,7 +131,7 @@ pub fn encode(entries: &[Entry]) -> Value {
     Value::Array(sorted.into_iter().map(encode_entry).collect())
 }
 
-fn seconds(e: &Entry) -> i64 {
+pub(super) fn seconds(e: &Entry) -> i64 {
     e.time
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

@@ -10,6 +10,7 @@
 //! object, removes what the manager stopped applying, and refuses to change
 //! fields other managers own unless forced.
 
+mod cap;
 mod entries;
 mod merge;
 mod path;
@@ -220,6 +221,7 @@ pub fn record_update(
             }),
         }
     }
+    cap::cap_update_managers(&mut list, cap::MAX_UPDATE_MANAGERS);
     store_entries(new, &list);
 }
 
@@ -323,6 +325,7 @@ pub fn apply(
         _ => me.time.clone(),
     };
     list.push(Entry { time, ..me });
+    cap::cap_update_managers(&mut list, cap::MAX_UPDATE_MANAGERS);
     store_entries(&mut merged, &list);
     Ok(merged)
 }
