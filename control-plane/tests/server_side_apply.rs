@@ -284,3 +284,31 @@ fn more_than_ten_update_managers_merge_the_oldest_into_ancient_changes() {
         "kubectl-create's and m00's fields"
     );
 }
+
+#[test]
+fn kubectl_server_side_apply_keeps_the_client_side_annotation_in_step() {
+    let s = Server::start();
+    let cm = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: csa\ndata:\n{data}")
+    };
+    s.ok_stdin(&["apply", "-f", "-"], &cm("  a: \"1\"\n"));
+    s.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &cm("  a: \"1\"\n  c: \"3\"\n"),
+    );
+    let obj = get_json(&s, &["cm", "csa"]);
+    let annotation =
+        obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .expect("the annotation stays");
+    let last: Value = serde_json::from_str(annotation).expect("JSON");
+    assert_eq!(
+        last["data"],
+        serde_json::json!({"a": "1", "c": "3"}),
+        "{annotation}"
+    );
+    // Back to client-side apply without `c`: its three-way patch now removes it.
+    s.ok_stdin(&["apply", "-f", "-"], &cm("  a: \"1\"\n"));
+    let obj = get_json(&s, &["cm", "csa"]);
+    assert_eq!(obj["data"], serde_json::json!({"a": "1"}), "{obj:#}");
+}

@@ -12,6 +12,7 @@
 
 mod cap;
 mod entries;
+pub mod last_applied;
 mod merge;
 mod path;
 mod schema;

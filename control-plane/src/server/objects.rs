@@ -845,8 +845,11 @@ impl Api {
                     if meta::name(&body).is_empty() {
                         set_meta(&mut body, "name", json!(name));
                     }
-                    let body = managed_fields::apply(None, &body, shape, scope, &manager, true)
-                        .map_err(apply_conflict)?;
+                    let mut created =
+                        managed_fields::apply(None, &body, shape, scope, &manager, true)
+                            .map_err(apply_conflict)?;
+                    managed_fields::last_applied::sync(&mut created, &body, manager.name);
+                    let body = created;
                     return self
                         .create_tracked(r, ns, body, opts, Track::Recorded)
                         .await;
@@ -855,9 +858,10 @@ impl Api {
             };
             let (patched, track) = if patch_type == PatchType::Apply {
                 let applied = check_applied(patch_body)?;
-                let merged =
+                let mut merged =
                     managed_fields::apply(Some(&old), applied, shape, scope, &manager, opts.force)
                         .map_err(apply_conflict)?;
+                managed_fields::last_applied::sync(&mut merged, applied, manager.name);
                 (merged, Track::Recorded)
             } else {
                 let patched = apply_patch(r, &old, patch_type, patch_body)?;
