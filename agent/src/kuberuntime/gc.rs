@@ -16,6 +16,7 @@ use cri::proto;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{MIN_GRACE_PERIOD_SECONDS, labels};
+use crate::pod_worker::static_pods::CONFIG_MIRROR_ANNOTATION;
 
 /// Dead containers kept per container name of a pod that still runs:
 /// kubelet's `--maximum-dead-containers-per-container` default. Its other
@@ -37,7 +38,8 @@ pub enum PodStates {
 }
 
 impl PodStates {
-    /// From the pods bound to the node.
+    /// From the pods bound to the node. A mirror pod stands for its static
+    /// pod, whose runtime objects carry the config hash as pod UID.
     pub fn from_pods(pods: &[Pod]) -> Self {
         let running = pods
             .iter()
@@ -45,7 +47,14 @@ impl PodStates {
                 let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
                 !matches!(phase, Some("Succeeded" | "Failed"))
             })
-            .filter_map(|p| p.metadata.uid.clone())
+            .flat_map(|p| {
+                let mirror_of = p
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(CONFIG_MIRROR_ANNOTATION));
+                p.metadata.uid.iter().chain(mirror_of).cloned()
+            })
             .collect();
         PodStates::Running(running)
     }
@@ -465,13 +474,17 @@ mod tests {
             });
             p
         };
+        let mut mirror = pod("mirror", Some("Running"));
+        mirror.metadata.annotations =
+            Some([(CONFIG_MIRROR_ANNOTATION.to_owned(), "static".to_owned())].into());
         let states = PodStates::from_pods(&[
             pod("pending", None),
             pod("web", Some("Running")),
             pod("done", Some("Succeeded")),
             pod("failed", Some("Failed")),
+            mirror,
         ]);
-        assert_eq!(states, running(&["pending", "web"]));
+        assert_eq!(states, running(&["pending", "web", "mirror", "static"]));
         assert!(states.runtime_removable("done"));
         assert!(states.runtime_removable("deleted"));
         assert!(!states.runtime_removable("web"));
