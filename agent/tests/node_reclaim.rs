@@ -173,7 +173,7 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
     cluster.extra_env.extend(
         [
             ("R8S_EVICTION_HARD", "nodefs.available<1Pi"),
-            ("R8S_EVICTION_MONITORING_PERIOD", "2s"),
+            ("R8S_EVICTION_MONITORING_PERIOD", "5s"),
             ("R8S_MINIMUM_IMAGE_TTL_DURATION", "0s"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),

@@ -32,6 +32,9 @@ impl crate::eviction::NodeReclaim for DiskReclaim {
     async fn reclaim_disk(&self, pods: &PodStates) {
         let mut images = self.0.lock().await;
         match gc::delete_all_unused_containers(&images.runtime().cri, pods).await {
+            Ok(removed) if removed == gc::Removed::default() => {
+                tracing::debug!("no unused containers to delete")
+            }
             Ok(removed) => {
                 tracing::info!(
                     containers = removed.containers,
@@ -45,6 +48,7 @@ impl crate::eviction::NodeReclaim for DiskReclaim {
         }
         let deleted = images.delete_unused_images(std::time::Instant::now()).await;
         match deleted {
+            Ok(0) => tracing::debug!("no unused images to delete"),
             Ok(bytes) => {
                 tracing::info!(freed_bytes = bytes, "deleted unused images to reclaim disk")
             }
