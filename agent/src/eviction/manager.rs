@@ -1,11 +1,14 @@
 //! The eviction manager loop (kubelet's `managerImpl.synchronize`): every
 //! monitoring period observe the signals, update the pressure conditions
-//! (node status and admission), and evict at most one pod for the starved
-//! resource through its pod worker.
+//! (node status and admission), and for a threshold that acts say so on the
+//! Node (`EvictionThresholdMet`), reclaim at node level first (disk: dead
+//! containers, then unused images), and if that was not enough evict at most
+//! one pod for the starved resource through its pod worker.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -14,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{EvictionHandle, Termination};
 use super::local_storage;
-use super::message::{REASON, eviction_message};
+use super::message::{REASON, THRESHOLD_MET, eviction_message};
 use super::pressure::{Pressure, PressureTracker, apply_to_health};
 use super::rank::{PodUsages, is_critical, rank, starved_resource};
 use super::reclaim::{NodeReclaim, reclaims};
@@ -24,7 +27,9 @@ use super::thresholds::{
     EvictionThreshold, ThresholdTracker, from_config, observed_quantity, thresholds_met, to_reclaim,
 };
 use crate::config::{Config, EvictionSettings, Signal};
+use crate::image_gc::events::node_event;
 use crate::kuberuntime::events::EventType;
+use crate::kuberuntime::gc::PodStates;
 use crate::node::NodeHealth;
 
 /// Why a pod is evicted.
@@ -65,6 +70,10 @@ pub struct Eviction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub conditions: Vec<Pressure>,
+    /// The signal of the threshold to reclaim (kubelet's
+    /// `thresholdToReclaim`): node-level reclaim comes before `evictions`.
+    /// None when no threshold acts, or pods over their local storage limits go.
+    pub reclaim: Option<Signal>,
     /// Every pod over a local storage limit, else at most one pod for node pressure.
     pub evictions: Vec<Eviction>,
 }
@@ -141,12 +150,14 @@ impl Manager {
         if !over_limits.is_empty() {
             return Decision {
                 conditions,
+                reclaim: None,
                 evictions: over_limits,
             };
         }
         let Some(threshold) = to_reclaim(&actionable) else {
             return Decision {
                 conditions,
+                reclaim: None,
                 evictions: Vec::new(),
             };
         };
@@ -172,6 +183,7 @@ impl Manager {
         });
         Decision {
             conditions,
+            reclaim: Some(threshold.signal),
             evictions: eviction.into_iter().collect(),
         }
     }
@@ -209,15 +221,19 @@ async fn round(ctx: &EvictionContext, manager: &mut Manager) {
     let observations = observe(ctx).await;
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let params = ListParams::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
-    let active: Vec<Pod> = match api.list(&params).await {
-        Ok(list) => list
-            .items
-            .into_iter()
-            .filter(|p| is_active(p, &ctx.handle))
-            .collect(),
+    let (active, pod_states): (Vec<Pod>, PodStates) = match api.list(&params).await {
+        Ok(list) => {
+            let states = PodStates::from_pods(&list.items);
+            let active = list
+                .items
+                .into_iter()
+                .filter(|p| is_active(p, &ctx.handle))
+                .collect();
+            (active, states)
+        }
         Err(err) => {
             tracing::warn!(error = %err, "eviction manager failed to list pods");
-            Vec::new()
+            (Vec::new(), PodStates::Unknown)
         }
     };
     let usages = ctx.stats.usage(&active).await;
@@ -228,12 +244,25 @@ async fn round(ctx: &EvictionContext, manager: &mut Manager) {
     ctx.handle.set_conditions(decision.conditions.clone());
     ctx.health
         .send_if_modified(|h| apply_to_health(h, &decision.conditions));
-    let node_pressure = decision.evictions.first().and_then(|e| match e.cause {
-        Cause::Pressure(signal) => Some(signal),
-        Cause::LocalStorage(_) => None,
-    });
-    if node_pressure.is_some_and(reclaims) && reclaimed_enough(ctx, manager).await {
-        return;
+    if let Some(signal) = decision.reclaim {
+        let resource = starved_resource(signal);
+        if let Some(r) = &ctx.handle.recorder {
+            r.write(node_event(
+                r.node_name(),
+                THRESHOLD_MET,
+                &format!("Attempting to reclaim {resource}"),
+                Timestamp::now(),
+            ));
+        }
+        if reclaims(signal) && reclaimed_enough(ctx, manager, &pod_states).await {
+            return;
+        }
+        if decision.evictions.is_empty() {
+            tracing::error!(
+                resource,
+                "eviction manager: eviction thresholds have been met, but no pods are active to evict"
+            );
+        }
     }
     for e in decision.evictions {
         evict(ctx, e);
@@ -241,13 +270,13 @@ async fn round(ctx: &EvictionContext, manager: &mut Manager) {
 }
 
 /// Kubelet's `reclaimNodeLevelResources`: frees what the node can without
-/// pods, observes again, and says whether every threshold is met no more
-/// (minimum reclaim included).
-async fn reclaimed_enough(ctx: &EvictionContext, manager: &Manager) -> bool {
+/// running pods, observes again, and says whether every threshold is met
+/// no more (minimum reclaim included).
+async fn reclaimed_enough(ctx: &EvictionContext, manager: &Manager, pods: &PodStates) -> bool {
     let Some(reclaim) = &ctx.reclaim else {
         return false;
     };
-    reclaim.reclaim_disk().await;
+    reclaim.reclaim_disk(pods).await;
     if manager.still_met(&observe(ctx).await) {
         return false;
     }
@@ -358,6 +387,7 @@ mod tests {
         let now = Instant::now();
         let d = m.synchronize(now, &low, &pods, &PodUsages::new());
         assert_eq!(d.conditions, vec![Pressure::Disk]);
+        assert_eq!(d.reclaim, Some(Signal::NodeFsAvailable));
         let e = d.evictions.into_iter().next().unwrap();
         assert_eq!(e.pod.metadata.uid.as_deref(), Some("web"));
         assert_eq!(e.grace_period, 0);
@@ -376,6 +406,7 @@ mod tests {
         let d = m.synchronize(now + Duration::from_secs(1), &ok, &pods, &PodUsages::new());
         assert_eq!(d.conditions, vec![Pressure::Disk]);
         assert!(d.evictions.is_empty());
+        assert_eq!(d.reclaim, None, "nothing to reclaim any more");
         let d = m.synchronize(now + Duration::from_secs(6), &ok, &pods, &PodUsages::new());
         assert!(d.conditions.is_empty());
     }
@@ -431,6 +462,70 @@ mod tests {
             [("over", 0, false, "emptydirfs.limit")],
             "critical pods stay"
         );
+    }
+
+    #[test]
+    fn node_level_reclaim_is_due_even_when_only_critical_pods_run() {
+        let mut m = Manager::new(
+            vec![threshold(Signal::ImageFsAvailable, "8Mi", None)],
+            EvictionSettings::default(),
+        );
+        let mut critical = pod("critical", None);
+        if let Some(spec) = critical.spec.as_mut() {
+            spec.priority = Some(crate::eviction::rank::SYSTEM_CRITICAL_PRIORITY);
+        }
+        let low = Observations::from([(
+            Signal::ImageFsAvailable,
+            Observation {
+                available: 1 << 20,
+                capacity: 16 << 20,
+            },
+        )]);
+        let d = m.synchronize(Instant::now(), &low, &[critical], &PodUsages::new());
+        assert_eq!(d.reclaim, Some(Signal::ImageFsAvailable));
+        assert!(d.evictions.is_empty(), "critical pods are never evicted");
+    }
+
+    #[test]
+    fn pods_over_their_limits_go_without_node_level_reclaim() {
+        use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+        let mut m = Manager::new(
+            vec![threshold(Signal::NodeFsAvailable, "8Mi", None)],
+            EvictionSettings::default(),
+        );
+        let mut over = pod("over", None);
+        if let Some(spec) = over.spec.as_mut() {
+            spec.volumes = Some(vec![Volume {
+                name: "scratch".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("1Mi".to_owned())),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]);
+        }
+        let usages = PodUsages::from([(
+            "over".to_owned(),
+            PodUsage {
+                volumes: BTreeMap::from([("scratch".to_owned(), 2 << 20)]),
+                ..PodUsage::default()
+            },
+        )]);
+        let low = Observations::from([(
+            Signal::NodeFsAvailable,
+            Observation {
+                available: 1 << 20,
+                capacity: 16 << 20,
+            },
+        )]);
+        let d = m.synchronize(Instant::now(), &low, &[over], &usages);
+        assert_eq!(
+            d.reclaim, None,
+            "kubelet returns after local storage evictions"
+        );
+        assert_eq!(d.evictions.len(), 1);
     }
 
     #[test]

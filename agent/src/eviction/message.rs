@@ -10,6 +10,10 @@ use crate::quantity::{Format, ParsedQuantity};
 /// Status reason of evicted and rejected pods (upstream `eviction.Reason`).
 pub const REASON: &str = "Evicted";
 
+/// Reason of the Node event of each round that acts on a threshold
+/// (upstream `events.EvictionThresholdMet`), message "Attempting to reclaim <resource>".
+pub const THRESHOLD_MET: &str = "EvictionThresholdMet";
+
 /// `DisruptionTarget` condition reason of pods the kubelet terminates.
 pub const TERMINATION_BY_KUBELET: &str = "TerminationByKubelet";
 

@@ -1,10 +1,10 @@
 //! Node-pressure eviction as kubelet's eviction manager: `signals` observed
 //! every monitoring period -> `thresholds` met -> `pressure` conditions
-//! (node status, `admission`) -> pods over their `local_storage` limits, else
-//! node-level `reclaim` (unused images) for disk, else `rank` the pods -> one
-//! eviction per round (`manager`), carried out by the
-//! pod's worker (`worker`) through the shared `handle`, with kubelet's words
-//! (`message`).
+//! (node status, `admission`) -> pods over their `local_storage` limits,
+//! else node-level `reclaim` (dead containers, then unused images) for
+//! disk, else `rank` the pods -> one eviction per round (`manager`),
+//! carried out by the pod's worker (`worker`) through the shared `handle`,
+//! with kubelet's words (`message`).
 
 pub mod admission;
 pub mod handle;

@@ -1,6 +1,7 @@
 //! The pod worker's side of evictions and admission: before a sync, a pod
 //! the agent terminates is killed (once) and gets its final status; a new
-//! pod is admitted or rejected; a pod already Evicted is never restarted.
+//! pod is admitted or rejected; a pod already Evicted is never restarted,
+//! and no terminal (Succeeded or Failed) pod is synced again.
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
@@ -154,7 +155,7 @@ async fn finish(
 }
 
 /// Runs before each sync of `pod`; true when the pod must not be synced
-/// (terminated by the agent, or rejected now).
+/// (terminated by the agent, rejected now, or terminal).
 pub async fn intercept(ctx: &WorkerContext, pod: &Pod) -> Result<bool, WorkerError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if let Some(t) = ctx.eviction.termination(&uid) {
@@ -168,6 +169,12 @@ pub async fn intercept(ctx: &WorkerContext, pod: &Pod) -> Result<bool, WorkerErr
         if ctx.eviction.mark_killed(&uid) {
             ctx.runtime.kill_pod(&uid, Some(0)).await?;
         }
+        return Ok(true);
+    }
+    if matches!(phase(pod), Some("Succeeded" | "Failed")) {
+        // As kubelet's pod worker, which never syncs a terminated pod again:
+        // the status it reported last stays, and a container the container
+        // GC removed (node-level disk reclaim) is not started anew.
         return Ok(true);
     }
     // Pods past Pending were admitted by an earlier run of the agent.
@@ -202,7 +209,76 @@ pub async fn intercept(ctx: &WorkerContext, pod: &Pod) -> Result<bool, WorkerErr
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::{Arc, Mutex};
+
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use kube::api::PostParams;
+
     use super::*;
+    use crate::node::fake_api;
+    use crate::pod_worker::{FakeRuntime, PodRuntime, sync_pod};
+
+    #[tokio::test]
+    async fn a_terminal_pod_keeps_its_status_when_its_containers_are_gone() {
+        let state = Arc::new(Mutex::new(fake_api::State::default()));
+        let client = fake_api::client(state.clone());
+        let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let completed = ContainerStatus {
+            name: "app".to_owned(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 0,
+                    reason: Some("Completed".to_owned()),
+                    container_id: Some("r8s-cri://gone".to_owned()),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        };
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("done".to_owned());
+        pod.metadata.namespace = Some("default".to_owned());
+        pod.spec = Some(PodSpec {
+            restart_policy: Some("Never".to_owned()),
+            containers: vec![Container {
+                name: "app".to_owned(),
+                image: Some("busybox".to_owned()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        });
+        pod.status = Some(PodStatus {
+            phase: Some("Succeeded".to_owned()),
+            container_statuses: Some(vec![completed]),
+            ..PodStatus::default()
+        });
+        let stored = api.create(&PostParams::default(), &pod).await.unwrap();
+        // The runtime has nothing of the pod: its dead container was removed.
+        let runtime = Arc::new(FakeRuntime::new(Ipv4Addr::new(10, 42, 9, 0)));
+        let ctx = WorkerContext {
+            client,
+            runtime: runtime.clone(),
+            host_ips: Vec::new(),
+            eviction: Arc::default(),
+        };
+        sync_pod(&ctx, &stored).await.unwrap();
+        let uid = stored.metadata.uid.clone().unwrap();
+        assert!(
+            runtime.observed(&uid).await.unwrap().containers.is_empty(),
+            "a terminal pod is not started again"
+        );
+        assert_eq!(api.get("done").await.unwrap().status, stored.status);
+        let patches = state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.starts_with("PATCH"))
+            .count();
+        assert_eq!(patches, 0, "the last reported status stays as it was");
+    }
 
     #[test]
     fn evicted_status_is_failed_with_a_disruption_target_condition() {

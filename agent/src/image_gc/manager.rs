@@ -125,6 +125,11 @@ impl<R: ImageRuntime> Manager<R> {
         &self.policy
     }
 
+    /// The runtime the images are on.
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
     /// One round at `now` (kubelet's `GarbageCollect`); Warning events go
     /// to `events`.
     pub async fn garbage_collect(

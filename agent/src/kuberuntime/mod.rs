@@ -7,6 +7,7 @@
 pub mod container;
 pub mod env;
 pub mod events;
+pub mod gc;
 pub mod images;
 pub mod labels;
 mod lifecycle;

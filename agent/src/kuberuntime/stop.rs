@@ -1,6 +1,7 @@
 //! Stopping (kubelet's `killContainer`/`killPodWithSyncResult`): one
 //! container after its preStop hook within the grace period, a whole pod with
-//! its sandboxes, volumes and cgroups, and pruning of dead container runs.
+//! its sandboxes, volumes and cgroups, and pruning of dead container runs
+//! (removed with their logs by `gc`).
 
 use cri::proto;
 use k8s_openapi::api::core::v1::Pod;
@@ -66,16 +67,12 @@ impl CriRuntime {
         }
     }
 
+    /// Removes the dead runs of one container beyond the newest two, with
+    /// their logs (as kubelet's container GC).
     pub(super) async fn prune_dead(&self, runs: &[proto::ContainerStatus]) {
-        let mut rt = self.cri.runtime.clone();
         for old in runs.iter().skip(2).filter(|s| observe::is_exited(s)) {
-            if let Err(err) = rt
-                .remove_container(proto::RemoveContainerRequest {
-                    container_id: old.id.clone(),
-                })
-                .await
-            {
-                tracing::debug!(container = %old.id, error = %err.message(), "failed to remove dead container");
+            if let Err(err) = gc::remove_container(&self.cri, &old.id).await {
+                tracing::debug!(container = %old.id, error = %err, "failed to remove dead container");
             }
         }
     }
