@@ -23,6 +23,37 @@ fn http_get(ip: &str, port: u16) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// The CRI states of the sandboxes of pod `name` (in the cluster's runtime).
+fn sandbox_states(
+    cluster: &Cluster,
+    name: &str,
+) -> anyhow::Result<Vec<cri::proto::PodSandboxState>> {
+    let socket = cluster.path().join("run").join("cri.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let cri = cri::client::connect_path(&socket).await?;
+        let filter = cri::proto::PodSandboxFilter {
+            label_selector: [("io.kubernetes.pod.name".to_owned(), name.to_owned())].into(),
+            ..Default::default()
+        };
+        let items = cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::proto::ListPodSandboxRequest {
+                filter: Some(filter),
+            })
+            .await?
+            .into_inner()
+            .items;
+        Ok(items
+            .into_iter()
+            .filter_map(|s| cri::proto::PodSandboxState::try_from(s.state).ok())
+            .collect())
+    })
+}
+
 fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
     let image = registry.busybox();
     let out_dir = cluster.host_dir("term")?;
@@ -42,7 +73,7 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
     cluster.apply(&pod(
         cluster,
         "fail",
-        json!({ "restartPolicy": "Never", "containers": [container(&image, "exit 3")] }),
+        json!({ "restartPolicy": "Never", "containers": [container(&image, "echo failing; exit 3")] }),
     ))?;
     let mut term = container(
         &image,
@@ -126,6 +157,18 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
         first_status(&fail)["state"]["terminated"]["reason"],
         "Error"
     );
+    // Its sandbox stops (the address goes back to the pool), while the dead
+    // container and its log stay for kubectl logs.
+    e2e::wait_for(
+        "the fail pod's sandbox to stop",
+        Duration::from_secs(30),
+        || {
+            let states = sandbox_states(cluster, "fail").ok()?;
+            (!states.is_empty() && !states.contains(&cri::proto::PodSandboxState::SandboxReady))
+                .then_some(())
+        },
+    )?;
+    assert_eq!(cluster.kubectl_ok(&["logs", "fail"], None)?, "failing\n");
 
     // (b) A crashing container loops with back-off.
     let crash = wait_pod(

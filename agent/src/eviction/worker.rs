@@ -174,7 +174,11 @@ pub async fn intercept(ctx: &WorkerContext, pod: &Pod) -> Result<bool, WorkerErr
     if matches!(phase(pod), Some("Succeeded" | "Failed")) {
         // As kubelet's pod worker, which never syncs a terminated pod again:
         // the status it reported last stays, and a container the container
-        // GC removed (node-level disk reclaim) is not started anew.
+        // GC removed (node-level disk reclaim) is not started anew. Its
+        // sandbox stops once (the pod's address goes back to the pool).
+        if ctx.eviction.mark_killed(&uid) {
+            ctx.runtime.terminate_pod(&uid).await?;
+        }
         return Ok(true);
     }
     // Pods past Pending were admitted by an earlier run of the agent.

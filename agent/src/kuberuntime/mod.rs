@@ -182,6 +182,11 @@ impl PodRuntime for CriRuntime {
         self.kill(pod_uid, grace_period).await
     }
 
+    #[tracing::instrument(skip(self))]
+    async fn terminate_pod(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+        self.terminate(pod_uid).await
+    }
+
     async fn observed(&self, pod_uid: &str) -> Result<ObservedPod, RuntimeError> {
         self.observe(pod_uid).await
     }

@@ -77,7 +77,9 @@ impl CriRuntime {
         }
     }
 
-    pub(super) async fn kill(&self, uid: &str, grace: Option<i64>) -> Result<(), RuntimeError> {
+    /// Stops the pod's running containers, each given `grace` seconds (`None`:
+    /// the pod's own) after its stop signal.
+    async fn stop_running(&self, uid: &str, grace: Option<i64>) -> Result<(), RuntimeError> {
         let cached = self.lock().pods.get(uid).cloned();
         let pod = cached.as_ref();
         let grace = grace_period(pod, grace);
@@ -95,6 +97,34 @@ impl CriRuntime {
             }
         }))
         .await;
+        Ok(())
+    }
+
+    /// Stops a pod that reached a terminal phase (kubelet's
+    /// SyncTerminatingPod): what still runs is stopped, then the sandboxes
+    /// (network down, address free) and the probes. The dead containers
+    /// and their logs stay for `kubectl logs` until the pod is deleted or
+    /// the container GC removes them.
+    pub(super) async fn terminate(&self, uid: &str) -> Result<(), RuntimeError> {
+        self.stop_running(uid, None).await?;
+        let mut rt = self.cri.runtime.clone();
+        for s in self.sandboxes(uid).await? {
+            if s.state == proto::PodSandboxState::SandboxReady as i32
+                && let Err(err) = rt
+                    .stop_pod_sandbox(proto::StopPodSandboxRequest {
+                        pod_sandbox_id: s.id.clone(),
+                    })
+                    .await
+            {
+                tracing::warn!(sandbox = %s.id, error = %err.message(), "failed to stop sandbox");
+            }
+        }
+        self.probes.remove_pod(uid);
+        Ok(())
+    }
+
+    pub(super) async fn kill(&self, uid: &str, grace: Option<i64>) -> Result<(), RuntimeError> {
+        self.stop_running(uid, grace).await?;
         let sandboxes = self.sandboxes(uid).await?;
         self.remove_sandboxes(&sandboxes).await;
         let dir = crate::volume::pod_dir(&self.config.root_dir, uid);

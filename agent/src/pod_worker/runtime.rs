@@ -39,6 +39,11 @@ pub trait PodRuntime: Send + Sync {
     /// Stops and removes everything of the pod, giving its containers
     /// `grace_period` seconds (`None`: the pod's own) after SIGTERM.
     async fn kill_pod(&self, pod_uid: &str, grace_period: Option<i64>) -> Result<(), RuntimeError>;
+    /// Stops a pod that reached a terminal phase: its containers and
+    /// sandbox stop, the dead containers (and logs) stay.
+    async fn terminate_pod(&self, _pod_uid: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// The pod's current state (empty when unknown).
     async fn observed(&self, pod_uid: &str) -> Result<ObservedPod, RuntimeError>;
     /// Notified when the runtime wants the pod synced before its next
