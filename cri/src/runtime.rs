@@ -716,6 +716,11 @@ impl Runtime {
             .map_err(fail("write runtime spec"))?;
         let log_path = (!sandbox_config.log_directory.is_empty() && !config.log_path.is_empty())
             .then(|| Path::new(&sandbox_config.log_directory).join(&config.log_path));
+        // The file exists from the start, also for a container that prints
+        // nothing (as containerd's).
+        if let Some(p) = &log_path {
+            logs::create_file(p).map_err(fail("create log file"))?;
+        }
         if config.tty {
             return self
                 .create_with_console(id, sandbox, config, image, image_ref, bundle, log_path)

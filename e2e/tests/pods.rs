@@ -199,6 +199,21 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
         Duration::from_secs(60),
         |p| first_status(p)["state"]["running"].is_object(),
     )?;
+    let term_uid = cluster.kubectl_ok(
+        &["get", "pod", "term", "-o", "jsonpath={.metadata.uid}"],
+        None,
+    )?;
+    let term_logs = cluster
+        .path()
+        .join("logs")
+        .join(format!("default_term_{term_uid}"));
+    assert!(
+        term_logs.is_dir(),
+        "{} exists while the pod runs; the log dir has {:?}",
+        term_logs.display(),
+        std::fs::read_dir(cluster.path().join("logs"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
     cluster.kubectl_ok(
         &["delete", "pod", "term", "--grace-period=20", "--wait=false"],
         None,
@@ -219,6 +234,10 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
                 .then_some(())
         },
     )?;
+    // Its log directory goes with it.
+    e2e::wait_for("the term pod's logs to go", Duration::from_secs(20), || {
+        (!term_logs.exists()).then_some(())
+    })?;
 
     // (e) A restarted server+agent adopts the running container.
     cluster.stop()?;

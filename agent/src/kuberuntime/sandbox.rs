@@ -23,6 +23,22 @@ pub fn pod_log_dir(log_root: &Path, pod: &Pod) -> std::path::PathBuf {
     ))
 }
 
+/// The log directories of pod `uid` under `log_root` (`<ns>_<name>_<uid>`;
+/// the pod's name is not needed, so a pod gone from the API is found too).
+pub fn pod_log_dirs_of(log_root: &Path, uid: &str) -> Vec<std::path::PathBuf> {
+    if uid.is_empty() {
+        return Vec::new();
+    }
+    let suffix = format!("_{uid}");
+    std::fs::read_dir(log_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(&suffix)))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// The pod's hostname and domain (kubelet's `GeneratePodHostNameAndDomain`):
 /// `spec.hostname` or the pod name, truncated to 63 characters.
 pub fn hostname(pod: &Pod) -> String {

@@ -129,11 +129,17 @@ impl CriRuntime {
         self.remove_sandboxes(&sandboxes).await;
         let dir = crate::volume::pod_dir(&self.config.root_dir, uid);
         let cgroups = pod_cgroups(&self.config.cgroup_root, uid);
+        // Its logs go with its containers (kubelet's container GC removes the
+        // log directories of deleted or evicted pods).
+        let (log_root, pod_uid) = (self.config.pod_log_dir.clone(), uid.to_owned());
         let _ = tokio::task::spawn_blocking(move || {
             // Memory-backed emptyDirs are mounts: remove_dir_all would
             // empty them but leave the tmpfs mounted.
             crate::volume::tmpfs::unmount_under(&dir);
             let _ = std::fs::remove_dir_all(dir);
+            for d in super::sandbox::pod_log_dirs_of(&log_root, &pod_uid) {
+                let _ = std::fs::remove_dir_all(d);
+            }
             remove_empty_cgroups(&cgroups);
         })
         .await;

@@ -120,6 +120,10 @@ impl CriRuntime {
                     self.remove_sandboxes(&sandboxes).await;
                 }
                 let config = self.sandbox_config(pod, attempt)?;
+                // kubelet makes the pod's log directory before the sandbox.
+                if let Err(err) = tokio::fs::create_dir_all(&config.log_directory).await {
+                    tracing::warn!(dir = %config.log_directory, %err, "cannot create the pod log directory");
+                }
                 let id = self
                     .cri
                     .runtime

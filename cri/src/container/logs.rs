@@ -136,6 +136,18 @@ impl LogFile {
     }
 }
 
+/// Creates the log file at `path` (and its directory) unless it exists.
+pub fn create_file(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+}
+
 /// Opens the reading end of `fifo` now (so the data is not lost), then copies
 /// it into `log` until every writer has closed it.
 pub fn spawn_copier(
