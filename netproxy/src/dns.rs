@@ -1,7 +1,7 @@
 //! Cluster DNS answers (no I/O): what `cluster.local` names resolve to, computed from the same
 //! Service and EndpointSlice caches as the proxy rules, following the Kubernetes DNS spec
 //! (https://github.com/kubernetes/dns/blob/master/docs/specification.md).
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
@@ -64,7 +64,7 @@ pub enum Answer {
     NotOurs,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct ServiceEntry {
     cluster_ip: Option<Ipv4Addr>,
     external_name: Option<String>,
@@ -72,73 +72,136 @@ struct ServiceEntry {
     endpoints: Vec<(Ipv4Addr, Option<String>)>,
     /// Named ports: (name, protocol lowercase, port, endpoint target port).
     ports: Vec<(String, String, u16, Option<u16>)>,
+    /// The reverse names this Service gives (its ClusterIP, its hostnamed endpoints).
+    ptr: Vec<(Ipv4Addr, String)>,
 }
 
-/// An index of the cluster zone built from one snapshot of the caches.
-#[derive(Debug, Default)]
+/// `(namespace, name)` of a Service.
+type ServiceKey = (String, String);
+
+/// An index of the cluster zone, kept per Service: built from a snapshot of
+/// the caches, then changed one Service at a time (`set_service`).
+#[derive(Debug, Clone, Default)]
 pub struct DnsIndex {
     zone: String,
-    services: BTreeMap<(String, String), ServiceEntry>,
-    namespaces: BTreeSet<String>,
-    ptr: BTreeMap<Ipv4Addr, String>,
+    services: BTreeMap<ServiceKey, ServiceEntry>,
+    /// Namespaces with Services, and how many.
+    namespaces: BTreeMap<String, usize>,
+    /// Reverse names by address, each with the Service that gives it (two
+    /// headless Services may name one endpoint; the first answers).
+    ptr: BTreeMap<Ipv4Addr, BTreeMap<ServiceKey, String>>,
 }
 
 fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The Service an EndpointSlice belongs to.
+fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        svc.clone(),
+    ))
+}
+
 impl DnsIndex {
-    /// Builds the index for zone `domain` (e.g. `cluster.local`).
+    /// An empty index for zone `domain` (e.g. `cluster.local`).
+    pub fn new(domain: &str) -> Self {
+        DnsIndex {
+            zone: normalize(domain),
+            ..Default::default()
+        }
+    }
+
+    /// Builds the index for zone `domain` from every Service and EndpointSlice.
     pub fn build<'a>(
         domain: &str,
         services: impl IntoIterator<Item = &'a Service>,
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
     ) -> Self {
-        let mut idx = DnsIndex {
-            zone: normalize(domain),
-            ..Default::default()
-        };
+        let mut by_service: HashMap<ServiceKey, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in slices {
+            if let Some(key) = slice_service(slice) {
+                by_service.entry(key).or_default().push(slice);
+            }
+        }
+        let mut idx = DnsIndex::new(domain);
         for svc in services {
-            let (Some(ns), Some(name), Some(spec)) = (
-                svc.metadata.namespace.clone(),
-                svc.metadata.name.clone(),
-                svc.spec.as_ref(),
-            ) else {
+            let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
                 continue;
             };
-            idx.namespaces.insert(ns.clone());
-            let mut entry = ServiceEntry::default();
-            if spec.type_.as_deref() == Some("ExternalName") {
-                entry.external_name = spec.external_name.as_deref().map(normalize);
-            } else {
-                entry.cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
-            }
-            for p in spec.ports.iter().flatten() {
-                if let (Some(pn), Ok(port)) = (p.name.clone(), u16::try_from(p.port)) {
-                    let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
-                    entry.ports.push((pn, proto, port, None));
+            let key = (ns.clone(), name.clone());
+            let slices = by_service.remove(&key).unwrap_or_default();
+            idx.set_service(key, Some(svc), slices);
+        }
+        idx
+    }
+
+    /// Replaces what Service `key` contributes (`None`: it is gone) with
+    /// what `svc` and its EndpointSlices `slices` give.
+    pub fn set_service<'a>(
+        &mut self,
+        key: ServiceKey,
+        svc: Option<&Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) {
+        if let Some(old) = self.services.remove(&key) {
+            for (ip, _) in &old.ptr {
+                if let Some(names) = self.ptr.get_mut(ip) {
+                    names.remove(&key);
+                    if names.is_empty() {
+                        self.ptr.remove(ip);
+                    }
                 }
             }
-            if let Some(ip) = entry.cluster_ip {
-                idx.ptr.insert(ip, format!("{name}.{ns}.svc.{}", idx.zone));
+            if let Some(n) = self.namespaces.get_mut(&key.0) {
+                *n -= 1;
+                if *n == 0 {
+                    self.namespaces.remove(&key.0);
+                }
             }
-            idx.services.insert((ns, name), entry);
+        }
+        let Some(entry) = svc.and_then(|s| self.entry(&key, s, slices)) else {
+            return;
+        };
+        for (ip, name) in &entry.ptr {
+            self.ptr
+                .entry(*ip)
+                .or_default()
+                .insert(key.clone(), name.clone());
+        }
+        *self.namespaces.entry(key.0.clone()).or_default() += 1;
+        self.services.insert(key, entry);
+    }
+
+    fn entry<'a>(
+        &self,
+        (ns, name): &ServiceKey,
+        svc: &Service,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) -> Option<ServiceEntry> {
+        let spec = svc.spec.as_ref()?;
+        let mut entry = ServiceEntry::default();
+        if spec.type_.as_deref() == Some("ExternalName") {
+            entry.external_name = spec.external_name.as_deref().map(normalize);
+        } else {
+            entry.cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        }
+        for p in spec.ports.iter().flatten() {
+            if let (Some(pn), Ok(port)) = (p.name.clone(), u16::try_from(p.port)) {
+                let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+                entry.ports.push((pn, proto, port, None));
+            }
+        }
+        if let Some(ip) = entry.cluster_ip {
+            entry
+                .ptr
+                .push((ip, format!("{name}.{ns}.svc.{}", self.zone)));
+            return Some(entry);
         }
         for slice in slices {
-            let ns = slice.metadata.namespace.clone().unwrap_or_default();
-            let Some(svc) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            let zone = idx.zone.clone();
-            let Some(entry) = idx.services.get_mut(&(ns.clone(), svc.clone())) else {
-                continue;
-            };
-            if entry.cluster_ip.is_some() || slice.address_type != "IPv4" {
+            if slice.address_type != "IPv4" {
                 continue;
             }
             for (pn, _, _, target) in &mut entry.ports {
@@ -158,17 +221,17 @@ impl DnsIndex {
                         continue;
                     };
                     if let Some(h) = &ep.hostname {
-                        idx.ptr.insert(ip, format!("{h}.{svc}.{ns}.svc.{zone}"));
+                        entry
+                            .ptr
+                            .push((ip, format!("{h}.{name}.{ns}.svc.{}", self.zone)));
                     }
                     entry.endpoints.push((ip, ep.hostname.clone()));
                 }
             }
         }
-        for entry in idx.services.values_mut() {
-            entry.endpoints.sort();
-            entry.endpoints.dedup();
-        }
-        idx
+        entry.endpoints.sort();
+        entry.endpoints.dedup();
+        Some(entry)
     }
 
     /// The zone, e.g. `cluster.local` (no trailing dot).
@@ -199,7 +262,7 @@ impl DnsIndex {
         match labels.as_slice() {
             [] | ["svc"] | ["pod"] => Answer::NoData,
             [ns, "svc"] | [ns, "pod"] => {
-                if self.namespaces.contains(*ns) {
+                if self.namespaces.contains_key(*ns) {
                     Answer::NoData
                 } else {
                     Answer::NxDomain
@@ -328,7 +391,7 @@ impl DnsIndex {
         let Ok(ip) = format!("{a}.{b}.{c}.{d}").parse::<Ipv4Addr>() else {
             return Answer::NotOurs;
         };
-        match (self.ptr.get(&ip), qtype) {
+        match (self.ptr.get(&ip).and_then(|n| n.values().next()), qtype) {
             (None, _) => Answer::NotOurs,
             (Some(n), QueryType::Ptr) => Answer::Records(vec![RecordData::Ptr(format!("{n}."))]),
             (Some(_), _) => Answer::NoData,
@@ -357,6 +420,78 @@ mod tests {
         );
         sl.endpoints[0].hostname = Some("db-0".into());
         DnsIndex::build("cluster.local.", [&web, &headless], [&sl])
+    }
+
+    fn key(ns: &str, name: &str) -> ServiceKey {
+        (ns.into(), name.into())
+    }
+
+    #[test]
+    fn changing_one_service_at_a_time_matches_a_full_build() {
+        let web = service("default", "web", "10.43.0.10", &[("http", 80)]);
+        let mut headless = service("default", "db", "None", &[("pg", 5432)]);
+        headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        let mut sl = slice("default", "db", ("pg", 5432), &[("10.42.0.7", "n1", true)]);
+        sl.endpoints[0].hostname = Some("db-0".into());
+        let other = service("tools", "ci", "10.43.0.11", &[("http", 80)]);
+
+        let mut idx = DnsIndex::build("cluster.local", [&web], []);
+        idx.set_service(key("default", "db"), Some(&headless), [&sl]);
+        idx.set_service(key("tools", "ci"), Some(&other), []);
+        let full = DnsIndex::build("cluster.local", [&web, &headless, &other], [&sl]);
+        assert_eq!(format!("{idx:?}"), format!("{full:?}"));
+
+        // Gone again: its namespace, names and reverse names go with it.
+        idx.set_service(key("tools", "ci"), None, []);
+        assert_eq!(
+            idx.answer("x.tools.svc.cluster.local", QueryType::A),
+            Answer::NxDomain
+        );
+        assert_eq!(
+            idx.answer("tools.svc.cluster.local", QueryType::A),
+            Answer::NxDomain
+        );
+        assert_eq!(
+            idx.answer("11.0.43.10.in-addr.arpa", QueryType::Ptr),
+            Answer::NotOurs
+        );
+        // A headless Service whose endpoint left: no record, no reverse name.
+        idx.set_service(key("default", "db"), Some(&headless), []);
+        assert_eq!(
+            idx.answer("db-0.db.default.svc.cluster.local", QueryType::A),
+            Answer::NxDomain
+        );
+        assert_eq!(
+            idx.answer("7.0.42.10.in-addr.arpa", QueryType::Ptr),
+            Answer::NotOurs
+        );
+        assert_eq!(
+            format!("{idx:?}"),
+            format!(
+                "{:?}",
+                DnsIndex::build("cluster.local", [&web, &headless], [])
+            )
+        );
+    }
+
+    #[test]
+    fn an_address_two_services_name_keeps_the_other_name_when_one_goes() {
+        let mut a = service("default", "a", "None", &[("p", 80)]);
+        a.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        let mut b = a.clone();
+        b.metadata.name = Some("b".into());
+        let mut sa = slice("default", "a", ("p", 80), &[("10.42.0.7", "n1", true)]);
+        sa.endpoints[0].hostname = Some("h".into());
+        let mut sb = slice("default", "b", ("p", 80), &[("10.42.0.7", "n1", true)]);
+        sb.endpoints[0].hostname = Some("h".into());
+        let mut idx = DnsIndex::build("cluster.local", [&a, &b], [&sa, &sb]);
+        idx.set_service(key("default", "a"), None, []);
+        assert_eq!(
+            idx.answer("7.0.42.10.in-addr.arpa", QueryType::Ptr),
+            Answer::Records(vec![RecordData::Ptr(
+                "h.b.default.svc.cluster.local.".into()
+            )])
+        );
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub enum DnsError {
     Accept(#[source] std::io::Error),
 }
 
-/// The index the server answers from; the proxier replaces it on every sync.
+/// The index the server answers from; the proxier replaces it on a full
+/// sync and changes the Services that changed on the others.
 #[derive(Clone, Default)]
 pub struct DnsCache(Arc<RwLock<Arc<DnsIndex>>>);
 
@@ -62,6 +63,13 @@ impl DnsCache {
     pub fn update(&self, index: DnsIndex) {
         if let Ok(mut g) = self.0.write() {
             *g = Arc::new(index);
+        }
+    }
+
+    /// Changes the index in place (a copy only if a query still holds it).
+    pub fn modify(&self, change: impl FnOnce(&mut DnsIndex)) {
+        if let Ok(mut g) = self.0.write() {
+            change(Arc::make_mut(&mut g));
         }
     }
 

@@ -75,6 +75,8 @@ pub struct Syncer {
     /// The model the last successful sync programmed, to find stale UDP flows and what changed.
     last_model: BTreeMap<ServiceKey, Vec<ServicePort>>,
     dns: Option<(String, DnsCache)>,
+    /// The DNS index was built from a full snapshot once.
+    dns_built: bool,
     conntrack: Option<Arc<dyn Conntrack>>,
 }
 
@@ -89,6 +91,7 @@ impl Syncer {
             leftovers: Leftovers::default(),
             last_model: BTreeMap::new(),
             dns: None,
+            dns_built: false,
             conntrack: None,
         }
     }
@@ -146,6 +149,10 @@ impl Syncer {
         if pending.is_empty() && !force_full && self.last.is_some() {
             return Ok(SyncStats::default());
         }
+        // DNS: rebuilt on a full sync (or before its first build), else
+        // changed for the changed Services only.
+        let full_dns = self.dns.is_some()
+            && (force_full || !self.dns_built || matches!(pending, Pending::All));
         let (update, recomputed) = match pending {
             Pending::All => {
                 let model = service_ports(
@@ -156,6 +163,9 @@ impl Syncer {
                 (ModelUpdate::All(model), n)
             }
             Pending::Services(changed) => {
+                if !full_dns {
+                    self.change_dns(&changed, services, slices);
+                }
                 let n = changed.len();
                 let model = changed
                     .into_iter()
@@ -174,14 +184,39 @@ impl Syncer {
             // The consumed changes are not in the kernel: recompute everything next time.
             tracker.resync_all();
         }
-        if self.dns.is_some() {
+        if full_dns {
             self.refresh_dns(&services.state(), &slices.state());
         }
         result
     }
 
-    fn refresh_dns(&self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
+    /// Changes the DNS entries of the `changed` Services only.
+    fn change_dns(
+        &self,
+        changed: &BTreeMap<ServiceKey, Vec<String>>,
+        services: &Store<Service>,
+        slices: &Store<EndpointSlice>,
+    ) {
+        let Some((_, cache)) = &self.dns else {
+            return;
+        };
+        cache.modify(|index| {
+            for (key, names) in changed {
+                let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                let svc = services.get(&ObjectRef::new(name).within(ns));
+                let slices = service_slices(key, names, slices);
+                index.set_service(
+                    (ns.to_owned(), name.to_owned()),
+                    svc.as_deref(),
+                    slices.iter().map(|s| s.as_ref()),
+                );
+            }
+        });
+    }
+
+    fn refresh_dns(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
         if let Some((domain, cache)) = &self.dns {
+            self.dns_built = true;
             cache.update(DnsIndex::build(
                 domain,
                 services.iter().map(|s| s.as_ref()),
@@ -406,13 +441,23 @@ fn model_of(
     let Some(svc) = services.get(&ObjectRef::new(name).within(ns)) else {
         return Vec::new();
     };
-    let slices: Vec<Arc<EndpointSlice>> = slice_names
+    let slices = service_slices(key, slice_names, slices);
+    service_model(&svc, slices.iter().map(|s| s.as_ref()))
+}
+
+/// The EndpointSlices named `slice_names` that belong to Service `key`.
+fn service_slices(
+    key: &ServiceKey,
+    slice_names: &[String],
+    slices: &Store<EndpointSlice>,
+) -> Vec<Arc<EndpointSlice>> {
+    let ns = key.split_once('/').map_or("", |(ns, _)| ns);
+    slice_names
         .iter()
         .filter_map(|n| slices.get(&ObjectRef::new(n).within(ns)))
         // The index may lag behind a slice that moved to another Service.
         .filter(|s| crate::model::slice_service(s).as_ref() == Some(key))
-        .collect();
-    service_model(&svc, slices.iter().map(|s| s.as_ref()))
+        .collect()
 }
 
 /// Drives the watch stream (the reflector has applied each event to its store when it comes

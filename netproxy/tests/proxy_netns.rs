@@ -584,6 +584,44 @@ async fn embedded_run_programs_services_from_a_real_api_server() {
         map.contains("10.43.0.10 . udp . 53"),
         "kube-dns not registered:\n{map}"
     );
+
+    // Cluster DNS follows the Service as it comes and goes (changed one
+    // Service at a time after the first full build).
+    // The DNS server listens on the host's loopback.
+    let dig = move || {
+        Command::new("dig")
+            .args(["@127.0.0.1", "-p"])
+            .arg(dns_port.to_string())
+            .args(["+tries=1", "+time=2", "web.default.svc.cluster.local", "A"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let answered = |want: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = tokio::task::spawn_blocking(dig).await.expect("dig task");
+            if out.contains(want) || Instant::now() > deadline {
+                break out;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let out = answered("10.43.0.50").await;
+    assert!(out.contains("10.43.0.50"), "web not in DNS:\n{out}");
+    let kubeconfig = server.kubeconfig();
+    let deleted = tokio::task::spawn_blocking(move || {
+        kubectl(&kubeconfig, &["delete", "service", "web"], None)
+    })
+    .await
+    .expect("kubectl task");
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let out = answered("status: NXDOMAIN").await;
+    assert!(out.contains("status: NXDOMAIN"), "web still in DNS:\n{out}");
     shutdown.cancel();
     proxy.await.expect("proxy task").expect("proxy run");
 }
