@@ -17,7 +17,6 @@ use crate::container::logs::{self, LogFile};
 use crate::container::{
     self, ContainerRecord, ContainerState, console, exec, exit, libct, rootfs, spec, stats,
 };
-use crate::fs_usage;
 use crate::image::ImageStore;
 use crate::network::{Ipam, hostport, netlink};
 use crate::proto;
@@ -101,6 +100,8 @@ pub struct Runtime {
     /// The hostPort table's appliers and its last applied content.
     hostports: Mutex<HostPortSync>,
     cpu_rates: container::cpu_rate::CpuRates,
+    /// Writable-layer usage, measured at most every 10 s per container.
+    layer_usage: Arc<container::layer_usage::LayerUsage>,
     _shutdown: CancellationToken,
 }
 
@@ -156,6 +157,7 @@ impl Runtime {
             host_net: Mutex::new(None),
             hostports: Mutex::new(HostPortSync::default()),
             cpu_rates: Default::default(),
+            layer_usage: Default::default(),
             _shutdown: shutdown,
         };
         let records: Vec<ContainerRecord> = read_dir_json(&rt.config.root.join("containers"));
@@ -1025,6 +1027,7 @@ impl Runtime {
         let _ = std::fs::remove_file(self.container_record_path(&r.id));
         self.containers.lock().await.remove(&r.id);
         self.cpu_rates.forget(&r.id);
+        self.layer_usage.forget(&r.id);
         info!("container removed");
         Ok(())
     }
@@ -1062,18 +1065,31 @@ impl Runtime {
                 (id, dir)
             })
             .collect();
+        let cache = self.layer_usage.clone();
         tokio::task::spawn_blocking(move || {
-            let now = container::now_nanos();
-            dirs.into_iter()
-                .map(|(id, dir)| {
-                    let u = fs_usage::dir_usage(&dir.join("upper"));
+            let mountpoints: HashMap<String, String> = dirs
+                .iter()
+                .map(|(id, dir)| (id.clone(), dir.display().to_string()))
+                .collect();
+            let uppers = dirs
+                .into_iter()
+                .map(|(id, dir)| (id, dir.join("upper")))
+                .collect();
+            cache
+                .usage(uppers)
+                .into_iter()
+                .map(|(id, m)| {
                     let layer = proto::FilesystemUsage {
-                        timestamp: now,
+                        timestamp: m.at_nanos,
                         fs_id: Some(proto::FilesystemIdentifier {
-                            mountpoint: dir.display().to_string(),
+                            mountpoint: mountpoints.get(&id).cloned().unwrap_or_default(),
                         }),
-                        used_bytes: Some(proto::UInt64Value { value: u.bytes }),
-                        inodes_used: Some(proto::UInt64Value { value: u.inodes }),
+                        used_bytes: Some(proto::UInt64Value {
+                            value: m.usage.bytes,
+                        }),
+                        inodes_used: Some(proto::UInt64Value {
+                            value: m.usage.inodes,
+                        }),
                     };
                     (id, layer)
                 })

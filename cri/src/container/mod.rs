@@ -8,6 +8,7 @@ pub mod cpu_rate;
 pub mod exec;
 pub mod exec_spec;
 pub mod exit;
+pub mod layer_usage;
 pub mod libct;
 pub mod logs;
 pub mod rootfs;
