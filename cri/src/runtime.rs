@@ -209,6 +209,10 @@ impl Runtime {
             }
             rt.containers.lock().await.insert(id, entry);
         }
+        // The kernel still has the table an earlier run made from these same
+        // sandboxes: their UDP flows are current, not stale, so they stay.
+        let restored = rt.ready_host_ports().await;
+        rt.hostports.lock().await.applied = restored;
         if let Err(err) = rt.sync_hostports().await {
             warn!(?err, "cannot restore the hostPort table");
         }
@@ -333,6 +337,20 @@ impl Runtime {
         Ok(id)
     }
 
+    /// The hostPort mappings of every ready sandbox.
+    async fn ready_host_ports(&self) -> Vec<hostport::HostPort> {
+        let sandboxes = self.sandboxes.lock().await;
+        sandboxes
+            .values()
+            .filter(|s| s.state == SandboxState::Ready)
+            .filter_map(|s| {
+                let ip = s.ip.as_deref()?.parse().ok()?;
+                Some(hostport::of_sandbox(ip, &s.config().port_mappings))
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Rewrites the hostPort table from the mappings of every ready sandbox (at start: also
     /// removes a table an earlier run left with no sandbox using it).
     async fn sync_hostports(&self) -> Result<()> {
@@ -340,18 +358,7 @@ impl Runtime {
         // apply in the order they read and each one diffs against the table before it.
         let mut guard = self.hostports.lock().await;
         let sync = &mut *guard;
-        let ports: Vec<hostport::HostPort> = {
-            let sandboxes = self.sandboxes.lock().await;
-            sandboxes
-                .values()
-                .filter(|s| s.state == SandboxState::Ready)
-                .filter_map(|s| {
-                    let ip = s.ip.as_deref()?.parse().ok()?;
-                    Some(hostport::of_sandbox(ip, &s.config().port_mappings))
-                })
-                .flatten()
-                .collect()
-        };
+        let ports = self.ready_host_ports().await;
         let nft = match sync.nft.as_mut() {
             Some(n) => n,
             None => sync

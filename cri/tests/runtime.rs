@@ -473,7 +473,7 @@ async fn send_until(
 #[tokio::test(flavor = "multi_thread")]
 async fn udp_host_port_flows_follow_the_mapping_not_stale_conntrack_entries() {
     require_root!();
-    let env = common::Runtime::start().await;
+    let mut env = common::Runtime::start().await;
     let gateway: std::net::Ipv4Addr = env.gateway().parse().unwrap();
     let host_port = 20000 + rand::random::<u16>() % 20000;
     let mapping = |protocol: proto::Protocol, host_port: u16| proto::PortMapping {
@@ -514,6 +514,18 @@ async fn udp_host_port_flows_follow_the_mapping_not_stale_conntrack_entries() {
         f.reply_src == pod_ip
     })
     .await;
+    // A restarted runtime keeps the flows of mappings that did not change.
+    env.kill_runtime();
+    env.spawn().await;
+    env.sandbox_status(&pod).await;
+    let kept: Vec<_> = udp_flows_to(&conntrack, gateway, host_port)
+        .into_iter()
+        .filter(|f| f.reply_src == pod_ip)
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "the flow to {pod_ip} was flushed by the restart"
+    );
 
     env.runtime()
         .await
