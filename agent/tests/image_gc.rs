@@ -8,7 +8,7 @@
 //! running pod keeps its container, and the shortfall is a
 //! `FreeDiskSpaceFailed` Warning on the Node. Needs root (CI is root).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,30 +16,8 @@ use e2e::cluster::Cluster;
 use e2e::registry::Registry;
 use e2e::scenario::{self, container, first_status, pod, wait_pod};
 
-/// The repo tags of every image the cluster's in-process CRI runtime has.
-fn image_tags(socket: &Path) -> anyhow::Result<Vec<String>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let cri = cri::client::connect_path(socket).await?;
-        let images = cri
-            .image
-            .clone()
-            .list_images(cri::proto::ListImagesRequest { filter: None })
-            .await?
-            .into_inner()
-            .images;
-        Ok(images.into_iter().flat_map(|i| i.repo_tags).collect())
-    })
-}
-
 fn has_image(tags: &[String], image: &str) -> bool {
     tags.iter().any(|t| t == image)
-}
-
-fn cri_socket(cluster: &Cluster) -> PathBuf {
-    cluster.path().join("run").join("cri.sock")
 }
 
 fn gc_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
@@ -75,37 +53,32 @@ fn gc_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()>
     )?;
     let keep_id = first_status(&keep)["containerID"].clone();
     cluster.kubectl_ok(&["delete", "pod", "gone", "--timeout=90s"], None)?;
-    let socket = cri_socket(cluster);
-    let tags = image_tags(&socket).context("CRI ListImages before GC")?;
+    let socket = cluster.cri_socket();
+    let tags = e2e::cri_query::image_tags(&socket).context("CRI ListImages before GC")?;
     anyhow::ensure!(
         has_image(&tags, &pause) && has_image(&tags, &busybox),
         "both images pulled before GC: {tags:?}"
     );
 
     // The same node, now with image GC that always wants space.
-    cluster.extra_env.extend(
-        [
-            ("R8S_IMAGE_GC_HIGH_THRESHOLD", "1"),
-            ("R8S_IMAGE_GC_LOW_THRESHOLD", "0"),
-            ("R8S_MINIMUM_IMAGE_TTL_DURATION", "0s"),
-            ("R8S_IMAGE_GC_PERIOD", "1s"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    cluster.stop()?;
-    cluster.spawn()?;
+    cluster.restart_with_env(&[
+        ("R8S_IMAGE_GC_HIGH_THRESHOLD", "1"),
+        ("R8S_IMAGE_GC_LOW_THRESHOLD", "0"),
+        ("R8S_MINIMUM_IMAGE_TTL_DURATION", "0s"),
+        ("R8S_IMAGE_GC_PERIOD", "1s"),
+    ])?;
 
     let mut last = Vec::new();
     e2e::wait_for(
         "the unused pause image to be removed",
         Duration::from_secs(120),
         || {
-            last = image_tags(&socket).ok()?;
+            last = e2e::cri_query::image_tags(&socket).ok()?;
             (!has_image(&last, &pause)).then_some(())
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}; CRI images: {last:?}"))?;
-    let tags = image_tags(&socket).context("CRI ListImages after GC")?;
+    let tags = e2e::cri_query::image_tags(&socket).context("CRI ListImages after GC")?;
     anyhow::ensure!(
         has_image(&tags, &busybox),
         "the image of the running pod must stay: {tags:?}"

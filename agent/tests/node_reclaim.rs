@@ -13,7 +13,7 @@
 //! pod keeps its Succeeded status and is not started again. Needs root (CI
 //! is root).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,42 +25,6 @@ use serde_json::{Value, json};
 
 /// kubelet's `io.kubernetes.pod.uid` label on CRI objects.
 const POD_UID: &str = "io.kubernetes.pod.uid";
-
-fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
-}
-
-/// Every container the cluster's in-process CRI runtime has.
-fn cri_containers(socket: &Path) -> anyhow::Result<Vec<proto::Container>> {
-    block_on(async {
-        let cri = cri::client::connect_path(socket).await?;
-        Ok(cri
-            .runtime
-            .clone()
-            .list_containers(proto::ListContainersRequest { filter: None })
-            .await?
-            .into_inner()
-            .containers)
-    })
-}
-
-/// The repo tags of every image the runtime has.
-fn image_tags(socket: &Path) -> anyhow::Result<Vec<String>> {
-    block_on(async {
-        let cri = cri::client::connect_path(socket).await?;
-        let images = cri
-            .image
-            .clone()
-            .list_images(proto::ListImagesRequest { filter: None })
-            .await?
-            .into_inner()
-            .images;
-        Ok(images.into_iter().flat_map(|i| i.repo_tags).collect())
-    })
-}
 
 fn of_pod<'a>(containers: &'a [proto::Container], uid: &str) -> Vec<&'a proto::Container> {
     containers
@@ -80,10 +44,6 @@ fn show(containers: &[proto::Container]) -> Vec<String> {
         .collect()
 }
 
-fn cri_socket(cluster: &Cluster) -> PathBuf {
-    cluster.path().join("run").join("cri.sock")
-}
-
 fn condition(node: &Value, kind: &str) -> Value {
     node["status"]["conditions"]
         .as_array()
@@ -94,7 +54,7 @@ fn condition(node: &Value, kind: &str) -> Value {
 fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
     let busybox = registry.busybox();
     let pause = format!("{}/pause:latest", registry.addr);
-    let socket = cri_socket(cluster);
+    let socket = cluster.cri_socket();
     let running = |p: &Value| first_status(p)["state"]["running"].is_object();
 
     cluster.apply(&pod(
@@ -154,7 +114,8 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
         running,
     )?;
 
-    let containers = cri_containers(&socket).context("CRI ListContainers before reclaim")?;
+    let containers =
+        e2e::cri_query::containers(&socket).context("CRI ListContainers before reclaim")?;
     let dead = of_pod(&containers, &done_uid);
     anyhow::ensure!(
         dead.len() == 1 && dead[0].state == proto::ContainerState::ContainerExited as i32,
@@ -162,7 +123,7 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
         show(&containers)
     );
     let dead_id = dead[0].id.clone();
-    let tags = image_tags(&socket).context("CRI ListImages before reclaim")?;
+    let tags = e2e::cri_query::image_tags(&socket).context("CRI ListImages before reclaim")?;
     anyhow::ensure!(
         tags.contains(&pause) && tags.contains(&busybox),
         "both images pulled before reclaim: {tags:?}"
@@ -170,23 +131,18 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
 
     // The same node, now with a disk threshold no node can satisfy (image
     // GC of its own stays off: only the eviction manager removes images).
-    cluster.extra_env.extend(
-        [
-            ("R8S_EVICTION_HARD", "nodefs.available<1Pi"),
-            ("R8S_EVICTION_MONITORING_PERIOD", "5s"),
-            ("R8S_MINIMUM_IMAGE_TTL_DURATION", "0s"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    cluster.stop()?;
-    cluster.spawn()?;
+    cluster.restart_with_env(&[
+        ("R8S_EVICTION_HARD", "nodefs.available<1Pi"),
+        ("R8S_EVICTION_MONITORING_PERIOD", "5s"),
+        ("R8S_MINIMUM_IMAGE_TTL_DURATION", "0s"),
+    ])?;
 
     let mut last = Vec::new();
     e2e::wait_for(
         "the completed pod's dead container to be removed",
         Duration::from_secs(120),
         || {
-            last = cri_containers(&socket).ok()?;
+            last = e2e::cri_query::containers(&socket).ok()?;
             of_pod(&last, &done_uid).is_empty().then_some(())
         },
     )
@@ -201,7 +157,7 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
         "the pause image, used only by the dead container, to be removed",
         Duration::from_secs(60),
         || {
-            tags = image_tags(&socket).ok()?;
+            tags = e2e::cri_query::image_tags(&socket).ok()?;
             (!tags.contains(&pause)).then_some(())
         },
     )
@@ -287,7 +243,8 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
         "critical restarted: {:#}",
         after["status"]
     );
-    let containers = cri_containers(&socket).context("CRI ListContainers after reclaim")?;
+    let containers =
+        e2e::cri_query::containers(&socket).context("CRI ListContainers after reclaim")?;
     let critical_uid = after["metadata"]["uid"].as_str().unwrap_or_default();
     anyhow::ensure!(
         of_pod(&containers, critical_uid)
@@ -300,7 +257,7 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
     // The completed pod keeps the status it had, and is never run again
     // (its worker resyncs every 10 s: give it a few chances).
     for _ in 0..15 {
-        let containers = cri_containers(&socket).context("CRI ListContainers")?;
+        let containers = e2e::cri_query::containers(&socket).context("CRI ListContainers")?;
         anyhow::ensure!(
             of_pod(&containers, &done_uid).is_empty(),
             "the completed pod was started again: {:?}",

@@ -205,6 +205,19 @@ impl Cluster {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Restarts r8s-server (and its agent) with `env` added to its environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.extra_env
+            .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// The socket of the node's in-process r8s-cri.
+    pub fn cri_socket(&self) -> PathBuf {
+        self.path().join("run").join("cri.sock")
+    }
 }
 
 impl Drop for Cluster {

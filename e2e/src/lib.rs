@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cleanup;
 pub mod cluster;
 pub mod containerd;
+pub mod cri_query;
 pub mod kind;
 pub mod kubectl;
 pub mod registry;

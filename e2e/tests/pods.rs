@@ -23,37 +23,6 @@ fn http_get(ip: &str, port: u16) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The CRI states of the sandboxes of pod `name` (in the cluster's runtime).
-fn sandbox_states(
-    cluster: &Cluster,
-    name: &str,
-) -> anyhow::Result<Vec<cri::proto::PodSandboxState>> {
-    let socket = cluster.path().join("run").join("cri.sock");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let cri = cri::client::connect_path(&socket).await?;
-        let filter = cri::proto::PodSandboxFilter {
-            label_selector: [("io.kubernetes.pod.name".to_owned(), name.to_owned())].into(),
-            ..Default::default()
-        };
-        let items = cri
-            .runtime
-            .clone()
-            .list_pod_sandbox(cri::proto::ListPodSandboxRequest {
-                filter: Some(filter),
-            })
-            .await?
-            .into_inner()
-            .items;
-        Ok(items
-            .into_iter()
-            .filter_map(|s| cri::proto::PodSandboxState::try_from(s.state).ok())
-            .collect())
-    })
-}
-
 fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
     let image = registry.busybox();
     let out_dir = cluster.host_dir("term")?;
@@ -163,7 +132,11 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
         "the fail pod's sandbox to stop",
         Duration::from_secs(30),
         || {
-            let states = sandbox_states(cluster, "fail").ok()?;
+            let states: Vec<_> = e2e::cri_query::pod_sandboxes(&cluster.cri_socket(), "fail")
+                .ok()?
+                .into_iter()
+                .map(|s| s.state())
+                .collect();
             (!states.is_empty() && !states.contains(&cri::proto::PodSandboxState::SandboxReady))
                 .then_some(())
         },
