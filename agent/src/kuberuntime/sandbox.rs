@@ -23,6 +23,27 @@ pub fn pod_log_dir(log_root: &Path, pod: &Pod) -> std::path::PathBuf {
     ))
 }
 
+/// The restart count of a container with no status left in the runtime,
+/// from its log directory (kubelet's `calcRestartCountByLogDir`): one past
+/// the highest `N` of its `N.log` files (rotated `N.log.*` too), else 0, so
+/// that a new run neither restarts the count nor appends to an old log.
+pub fn restart_count_from_logs(container_log_dir: &Path) -> u32 {
+    std::fs::read_dir(container_log_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let (n, rest) = name.split_once(".log")?;
+            (rest.is_empty() || rest.starts_with('.')).then_some(())?;
+            n.parse::<u32>().ok()
+        })
+        .map(|n| n.saturating_add(1))
+        .max()
+        .unwrap_or(0)
+}
+
 /// The log directories of pod `uid` under `log_root` (`<ns>_<name>_<uid>`;
 /// the pod's name is not needed, so a pod gone from the API is found too).
 pub fn pod_log_dirs_of(log_root: &Path, uid: &str) -> Vec<std::path::PathBuf> {

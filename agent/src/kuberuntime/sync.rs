@@ -175,7 +175,7 @@ impl CriRuntime {
             let sidecar = c.restart_policy.as_deref() == Some("Always");
             match runs.first() {
                 None => {
-                    let _ = start!(c, 0);
+                    let _ = start!(c, self.first_attempt(pod, c).await);
                     return Ok(());
                 }
                 Some(s) if !observe::is_exited(s) => {
@@ -216,7 +216,7 @@ impl CriRuntime {
             let runs = groups.get(&c.name).map(Vec::as_slice).unwrap_or_default();
             match runs.first() {
                 None => {
-                    let _ = start!(c, 0);
+                    let _ = start!(c, self.first_attempt(pod, c).await);
                 }
                 Some(s) if s.state == proto::ContainerState::ContainerRunning as i32 => {
                     if let Some(restart) = self.kill_unhealthy(pod, c, s, false).await {
@@ -295,5 +295,17 @@ impl CriRuntime {
         }
         self.lock().restart_backoff.next(&uid, &c.name, now);
         true
+    }
+}
+
+impl CriRuntime {
+    /// The attempt of a container that has no run in the sandbox: 0, or one
+    /// past its last log file when runs of it were removed (kubelet's
+    /// `calcRestartCountByLogDir`).
+    async fn first_attempt(&self, pod: &Pod, c: &Container) -> u32 {
+        let dir = super::sandbox::pod_log_dir(&self.config.pod_log_dir, pod).join(&c.name);
+        tokio::task::spawn_blocking(move || super::sandbox::restart_count_from_logs(&dir))
+            .await
+            .unwrap_or(0)
     }
 }
