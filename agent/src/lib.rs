@@ -336,7 +336,12 @@ pub async fn run_with_client(
     });
     tokio::join!(
         node::run_node(client.clone(), ctx.clone(), health_rx, shutdown.clone()),
-        pod_worker::run_pod_workers(workers, &ctx.config.node_name, shutdown.clone()),
+        pod_worker::run_pod_workers(
+            workers,
+            &ctx.config.node_name,
+            ctx.config.pod_manifest_path.clone(),
+            shutdown.clone()
+        ),
         kubelet_api(
             &ctx.config,
             ctx.node_ip,

@@ -22,6 +22,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::runtime::{PodRuntime, RuntimeError};
+use super::static_source::{StaticPods, is_mirror};
 use super::status::{StatusInputs, generate_pod_status};
 
 /// How often a pod is re-synced without any change (kubelet's resync is 1m;
@@ -104,7 +105,12 @@ pub async fn sync_pod(ctx: &WorkerContext, pod: &Pod) -> Result<(), WorkerError>
     if pod.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let patch = json!({ "metadata": { "uid": uid }, "status": status });
+    // A static pod's status goes to its mirror pod (another UID).
+    let patch = if super::static_source::is_static(pod) {
+        json!({ "status": status })
+    } else {
+        json!({ "metadata": { "uid": uid }, "status": status })
+    };
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| WorkerError::Api {
@@ -159,13 +165,18 @@ async fn pod_worker(
     }
 }
 
-/// Watches the pods bound to `node_name` and runs one worker per pod until
-/// `shutdown`.
+/// Watches the pods bound to `node_name` (and reads the static pods of
+/// `manifest_dir`) and runs one worker per pod until `shutdown`.
 pub async fn run_pod_workers(
     ctx: Arc<WorkerContext>,
     node_name: &str,
+    manifest_dir: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
 ) {
+    let mut statics = manifest_dir.map(|d| StaticPods::new(d, node_name));
+    let mut file_check = tokio::time::interval(super::static_source::FILE_CHECK_FREQUENCY);
+    file_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut mirrors_known = false;
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut events = kube::runtime::watcher(api, config)
@@ -174,10 +185,43 @@ pub async fn run_pod_workers(
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut tasks = JoinSet::new();
+    let spawn_worker = |workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
+                        tasks: &mut JoinSet<()>,
+                        uid: String,
+                        pod: Pod| {
+        match workers.get(&uid) {
+            Some(tx) => {
+                tx.send_replace(Some(pod));
+            }
+            None => {
+                let (tx, rx) = watch::channel(Some(pod));
+                workers.insert(uid.clone(), tx);
+                tasks.spawn(pod_worker(ctx.clone(), uid, rx, shutdown.clone()));
+            }
+        }
+    };
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             e = events.next() => e,
+            _ = file_check.tick(), if statics.is_some() => {
+                if let Some(s) = statics.as_mut() {
+                    let update = s.read().await;
+                    for uid in update.removed {
+                        if let Some(tx) = workers.remove(&uid) {
+                            tx.send_replace(None);
+                        }
+                    }
+                    for pod in update.added {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        spawn_worker(&mut workers, &mut tasks, uid, pod);
+                    }
+                    if mirrors_known {
+                        s.reconcile(&ctx.client).await;
+                    }
+                }
+                continue;
+            }
         };
         let event = match event {
             None => break,
@@ -189,20 +233,30 @@ pub async fn run_pod_workers(
         };
         match event {
             Event::Init => listed.clear(),
+            Event::InitApply(pod) | Event::Apply(pod) if is_mirror(&pod) => {
+                // Shown for a static pod, never run: its status feeds that pod's worker.
+                let is_delete = pod.metadata.deletion_timestamp.is_some();
+                if let Some(s) = statics.as_mut() {
+                    if let Some(static_pod) = s.mirror_changed(pod) {
+                        let uid = static_pod.metadata.uid.clone().unwrap_or_default();
+                        spawn_worker(&mut workers, &mut tasks, uid, static_pod);
+                    }
+                    if is_delete && mirrors_known {
+                        s.reconcile(&ctx.client).await;
+                    }
+                }
+            }
             Event::InitApply(pod) | Event::Apply(pod) => {
                 let Some(uid) = pod.metadata.uid.clone() else {
                     continue;
                 };
                 listed.insert(uid.clone());
-                match workers.get(&uid) {
-                    Some(tx) => {
-                        tx.send_replace(Some(pod));
-                    }
-                    None => {
-                        let (tx, rx) = watch::channel(Some(pod));
-                        workers.insert(uid.clone(), tx);
-                        tasks.spawn(pod_worker(ctx.clone(), uid, rx, shutdown.clone()));
-                    }
+                spawn_worker(&mut workers, &mut tasks, uid, pod);
+            }
+            Event::Delete(pod) if is_mirror(&pod) => {
+                if let Some(s) = statics.as_mut() {
+                    s.mirror_deleted(&pod);
+                    s.reconcile(&ctx.client).await;
                 }
             }
             Event::Delete(pod) => {
@@ -220,12 +274,17 @@ pub async fn run_pod_workers(
                 let gone: Vec<String> = workers
                     .keys()
                     .filter(|u| !listed.contains(*u))
+                    .filter(|u| !statics.as_ref().is_some_and(|s| s.contains(u)))
                     .cloned()
                     .collect();
                 for uid in gone {
                     if let Some(tx) = workers.remove(&uid) {
                         tx.send_replace(None);
                     }
+                }
+                mirrors_known = true;
+                if let Some(s) = statics.as_mut() {
+                    s.reconcile(&ctx.client).await;
                 }
             }
         }

@@ -7,6 +7,7 @@ pub mod manager;
 pub mod restart_backoff;
 pub mod runtime;
 pub mod static_pods;
+pub mod static_source;
 pub mod status;
 
 pub use manager::{WorkerContext, run_pod_workers, sync_pod};
