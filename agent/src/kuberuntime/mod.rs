@@ -12,6 +12,7 @@ pub mod images;
 pub mod labels;
 mod lifecycle;
 pub mod observe;
+mod orphans;
 mod pod_status;
 mod probing;
 mod pull;
@@ -189,6 +190,13 @@ impl PodRuntime for CriRuntime {
 
     async fn observed(&self, pod_uid: &str) -> Result<ObservedPod, RuntimeError> {
         self.observe(pod_uid).await
+    }
+
+    async fn orphans(
+        &self,
+        known: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        CriRuntime::orphans(self, known).await
     }
 
     fn sync_signal(&self, pod_uid: &str) -> Option<Arc<tokio::sync::Notify>> {

@@ -29,6 +29,10 @@ use super::status::{StatusInputs, generate_pod_status};
 /// shorter here so runtime state shows up in status sooner).
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(10);
 
+/// Seconds a pod that is no longer known gets to stop (kubelet's
+/// `minimumGracePeriodInSeconds` for pods it has no spec of).
+const ORPHAN_GRACE_PERIOD: i64 = 2;
+
 /// Why one pod sync failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -174,7 +178,8 @@ pub async fn run_pod_workers(
     shutdown: CancellationToken,
 ) {
     let mut statics = manifest_dir.map(|d| StaticPods::new(d, node_name));
-    let mut file_check = tokio::time::interval(super::static_source::FILE_CHECK_FREQUENCY);
+    let period = super::static_source::FILE_CHECK_FREQUENCY;
+    let mut file_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     file_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut mirrors_known = false;
     let api: Api<Pod> = Api::all(ctx.client.clone());
@@ -200,6 +205,13 @@ pub async fn run_pod_workers(
             }
         }
     };
+    // Static pods first, so that the orphan check below knows them.
+    if let Some(s) = statics.as_mut() {
+        for pod in s.read().await.added {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            spawn_worker(&mut workers, &mut tasks, uid, pod);
+        }
+    }
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -281,6 +293,31 @@ pub async fn run_pod_workers(
                     if let Some(tx) = workers.remove(&uid) {
                         tx.send_replace(None);
                     }
+                }
+                // Pods deleted while the agent was down: their runtime objects
+                // and directories go. Listed before any later event can start a
+                // pod, so nothing found here is a pod about to run.
+                let known: HashSet<String> = listed
+                    .iter()
+                    .chain(workers.keys())
+                    .chain(statics.iter().flat_map(|s| s.uids()))
+                    .cloned()
+                    .collect();
+                match ctx.runtime.orphans(&known).await {
+                    Ok(orphans) => {
+                        for uid in orphans {
+                            tracing::info!(pod = %uid, "cleaning up a pod the node no longer has");
+                            let runtime = ctx.runtime.clone();
+                            tasks.spawn(async move {
+                                if let Err(err) =
+                                    runtime.kill_pod(&uid, Some(ORPHAN_GRACE_PERIOD)).await
+                                {
+                                    tracing::warn!(pod = %uid, error = %err, "failed to clean up the pod");
+                                }
+                            });
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "cannot look for orphaned pods"),
                 }
                 mirrors_known = true;
                 if let Some(s) = statics.as_mut() {

@@ -44,6 +44,14 @@ pub trait PodRuntime: Send + Sync {
     async fn terminate_pod(&self, _pod_uid: &str) -> Result<(), RuntimeError> {
         Ok(())
     }
+    /// UIDs of pods the runtime or the disk still holds that are not in
+    /// `known` (deleted while the agent was down).
+    async fn orphans(
+        &self,
+        _known: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
     /// The pod's current state (empty when unknown).
     async fn observed(&self, pod_uid: &str) -> Result<ObservedPod, RuntimeError>;
     /// Notified when the runtime wants the pod synced before its next

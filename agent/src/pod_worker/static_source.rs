@@ -80,6 +80,11 @@ impl StaticPods {
         }
     }
 
+    /// The UIDs of the static pods.
+    pub fn uids(&self) -> impl Iterator<Item = &String> {
+        self.pods.keys()
+    }
+
     /// Whether `uid` is one of the static pods.
     pub fn contains(&self, uid: &str) -> bool {
         self.pods.contains_key(uid)
