@@ -85,32 +85,7 @@ fn gc_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()>
     );
 
     // Usage can never get down to 0%: the node says so.
-    let node = cluster.node_name.clone();
-    let mut events = serde_json::Value::Null;
-    let event = e2e::wait_for(
-        "a FreeDiskSpaceFailed event on the node",
-        Duration::from_secs(60),
-        || {
-            events = cluster
-                .get_json(&[
-                    "get",
-                    "events",
-                    "-n",
-                    "default",
-                    "--field-selector",
-                    "reason=FreeDiskSpaceFailed",
-                ])
-                .ok()?;
-            events["items"]
-                .as_array()?
-                .iter()
-                .find(|e| {
-                    e["involvedObject"]["kind"] == "Node" && e["involvedObject"]["name"] == *node
-                })
-                .cloned()
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{e}; events: {events:#}"))?;
+    let event = scenario::wait_node_event(cluster, "FreeDiskSpaceFailed")?;
     anyhow::ensure!(event["type"] == "Warning", "{event:#}");
     let message = event["message"].as_str().unwrap_or_default();
     anyhow::ensure!(

@@ -204,32 +204,7 @@ fn reclaim_scenario(cluster: &mut Cluster, registry: &Registry) -> anyhow::Resul
         pressure["reason"] == "KubeletHasDiskPressure",
         "{pressure:#}"
     );
-    let mut events = Value::Null;
-    let event = e2e::wait_for(
-        "an EvictionThresholdMet event on the node",
-        Duration::from_secs(60),
-        || {
-            events = cluster
-                .get_json(&[
-                    "get",
-                    "events",
-                    "-n",
-                    "default",
-                    "--field-selector",
-                    "reason=EvictionThresholdMet",
-                ])
-                .ok()?;
-            events["items"]
-                .as_array()?
-                .iter()
-                .find(|e| {
-                    e["involvedObject"]["kind"] == "Node"
-                        && e["involvedObject"]["name"] == *node_name
-                })
-                .cloned()
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{e}; events: {events:#}"))?;
+    let event = scenario::wait_node_event(cluster, "EvictionThresholdMet")?;
     anyhow::ensure!(
         event["type"] == "Warning" && event["message"] == "Attempting to reclaim ephemeral-storage",
         "{event:#}"

@@ -71,3 +71,34 @@ pub fn wait_pod(
     });
     r.map_err(|e| anyhow::anyhow!("{e}; pod {name}: {:#}", last["status"]))
 }
+
+/// Waits (up to a minute) for an Event with `reason` about the cluster's Node; returns it.
+pub fn wait_node_event(cluster: &Cluster, reason: &str) -> anyhow::Result<Value> {
+    let mut events = Value::Null;
+    let selector = format!("reason={reason}");
+    crate::wait_for(
+        &format!("a {reason} event on the node"),
+        Duration::from_secs(60),
+        || {
+            events = cluster
+                .get_json(&[
+                    "get",
+                    "events",
+                    "-n",
+                    "default",
+                    "--field-selector",
+                    &selector,
+                ])
+                .ok()?;
+            events["items"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["involvedObject"]["kind"] == "Node"
+                        && e["involvedObject"]["name"] == cluster.node_name.as_str()
+                })
+                .cloned()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; events: {events:#}"))
+}
