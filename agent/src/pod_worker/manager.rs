@@ -289,17 +289,19 @@ pub async fn run_pod_workers(
                     .filter(|u| !statics.as_ref().is_some_and(|s| s.contains(u)))
                     .cloned()
                     .collect();
-                for uid in gone {
-                    if let Some(tx) = workers.remove(&uid) {
+                for uid in &gone {
+                    if let Some(tx) = workers.remove(uid) {
                         tx.send_replace(None);
                     }
                 }
                 // Pods deleted while the agent was down: their runtime objects
                 // and directories go. Listed before any later event can start a
                 // pod, so nothing found here is a pod about to run.
+                // (The vanished ones above are being killed by their workers.)
                 let known: HashSet<String> = listed
                     .iter()
                     .chain(workers.keys())
+                    .chain(&gone)
                     .chain(statics.iter().flat_map(|s| s.uids()))
                     .cloned()
                     .collect();
