@@ -312,3 +312,49 @@ fn kubectl_server_side_apply_keeps_the_client_side_annotation_in_step() {
     let obj = get_json(&s, &["cm", "csa"]);
     assert_eq!(obj["data"], serde_json::json!({"a": "1"}), "{obj:#}");
 }
+
+#[test]
+fn moving_from_client_side_to_server_side_apply_takes_over_what_was_applied() {
+    let s = Server::start();
+    let cm = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: move\ndata:\n{data}")
+    };
+    s.ok_stdin(&["apply", "-f", "-"], &cm("  a: \"1\"\n  b: \"2\"\n"));
+    // `b` changed by someone else since: that one stays a conflict.
+    s.ok(&[
+        "patch",
+        "cm",
+        "move",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"3"}}"#,
+        "--field-manager",
+        "other",
+    ]);
+    let ssa = ["apply", "--server-side", "-f", "-"];
+    let out = s.kubectl_stdin(&ssa, &cm("  a: \"10\"\n  b: \"20\"\n"));
+    assert!(!out.status.success(), "b must still conflict");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conflict with \"other\"")
+            && err.contains(".data.b")
+            && !err.contains(".data.a"),
+        "{err}"
+    );
+    // What the last client-side apply set and nobody changed moves over.
+    s.ok_stdin(&ssa, &cm("  a: \"10\"\n  b: \"3\"\n"));
+    let obj = get_json(&s, &["cm", "move"]);
+    assert_eq!(obj["data"], serde_json::json!({"a": "10", "b": "3"}));
+    let kubectl = obj["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["manager"] == "kubectl" && e["operation"] == "Apply")
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        kubectl["fieldsV1"]["f:data"]["f:a"].is_object(),
+        "kubectl's apply owns data.a: {obj:#}"
+    );
+}

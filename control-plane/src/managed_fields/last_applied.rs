@@ -1,10 +1,17 @@
-//! Keeps client-side apply's annotation in step with server-side apply
-//! (upstream's `lastAppliedUpdater`): when `kubectl` applies server-side
-//! to an object that has `kubectl.kubernetes.io/last-applied-configuration`,
-//! the annotation becomes the applied configuration, so a later client-side
-//! `kubectl apply` computes its three-way patch from what was applied last.
+//! Client-side apply's annotation beside server-side apply, for `kubectl`'s
+//! own server-side apply only (another field manager opts out, as upstream):
+//! - `sync` (upstream's `lastAppliedUpdater`): when `kubectl` applies
+//!   server-side to an object that has
+//!   `kubectl.kubernetes.io/last-applied-configuration`, the annotation
+//!   becomes the applied configuration, so a later client-side `kubectl apply`
+//!   computes its three-way patch from what was applied last;
+//! - `allowed_conflicts` (upstream's `lastAppliedManager`): moving from
+//!   client-side to server-side apply does not conflict on the fields the last
+//!   client-side apply set and the object still has as it set them.
 
 use serde_json::Value;
+
+use super::{Conflict, Scope, Shape, path, tracked, walk};
 
 pub const ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Only kubectl's own server-side apply syncs it; another field manager
@@ -36,6 +43,41 @@ pub fn sync(merged: &mut Value, applied: &Value, manager: &str) {
     annotations.insert(ANNOTATION.into(), Value::String(config.to_string()));
 }
 
+/// The conflicts of `kubectl`'s server-side apply to `live` that remain
+/// once those on fields its last client-side apply set, to the value `live`
+/// still has, are let through (all of them for another manager or without
+/// the annotation). None left: the apply goes on as if forced.
+pub fn remaining_conflicts(
+    live: &Value,
+    conflicts: Vec<Conflict>,
+    shape: Shape,
+    scope: Scope,
+    manager: &str,
+) -> Vec<Conflict> {
+    if manager != SYNCING_MANAGER {
+        return conflicts;
+    }
+    let Some(last) = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ANNOTATION))
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    else {
+        return conflicts;
+    };
+    let (last, live) = (tracked(&last, scope), tracked(live, scope));
+    let mut allowed = walk::to_set(&last, shape);
+    let cmp = walk::compare(Some(&last), Some(&live), shape);
+    allowed.subtract(&cmp.changed());
+    allowed.subtract(&cmp.removed);
+    let allowed: std::collections::HashSet<String> =
+        allowed.paths().iter().map(|p| path::display(p)).collect();
+    conflicts
+        .into_iter()
+        .filter(|c| !allowed.contains(&c.field))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -56,6 +98,34 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "annotations": {"x": "y"}}, "data": {"a": "1"}})
         );
         assert_eq!(merged["metadata"]["annotations"]["x"], "y");
+    }
+
+    #[test]
+    fn conflicts_on_what_client_side_apply_set_and_nobody_changed_go_away() {
+        let last = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "annotations": {ANNOTATION: last.to_string()}}, "data": {"a": "1", "b": "3"}});
+        let conflict = |field: &str| Conflict {
+            manager: "\"kubectl-client-side-apply\" using v1".into(),
+            field: field.into(),
+        };
+        let shape = Shape::root("v1", "ConfigMap");
+        let scope = Scope::Main {
+            ignore_status: true,
+        };
+        let both = vec![conflict(".data.a"), conflict(".data.b")];
+        assert_eq!(
+            remaining_conflicts(&live, both.clone(), shape, scope, "kubectl"),
+            [conflict(".data.b")]
+        );
+        assert_eq!(
+            remaining_conflicts(&live, both.clone(), shape, scope, "helm"),
+            both
+        );
+        let bare = json!({"metadata": {"name": "c"}, "data": {"a": "1"}});
+        assert_eq!(
+            remaining_conflicts(&bare, both.clone(), shape, scope, "kubectl"),
+            both
+        );
     }
 
     #[test]

@@ -858,9 +858,32 @@ impl Api {
             };
             let (patched, track) = if patch_type == PatchType::Apply {
                 let applied = check_applied(patch_body)?;
-                let mut merged =
-                    managed_fields::apply(Some(&old), applied, shape, scope, &manager, opts.force)
-                        .map_err(apply_conflict)?;
+                let mut merged = match managed_fields::apply(
+                    Some(&old),
+                    applied,
+                    shape,
+                    scope,
+                    &manager,
+                    opts.force,
+                ) {
+                    // Moving from client-side apply: what it applied moves over.
+                    Err(managed_fields::ApplyError::Conflicts(c)) => {
+                        let left = managed_fields::last_applied::remaining_conflicts(
+                            &old,
+                            c,
+                            shape,
+                            scope,
+                            manager.name,
+                        );
+                        if left.is_empty() {
+                            managed_fields::apply(Some(&old), applied, shape, scope, &manager, true)
+                        } else {
+                            Err(managed_fields::ApplyError::Conflicts(left))
+                        }
+                    }
+                    result => result,
+                }
+                .map_err(apply_conflict)?;
                 managed_fields::last_applied::sync(&mut merged, applied, manager.name);
                 (merged, Track::Recorded)
             } else {
