@@ -163,15 +163,23 @@ impl Syncer {
                 (ModelUpdate::All(model), n)
             }
             Pending::Services(changed) => {
+                let changed: Vec<ChangedService> = changed
+                    .into_iter()
+                    .map(|(key, names)| read_changed(key, &names, services, slices))
+                    .collect();
                 if !full_dns {
-                    self.change_dns(&changed, services, slices);
+                    self.change_dns(&changed);
                 }
                 let n = changed.len();
                 let model = changed
                     .into_iter()
-                    .map(|(key, names)| {
-                        let ports = model_of(&key, &names, services, slices);
-                        (key, ports)
+                    .map(|c| {
+                        let ports = c
+                            .svc
+                            .as_ref()
+                            .map(|svc| service_model(svc, c.slices.iter().map(|s| s.as_ref())))
+                            .unwrap_or_default();
+                        (c.key, ports)
                     })
                     .collect();
                 (ModelUpdate::Some(model), n)
@@ -191,24 +199,17 @@ impl Syncer {
     }
 
     /// Changes the DNS entries of the `changed` Services only.
-    fn change_dns(
-        &self,
-        changed: &BTreeMap<ServiceKey, Vec<String>>,
-        services: &Store<Service>,
-        slices: &Store<EndpointSlice>,
-    ) {
+    fn change_dns(&self, changed: &[ChangedService]) {
         let Some((_, cache)) = &self.dns else {
             return;
         };
         cache.modify(|index| {
-            for (key, names) in changed {
-                let (ns, name) = key.split_once('/').unwrap_or(("", key));
-                let svc = services.get(&ObjectRef::new(name).within(ns));
-                let slices = service_slices(key, names, slices);
+            for c in changed {
+                let (ns, name) = c.key.split_once('/').unwrap_or(("", &c.key));
                 index.set_service(
                     (ns.to_owned(), name.to_owned()),
-                    svc.as_deref(),
-                    slices.iter().map(|s| s.as_ref()),
+                    c.svc.as_deref(),
+                    c.slices.iter().map(|s| s.as_ref()),
                 );
             }
         });
@@ -431,18 +432,27 @@ fn merge(
 }
 
 /// The model of one Service from the stores: the Service and its EndpointSlices by name.
-fn model_of(
-    key: &ServiceKey,
+/// A changed Service as the stores have it now (`None`: deleted), with its
+/// EndpointSlices: read once for both the rules and cluster DNS.
+struct ChangedService {
+    key: ServiceKey,
+    svc: Option<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+}
+
+fn read_changed(
+    key: ServiceKey,
     slice_names: &[String],
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
-) -> Vec<ServicePort> {
-    let (ns, name) = key.split_once('/').unwrap_or(("", key));
-    let Some(svc) = services.get(&ObjectRef::new(name).within(ns)) else {
-        return Vec::new();
+) -> ChangedService {
+    let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+    let svc = services.get(&ObjectRef::new(name).within(ns));
+    let slices = match svc {
+        Some(_) => service_slices(&key, slice_names, slices),
+        None => Vec::new(),
     };
-    let slices = service_slices(key, slice_names, slices);
-    service_model(&svc, slices.iter().map(|s| s.as_ref()))
+    ChangedService { key, svc, slices }
 }
 
 /// The EndpointSlices named `slice_names` that belong to Service `key`.
