@@ -70,7 +70,7 @@ impl PodStates {
 
 /// The pod of a runtime object kubelet made; objects without one are not
 /// ours and never touched.
-fn pod_uid(labels: &HashMap<String, String>) -> Option<&str> {
+pub(super) fn pod_uid(labels: &HashMap<String, String>) -> Option<&str> {
     labels
         .get(labels::POD_UID)
         .map(String::as_str)

@@ -8,6 +8,8 @@ use std::path::Path;
 
 use cri::proto;
 
+use super::gc::pod_uid;
+use super::sandbox::log_dir_uid;
 use super::*;
 
 impl CriRuntime {
@@ -27,7 +29,11 @@ impl CriRuntime {
             .map_err(call_err("ListPodSandbox"))?
             .into_inner()
             .items;
-        found.extend(sandboxes.iter().filter_map(|s| pod_uid(&s.labels)));
+        found.extend(
+            sandboxes
+                .iter()
+                .filter_map(|s| pod_uid(&s.labels).map(str::to_owned)),
+        );
         let containers = self
             .cri
             .runtime
@@ -37,7 +43,11 @@ impl CriRuntime {
             .map_err(call_err("ListContainers"))?
             .into_inner()
             .containers;
-        found.extend(containers.iter().filter_map(|c| pod_uid(&c.labels)));
+        found.extend(
+            containers
+                .iter()
+                .filter_map(|c| pod_uid(&c.labels).map(str::to_owned)),
+        );
         let (pods_dir, logs_dir) = (
             self.config.root_dir.join("pods"),
             self.config.pod_log_dir.clone(),
@@ -58,13 +68,6 @@ impl CriRuntime {
     }
 }
 
-fn pod_uid(labels: &std::collections::HashMap<String, String>) -> Option<String> {
-    labels
-        .get(labels::POD_UID)
-        .filter(|u| !u.is_empty())
-        .cloned()
-}
-
 fn dir_names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .into_iter()
@@ -73,23 +76,4 @@ fn dir_names(dir: &Path) -> Vec<String> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| e.file_name().into_string().ok())
         .collect()
-}
-
-/// The pod UID of a log directory `<namespace>_<name>_<uid>`.
-fn log_dir_uid(name: &str) -> Option<&str> {
-    let (_, uid) = name.rsplit_once('_')?;
-    (!uid.is_empty()).then_some(uid)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_directory_names_its_pod_uid_last() {
-        assert_eq!(log_dir_uid("default_web_1234-abcd"), Some("1234-abcd"));
-        assert_eq!(log_dir_uid("kube-system_my_pod_uid9"), Some("uid9"));
-        assert_eq!(log_dir_uid("nouid"), None);
-        assert_eq!(log_dir_uid("ns_name_"), None);
-    }
 }

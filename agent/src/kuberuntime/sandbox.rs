@@ -50,14 +50,19 @@ pub fn pod_log_dirs_of(log_root: &Path, uid: &str) -> Vec<std::path::PathBuf> {
     if uid.is_empty() {
         return Vec::new();
     }
-    let suffix = format!("_{uid}");
     std::fs::read_dir(log_root)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(&suffix)))
+        .filter(|e| e.file_name().to_str().and_then(log_dir_uid) == Some(uid))
         .map(|e| e.path())
         .collect()
+}
+
+/// The pod UID of a log directory `<namespace>_<name>_<uid>` (UIDs hold no `_`).
+pub fn log_dir_uid(name: &str) -> Option<&str> {
+    let (_, uid) = name.rsplit_once('_')?;
+    (!uid.is_empty()).then_some(uid)
 }
 
 /// The pod's hostname and domain (kubelet's `GeneratePodHostNameAndDomain`):
@@ -187,6 +192,53 @@ mod tests {
     use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec};
 
     use super::*;
+
+    #[test]
+    fn restart_count_continues_after_the_highest_log_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(restart_count_from_logs(&dir.path().join("missing")), 0);
+        assert_eq!(restart_count_from_logs(dir.path()), 0);
+        for f in [
+            "0.log",
+            "2.log.20261127-010203",
+            "x.log",
+            "1.logs",
+            "10.txt",
+        ] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("7.log")).unwrap();
+        assert_eq!(restart_count_from_logs(dir.path()), 3);
+    }
+
+    #[test]
+    fn a_log_directory_names_its_pod_uid_last() {
+        assert_eq!(log_dir_uid("default_web_1234-abcd"), Some("1234-abcd"));
+        assert_eq!(log_dir_uid("kube-system_my_pod_uid9"), Some("uid9"));
+        assert_eq!(log_dir_uid("nouid"), None);
+        assert_eq!(log_dir_uid("ns_name_"), None);
+    }
+
+    #[test]
+    fn log_dirs_of_a_pod_are_found_by_uid_alone() {
+        let root = tempfile::tempdir().unwrap();
+        for d in [
+            "default_web_u1",
+            "kube-system_dns_u1",
+            "default_web_u12",
+            "default_u1_x",
+        ] {
+            std::fs::create_dir(root.path().join(d)).unwrap();
+        }
+        let mut found: Vec<_> = pod_log_dirs_of(root.path(), "u1")
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        assert_eq!(found, ["default_web_u1", "kube-system_dns_u1"]);
+        assert!(pod_log_dirs_of(root.path(), "").is_empty());
+        assert!(pod_log_dirs_of(&root.path().join("missing"), "u1").is_empty());
+    }
 
     #[test]
     fn sandbox_config_follows_kubelet() {
