@@ -1074,22 +1074,13 @@ impl Runtime {
             .collect();
         let cache = self.layer_usage.clone();
         tokio::task::spawn_blocking(move || {
-            let mountpoints: HashMap<String, String> = dirs
-                .iter()
-                .map(|(id, dir)| (id.clone(), dir.display().to_string()))
-                .collect();
-            let uppers = dirs
-                .into_iter()
-                .map(|(id, dir)| (id, dir.join("upper")))
-                .collect();
-            cache
-                .usage(uppers)
-                .into_iter()
-                .map(|(id, m)| {
+            dirs.into_iter()
+                .map(|(id, dir)| {
+                    let m = cache.measure(&id, &dir.join("upper"));
                     let layer = proto::FilesystemUsage {
                         timestamp: m.at_nanos,
                         fs_id: Some(proto::FilesystemIdentifier {
-                            mountpoint: mountpoints.get(&id).cloned().unwrap_or_default(),
+                            mountpoint: dir.display().to_string(),
                         }),
                         used_bytes: Some(proto::UInt64Value {
                             value: m.usage.bytes,

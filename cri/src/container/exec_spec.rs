@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use caps::{CapSet, Capability};
+use libcontainer::capabilities::CapabilityExt;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use oci_spec::runtime::{Capability as SpecCapability, LinuxSeccomp, Process, Spec};
@@ -104,7 +105,7 @@ fn lend(process: &mut Process, borrowed: &[Capability]) {
     let mut caps = process.capabilities().clone().unwrap_or_default();
     let add = |set: &Option<oci_spec::runtime::Capabilities>| {
         let mut set = set.clone().unwrap_or_default();
-        set.extend(borrowed.iter().map(|c| to_spec(*c)));
+        set.extend(borrowed.iter().map(|c| SpecCapability::from_cap(*c)));
         Some(set)
     };
     let (bounding, effective, permitted) = (
@@ -116,13 +117,6 @@ fn lend(process: &mut Process, borrowed: &[Capability]) {
         .set_effective(effective)
         .set_permitted(permitted);
     process.set_capabilities(Some(caps));
-}
-
-fn to_spec(cap: Capability) -> SpecCapability {
-    match cap {
-        Capability::CAP_SYS_ADMIN => SpecCapability::SysAdmin,
-        _ => SpecCapability::Setpcap,
-    }
 }
 
 /// Runs in the exec'd process after libcontainer set it up: gives back the

@@ -3,7 +3,7 @@
 //! refreshes snapshot usage every 10 s (`stats_collect_period`): the agent's
 //! eviction rounds, `/stats/summary` and `/metrics/resource` share one walk.
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,28 +46,23 @@ impl LayerUsage {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The usage of each container `(id, upper dir)`, walking only the dirs
-    /// whose last measurement is older than the maximum age. Blocking.
-    pub fn usage(&self, dirs: Vec<(String, PathBuf)>) -> Vec<(String, Measured)> {
-        dirs.into_iter()
-            .map(|(id, dir)| {
-                let fresh = self
-                    .lock()
-                    .get(&id)
-                    .filter(|m| m.taken.elapsed() < self.max_age)
-                    .copied();
-                let m = fresh.unwrap_or_else(|| {
-                    let m = Measured {
-                        usage: fs_usage::dir_usage(&dir),
-                        at_nanos: super::now_nanos(),
-                        taken: Instant::now(),
-                    };
-                    self.lock().insert(id.clone(), m);
-                    m
-                });
-                (id, m)
-            })
-            .collect()
+    /// The usage of container `id`'s writable layer `upper`, walked only when
+    /// its last measurement is older than the maximum age. Blocking.
+    pub fn measure(&self, id: &str, upper: &Path) -> Measured {
+        let fresh = self
+            .lock()
+            .get(id)
+            .filter(|m| m.taken.elapsed() < self.max_age)
+            .copied();
+        fresh.unwrap_or_else(|| {
+            let m = Measured {
+                usage: fs_usage::dir_usage(upper),
+                at_nanos: super::now_nanos(),
+                taken: Instant::now(),
+            };
+            self.lock().insert(id.to_owned(), m);
+            m
+        })
     }
 
     /// Drops a removed container's measurement.
@@ -84,22 +79,21 @@ mod tests {
     fn a_layer_is_walked_again_only_after_the_maximum_age() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), vec![1u8; 8192]).unwrap();
-        let dirs = || vec![("c1".to_string(), dir.path().to_path_buf())];
 
         let cached = LayerUsage::new(Duration::from_secs(3600));
-        let first = cached.usage(dirs())[0].1;
+        let first = cached.measure("c1", dir.path());
         std::fs::write(dir.path().join("b"), vec![1u8; 8192]).unwrap();
-        let again = cached.usage(dirs())[0].1;
+        let again = cached.measure("c1", dir.path());
         assert_eq!(again.usage, first.usage, "served from the cache");
         assert_eq!(again.at_nanos, first.at_nanos);
         cached.forget("c1");
-        let after_forget = cached.usage(dirs())[0].1;
+        let after_forget = cached.measure("c1", dir.path());
         assert_eq!(after_forget.usage.inodes, first.usage.inodes + 1);
 
         let uncached = LayerUsage::new(Duration::ZERO);
-        let a = uncached.usage(dirs())[0].1;
+        let a = uncached.measure("c1", dir.path());
         std::fs::write(dir.path().join("c"), vec![1u8; 8192]).unwrap();
-        let b = uncached.usage(dirs())[0].1;
+        let b = uncached.measure("c1", dir.path());
         assert_eq!(b.usage.inodes, a.usage.inodes + 1);
         assert!(b.usage.bytes > a.usage.bytes);
     }
