@@ -18,6 +18,7 @@ pub mod route;
 pub mod status;
 pub mod token_request;
 pub mod watch;
+pub mod watch_lines;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -49,6 +50,8 @@ pub struct Api {
     pub ready: AtomicBool,
     /// Authenticators and the RBAC authorizer.
     pub auth: crate::auth::Auth,
+    /// Watch lines encoded once for every watch that sends the same bytes.
+    pub watch_lines: watch_lines::WatchLines,
 }
 
 /// What the Service allocators hand out: cluster IPs and node ports.
@@ -81,6 +84,7 @@ impl Api {
             services: tokio::sync::Mutex::new(ServiceAllocators { ips, ports }),
             server_address,
             ready: AtomicBool::new(false),
+            watch_lines: watch_lines::WatchLines::default(),
         })
     }
 

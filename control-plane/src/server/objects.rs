@@ -228,6 +228,11 @@ impl Filter {
         self.labels.is_none() && self.fields.is_none()
     }
 
+    /// No label or field selector: every object matches.
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.as_ref().is_none_or(|l| l.matches(obj))
             && self.fields.as_ref().is_none_or(|f| f.matches(obj))

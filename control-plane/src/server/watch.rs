@@ -90,6 +90,10 @@ fn translate(
     match ev {
         Event::Put { kv, prev } => {
             let new = decode(r, kv)?;
+            if filter.is_everything() {
+                let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+                return Ok(Some((kind, new)));
+            }
             let new_match = filter.matches(&new);
             let old_match = match prev {
                 Some(p) => Some(filter.matches(&decode_at(r, &p.value, p.mod_revision)?)),
@@ -184,6 +188,10 @@ impl Api {
                 BOOKMARK_INTERVAL,
             );
             let mut last_rev = start;
+            // Every watch of this resource in plain JSON without selectors
+            // sends the same line for an event: encode it once for all.
+            let shared_lines =
+                req.filter.is_everything() && matches!(enc.output, Output::Json | Output::Yaml);
             loop {
                 tokio::select! {
                     _ = api.shutdown.cancelled() => break,
@@ -205,9 +213,18 @@ impl Api {
                             if only_key.as_deref().is_some_and(|k| ev.key() != k) {
                                 continue;
                             }
-                            match translate(r, &req.filter, &ev) {
-                                Ok(Some((kind, obj))) => {
-                                    if tx.send(enc.event(kind, obj)).await.is_err() {
+                            let encode = || {
+                                translate(r, &req.filter, &ev)
+                                    .map(|t| t.map(|(kind, obj)| enc.event(kind, obj)))
+                            };
+                            let line = if shared_lines {
+                                api.watch_lines.get_or_encode(r, ev.revision(), ev.key(), encode)
+                            } else {
+                                encode()
+                            };
+                            match line {
+                                Ok(Some(line)) => {
+                                    if tx.send(line).await.is_err() {
                                         break;
                                     }
                                 }
