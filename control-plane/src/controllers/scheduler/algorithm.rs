@@ -2,7 +2,6 @@
 //! feasible nodes (upstream percentageOfNodesToScore), Score, select; and
 //! on failure the DefaultPreemption PostFilter and the FitError text. No I/O.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -12,7 +11,7 @@ use super::cache::{Cache, NodeInfo, PodInfo};
 use super::filter::{Code, NodeStatus, PodState, filter, prefilter};
 use super::fit_error::{
     NO_NODES_AVAILABLE, NO_VICTIMS, PREEMPTION_NEVER, PREEMPTION_NOT_HELPFUL, fit_error_message,
-    nodes_available_message,
+    reasons_message,
 };
 use super::score::score_nodes;
 
@@ -54,7 +53,8 @@ pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut usize) -> Outcome
     let state = prefilter(pod, cache);
     let want = num_feasible_nodes_to_find(all);
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want);
-    let mut statuses: HashMap<&str, NodeStatus> = HashMap::new();
+    // Failing nodes with their status, in the order examined.
+    let mut statuses: Vec<(&NodeInfo, NodeStatus)> = Vec::new();
     let start = *next_start % all;
     let mut examined = 0;
     for i in 0..all {
@@ -70,20 +70,18 @@ pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut usize) -> Outcome
                     break;
                 }
             }
-            Err(s) => {
-                statuses.insert(name.as_str(), s);
-            }
+            Err(s) => statuses.push((node, s)),
         }
     }
     *next_start = (start + examined) % all;
     if feasible.is_empty() {
-        let post_filter = preempt(&state, cache, &statuses);
+        let post_filter = preempt(&state, &statuses);
         let (post, preemption) = match post_filter {
             Ok(p) => (None, Some(p)),
             Err(msg) => (Some(msg), None),
         };
         return Outcome::Unschedulable {
-            message: fit_error_message(all, statuses.values(), post.as_deref()),
+            message: fit_error_message(all, statuses.iter().map(|(_, s)| s), post.as_deref()),
             preemption,
         };
     }
@@ -121,8 +119,7 @@ type Candidate = (i32, i64, usize, String, Vec<Arc<PodInfo>>);
 /// pods lets the pod fit; or the PostFilter message when none exists.
 fn preempt(
     state: &PodState,
-    cache: &Cache,
-    statuses: &HashMap<&str, NodeStatus>,
+    statuses: &[(&NodeInfo, NodeStatus)],
 ) -> Result<(String, Vec<Arc<PodInfo>>), String> {
     let pod = &state.info.pod;
     if pod
@@ -135,23 +132,20 @@ fn preempt(
     }
     let priority = state.info.priority;
     let mut node_statuses: Vec<NodeStatus> = Vec::new();
+    // Nodes where preemption cannot help (upstream's
+    // nodesWherePreemptionMightHelp leaves them out), counted only.
+    let mut not_helpful = 0;
     let mut best: Option<Candidate> = None;
-    for (name, status) in statuses {
+    for (node, status) in statuses {
         if status.code == Code::Unresolvable {
-            node_statuses.push(NodeStatus {
-                code: Code::Unresolvable,
-                reasons: vec![PREEMPTION_NOT_HELPFUL.into()],
-            });
+            not_helpful += 1;
             continue;
         }
-        let Some(node) = cache.nodes.get(*name) else {
-            continue;
-        };
         match victims_on_node(state, node, priority) {
             Ok(victims) => {
                 let max = victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN);
                 let sum: i64 = victims.iter().map(|v| i64::from(v.priority)).sum();
-                let candidate = (max, sum, victims.len(), name.to_string(), victims);
+                let candidate = (max, sum, victims.len(), node.name.clone(), victims);
                 let better = best
                     .as_ref()
                     .is_none_or(|b| (candidate.0, candidate.1, candidate.2) < (b.0, b.1, b.2));
@@ -165,9 +159,14 @@ fn preempt(
     if let Some((_, _, _, node, victims)) = best {
         return Ok((node, victims));
     }
+    let reasons = std::iter::repeat_n(PREEMPTION_NOT_HELPFUL, not_helpful).chain(
+        node_statuses
+            .iter()
+            .flat_map(|s| s.reasons.iter().map(|r| r.as_ref())),
+    );
     Err(format!(
         "preemption: {}",
-        nodes_available_message(statuses.len(), &node_statuses)
+        reasons_message(statuses.len(), reasons)
     ))
 }
 

@@ -3,6 +3,7 @@
 //! NodeResourcesFit, PodTopologySpread, InterPodAffinity), with their
 //! PreFilter state computed once per pod. No I/O.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,15 +37,19 @@ pub enum Code {
     Unresolvable,
 }
 
+/// One reason a node failed; most are fixed texts, borrowed so that a
+/// cycle failing on thousands of nodes allocates no string per node.
+pub type Reason = Cow<'static, str>;
+
 /// Why a node cannot take the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
     pub code: Code,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
 }
 
 impl NodeStatus {
-    fn new(code: Code, reason: impl Into<String>) -> Self {
+    pub fn new(code: Code, reason: impl Into<Reason>) -> Self {
         Self {
             code,
             reasons: vec![reason.into()],
@@ -316,14 +321,14 @@ pub fn fit_resources(pod: &PodInfo, node: &NodeInfo) -> Result<(), NodeStatus> {
     let mut reasons = Vec::new();
     let mut unresolvable = false;
     if node.pods.len() as i64 + 1 > node.allocatable.pods {
-        reasons.push(ERR_TOO_MANY_PODS.to_string());
+        reasons.push(ERR_TOO_MANY_PODS.into());
     }
     let req = &pod.requests;
     let alloc = &node.allocatable;
     let used = &node.requested;
     let mut check = |name: &str, want: i64, have: i64, used: i64| {
         if want > 0 && want > have - used {
-            reasons.push(format!("Insufficient {name}"));
+            reasons.push(format!("Insufficient {name}").into());
             if want > have {
                 unresolvable = true;
             }

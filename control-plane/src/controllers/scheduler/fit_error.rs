@@ -18,11 +18,19 @@ pub fn nodes_available_message<'a>(
     num_all_nodes: usize,
     statuses: impl IntoIterator<Item = &'a NodeStatus>,
 ) -> String {
+    reasons_message(
+        num_all_nodes,
+        statuses
+            .into_iter()
+            .flat_map(|s| s.reasons.iter().map(|r| r.as_ref())),
+    )
+}
+
+/// The same message from the nodes' reasons, one item per node and reason.
+pub fn reasons_message<'a>(num_all_nodes: usize, reasons: impl Iterator<Item = &'a str>) -> String {
     let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in statuses {
-        for r in &s.reasons {
-            *histogram.entry(r.as_str()).or_insert(0) += 1;
-        }
+    for r in reasons {
+        *histogram.entry(r).or_insert(0) += 1;
     }
     let mut reasons: Vec<String> = histogram
         .into_iter()
@@ -61,7 +69,7 @@ mod tests {
     fn status(r: &str) -> NodeStatus {
         NodeStatus {
             code: Code::Unschedulable,
-            reasons: vec![r.to_string()],
+            reasons: vec![r.to_string().into()],
         }
     }
 
