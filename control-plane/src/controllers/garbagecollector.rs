@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy,
 };
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -40,10 +41,15 @@ pub enum GcError {
     },
 }
 
+/// What the collector keeps of an object: its metadata only, as
+/// upstream's collector does with metadata informers (owner references,
+/// finalizers and deletion state are all it reads).
+type Meta = PartialObjectMeta<DynamicObject>;
+
 struct Kind {
     r: &'static ResourceType,
     ar: ApiResource,
-    store: Store<DynamicObject>,
+    store: Store<Meta>,
 }
 
 struct Gc {
@@ -54,7 +60,7 @@ struct Gc {
 /// One object as the collector sees it.
 struct Node {
     kind: usize,
-    obj: Arc<DynamicObject>,
+    obj: Arc<Meta>,
 }
 
 /// Starts the collector.
@@ -66,9 +72,10 @@ pub fn spawn(ctx: &ControllerContext) {
             continue;
         }
         let ar = util::api_resource(r);
-        let writer = reflector::store::Writer::new(ar.clone());
+        let writer = reflector::store::Writer::<Meta>::new(ar.clone());
         let reader = writer.as_reader();
-        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
+        // Metadata-only requests (PartialObjectMetadata), as upstream's collector.
+        let api: Api<Meta> = Api::all_with(ctx.client.clone(), &ar);
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .reflect(writer)

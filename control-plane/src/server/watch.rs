@@ -190,8 +190,12 @@ impl Api {
             let mut last_rev = start;
             // Every watch of this resource in plain JSON without selectors
             // sends the same line for an event: encode it once for all.
-            let shared_lines =
-                req.filter.is_everything() && matches!(enc.output, Output::Json | Output::Yaml);
+            let shared_lines = match enc.output {
+                _ if !req.filter.is_everything() => None,
+                Output::Json | Output::Yaml => Some(""),
+                Output::PartialMetadata(av) => Some(av),
+                Output::Table(_) => None,
+            };
             loop {
                 tokio::select! {
                     _ = api.shutdown.cancelled() => break,
@@ -217,10 +221,9 @@ impl Api {
                                 translate(r, &req.filter, &ev)
                                     .map(|t| t.map(|(kind, obj)| enc.event(kind, obj)))
                             };
-                            let line = if shared_lines {
-                                api.watch_lines.get_or_encode(r, ev.revision(), ev.key(), encode)
-                            } else {
-                                encode()
+                            let line = match shared_lines {
+                                Some(output) => api.watch_lines.get_or_encode(r, output, ev.revision(), ev.key(), encode),
+                                None => encode(),
                             };
                             match line {
                                 Ok(Some(line)) => {

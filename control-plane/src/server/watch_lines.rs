@@ -1,6 +1,7 @@
 //! Watch lines encoded once and shared by every watch that would send the
-//! same bytes: the same store event of the same resource, as plain JSON,
-//! with no label or field selector. A pod update is seen by a dozen
+//! same bytes: the same store event of the same resource in the same
+//! output (plain JSON, or PartialObjectMetadata of one version), with no
+//! label or field selector. A pod update is seen by a dozen
 //! informers (the scheduler's, each controller's, the agents'); without
 //! this each of them decoded the stored object, converted it and encoded
 //! the line again.
@@ -23,6 +24,8 @@ struct LineKey {
     revision: Revision,
     /// The served resource (its version decides the conversion).
     resource: (&'static str, &'static str, &'static str),
+    /// "" for the whole object, else the PartialObjectMetadata apiVersion.
+    output: &'static str,
     key: Box<str>,
 }
 
@@ -40,12 +43,13 @@ pub struct WatchLines {
 }
 
 impl WatchLines {
-    /// The line for event (`revision`, `key`) of `resource`, encoding it
-    /// with `encode` only when no watch has yet; `Ok(None)` lines (nothing
-    /// to send) are not kept.
+    /// The line for event (`revision`, `key`) of `resource` in `output`,
+    /// encoding it with `encode` only when no watch has yet; `Ok(None)`
+    /// lines (nothing to send) are not kept.
     pub fn get_or_encode<E>(
         &self,
         resource: &'static ResourceType,
+        output: &'static str,
         revision: Revision,
         key: &str,
         encode: impl FnOnce() -> Result<Option<Bytes>, E>,
@@ -53,6 +57,7 @@ impl WatchLines {
         let id = LineKey {
             revision,
             resource: (resource.group, resource.version, resource.plural),
+            output,
             key: key.into(),
         };
         if let Some(line) = self.lock().by_key.get(&id) {
@@ -117,7 +122,7 @@ mod tests {
         let mut calls = 0;
         for _ in 0..3 {
             let line = lines
-                .get_or_encode(pods(), 7, "/registry/pods/default/a", || {
+                .get_or_encode(pods(), "", 7, "/registry/pods/default/a", || {
                     calls += 1;
                     encoded("a@7")
                 })
@@ -126,15 +131,28 @@ mod tests {
         }
         assert_eq!(calls, 1);
         let other = lines
-            .get_or_encode(pods(), 8, "/registry/pods/default/a", || encoded("a@8"))
+            .get_or_encode(pods(), "", 8, "/registry/pods/default/a", || encoded("a@8"))
             .unwrap();
         assert_eq!(other.as_deref(), Some(&b"a@8"[..]));
     }
 
     #[test]
+    fn outputs_are_kept_apart() {
+        let lines = WatchLines::default();
+        let key = "/registry/pods/default/a";
+        lines
+            .get_or_encode(pods(), "", 7, key, || encoded("full"))
+            .unwrap();
+        let meta = lines
+            .get_or_encode(pods(), "meta.k8s.io/v1", 7, key, || encoded("meta"))
+            .unwrap();
+        assert_eq!(meta.as_deref(), Some(&b"meta"[..]));
+    }
+
+    #[test]
     fn nothing_to_send_is_not_kept() {
         let lines = WatchLines::default();
-        let none: Result<Option<Bytes>, ()> = lines.get_or_encode(pods(), 1, "k", || Ok(None));
+        let none: Result<Option<Bytes>, ()> = lines.get_or_encode(pods(), "", 1, "k", || Ok(None));
         assert_eq!(none, Ok(None));
         assert_eq!(lines.len(), 0);
     }
@@ -144,13 +162,13 @@ mod tests {
         let lines = WatchLines::default();
         for rev in 0..(MAX_LINES as u64 + 10) {
             lines
-                .get_or_encode(pods(), rev, "k", || encoded("x"))
+                .get_or_encode(pods(), "", rev, "k", || encoded("x"))
                 .unwrap();
         }
         assert_eq!(lines.len(), MAX_LINES);
         let mut again = false;
         lines
-            .get_or_encode(pods(), 0, "k", || {
+            .get_or_encode(pods(), "", 0, "k", || {
                 again = true;
                 encoded("x")
             })
