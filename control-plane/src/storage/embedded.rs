@@ -262,6 +262,12 @@ impl Shared {
 }
 
 /// The embedded MVCC store on redb. See the module docs.
+/// redb's own page cache. Its default (1 GiB) fills as the file grows
+/// and stays resident; reads are served by the watch cache, so redb's
+/// cache mostly holds the B-tree paths that writes touch, and the kernel's
+/// page cache backs the rest.
+const PAGE_CACHE_BYTES: usize = 64 << 20;
+
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     requests: Option<std_mpsc::Sender<Request>>,
@@ -274,6 +280,7 @@ impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err)?;
         let db = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
             .create(dir.join("store.redb"))
             .map_err(io_err)?;
         let (rev, compacted, cursor) = {
