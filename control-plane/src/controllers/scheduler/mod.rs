@@ -289,7 +289,7 @@ async fn next_pod(shared: &Shared) -> Arc<Pod> {
 
 async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &EventSink) {
     let permits = Arc::new(Semaphore::new(PARALLEL_BINDINGS));
-    let failure_permits = Arc::new(Semaphore::new(PARALLEL_FAILURE_WRITES));
+    let failures = spawn_failure_writers(ctx.client.clone(), events.clone());
     let mut next_start = 0usize;
     loop {
         let pod = next_pod(shared).await;
@@ -328,21 +328,48 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
             } => {
                 tracing::debug!(pod = %key, %message, "unschedulable");
                 shared.queue().unschedulable(&key, Instant::now());
-                let client = ctx.client.clone();
-                let events = events.clone();
-                let failure = failure_permits.clone();
-                tokio::spawn(async move {
-                    let Ok(_permit) = failure.acquire_owned().await else {
-                        return;
-                    };
-                    if let Some((node, victims)) = preemption {
-                        preempt(&client, &events, &pod, &node, &victims).await;
-                    }
-                    mark_unschedulable(&client, &events, &pod, &message).await;
+                let _ = failures.send(Failure {
+                    pod,
+                    message,
+                    preemption,
                 });
             }
         }
     }
+}
+
+/// A failed cycle's writes, queued as data: a burst of thousands of
+/// unschedulable pods must not become thousands of spawned tasks, each
+/// holding a whole request future while it waits its turn.
+struct Failure {
+    pod: Arc<Pod>,
+    message: String,
+    preemption: Option<(String, Vec<Arc<PodInfo>>)>,
+}
+
+/// `PARALLEL_FAILURE_WRITES` workers that preempt and write the
+/// PodScheduled=False condition and event of each queued failure.
+fn spawn_failure_writers(
+    client: kube::Client,
+    events: EventSink,
+) -> tokio::sync::mpsc::UnboundedSender<Failure> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Failure>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..PARALLEL_FAILURE_WRITES {
+        let (client, events, rx) = (client.clone(), events.clone(), rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let Some(f) = rx.lock().await.recv().await else {
+                    return;
+                };
+                if let Some((node, victims)) = &f.preemption {
+                    preempt(&client, &events, &f.pod, node, victims).await;
+                }
+                mark_unschedulable(&client, &events, &f.pod, &f.message).await;
+            }
+        });
+    }
+    tx
 }
 
 async fn bind(client: &kube::Client, shared: &Shared, events: &EventSink, pod: &Pod, node: &str) {
