@@ -431,7 +431,6 @@ fn merge(
     }
 }
 
-/// The model of one Service from the stores: the Service and its EndpointSlices by name.
 /// A changed Service as the stores have it now (`None`: deleted), with its
 /// EndpointSlices: read once for both the rules and cluster DNS.
 struct ChangedService {
@@ -440,6 +439,7 @@ struct ChangedService {
     slices: Vec<Arc<EndpointSlice>>,
 }
 
+/// Reads changed Service `key` and its EndpointSlices (named `slice_names`) from the stores.
 fn read_changed(
     key: ServiceKey,
     slice_names: &[String],

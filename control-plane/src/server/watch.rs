@@ -188,8 +188,9 @@ impl Api {
                 BOOKMARK_INTERVAL,
             );
             let mut last_rev = start;
-            // Every watch of this resource in plain JSON without selectors
-            // sends the same line for an event: encode it once for all.
+            // Every watch of this resource without selectors, in plain JSON
+            // or in the same PartialObjectMetadata version, sends the same
+            // line for an event: encode it once for all of them.
             let shared_lines = match enc.output {
                 _ if !req.filter.is_everything() => None,
                 Output::Json | Output::Yaml => Some(""),
