@@ -9,6 +9,9 @@ log() { printf '\033[1m[r8s]\033[0m %s\n' "$*" >&2; }
 # Debian packages r8s needs to build and test. Installed once, idempotently.
 R8S_PACKAGES=(
   build-essential pkg-config protobuf-compiler libclang-dev
+  # protoc's well-known types (google/protobuf/*.proto), which etcd-client's
+  # protos import: a Recommends of protobuf-compiler, not a dependency
+  libprotobuf-dev
   libseccomp-dev libnftnl-dev libmnl-dev libnftables-dev
   nftables iproute2 util-linux procps psmisc
   busybox-static docker-registry skopeo umoci
