@@ -94,6 +94,9 @@ async fn start_controllers(
         Ok(client) => controllers::spawn_all(&controllers::ControllerContext {
             client,
             config,
+            informers: Arc::new(controllers::informers::SharedInformers::new(
+                shutdown.clone(),
+            )),
             shutdown,
         }),
         Err(err) => {

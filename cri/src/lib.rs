@@ -5,6 +5,7 @@
 //! (namespaces, pod files), `network/` (bridge, veth, IPAM) and `container/`
 //! (OCI spec, libcontainer, logs, stats).
 
+#[cfg(not(feature = "system-allocator"))]
 mod alloc;
 pub mod client;
 pub mod config;

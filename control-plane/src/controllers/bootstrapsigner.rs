@@ -57,17 +57,15 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let configmaps = util::informer(
+    let configmaps = ctx.informers.informer(
         Api::<ConfigMap>::namespaced(ctx.client.clone(), token::CLUSTER_INFO_NAMESPACE),
         watcher::Config::default().fields(&format!("metadata.name={}", token::CLUSTER_INFO_NAME)),
-        ctx.shutdown.clone(),
         move |_: &ConfigMap| q.add("", token::CLUSTER_INFO_NAME),
     );
     let q = queue.clone();
-    let secrets = util::informer(
+    let secrets = ctx.informers.informer(
         Api::<Secret>::namespaced(ctx.client.clone(), token::SECRET_NAMESPACE),
         watcher::Config::default().fields(&format!("type={}", token::SECRET_TYPE)),
-        ctx.shutdown.clone(),
         move |_: &Secret| q.add("", token::CLUSTER_INFO_NAME),
     );
     let c = Arc::new(Ctx {

@@ -33,10 +33,9 @@ pub fn spawn(ctx: &ControllerContext) {
     // are few) on every event, as upstream does.
     let roles_for_events: Arc<std::sync::OnceLock<Store<ClusterRole>>> = Arc::default();
     let watched = Arc::clone(&roles_for_events);
-    let roles = util::informer(
+    let roles = ctx.informers.informer(
         Api::<ClusterRole>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |changed: &ClusterRole| {
             if changed.aggregation_rule.is_some() {
                 q.add("", &changed.name_any());

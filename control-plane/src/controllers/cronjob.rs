@@ -123,17 +123,15 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let cronjobs = util::informer(
+    let cronjobs = ctx.informers.informer(
         Api::<CronJob>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |cj: &CronJob| q.add_key(util::key_of(cj)),
     );
     let q = queue.clone();
-    let jobs = util::informer(
+    let jobs = ctx.informers.informer(
         Api::<Job>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |j: &Job| {
             if let Some(r) = util::controller_ref(j.metadata.owner_references.as_ref())
                 && r.kind == "CronJob"

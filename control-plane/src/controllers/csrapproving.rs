@@ -134,16 +134,14 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let csrs = util::informer(
+    let csrs = ctx.informers.informer(
         Api::<CertificateSigningRequest>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |c: &CertificateSigningRequest| q.add("", &c.name_any()),
     );
-    let nodes = util::informer(
+    let nodes = ctx.informers.informer(
         Api::<Node>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         |_: &Node| {},
     );
     let c = Arc::new(Ctx {

@@ -148,10 +148,9 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let csrs = util::informer(
+    let csrs = ctx.informers.informer(
         Api::<CertificateSigningRequest>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |c: &CertificateSigningRequest| q.add("", &c.name_any()),
     );
     let c = Arc::new(Ctx {

@@ -26,7 +26,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ControllerContext;
-use super::nodelifecycle::start_reflector;
 use super::scheduler::matching::{node_taints, pod_matches_node, untolerated_taint};
 
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -490,14 +489,21 @@ async fn sync(
     Ok(())
 }
 
-async fn run(ctx: ControllerContext, token: CancellationToken) {
-    let client = ctx.client.clone();
-    let changed = Arc::new(Notify::new());
-    let (daemonsets, h1) =
-        start_reflector(Api::<DaemonSet>::all(client.clone()), Some(changed.clone()));
-    let (nodes, h2) = start_reflector(Api::<Node>::all(client.clone()), Some(changed.clone()));
-    let (pods, h3) = start_reflector(Api::<Pod>::all(client.clone()), Some(changed.clone()));
-    let handles = [h1, h2, h3];
+/// The stores the controller reads, and the signal that one of them changed.
+struct Informed {
+    daemonsets: Store<DaemonSet>,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    changed: Arc<Notify>,
+}
+
+async fn run(client: kube::Client, informed: Informed, token: CancellationToken) {
+    let Informed {
+        daemonsets,
+        nodes,
+        pods,
+        changed,
+    } = informed;
     let ready = async {
         let _ = daemonsets.wait_until_ready().await;
         let _ = nodes.wait_until_ready().await;
@@ -526,12 +532,36 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
             }
         } => {}
     }
-    handles.iter().for_each(tokio::task::JoinHandle::abort);
 }
 
 /// Starts the controller under the controller-manager lease.
 pub fn spawn(ctx: &ControllerContext) {
-    tokio::spawn(run(ctx.clone(), ctx.shutdown.clone()));
+    let changed = Arc::new(Notify::new());
+    let informed = Informed {
+        daemonsets: ctx.informers.informer(
+            Api::all(ctx.client.clone()),
+            kube::runtime::watcher::Config::default(),
+            notify_on::<DaemonSet>(&changed),
+        ),
+        nodes: ctx.informers.informer(
+            Api::all(ctx.client.clone()),
+            kube::runtime::watcher::Config::default(),
+            notify_on::<Node>(&changed),
+        ),
+        pods: ctx.informers.informer(
+            Api::all(ctx.client.clone()),
+            kube::runtime::watcher::Config::default(),
+            notify_on::<Pod>(&changed),
+        ),
+        changed,
+    };
+    tokio::spawn(run(ctx.client.clone(), informed, ctx.shutdown.clone()));
+}
+
+/// A change handler that wakes the controller.
+fn notify_on<K>(changed: &Arc<Notify>) -> impl FnMut(&K) + Send + 'static {
+    let changed = changed.clone();
+    move |_: &K| changed.notify_one()
 }
 
 #[cfg(test)]

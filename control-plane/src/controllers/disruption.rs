@@ -61,17 +61,15 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let budgets = util::informer(
+    let budgets = ctx.informers.informer(
         Api::<PodDisruptionBudget>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |b: &PodDisruptionBudget| q.add_key(util::key_of(b)),
     );
     let (q, b) = (queue.clone(), budgets.clone());
-    let pods = util::informer(
+    let pods = ctx.informers.informer(
         Api::<Pod>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |pod: &Pod| {
             let ns = pod.namespace().unwrap_or_default();
             for budget in b.state() {
@@ -95,31 +93,27 @@ pub fn spawn(ctx: &ControllerContext) {
         }
     };
     let f = scale_changed(&queue, &budgets);
-    let sets = util::informer(
+    let sets = ctx.informers.informer(
         Api::<ReplicaSet>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |o: &ReplicaSet| f(o.namespace()),
     );
     let f = scale_changed(&queue, &budgets);
-    let deployments = util::informer(
+    let deployments = ctx.informers.informer(
         Api::<Deployment>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |o: &Deployment| f(o.namespace()),
     );
     let f = scale_changed(&queue, &budgets);
-    let stateful_sets = util::informer(
+    let stateful_sets = ctx.informers.informer(
         Api::<StatefulSet>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |o: &StatefulSet| f(o.namespace()),
     );
     let f = scale_changed(&queue, &budgets);
-    let controllers = util::informer(
+    let controllers = ctx.informers.informer(
         Api::<ReplicationController>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |o: &ReplicationController| f(o.namespace()),
     );
     let c = Arc::new(Ctx {

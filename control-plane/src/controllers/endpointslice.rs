@@ -48,18 +48,16 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let services = util::informer(
+    let services = ctx.informers.informer(
         Api::<Service>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |s: &Service| q.add_key(util::key_of(s)),
     );
     let q = queue.clone();
     let svc_store = services.clone();
-    let pods = util::informer(
+    let pods = ctx.informers.informer(
         Api::<Pod>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |pod: &Pod| {
             let ns = pod.namespace().unwrap_or_default();
             for s in svc_store.state() {
@@ -71,17 +69,15 @@ pub fn spawn(ctx: &ControllerContext) {
             }
         },
     );
-    let nodes = util::informer(
+    let nodes = ctx.informers.informer(
         Api::<Node>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         |_: &Node| {},
     );
     let q = queue.clone();
-    let slices = util::informer(
+    let slices = ctx.informers.informer(
         Api::<EndpointSlice>::all(ctx.client.clone()),
         watcher::Config::default().labels(&format!("{MANAGED_BY}={CONTROLLER_NAME}")),
-        ctx.shutdown.clone(),
         move |s: &EndpointSlice| {
             if let Some(svc) = s.labels().get(SERVICE_NAME) {
                 q.add(&s.namespace().unwrap_or_default(), svc);

@@ -78,6 +78,8 @@ pub fn spawn(ctx: &ControllerContext) {
         let api: Api<Meta> = Api::all_with(ctx.client.clone(), &ar);
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
+            // Owner references and finalizers are all it reads.
+            .modify(|o: &mut Meta| o.metadata.managed_fields = None)
             .reflect(writer)
             .touched_objects();
         let notify = changed.clone();

@@ -57,17 +57,15 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let jobs = util::informer(
+    let jobs = ctx.informers.informer(
         Api::<Job>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |j: &Job| q.add_key(util::key_of(j)),
     );
     let q = queue.clone();
-    let pods = util::informer(
+    let pods = ctx.informers.informer(
         Api::<Pod>::all(ctx.client.clone()),
         watcher::Config::default().labels(crate::registry::job::CONTROLLER_UID_LABEL),
-        ctx.shutdown.clone(),
         move |pod: &Pod| {
             if let Some(r) = util::controller_ref(pod.metadata.owner_references.as_ref())
                 && r.kind == "Job"

@@ -16,6 +16,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod informers;
 pub mod job;
 pub mod leader;
 pub mod namespace;
@@ -55,6 +56,9 @@ pub struct ControllerContext {
     pub config: Arc<Config>,
     /// Cancelled when the server stops.
     pub shutdown: CancellationToken,
+    /// The watches and stores the controllers share; started once every
+    /// controller of this context has registered.
+    pub informers: Arc<informers::SharedInformers>,
 }
 
 /// The User-Agent of the in-process controllers, as upstream's
@@ -84,16 +88,19 @@ pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client
 /// kube-controller-manager lease.
 pub fn spawn_all(ctx: &ControllerContext) {
     scheduler::spawn(ctx);
+    ctx.informers.start();
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let gate_ctx = ctx.clone();
         leader::run_when_leader(gate_ctx, leader::CONTROLLER_MANAGER_LEASE, move |token| {
             let leading = ControllerContext {
                 shutdown: token.clone(),
+                informers: Arc::new(informers::SharedInformers::new(token.clone())),
                 ..ctx.clone()
             };
             async move {
                 spawn_controller_manager(&leading);
+                leading.informers.start();
                 token.cancelled().await;
             }
         })

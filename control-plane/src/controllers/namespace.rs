@@ -42,10 +42,9 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let namespaces = util::informer(
+    let namespaces = ctx.informers.informer(
         Api::<Namespace>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |ns: &Namespace| {
             if ns.metadata.deletion_timestamp.is_some() {
                 q.add("", &ns.name_any());

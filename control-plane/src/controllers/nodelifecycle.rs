@@ -9,15 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -186,33 +185,6 @@ pub fn eviction_delay(pod: &Pod, taints: &[Taint], now: Timestamp) -> Option<Dur
     deadline
 }
 
-/// A reflector store of `api`'s objects kept current by a task; `changed`
-/// is notified on every watch event.
-pub(super) fn start_reflector<K>(
-    api: Api<K>,
-    changed: Option<Arc<tokio::sync::Notify>>,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .for_each(move |_| {
-            if let Some(n) = changed.as_ref() {
-                n.notify_one();
-            }
-            std::future::ready(())
-        });
-    (reader, tokio::spawn(stream))
-}
-
 /// The local time a node's heartbeat (lease renewal or Ready heartbeat)
 /// last changed: upstream compares against its own clock, not the
 /// kubelet's, to tolerate skew.
@@ -247,25 +219,21 @@ fn heartbeat(node: &Node, lease: Option<&Arc<Lease>>) -> String {
     format!("{ready}|{renew}")
 }
 
-async fn run(ctx: ControllerContext, token: CancellationToken) {
+async fn run(
+    ctx: ControllerContext,
+    nodes: Store<Node>,
+    leases: Store<Lease>,
+    pods: Store<Pod>,
+    token: CancellationToken,
+) {
     let client = ctx.client.clone();
-    let (nodes, h1) = start_reflector(Api::<Node>::all(client.clone()), None);
-    let (leases, h2) = start_reflector(
-        Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
-        None,
-    );
-    let (pods, h3) = start_reflector(Api::<Pod>::all(client.clone()), None);
-    let handles = [h1, h2, h3];
     let ready = async {
         let _ = nodes.wait_until_ready().await;
         let _ = leases.wait_until_ready().await;
         let _ = pods.wait_until_ready().await;
     };
     tokio::select! {
-        () = token.cancelled() => {
-            handles.iter().for_each(tokio::task::JoinHandle::abort);
-            return;
-        }
+        () = token.cancelled() => return,
         () = ready => {}
     }
     let grace = ctx.config.node_monitor_grace_period;
@@ -289,7 +257,6 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
             orphans = gc_orphans(&client, &nodes, &pods, &orphans).await;
         }
     }
-    handles.iter().for_each(tokio::task::JoinHandle::abort);
 }
 
 async fn monitor_nodes(
@@ -445,7 +412,20 @@ async fn gc_orphans(
 
 /// Starts the controller under the controller-manager lease.
 pub fn spawn(ctx: &ControllerContext) {
-    tokio::spawn(run(ctx.clone(), ctx.shutdown.clone()));
+    let client = &ctx.client;
+    let config = watcher::Config::default;
+    let nodes = ctx
+        .informers
+        .informer(Api::all(client.clone()), config(), |_: &Node| {});
+    let leases = ctx.informers.informer(
+        Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+        config(),
+        |_: &Lease| {},
+    );
+    let pods = ctx
+        .informers
+        .informer(Api::all(client.clone()), config(), |_: &Pod| {});
+    tokio::spawn(run(ctx.clone(), nodes, leases, pods, ctx.shutdown.clone()));
 }
 
 #[cfg(test)]

@@ -106,18 +106,16 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let sets = util::informer(
+    let sets = ctx.informers.informer(
         Api::<ReplicaSet>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |rs: &ReplicaSet| q.add_key(util::key_of(rs)),
     );
     let q = queue.clone();
     let set_store = sets.clone();
-    let pods = util::informer(
+    let pods = ctx.informers.informer(
         Api::<Pod>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |pod: &Pod| enqueue_owners(&q, &set_store, pod),
     );
     let c = Arc::new(Ctx {

@@ -64,10 +64,9 @@ fn enqueue_namespace(queue: &Queue, quotas: &Store<ResourceQuota>, ns: Option<St
 macro_rules! trigger {
     ($ctx:expr, $queue:expr, $quotas:expr, $ty:ty) => {{
         let (q, s) = ($queue.clone(), $quotas.clone());
-        util::watch_changes(
+        $ctx.informers.watch(
             Api::<$ty>::all($ctx.client.clone()),
             watcher::Config::default(),
-            $ctx.shutdown.clone(),
             move |o: &$ty| enqueue_namespace(&q, &s, o.namespace()),
         );
     }};
@@ -76,10 +75,9 @@ macro_rules! trigger {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let quotas = util::informer(
+    let quotas = ctx.informers.informer(
         Api::<ResourceQuota>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |rq: &ResourceQuota| q.add_key(util::key_of(rq)),
     );
     trigger!(ctx, queue, quotas, Pod);

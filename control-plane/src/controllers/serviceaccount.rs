@@ -49,24 +49,21 @@ pub fn spawn(ctx: &ControllerContext) {
     };
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let namespaces = util::informer(
+    let namespaces = ctx.informers.informer(
         Api::<Namespace>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |ns: &Namespace| q.add("", &ns.name_any()),
     );
     let q = queue.clone();
-    let accounts = util::informer(
+    let accounts = ctx.informers.informer(
         Api::<ServiceAccount>::all(ctx.client.clone()),
         watcher::Config::default().fields("metadata.name=default"),
-        ctx.shutdown.clone(),
         move |sa: &ServiceAccount| q.add("", &sa.namespace().unwrap_or_default()),
     );
     let q = queue.clone();
-    let configmaps = util::informer(
+    let configmaps = ctx.informers.informer(
         Api::<ConfigMap>::all(ctx.client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={ROOT_CA}")),
-        ctx.shutdown.clone(),
         move |cm: &ConfigMap| q.add("", &cm.namespace().unwrap_or_default()),
     );
     let c = Arc::new(Ctx {

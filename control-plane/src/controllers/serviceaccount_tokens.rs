@@ -59,10 +59,9 @@ pub fn spawn(ctx: &ControllerContext) {
         std::fs::read_to_string(ctx.config.data_dir.join("tls").join("ca.crt")).unwrap_or_default();
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let secrets = util::informer(
+    let secrets = ctx.informers.informer(
         Api::<Secret>::all(ctx.client.clone()),
         watcher::Config::default().fields(&format!("type={TOKEN_TYPE}")),
-        ctx.shutdown.clone(),
         move |s: &Secret| q.add_key(util::key_of(s)),
     );
     let c = Arc::new(Ctx {

@@ -49,17 +49,15 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let sets = util::informer(
+    let sets = ctx.informers.informer(
         Api::<StatefulSet>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |s: &StatefulSet| q.add_key(util::key_of(s)),
     );
     let q = queue.clone();
-    let pods = util::informer(
+    let pods = ctx.informers.informer(
         Api::<Pod>::all(ctx.client.clone()),
-        watcher::Config::default().labels(POD_NAME_LABEL),
-        ctx.shutdown.clone(),
+        watcher::Config::default(),
         move |pod: &Pod| {
             if let Some(r) = util::controller_ref(pod.metadata.owner_references.as_ref())
                 && r.kind == "StatefulSet"

@@ -33,10 +33,9 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let secrets = util::informer(
+    let secrets = ctx.informers.informer(
         Api::<Secret>::namespaced(ctx.client.clone(), token::SECRET_NAMESPACE),
         watcher::Config::default().fields(&format!("type={}", token::SECRET_TYPE)),
-        ctx.shutdown.clone(),
         move |s: &Secret| q.add(token::SECRET_NAMESPACE, &s.name_any()),
     );
     let c = Arc::new(Ctx {

@@ -1,22 +1,18 @@
-//! Shared plumbing of the workload controllers: informers (a reflector store
-//! plus a callback per change), a deduplicating work queue run by one worker
+//! Shared plumbing of the workload controllers (their informers are in
+//! `informers`): a deduplicating work queue run by one worker
 //! per controller, and small helpers on owner references, label selectors and
 //! pod readiness that mirror kube-controller-manager's `controller_utils`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::{Debug, Display};
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -57,71 +53,6 @@ impl Queue {
             let _ = tx.send(key);
         });
     }
-}
-
-/// Watches `api` into a store and calls `on_change` with every added,
-/// modified or deleted object (and every object of a relist).
-pub fn informer<K, F>(
-    api: Api<K>,
-    config: watcher::Config,
-    shutdown: CancellationToken,
-    on_change: F,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    F: FnMut(&K) + Send + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        // As client-go's informers (kube-controller-manager's transform):
-        // the controllers never read managedFields, and keeping them would
-        // roughly double what the stores hold.
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .touched_objects();
-    follow(stream, shutdown, on_change);
-    reader
-}
-
-/// Watches `api` and calls `on_change` with every added, modified or deleted
-/// object (and every object of a relist), keeping no store: for watches
-/// that only trigger work on other objects.
-pub fn watch_changes<K, F>(
-    api: Api<K>,
-    config: watcher::Config,
-    shutdown: CancellationToken,
-    on_change: F,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    F: FnMut(&K) + Send + 'static,
-{
-    let stream = watcher(api, config).default_backoff().touched_objects();
-    follow(stream, shutdown, on_change);
-}
-
-/// Calls `on_change` with every object of a watch stream until `shutdown`.
-fn follow<K, F>(
-    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    shutdown: CancellationToken,
-    mut on_change: F,
-) where
-    K: Resource<DynamicType = ()> + Send + 'static,
-    F: FnMut(&K) + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                item = stream.next() => match item {
-                    Some(Ok(obj)) => on_change(&obj),
-                    Some(Err(err)) => tracing::debug!(kind = %K::kind(&()), %err, "watch error; retrying"),
-                    None => break,
-                },
-            }
-        }
-    });
 }
 
 /// Waits until every store has its first list.

@@ -63,18 +63,16 @@ struct Ctx {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let deployments = util::informer(
+    let deployments = ctx.informers.informer(
         Api::<Deployment>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |d: &Deployment| q.add_key(util::key_of(d)),
     );
     let q = queue.clone();
     let dstore = deployments.clone();
-    let sets = util::informer(
+    let sets = ctx.informers.informer(
         Api::<ReplicaSet>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         move |rs: &ReplicaSet| {
             let ns = rs.namespace().unwrap_or_default();
             if let Some(r) = util::controller_ref(rs.metadata.owner_references.as_ref()) {

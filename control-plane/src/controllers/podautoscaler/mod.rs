@@ -39,10 +39,9 @@ pub fn spawn(ctx: &ControllerContext) {
         sync_period: ctx.config.horizontal_pod_autoscaler_sync_period,
         downscale_stabilization: ctx.config.horizontal_pod_autoscaler_downscale_stabilization,
     };
-    let hpas = util::informer(
+    let hpas = ctx.informers.informer(
         Api::<HorizontalPodAutoscaler>::all(ctx.client.clone()),
         watcher::Config::default(),
-        ctx.shutdown.clone(),
         |_: &HorizontalPodAutoscaler| {},
     );
     let autoscaler = Arc::new(sync::Autoscaler::new(ctx.client.clone(), settings));
