@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ControllerContext;
 use super::scheduler::matching::{node_taints, pod_matches_node, untolerated_taint};
+use super::{ControllerContext, util};
 
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -505,9 +505,9 @@ async fn run(client: kube::Client, informed: Informed, token: CancellationToken)
         changed,
     } = informed;
     let ready = async {
-        let _ = daemonsets.wait_until_ready().await;
-        let _ = nodes.wait_until_ready().await;
-        let _ = pods.wait_until_ready().await;
+        util::wait_ready(&daemonsets).await;
+        util::wait_ready(&nodes).await;
+        util::wait_ready(&pods).await;
     };
     let mut expect = Expectations::default();
     tokio::select! {

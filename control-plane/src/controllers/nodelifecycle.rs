@@ -21,9 +21,9 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ControllerContext;
 use super::scheduler::events::{Recorder, pod_reference};
 use super::scheduler::matching::tolerates;
+use super::{ControllerContext, util};
 
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -228,9 +228,9 @@ async fn run(
 ) {
     let client = ctx.client.clone();
     let ready = async {
-        let _ = nodes.wait_until_ready().await;
-        let _ = leases.wait_until_ready().await;
-        let _ = pods.wait_until_ready().await;
+        util::wait_ready(&nodes).await;
+        util::wait_ready(&leases).await;
+        util::wait_ready(&pods).await;
     };
     tokio::select! {
         () = token.cancelled() => return,
