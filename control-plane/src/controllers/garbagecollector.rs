@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{
@@ -21,7 +20,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::ControllerContext;
-use super::util;
+use super::{informers, util};
 use crate::resources::ResourceType;
 
 const FOREGROUND: &str = "foregroundDeletion";
@@ -83,20 +82,12 @@ pub fn spawn(ctx: &ControllerContext) {
             .reflect(writer)
             .touched_objects();
         let notify = changed.clone();
-        let shutdown = ctx.shutdown.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    item = stream.next() => match item {
-                        Some(Ok(_)) => notify.notify_one(),
-                        Some(Err(_)) => {}
-                        None => break,
-                    },
-                }
-            }
-        });
+        informers::follow(
+            ar.kind.clone(),
+            stream,
+            ctx.shutdown.clone(),
+            move |_: &Meta| notify.notify_one(),
+        );
         kinds.push(Kind {
             r,
             ar,

@@ -179,19 +179,23 @@ impl<K: Object> PendingWatch for Pending<K> {
             // the controllers never read managedFields, and keeping them would
             // roughly double what the stores hold.
             .modify(|obj: &mut K| obj.meta_mut().managed_fields = None);
+        let kind = K::kind(&()).into_owned();
         match store {
             Some((_, writer)) => follow(
+                kind,
                 stream.reflect(writer).touched_objects(),
                 shutdown,
                 on_change,
             ),
-            None => follow(stream.touched_objects(), shutdown, on_change),
+            None => follow(kind, stream.touched_objects(), shutdown, on_change),
         }
     }
 }
 
-/// Calls `on_change` with every object of a watch stream until `shutdown`.
-fn follow<K: Object>(
+/// Calls `on_change` with every object of a watch stream of `kind` until
+/// `shutdown`, in a task of its own.
+pub(super) fn follow<K: Send + 'static>(
+    kind: String,
     stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     shutdown: CancellationToken,
     mut on_change: impl FnMut(&K) + Send + 'static,
@@ -204,7 +208,7 @@ fn follow<K: Object>(
                 _ = shutdown.cancelled() => break,
                 item = stream.next() => match item {
                     Some(Ok(obj)) => on_change(&obj),
-                    Some(Err(err)) => tracing::debug!(kind = %K::kind(&()), %err, "watch error; retrying"),
+                    Some(Err(err)) => tracing::debug!(%kind, %err, "watch error; retrying"),
                     None => break,
                 },
             }
@@ -258,21 +262,21 @@ mod tests {
             watcher::Config::default(),
             |_| {},
         );
-        let mut state = informers.state.lock().unwrap();
-        let watch = state.pending.values_mut().next().unwrap();
-        let nodes = watch.as_any().downcast_mut::<Pending<Node>>().unwrap();
-        assert!(nodes.store.is_none());
-        assert_eq!(nodes.handlers.len(), 1);
-        drop(state);
+        assert_eq!(node_watch(&informers), (false, 1));
         informers.informer(
             Api::<Node>::all(client()),
             watcher::Config::default(),
             |_| {},
         );
+        assert_eq!(node_watch(&informers), (true, 2));
+    }
+
+    /// Whether the (only) pending watch, of nodes, keeps a store, and how
+    /// many handlers it has.
+    fn node_watch(informers: &SharedInformers) -> (bool, usize) {
         let mut state = informers.state.lock().unwrap();
         let watch = state.pending.values_mut().next().unwrap();
         let nodes = watch.as_any().downcast_mut::<Pending<Node>>().unwrap();
-        assert!(nodes.store.is_some());
-        assert_eq!(nodes.handlers.len(), 2);
+        (nodes.store.is_some(), nodes.handlers.len())
     }
 }
