@@ -105,7 +105,7 @@ impl SharedInformers {
             tracing::debug!(kind = %K::kind(&()), "informer registered after start: watching on its own");
             let mut watch = Pending::new(api, config);
             watch.add(handler, keep_store);
-            let store = watch.store.as_ref().map(|(reader, _)| reader.clone());
+            let store = watch.reader();
             Box::new(watch).start(self.shutdown.clone());
             return store;
         }
@@ -124,7 +124,7 @@ impl SharedInformers {
             .downcast_mut::<Pending<K>>()
             .expect("keyed by type");
         watch.add(handler, keep_store);
-        watch.store.as_ref().map(|(reader, _)| reader.clone())
+        watch.reader()
     }
 }
 
@@ -151,6 +151,11 @@ impl<K: Object> Pending<K> {
             self.store = Some(reflector::store());
         }
         self.handlers.push(handler);
+    }
+
+    /// The store's reading side, when one is kept.
+    fn reader(&self) -> Option<Store<K>> {
+        self.store.as_ref().map(|(reader, _)| reader.clone())
     }
 }
 
