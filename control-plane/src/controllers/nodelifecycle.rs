@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use serde_json::json;
 use tokio::time::Instant;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::scheduler::events::{Recorder, pod_reference};
 use super::scheduler::matching::tolerates;
+use super::util::{Queue, Requeue};
 use super::{ControllerContext, util};
 
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -32,6 +33,9 @@ const RECORDER: Recorder = Recorder {
     component: "node-controller",
 };
 const POD_GC_PERIOD: Duration = Duration::from_secs(20);
+/// Nodes whose taints are updated at once (upstream's
+/// `nodeUpdateWorkerSize`).
+const TAINT_WORKERS: usize = 8;
 
 /// Condition types the controller sets Unknown, as upstream.
 const MONITORED: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -282,31 +286,51 @@ async fn monitor_nodes(
     for node in nodes.state() {
         let name = node.metadata.name.clone().unwrap_or_default();
         let last = health.observe(&name, heartbeat(&node, lease_by_node.get(&name)), now);
-        let mut node = (*node).clone();
         if now.duration_since(last) > grace
             && let Some(conditions) = unknown_conditions(&node, Timestamp::now())
         {
+            // The taints follow from the node's update event (`sync_taints`).
             tracing::info!(node = %name, "node stopped posting status; marking it Unknown");
             let patch = json!({"status": {"conditions": conditions}});
-            match api
+            if let Err(err) = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(n) => node = n,
-                Err(err) => {
-                    tracing::warn!(node = %name, %err, "failed to update node conditions");
-                    continue;
-                }
+                tracing::warn!(node = %name, %err, "failed to update node conditions");
             }
         }
-        if let Some(taints) = reconcile_taints(&node, Timestamp::now()) {
-            let patch = json!({"spec": {"taints": taints}});
-            if let Err(err) = api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                tracing::warn!(node = %name, %err, "failed to update node taints");
-            }
+    }
+}
+
+/// Brings the node's managed taints in line with its conditions and
+/// `spec.unschedulable` (upstream's `doNoScheduleTaintingPass`, run from
+/// the node's update events). The patch carries the resourceVersion the
+/// taints were computed from: a node changed since then fails with a
+/// conflict and comes back with its newer version's event.
+async fn sync_taints(
+    api: &Api<Node>,
+    nodes: &Store<Node>,
+    name: &str,
+) -> Result<Requeue, kube::Error> {
+    let Some(node) = nodes.get(&ObjectRef::new(name)) else {
+        return Ok(None);
+    };
+    let Some(taints) = reconcile_taints(&node, Timestamp::now()) else {
+        return Ok(None);
+    };
+    let patch = json!({
+        "metadata": {"resourceVersion": node.metadata.resource_version},
+        "spec": {"taints": taints},
+    });
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
+        Err(err) => {
+            tracing::warn!(node = %name, %err, "failed to update node taints");
+            Err(err)
         }
     }
 }
@@ -414,9 +438,13 @@ async fn gc_orphans(
 pub fn spawn(ctx: &ControllerContext) {
     let client = &ctx.client;
     let config = watcher::Config::default;
+    let (queue, rx) = Queue::new();
+    let q = queue.clone();
     let nodes = ctx
         .informers
-        .informer(Api::all(client.clone()), config(), |_: &Node| {});
+        .informer(Api::all(client.clone()), config(), move |node: &Node| {
+            q.add_key(util::key_of(node));
+        });
     let leases = ctx.informers.informer(
         Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
         config(),
@@ -425,7 +453,30 @@ pub fn spawn(ctx: &ControllerContext) {
     let pods = ctx
         .informers
         .informer(Api::all(client.clone()), config(), |_: &Pod| {});
-    tokio::spawn(run(ctx.clone(), nodes, leases, pods, ctx.shutdown.clone()));
+    tokio::spawn(run(
+        ctx.clone(),
+        nodes.clone(),
+        leases,
+        pods,
+        ctx.shutdown.clone(),
+    ));
+    let api: Api<Node> = Api::all(client.clone());
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        util::wait_ready(&nodes).await;
+        util::run_workers(
+            "node-lifecycle",
+            TAINT_WORKERS,
+            rx,
+            queue,
+            shutdown,
+            |(_, name)| {
+                let (api, nodes) = (api.clone(), nodes.clone());
+                async move { sync_taints(&api, &nodes, &name).await }
+            },
+        )
+        .await;
+    });
 }
 
 #[cfg(test)]

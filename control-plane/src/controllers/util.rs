@@ -1,13 +1,15 @@
 //! Shared plumbing of the workload controllers (their informers are in
-//! `informers`): a deduplicating work queue run by one worker
-//! per controller, and small helpers on owner references, label selectors and
+//! `informers`): a deduplicating work queue run by one or more
+//! workers per controller, and small helpers on owner references, label selectors and
 //! pod readiness that mirror kube-controller-manager's `controller_utils`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -80,46 +82,103 @@ pub type Requeue = Option<Duration>;
 /// duplicate keys merged; failures are retried with exponential back-off.
 pub async fn run_worker<F, Fut, E>(
     controller: &'static str,
-    mut rx: mpsc::UnboundedReceiver<Key>,
+    rx: mpsc::UnboundedReceiver<Key>,
     queue: Queue,
     shutdown: CancellationToken,
-    mut reconcile: F,
+    reconcile: F,
 ) where
-    F: FnMut(Key) -> Fut,
+    F: Fn(Key) -> Fut,
     Fut: Future<Output = Result<Requeue, E>>,
     E: Display,
 {
+    run_workers(controller, 1, rx, queue, shutdown, reconcile).await;
+}
+
+/// Runs `reconcile` for every key sent to the queue on up to `workers` keys
+/// at once, as client-go's work queue: a key waiting is queued once, and a
+/// key is never reconciled by two workers at a time (sent again while being
+/// reconciled, it runs again afterwards). Failures are retried with
+/// exponential back-off.
+pub async fn run_workers<F, Fut, E>(
+    controller: &'static str,
+    workers: usize,
+    mut rx: mpsc::UnboundedReceiver<Key>,
+    queue: Queue,
+    shutdown: CancellationToken,
+    reconcile: F,
+) where
+    F: Fn(Key) -> Fut,
+    Fut: Future<Output = Result<Requeue, E>>,
+    E: Display,
+{
+    let mut work = WorkSet::default();
     let mut failures: HashMap<Key, u32> = HashMap::new();
+    let mut running = FuturesUnordered::new();
     loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            k = rx.recv() => match k { Some(k) => k, None => return },
-        };
-        let mut batch = vec![first];
-        while let Ok(k) = rx.try_recv() {
-            if !batch.contains(&k) {
-                batch.push(k);
-            }
+        while running.len() < workers.max(1)
+            && let Some(key) = work.next()
+        {
+            let run = reconcile(key.clone());
+            running.push(async move { (key, run.await) });
         }
-        for key in batch {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            match reconcile(key.clone()).await {
-                Ok(requeue) => {
-                    failures.remove(&key);
-                    if let Some(after) = requeue {
-                        queue.add_after(key, after);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            key = rx.recv() => match key {
+                Some(key) => work.add(key),
+                None => return,
+            },
+            Some((key, result)) = running.next(), if !running.is_empty() => {
+                match result {
+                    Ok(requeue) => {
+                        failures.remove(&key);
+                        if let Some(after) = requeue {
+                            queue.add_after(key.clone(), after);
+                        }
+                    }
+                    Err(err) => {
+                        let n = failures.entry(key.clone()).or_insert(0);
+                        *n = n.saturating_add(1);
+                        let delay = backoff(*n);
+                        tracing::debug!(controller, ns = %key.0, name = %key.1, %err, ?delay, "sync failed; retrying");
+                        queue.add_after(key.clone(), delay);
                     }
                 }
-                Err(err) => {
-                    let n = failures.entry(key.clone()).or_insert(0);
-                    *n = n.saturating_add(1);
-                    let delay = backoff(*n);
-                    tracing::debug!(controller, ns = %key.0, name = %key.1, %err, ?delay, "sync failed; retrying");
-                    queue.add_after(key, delay);
-                }
+                work.done(key);
             }
+        }
+    }
+}
+
+/// The keys of a work queue: waiting in order, each at most once, and the
+/// ones being reconciled (a key sent again meanwhile waits until then).
+#[derive(Default)]
+struct WorkSet {
+    waiting: VecDeque<Key>,
+    queued: HashSet<Key>,
+    running: HashSet<Key>,
+    dirty: HashSet<Key>,
+}
+
+impl WorkSet {
+    fn add(&mut self, key: Key) {
+        if self.running.contains(&key) {
+            self.dirty.insert(key);
+        } else if self.queued.insert(key.clone()) {
+            self.waiting.push_back(key);
+        }
+    }
+
+    fn next(&mut self) -> Option<Key> {
+        let key = self.waiting.pop_front()?;
+        self.queued.remove(&key);
+        self.running.insert(key.clone());
+        Some(key)
+    }
+
+    fn done(&mut self, key: Key) {
+        self.running.remove(&key);
+        if self.dirty.remove(&key) {
+            self.add(key);
         }
     }
 }
@@ -366,6 +425,58 @@ mod tests {
                 .expect("a waiter was never woken")
                 .unwrap();
         }
+    }
+
+    /// Keys run on several workers at once, a key never on two, and a key
+    /// sent while it runs runs once more afterwards.
+    #[tokio::test]
+    async fn workers_run_keys_at_once_but_never_one_key_twice_at_a_time() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Default)]
+        struct Seen {
+            running: HashSet<Key>,
+            peak: usize,
+            overlap: bool,
+            runs: HashMap<Key, u32>,
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (queue, rx) = Queue::new();
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn({
+            let (seen, queue, shutdown) = (seen.clone(), queue.clone(), shutdown.clone());
+            async move {
+                run_workers("test", 4, rx, queue, shutdown, |key: Key| {
+                    let seen = seen.clone();
+                    async move {
+                        {
+                            let mut s = seen.lock().unwrap();
+                            s.overlap |= !s.running.insert(key.clone());
+                            s.peak = s.peak.max(s.running.len());
+                            *s.runs.entry(key.clone()).or_default() += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        seen.lock().unwrap().running.remove(&key);
+                        Ok::<_, String>(None)
+                    }
+                })
+                .await;
+            }
+        });
+        for name in ["a", "b", "c", "d"] {
+            queue.add("", name);
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // "a" is running: sent twice more, it runs once more, after.
+        queue.add("", "a");
+        queue.add("", "a");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        shutdown.cancel();
+        worker.await.unwrap();
+        let s = seen.lock().unwrap();
+        assert_eq!(s.peak, 4, "the four keys ran at once");
+        assert!(!s.overlap, "a key ran on two workers at once");
+        assert_eq!(s.runs[&(String::new(), "a".to_string())], 2);
+        assert_eq!(s.runs[&(String::new(), "b".to_string())], 1);
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -409,13 +409,13 @@ fn filter_inter_pod_affinity(state: &PodState, node: &NodeInfo) -> Result<(), No
     {
         return Err(NodeStatus::new(Code::Unschedulable, ERR_ANTI_AFFINITY));
     }
-    if let Some(labels) = node.node.as_ref().and_then(|n| n.metadata.labels.as_ref())
-        && labels.iter().any(|(k, v)| {
-            state
-                .existing_anti_affinity_counts
-                .get(&(k.clone(), v.clone()))
-                .is_some_and(|c| *c > 0)
-        })
+    // The counts hold the few topology pairs that existing pods' terms
+    // match; looking each up in the node's labels costs no allocation per
+    // node (the node's labels looked up in the counts would).
+    if state
+        .existing_anti_affinity_counts
+        .iter()
+        .any(|((k, v), c)| *c > 0 && node.label(k) == Some(v.as_str()))
     {
         return Err(NodeStatus::new(
             Code::Unschedulable,

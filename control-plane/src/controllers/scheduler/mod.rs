@@ -15,6 +15,7 @@ pub mod resources;
 pub mod score;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,11 @@ struct Shared {
     cache: Mutex<Cache>,
     queue: Mutex<SchedulingQueue>,
     wake: Notify,
+    /// A cluster event asked to move the unschedulable pods back; the
+    /// scheduling loop does it once before its next pop, however many
+    /// events came meanwhile (a burst of node updates would otherwise
+    /// walk every pending pod once per event).
+    move_requested: AtomicBool,
 }
 
 impl Shared {
@@ -66,8 +72,17 @@ impl Shared {
     }
 
     fn move_all(&self) {
-        self.queue().move_all(Instant::now());
+        self.move_requested.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// The next pod to schedule, after the moves asked for since the last.
+    fn pop(&self) -> Option<Arc<Pod>> {
+        let mut queue = self.queue();
+        if self.move_requested.swap(false, Ordering::AcqRel) {
+            queue.move_all(Instant::now());
+        }
+        queue.pop()
     }
 }
 
@@ -281,7 +296,7 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
 
 async fn next_pod(shared: &Shared) -> Arc<Pod> {
     loop {
-        if let Some(pod) = shared.queue().pop() {
+        if let Some(pod) = shared.pop() {
             return pod;
         }
         tokio::select! {
@@ -296,6 +311,10 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
     let failures = spawn_failure_writers(ctx.client.clone(), events.clone());
     let mut next_start = 0usize;
     loop {
+        // A cycle is CPU work with no await in it: without a yield, a
+        // queue of pods keeps this worker thread from the server's other
+        // tasks (the watches that would make the pods schedulable).
+        tokio::task::yield_now().await;
         let pod = next_pod(shared).await;
         let key = pod_key(&pod);
         let outcome = {

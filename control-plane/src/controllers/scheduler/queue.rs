@@ -4,7 +4,7 @@
 //! `internal/queue`). No I/O.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,18 +31,27 @@ struct Entry {
     attempts: u32,
     seq: u64,
     state: State,
-    /// A cluster event arrived while the pod was in flight.
-    moved_while_in_flight: bool,
+    /// The queue's move count when the pod was popped: a cluster event
+    /// that arrived while it was in flight sends it to backoff, not to the
+    /// unschedulable set.
+    moves_at_pop: u64,
 }
 
 type HeapKey = (i32, Reverse<i64>, Reverse<u64>, String);
 
-/// Pending pods this scheduler is responsible for.
+/// Pending pods this scheduler is responsible for. The unschedulable and
+/// backing-off pods are kept apart from the active heap, as upstream's
+/// `unschedulablePods` and `podBackoffQ`, so that a cluster event costs
+/// the pods that failed since the last one, not every pending pod.
 #[derive(Debug, Default)]
 pub struct SchedulingQueue {
     heap: BinaryHeap<HeapKey>,
     entries: HashMap<String, Entry>,
+    unschedulable: HashSet<String>,
+    /// Backoff deadlines; an entry whose pod has moved on is skipped.
+    backoff: BinaryHeap<Reverse<(Instant, String)>>,
     seq: u64,
+    moves: u64,
 }
 
 fn priority(pod: &Pod) -> i32 {
@@ -66,6 +75,9 @@ impl SchedulingQueue {
         self.seq += 1;
         let seq = self.seq;
         if let Some(e) = self.entries.get_mut(key) {
+            if matches!(e.state, State::Unschedulable(_)) {
+                self.unschedulable.remove(key);
+            }
             e.state = State::Active;
             e.seq = seq;
             self.heap.push((
@@ -74,6 +86,16 @@ impl SchedulingQueue {
                 Reverse(seq),
                 key.to_string(),
             ));
+        }
+    }
+
+    fn push_backoff(&mut self, key: &str, until: Instant) {
+        if let Some(e) = self.entries.get_mut(key) {
+            if matches!(e.state, State::Unschedulable(_)) {
+                self.unschedulable.remove(key);
+            }
+            e.state = State::Backoff(until);
+            self.backoff.push(Reverse((until, key.to_string())));
         }
     }
 
@@ -89,7 +111,7 @@ impl SchedulingQueue {
                         attempts: 0,
                         seq: 0,
                         state: State::Active,
-                        moved_while_in_flight: false,
+                        moves_at_pop: 0,
                     },
                 );
                 self.push_active(&key);
@@ -109,6 +131,7 @@ impl SchedulingQueue {
 
     pub fn delete(&mut self, key: &str) {
         self.entries.remove(key);
+        self.unschedulable.remove(key);
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -123,7 +146,7 @@ impl SchedulingQueue {
                 && e.state == State::Active
             {
                 e.state = State::InFlight;
-                e.moved_while_in_flight = false;
+                e.moves_at_pop = self.moves;
                 return Some(e.pod.clone());
             }
         }
@@ -132,18 +155,22 @@ impl SchedulingQueue {
 
     /// The pod was bound (or is no longer ours).
     pub fn done(&mut self, key: &str) {
-        self.entries.remove(key);
+        self.delete(key);
     }
 
     /// The pod did not fit: park it until a cluster event, with backoff.
     pub fn unschedulable(&mut self, key: &str, now: Instant) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.attempts += 1;
-            e.state = if e.moved_while_in_flight {
-                State::Backoff(now + backoff(e.attempts))
-            } else {
-                State::Unschedulable(now)
-            };
+        let moves = self.moves;
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        e.attempts += 1;
+        if e.moves_at_pop != moves {
+            let until = now + backoff(e.attempts);
+            self.push_backoff(key, until);
+        } else {
+            e.state = State::Unschedulable(now);
+            self.unschedulable.insert(key.to_string());
         }
     }
 
@@ -151,7 +178,8 @@ impl SchedulingQueue {
     pub fn retry(&mut self, key: &str, now: Instant) {
         if let Some(e) = self.entries.get_mut(key) {
             e.attempts += 1;
-            e.state = State::Backoff(now + backoff(e.attempts));
+            let until = now + backoff(e.attempts);
+            self.push_backoff(key, until);
         }
     }
 
@@ -160,13 +188,13 @@ impl SchedulingQueue {
     /// `isPodBackingoff`: a pod that failed long ago goes straight back to
     /// the active queue.
     pub fn move_all(&mut self, now: Instant) {
-        for e in self.entries.values_mut() {
-            match e.state {
-                State::Unschedulable(since) => {
-                    e.state = State::Backoff(since + backoff(e.attempts));
-                }
-                State::InFlight => e.moved_while_in_flight = true,
-                _ => {}
+        self.moves += 1;
+        for key in std::mem::take(&mut self.unschedulable) {
+            if let Some(e) = self.entries.get(&key)
+                && let State::Unschedulable(since) = e.state
+            {
+                let until = since + backoff(e.attempts);
+                self.push_backoff(&key, until);
             }
         }
         self.flush(now);
@@ -175,16 +203,32 @@ impl SchedulingQueue {
     /// Moves pods whose backoff expired, and long-unschedulable ones, to
     /// the active queue; returns whether any became active.
     pub fn flush(&mut self, now: Instant) -> bool {
-        let due: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| match e.state {
-                State::Backoff(until) => until <= now,
-                State::Unschedulable(since) => now.duration_since(since) >= UNSCHEDULABLE_FLUSH,
-                _ => false,
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut due: Vec<String> = Vec::new();
+        while let Some(Reverse((until, _))) = self.backoff.peek()
+            && *until <= now
+        {
+            let Some(Reverse((until, key))) = self.backoff.pop() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.state == State::Backoff(until))
+            {
+                due.push(key);
+            }
+        }
+        due.extend(
+            self.unschedulable
+                .iter()
+                .filter(|k| {
+                    self.entries.get(*k).is_some_and(|e| {
+                        matches!(e.state, State::Unschedulable(since)
+                            if now.duration_since(since) >= UNSCHEDULABLE_FLUSH)
+                    })
+                })
+                .cloned(),
+        );
         for key in &due {
             self.push_active(key);
         }
@@ -250,6 +294,27 @@ mod tests {
         q.unschedulable("default/a", failed);
         q.move_all(failed + INITIAL_BACKOFF);
         assert!(q.pop().is_some());
+    }
+
+    #[test]
+    fn an_event_while_in_flight_sends_a_failed_pod_to_backoff() {
+        let mut q = SchedulingQueue::default();
+        q.add_or_update(pod("a", 0, "2024-01-01T00:00:00Z"));
+        q.add_or_update(pod("b", 0, "2024-01-01T00:00:01Z"));
+        let now = Instant::now();
+        assert!(q.pop().is_some());
+        q.unschedulable("default/a", now);
+        assert!(q.pop().is_some());
+        q.move_all(now);
+        q.unschedulable("default/b", now);
+        // "a" went to backoff with the move; "b" failed after it began,
+        // so it backs off too instead of waiting for the next event.
+        q.flush(now + MAX_BACKOFF);
+        let mut names: Vec<_> = std::iter::from_fn(|| q.pop())
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["a", "b"]);
     }
 
     #[test]
