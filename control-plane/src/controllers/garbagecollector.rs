@@ -77,8 +77,14 @@ pub fn spawn(ctx: &ControllerContext) {
         let api: Api<Meta> = Api::all_with(ctx.client.clone(), &ar);
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
-            // Owner references and finalizers are all it reads.
-            .modify(|o: &mut Meta| o.metadata.managed_fields = None)
+            // Owner references, finalizers and deletion state are all it
+            // reads; annotations can hold kubectl's copy of the object.
+            .modify(|o: &mut Meta| {
+                let meta = &mut o.metadata;
+                meta.managed_fields = None;
+                meta.annotations = None;
+                meta.labels = None;
+            })
             .reflect(writer)
             .touched_objects();
         let notify = changed.clone();

@@ -140,44 +140,53 @@ async fn sync(c: &Ctx, (_, name): Key) -> Result<Requeue, NamespaceError> {
     Ok(None)
 }
 
+/// Objects listed per request: a namespace with tens of thousands of pods
+/// is read a page at a time, metadata only, never as one list.
+const PAGE: u32 = 500;
+
 /// Deletes what is left of every namespaced kind and counts what remains.
 async fn delete_content(c: &Ctx, ns: &str) -> Remaining {
     let mut left = Remaining::default();
     for r in util::stored_kinds().into_iter().filter(|r| r.namespaced) {
         let api: Api<DynamicObject> =
             Api::namespaced_with(c.client.clone(), ns, &util::api_resource(r));
-        let items = match api.list(&ListParams::default()).await {
-            Ok(l) => l.items,
-            Err(e) => {
-                left.list_errors.push(format!("{}: {e}", r.plural));
-                continue;
+        let kind = format!("{}.{}", r.plural, r.group)
+            .trim_end_matches('.')
+            .to_string();
+        let mut params = ListParams::default().limit(PAGE);
+        loop {
+            let page = match api.list_metadata(&params).await {
+                Ok(l) => l,
+                Err(e) => {
+                    left.list_errors.push(format!("{}: {e}", r.plural));
+                    break;
+                }
+            };
+            if !page.items.is_empty() {
+                *left.content.entry(kind.clone()).or_insert(0) += page.items.len();
             }
-        };
-        if items.is_empty() {
-            continue;
-        }
-        left.content.insert(
-            format!("{}.{}", r.plural, r.group)
-                .trim_end_matches('.')
-                .to_string(),
-            items.len(),
-        );
-        for obj in &items {
-            for f in obj.finalizers() {
-                *left.finalizers.entry(f.clone()).or_insert(0) += 1;
+            for obj in &page.items {
+                for f in obj.finalizers() {
+                    *left.finalizers.entry(f.clone()).or_insert(0) += 1;
+                }
+                if obj.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                match api
+                    .delete(&obj.name_any(), &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if util::is_not_found(&e) => {}
+                    Err(e) => {
+                        left.delete_errors
+                            .push(format!("{}/{}: {e}", r.plural, obj.name_any()))
+                    }
+                }
             }
-            if obj.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            match api
-                .delete(&obj.name_any(), &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if util::is_not_found(&e) => {}
-                Err(e) => left
-                    .delete_errors
-                    .push(format!("{}/{}: {e}", r.plural, obj.name_any())),
+            match page.metadata.continue_.filter(|t| !t.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
             }
         }
     }

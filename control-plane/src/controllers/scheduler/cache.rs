@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
 
 use super::resources::{Resources, node_allocatable, pod_non_zero_requests, pod_requests};
 
@@ -17,6 +17,39 @@ pub fn pod_key(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// Drops what no scheduling decision reads from a watched pod, as the
+/// watchers receive it: managedFields, annotations (kubectl's
+/// last-applied copy of the whole object), volumes, every container field
+/// but name, image, ports, resources and restartPolicy, and the container
+/// statuses. The scheduler holds every pod of the cluster; a decoded pod
+/// with its defaults is 10 KB or more, mostly these.
+pub fn slim_pod(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        spec.ephemeral_containers = None;
+        let slim = |c: &mut Container| {
+            *c = Container {
+                name: std::mem::take(&mut c.name),
+                image: c.image.take(),
+                ports: c.ports.take(),
+                resources: c.resources.take(),
+                restart_policy: c.restart_policy.take(),
+                ..Container::default()
+            };
+        };
+        spec.containers.iter_mut().for_each(slim);
+        spec.init_containers.iter_mut().flatten().for_each(slim);
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
 }
 
 /// A host port a container asks for; `0.0.0.0` stands for every address.
@@ -283,6 +316,44 @@ impl Cache {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_slim_pod_keeps_what_scheduling_reads() {
+        let full: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {
+                "containers": [{"name": "c", "image": "busybox", "env": [{"name": "A", "value": "1"}],
+                    "ports": [{"containerPort": 80, "hostPort": 8080}],
+                    "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}},
+                    "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+                "initContainers": [{"name": "side", "restartPolicy": "Always",
+                    "resources": {"requests": {"cpu": "100m"}}}],
+                "overhead": {"cpu": "10m"},
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "priority": 7
+            },
+            "status": {"phase": "Running", "containerStatuses": [{"name": "c", "image": "busybox",
+                "imageID": "", "ready": true, "restartCount": 0}]}
+        }))
+        .unwrap();
+        let mut slim = full.clone();
+        slim_pod(&mut slim);
+        let (a, b) = (
+            PodInfo::new(Arc::new(full)),
+            PodInfo::new(Arc::new(slim.clone())),
+        );
+        assert_eq!(a.requests, b.requests);
+        assert_eq!(a.host_ports, b.host_ports);
+        assert_eq!(a.priority, b.priority);
+        assert_eq!(slim.metadata.labels, a.pod.metadata.labels);
+        assert!(slim.metadata.annotations.is_none());
+        let spec = slim.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
+        assert_eq!(spec.tolerations, a.pod.spec.as_ref().unwrap().tolerations);
+        assert_eq!(slim.status.unwrap().phase.as_deref(), Some("Running"));
+    }
 
     fn pod(name: &str, cpu: &str, port: Option<i32>) -> PodInfo {
         let mut c = json!({"name": "c", "resources": {"requests": {"cpu": cpu}}});

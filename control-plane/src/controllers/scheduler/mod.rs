@@ -171,8 +171,7 @@ async fn watch_pods(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notif
     let api: Api<Pod> = Api::all(client);
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
-        // As kube-scheduler's informers: managedFields are never read here.
-        .modify(|o: &mut Pod| o.metadata.managed_fields = None)
+        .modify(cache::slim_pod)
         .boxed();
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(event) = stream.next().await {
