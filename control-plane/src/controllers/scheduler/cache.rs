@@ -192,7 +192,8 @@ impl NodeInfo {
 #[derive(Debug, Default)]
 pub struct Cache {
     pub nodes: BTreeMap<String, NodeInfo>,
-    /// Node names with a Node object, in a stable order for round-robin.
+    /// Node names with a Node object, in the order they arrived, for
+    /// round-robin.
     pub node_order: Vec<String>,
     /// Where each bound or assumed pod is.
     pod_node: HashMap<String, String>,
@@ -220,28 +221,23 @@ impl Cache {
         info.allocatable = node_allocatable(&node);
         info.node = Some(Arc::new(node));
         if is_new {
-            self.rebuild_order();
+            // Appended, not re-sorted: rebuilding the order on every new
+            // node made registering N nodes cost N² name copies.
+            self.node_order.push(name);
         }
         relevant
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        if let Some(info) = self.nodes.get_mut(name) {
-            info.node = None;
-            if info.pods.is_empty() {
-                self.nodes.remove(name);
-            }
+        let Some(info) = self.nodes.get_mut(name) else {
+            return;
+        };
+        if info.node.take().is_some() {
+            self.node_order.retain(|n| n != name);
         }
-        self.rebuild_order();
-    }
-
-    fn rebuild_order(&mut self) {
-        self.node_order = self
-            .nodes
-            .values()
-            .filter(|n| n.node.is_some())
-            .map(|n| n.name.clone())
-            .collect();
+        if info.pods.is_empty() {
+            self.nodes.remove(name);
+        }
     }
 
     /// Records a pod on `node` (a bound pod from the watch, or an assumed one).
@@ -316,6 +312,23 @@ impl Cache {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn node_order_has_each_node_once_in_arrival_order() {
+        let node = |name: &str| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+        };
+        let mut c = Cache::default();
+        for n in ["n2", "n1", "n3", "n1"] {
+            c.upsert_node(node(n));
+        }
+        assert_eq!(c.node_order, vec!["n2", "n1", "n3"]);
+        c.remove_node("n1");
+        c.remove_node("absent");
+        assert_eq!(c.node_order, vec!["n2", "n3"]);
+        c.upsert_node(node("n1"));
+        assert_eq!(c.node_order, vec!["n2", "n3", "n1"]);
+    }
 
     #[test]
     fn a_slim_pod_keeps_what_scheduling_reads() {
