@@ -77,7 +77,7 @@ pub fn spawn(ctx: &ControllerContext) {
     tokio::spawn(async move {
         util::wait_ready(&c.configmaps).await;
         util::wait_ready(&c.secrets).await;
-        util::run_worker("bootstrapsigner", rx, queue, shutdown, |key| {
+        util::run_workers("bootstrapsigner", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

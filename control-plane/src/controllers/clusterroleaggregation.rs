@@ -59,7 +59,7 @@ pub fn spawn(ctx: &ControllerContext) {
                 queue.add("", &r.name_any());
             }
         }
-        util::run_worker("clusterrole-aggregation", rx, queue, shutdown, |key| {
+        util::run_workers("clusterrole-aggregation", 1, rx, queue, shutdown, |key| {
             let (client, roles) = (client.clone(), roles.clone());
             async move { sync(&client, &roles, key).await }
         })

@@ -150,7 +150,7 @@ pub fn spawn(ctx: &ControllerContext) {
     tokio::spawn(async move {
         util::wait_ready(&c.cronjobs).await;
         util::wait_ready(&c.jobs).await;
-        util::run_worker("cronjob", rx, queue, shutdown, |key| {
+        util::run_workers("cronjob", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

@@ -153,7 +153,7 @@ pub fn spawn(ctx: &ControllerContext) {
     tokio::spawn(async move {
         util::wait_ready(&c.csrs).await;
         util::wait_ready(&c.nodes).await;
-        util::run_worker("csrapproving", rx, queue, shutdown, |key| {
+        util::run_workers("csrapproving", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

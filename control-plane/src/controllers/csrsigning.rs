@@ -162,7 +162,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         util::wait_ready(&c.csrs).await;
-        util::run_worker("csrsigning", rx, queue, shutdown, |key| {
+        util::run_workers("csrsigning", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

@@ -134,7 +134,7 @@ pub fn spawn(ctx: &ControllerContext) {
         util::wait_ready(&c.deployments).await;
         util::wait_ready(&c.stateful_sets).await;
         util::wait_ready(&c.controllers).await;
-        util::run_worker("disruption", rx, queue, shutdown, |key| {
+        util::run_workers("disruption", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

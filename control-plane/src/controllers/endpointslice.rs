@@ -97,7 +97,7 @@ pub fn spawn(ctx: &ControllerContext) {
         util::wait_ready(&c.pods).await;
         util::wait_ready(&c.nodes).await;
         util::wait_ready(&c.slices).await;
-        util::run_worker("endpointslice", rx, queue, shutdown, |key| {
+        util::run_workers("endpointslice", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

@@ -86,7 +86,7 @@ pub fn spawn(ctx: &ControllerContext) {
     tokio::spawn(async move {
         util::wait_ready(&c.jobs).await;
         util::wait_ready(&c.pods).await;
-        util::run_worker("job", rx, queue, shutdown, |key| {
+        util::run_workers("job", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

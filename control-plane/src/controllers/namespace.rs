@@ -58,7 +58,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         util::wait_ready(&c.namespaces).await;
-        util::run_worker("namespace", rx, queue, shutdown, |key| {
+        util::run_workers("namespace", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

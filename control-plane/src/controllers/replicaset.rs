@@ -129,7 +129,7 @@ pub fn spawn(ctx: &ControllerContext) {
     tokio::spawn(async move {
         util::wait_ready(&c.sets).await;
         util::wait_ready(&c.pods).await;
-        util::run_worker("replicaset", rx, queue, shutdown, |key| {
+        util::run_workers("replicaset", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

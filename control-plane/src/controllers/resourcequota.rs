@@ -92,7 +92,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         util::wait_ready(&c.quotas).await;
-        util::run_worker("resourcequota", rx, queue, shutdown, |key| {
+        util::run_workers("resourcequota", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

@@ -78,7 +78,7 @@ pub fn spawn(ctx: &ControllerContext) {
         util::wait_ready(&c.namespaces).await;
         util::wait_ready(&c.accounts).await;
         util::wait_ready(&c.configmaps).await;
-        util::run_worker("serviceaccount", rx, queue, shutdown, |key| {
+        util::run_workers("serviceaccount", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

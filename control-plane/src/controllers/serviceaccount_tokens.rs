@@ -73,7 +73,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         util::wait_ready(&c.secrets).await;
-        util::run_worker("serviceaccount-tokens", rx, queue, shutdown, |key| {
+        util::run_workers("serviceaccount-tokens", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

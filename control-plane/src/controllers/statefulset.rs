@@ -76,7 +76,7 @@ pub fn spawn(ctx: &ControllerContext) {
     tokio::spawn(async move {
         util::wait_ready(&c.sets).await;
         util::wait_ready(&c.pods).await;
-        util::run_worker("statefulset", rx, queue, shutdown, |key| {
+        util::run_workers("statefulset", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

@@ -45,7 +45,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         util::wait_ready(&c.secrets).await;
-        util::run_worker("tokencleaner", rx, queue, shutdown, |key| {
+        util::run_workers("tokencleaner", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })

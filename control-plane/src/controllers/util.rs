@@ -78,22 +78,6 @@ where
 /// What a reconcile asks of the queue.
 pub type Requeue = Option<Duration>;
 
-/// Runs `reconcile` for every key sent to the queue, one at a time, with
-/// duplicate keys merged; failures are retried with exponential back-off.
-pub async fn run_worker<F, Fut, E>(
-    controller: &'static str,
-    rx: mpsc::UnboundedReceiver<Key>,
-    queue: Queue,
-    shutdown: CancellationToken,
-    reconcile: F,
-) where
-    F: Fn(Key) -> Fut,
-    Fut: Future<Output = Result<Requeue, E>>,
-    E: Display,
-{
-    run_workers(controller, 1, rx, queue, shutdown, reconcile).await;
-}
-
 /// Runs `reconcile` for every key sent to the queue on up to `workers` keys
 /// at once, as client-go's work queue: a key waiting is queued once, and a
 /// key is never reconciled by two workers at a time (sent again while being

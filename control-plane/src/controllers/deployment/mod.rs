@@ -102,7 +102,7 @@ pub fn spawn(ctx: &ControllerContext) {
     tokio::spawn(async move {
         util::wait_ready(&c.deployments).await;
         util::wait_ready(&c.sets).await;
-        util::run_worker("deployment", rx, queue, shutdown, |key| {
+        util::run_workers("deployment", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }
         })
