@@ -82,7 +82,7 @@ pub type Requeue = Option<Duration>;
 /// at once, as client-go's work queue: a key waiting is queued once, and a
 /// key is never reconciled by two workers at a time (sent again while being
 /// reconciled, it runs again afterwards). Failures are retried with
-/// exponential back-off.
+/// exponential back-off. On shutdown, the reconciles under way finish.
 pub async fn run_workers<F, Fut, E>(
     controller: &'static str,
     workers: usize,
@@ -106,7 +106,12 @@ pub async fn run_workers<F, Fut, E>(
             running.push(async move { (key, run.await) });
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                // A reconcile that began runs to its end (a sync cut
+                // between two writes is left to no one); no new one starts.
+                while running.next().await.is_some() {}
+                return;
+            }
             key = rx.recv() => match key {
                 Some(key) => work.add(key),
                 None => return,
@@ -461,6 +466,36 @@ mod tests {
         assert!(!s.overlap, "a key ran on two workers at once");
         assert_eq!(s.runs[&(String::new(), "a".to_string())], 2);
         assert_eq!(s.runs[&(String::new(), "b".to_string())], 1);
+    }
+
+    /// Shutdown lets a reconcile that began finish, and starts no other.
+    #[tokio::test]
+    async fn shutdown_lets_running_reconciles_finish() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let finished = Arc::new(AtomicU32::new(0));
+        let (queue, rx) = Queue::new();
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn({
+            let (finished, queue, shutdown) = (finished.clone(), queue.clone(), shutdown.clone());
+            async move {
+                run_workers("test", 1, rx, queue, shutdown, |_: Key| {
+                    let finished = finished.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        finished.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, String>(None)
+                    }
+                })
+                .await;
+            }
+        });
+        queue.add("", "a");
+        queue.add("", "b");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        shutdown.cancel();
+        worker.await.unwrap();
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
