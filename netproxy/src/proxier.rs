@@ -331,6 +331,7 @@ impl Syncer {
             })
             .collect();
         let tx = last.update_transaction(&pairs, &mut self.leftovers);
+        let new_picks = Ruleset::new_picks(&last.picks, pairs.iter().map(|(_, after)| *after));
         drop(pairs);
         stats.render = t.elapsed();
         stats.commands = tx.commands().len();
@@ -338,6 +339,7 @@ impl Syncer {
         self.apply(tx).await?;
         stats.apply = t.elapsed();
         if let Some(last) = self.last.as_mut() {
+            last.picks.extend(new_picks);
             for (key, rules) in rules {
                 match rules {
                     Some(r) => last.services.insert(key.clone(), r),
@@ -816,10 +818,10 @@ mod tests {
         assert_eq!((stats.recomputed, stats.rewritten), (1, 1));
         let text = fake.applied.lock().unwrap().last().unwrap().to_text();
         assert!(
-            text.contains("default/web") && text.contains("10.42.0.6"),
+            text.contains("10.43.0.10 . tcp . 80 . 0 : 10.42.0.6 . 8080"),
             "{text}"
         );
-        assert!(!text.contains("default/db"), "{text}");
+        assert!(!text.contains("10.43.0.20"), "{text}");
         assert_eq!(
             s.last().unwrap().services.len(),
             2,

@@ -356,7 +356,7 @@ fn cluster_ip_node_port_and_reject_work_in_a_node_namespace() {
 }
 
 #[test]
-fn incremental_update_rewrites_only_the_changed_service() {
+fn incremental_update_of_cluster_ips_swaps_map_elements_only() {
     if !is_root() {
         return;
     }
@@ -376,48 +376,41 @@ fn incremental_update_rewrites_only_the_changed_service() {
     nft.apply(&old.full_transaction())
         .expect("apply full ruleset");
     let before = chain_handles(&nft);
-
-    let new = ruleset(
-        &svcs,
-        &[slice("web", &["10.42.0.12"]), slice("db", &["10.42.0.11"])],
+    assert!(
+        before.keys().all(|name| !name.contains('/')),
+        "plain ClusterIP Services own no chain: {before:?}"
     );
-    nft.apply(&new.diff_transaction(&old))
-        .expect("apply incremental update");
-    let after = chain_handles(&nft);
 
-    for (name, handles) in &before {
-        if name.contains("default/db/") || !name.contains('/') {
-            assert_eq!(
-                after.get(name),
-                Some(handles),
-                "chain {name} must be untouched"
-            );
-        }
-    }
-    let web_before: BTreeSet<_> = before
-        .keys()
-        .filter(|n| n.contains("default/web/"))
-        .collect();
-    let web_after: BTreeSet<_> = after
-        .keys()
-        .filter(|n| n.contains("default/web/"))
-        .collect();
-    assert_eq!(
-        web_before, web_after,
-        "one chain per Service port, rewritten in place"
-    );
-    assert_eq!(web_after.len(), 1);
-    for name in web_after {
-        assert_ne!(
-            before.get(name),
-            after.get(name),
-            "web's rules were rewritten"
+    // web scales down to e1 (its map entry moves to the pick-1 chain db uses), rolls over to e0
+    // (its endpoint entry is swapped), then scales up again (back to pick-2, which stayed).
+    let mut applied = old;
+    let steps: [(&[&str], &[&str]); 3] = [
+        (&["10.42.0.12"], &["e1"]),
+        (&["10.42.0.11"], &["e0"]),
+        (&["10.42.0.11", "10.42.0.12"], &["e0", "e1"]),
+    ];
+    for (eps, want) in steps {
+        let mut next = ruleset(&svcs, &[slice("web", eps), slice("db", &["10.42.0.11"])]);
+        let tx = next.diff_transaction(&applied);
+        assert!(
+            !tx.to_text().contains("10.43.0.20"),
+            "db is untouched: {tx:?}"
         );
+        nft.apply(&tx).expect("apply incremental update");
+        next.picks.extend(applied.picks.iter().copied());
+        applied = next;
+        assert_eq!(
+            chain_handles(&nft),
+            before,
+            "no chain or rule was rewritten"
+        );
+        let seen: BTreeSet<String> = (0..30)
+            .map(|_| topo.connect("10.43.0.10:80").expect("connect to ClusterIP"))
+            .collect();
+        let want: BTreeSet<String> = want.iter().map(|w| w.to_string()).collect();
+        assert_eq!(seen, want);
+        assert_eq!(topo.connect("10.43.0.20:80").as_deref(), Ok("e0"));
     }
-    for _ in 0..10 {
-        assert_eq!(topo.connect("10.43.0.10:80").as_deref(), Ok("e1"));
-    }
-    assert_eq!(topo.connect("10.43.0.20:80").as_deref(), Ok("e0"));
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use nftables::expr::{Expression, FibFlag, NamedExpression, SetItem};
+use nftables::expr::{Expression, FibFlag, MetaKey, NamedExpression, SetItem};
 use nftables::stmt::{Operator, Statement};
 use nftables::types::{NfChainType, NfHook};
 
@@ -20,6 +20,10 @@ pub const SERVICE_NODEPORTS: &str = "service-nodeports";
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 /// Map: like service-nodeports, for Services without usable endpoints.
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Data map: `ClusterIP . proto . port . draw` to `endpoint IP . port`, where the draw is the
+/// `numgen random mod N` of the `pick-N` chain that the Service port's `service-ips` entry goes
+/// to, N its endpoint count.
+pub const ENDPOINTS: &str = "endpoints";
 /// Set: `ipv4_addr . ipv4_addr`, `P . P` for every endpoint address P: a DNATed connection
 /// from P to P (a pod reaching itself through its Service) is masqueraded, or P would answer
 /// itself directly (kube-proxy's per-endpoint `ip saddr P jump mark-for-masquerade`).
@@ -106,16 +110,86 @@ pub fn affinity_set(sp: &ServicePort, ep: &Endpoint) -> String {
     format!("affinity-{}", endpoint_base(sp, ep))
 }
 
-/// Builds the whole ruleset for these Services.
-pub fn build(config: &RulesConfig, services: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Ruleset {
+/// `pick-N`: the shared chain that DNATs a plain ClusterIP Service port with N endpoints.
+pub fn pick_chain(n: u32) -> String {
+    format!("pick-{n}")
+}
+
+/// The rules of the `pick-N` chains: the masquerade mark for traffic from outside the cluster
+/// (as a Service chain's first rule), then the DNAT to endpoint `numgen random mod N` of the
+/// `endpoints` map. Only reached from `service-ips` entries of ClusterIPs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PickRules {
+    masquerade: Option<Vec<Stmt>>,
+}
+
+impl PickRules {
+    /// The pick rules for this config.
+    pub fn new(config: &RulesConfig) -> Self {
+        let masquerade = if config.masquerade_all {
+            Some(vec![expr::jump(MARK_FOR_MASQUERADE)])
+        } else {
+            config.cluster_cidr.map(|cidr| {
+                vec![
+                    expr::matches(
+                        expr::payload("ip", "saddr"),
+                        Operator::NEQ,
+                        expr::prefix(cidr),
+                    ),
+                    expr::jump(MARK_FOR_MASQUERADE),
+                ]
+            })
+        };
+        Self { masquerade }
+    }
+
+    /// Rules per chain.
+    pub fn len(&self) -> usize {
+        usize::from(self.masquerade.is_some()) + 1
+    }
+
+    /// Never: every pick chain has its DNAT.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The `pick-N` chain.
+    pub fn chain(&self, n: u32) -> ChainSpec {
+        let mut rules: Vec<Vec<Stmt>> = self.masquerade.iter().cloned().collect();
+        let key = expr::concat(vec![
+            expr::payload("ip", "daddr"),
+            expr::meta(MetaKey::L4proto),
+            expr::payload("th", "dport"),
+            expr::numgen(n),
+        ]);
+        rules.push(vec![expr::dnat_map(key, ENDPOINTS)]);
+        chain(&pick_chain(n), rules)
+    }
+}
+
+fn ruleset(config: &RulesConfig, services: BTreeMap<ServiceKey, Arc<ServiceRules>>) -> Ruleset {
+    let picks = services
+        .values()
+        .flat_map(|s| s.picks.iter().copied())
+        .collect();
     Ruleset {
         table: config.table.clone(),
         base: base_chains(config),
-        services: services
+        services,
+        picks,
+        pick: PickRules::new(config),
+    }
+}
+
+/// Builds the whole ruleset for these Services.
+pub fn build(config: &RulesConfig, services: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Ruleset {
+    ruleset(
+        config,
+        services
             .iter()
             .map(|(key, ports)| (key.clone(), Arc::new(service_rules(config, ports))))
             .collect(),
-    }
+    )
 }
 
 /// Builds the ruleset for `services`, reusing the rules of `previous` (built from
@@ -126,10 +200,9 @@ pub fn build_reusing(
     previous_model: &BTreeMap<ServiceKey, Vec<ServicePort>>,
     previous: &Ruleset,
 ) -> Ruleset {
-    Ruleset {
-        table: config.table.clone(),
-        base: base_chains(config),
-        services: services
+    ruleset(
+        config,
+        services
             .iter()
             .map(|(key, ports)| {
                 let reused = (previous_model.get(key) == Some(ports))
@@ -139,7 +212,7 @@ pub fn build_reusing(
                 (key.clone(), rules)
             })
             .collect(),
-    }
+    )
 }
 
 fn chain(name: &str, rules: Vec<Vec<Stmt>>) -> ChainSpec {
@@ -359,6 +432,37 @@ fn port_rules(config: &RulesConfig, sp: &ServicePort, out: &mut ServiceRules) {
     out.hairpin.sort();
     out.hairpin.dedup();
 
+    let plain = sp.affinity_timeout.is_none()
+        && !sp.internal_local
+        && external_keys.is_empty()
+        && node_port_key.is_none();
+    if plain {
+        // No chain of its own: map elements only (see `pick_chain`).
+        let n = u32::try_from(sp.endpoints.len()).unwrap_or(u32::MAX);
+        for (i, ep) in (0u32..).zip(&sp.endpoints) {
+            let key = expr::concat(vec![
+                expr::ip(sp.cluster_ip),
+                expr::string(proto),
+                expr::Expr::Number(u32::from(sp.port)),
+                expr::Expr::Number(i),
+            ]);
+            let to = expr::concat(vec![
+                expr::ip(ep.ip),
+                expr::Expr::Number(u32::from(ep.port)),
+            ]);
+            out.elements.push(MapElement::new(ENDPOINTS, key, to));
+        }
+        out.elements.push(MapElement::new(
+            SERVICE_IPS,
+            cluster_key,
+            expr::goto_verdict(pick_chain(n)),
+        ));
+        if !out.picks.contains(&n) {
+            out.picks.push(n);
+        }
+        return;
+    }
+
     let cluster_eps: Vec<&Endpoint> = sp
         .endpoints
         .iter()
@@ -504,6 +608,7 @@ mod tests {
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::{Value, json};
+    use std::collections::BTreeSet;
 
     fn config() -> RulesConfig {
         RulesConfig {
@@ -525,6 +630,15 @@ mod tests {
             .collect()
     }
 
+    /// web3 as a NodePort Service: it keeps chains of its own.
+    fn web3_node_port() -> (Service, EndpointSlice) {
+        let (mut svc, sl) = web3();
+        let spec = svc.spec.as_mut().unwrap();
+        spec.type_ = Some("NodePort".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        (svc, sl)
+    }
+
     fn web3() -> (Service, EndpointSlice) {
         let svc = service("default", "web", "10.43.0.10", &[("http", 80)]);
         let sl = slice(
@@ -542,7 +656,7 @@ mod tests {
 
     #[test]
     fn chain_names_carry_hash_and_service_port_name() {
-        let (svc, sl) = web3();
+        let (svc, sl) = web3_node_port();
         let rs = ruleset(&[svc], &[sl]);
         let names: Vec<&str> = rs.services["default/web"]
             .chains
@@ -551,8 +665,8 @@ mod tests {
             .collect();
         assert_eq!(
             names.len(),
-            1,
-            "one chain per Service port, none per endpoint"
+            2,
+            "a Service and an external chain per Service port, none per endpoint"
         );
         let svc_chain = names[0];
         assert!(svc_chain.starts_with("service-") && svc_chain.ends_with("-default/web/tcp/http"));
@@ -561,8 +675,128 @@ mod tests {
     }
 
     #[test]
-    fn cluster_ip_with_three_endpoints_balances_with_a_numgen_cascade() {
+    fn plain_cluster_ip_owns_only_map_elements_and_shares_a_pick_chain() {
         let (svc, sl) = web3();
+        let rs = ruleset(&[svc], &[sl]);
+        let sr = &rs.services["default/web"];
+        assert!(sr.chains.is_empty() && sr.sets.is_empty());
+        assert_eq!(sr.picks, [3]);
+        assert_eq!(rs.picks, BTreeSet::from([3]));
+        let elements: Vec<(&str, String)> = sr
+            .elements
+            .iter()
+            .map(|e| {
+                let mut s = String::new();
+                e.text(&mut s);
+                (e.map, s)
+            })
+            .collect();
+        assert_eq!(
+            elements,
+            [
+                (
+                    ENDPOINTS,
+                    "10.43.0.10 . tcp . 80 . 0 : 10.42.0.5 . 8080".into()
+                ),
+                (
+                    ENDPOINTS,
+                    "10.43.0.10 . tcp . 80 . 1 : 10.42.1.5 . 8080".into()
+                ),
+                (
+                    ENDPOINTS,
+                    "10.43.0.10 . tcp . 80 . 2 : 10.42.2.5 . 8080".into()
+                ),
+                (SERVICE_IPS, "10.43.0.10 . tcp . 80 : goto pick-3".into()),
+            ]
+        );
+        let pick: Vec<String> = rs
+            .pick
+            .chain(3)
+            .rules
+            .iter()
+            .map(|r| crate::rules::text::rule_string(r))
+            .collect();
+        assert_eq!(
+            pick,
+            [
+                "ip saddr != 10.42.0.0/16 jump mark-for-masquerade",
+                "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints",
+            ]
+        );
+        let tx = rs.full_transaction().to_text();
+        assert!(tx.contains("add chain ip r8s pick-3\n"), "{tx}");
+    }
+
+    #[test]
+    fn rollout_of_a_plain_cluster_ip_swaps_map_elements_only() {
+        let (svc, sl) = web3();
+        let old = ruleset(std::slice::from_ref(&svc), &[sl]);
+        let rolled = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[
+                ("10.42.0.6", "n1", true),
+                ("10.42.1.6", "n2", true),
+                ("10.42.2.6", "n3", true),
+            ],
+        );
+        let new = ruleset(std::slice::from_ref(&svc), &[rolled]);
+        let tx = new.incremental_transaction(&old, &mut Leftovers::default());
+        let kinds: Vec<&str> = tx
+            .commands()
+            .iter()
+            .map(|c| c.split(" ip r8s ").next().unwrap())
+            .collect();
+        // Out with the old endpoints, in with the new, plus their hairpin entries.
+        assert_eq!(kinds, ["delete element", "add map", "add set"], "{tx:?}");
+        assert!(tx.commands()[0].starts_with("delete element ip r8s endpoints "));
+        assert!(
+            !tx.to_text().contains("service-ips"),
+            "same count, same pick chain"
+        );
+    }
+
+    #[test]
+    fn a_new_endpoint_count_creates_its_pick_chain_once() {
+        let (svc, sl) = web3();
+        let old = ruleset(std::slice::from_ref(&svc), &[sl]);
+        let two = slice(
+            "default",
+            "web",
+            ("http", 8080),
+            &[("10.42.0.5", "n1", true), ("10.42.1.5", "n2", true)],
+        );
+        let new = ruleset(std::slice::from_ref(&svc), &[two]);
+        let text = old
+            .update_transaction(
+                &[(&old.services["default/web"], &new.services["default/web"])],
+                &mut Leftovers::default(),
+            )
+            .to_text();
+        assert!(text.contains("add chain ip r8s pick-2 { "), "{text}");
+        assert!(
+            text.contains("10.43.0.10 . tcp . 80 : goto pick-2"),
+            "{text}"
+        );
+        let mut applied = old.clone();
+        applied.picks.extend(Ruleset::new_picks(
+            &old.picks,
+            [new.services["default/web"].as_ref()],
+        ));
+        assert_eq!(applied.picks, BTreeSet::from([2, 3]));
+        let again = applied
+            .update_transaction(
+                &[(&old.services["default/web"], &new.services["default/web"])],
+                &mut Leftovers::default(),
+            )
+            .to_text();
+        assert!(!again.contains("pick-2 {"), "{again}");
+    }
+
+    #[test]
+    fn node_port_with_three_endpoints_balances_with_a_numgen_cascade() {
+        let (svc, sl) = web3_node_port();
         let rs = ruleset(&[svc], &[sl]);
         let sr = &rs.services["default/web"];
         let svc_chain = sr
@@ -599,14 +833,14 @@ mod tests {
             );
         }
         // The map entry for the ClusterIP goes to that chain.
-        assert_eq!(sr.elements.len(), 1);
+        assert_eq!(sr.elements.len(), 2);
         assert_eq!(sr.elements[0].map, SERVICE_IPS);
         assert_eq!(
             serde_json::to_value(&sr.elements[0].key).unwrap(),
             json!({"concat": ["10.43.0.10", "tcp", 80]})
         );
         assert_eq!(
-            serde_json::to_value(&sr.elements[0].verdict).unwrap(),
+            serde_json::to_value(&sr.elements[0].value).unwrap(),
             json!({"goto": {"target": svc_chain.name}})
         );
     }
@@ -650,7 +884,7 @@ mod tests {
         assert_eq!(maps, [NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS]);
         for el in &sr.elements {
             assert_eq!(
-                serde_json::to_value(&el.verdict).unwrap(),
+                serde_json::to_value(&el.value).unwrap(),
                 json!({"goto": {"target": REJECT_CHAIN}})
             );
         }
@@ -788,7 +1022,7 @@ mod tests {
         let el = &rs.services["default/web"].elements[0];
         assert_eq!(el.map, NO_ENDPOINT_SERVICES);
         assert_eq!(
-            serde_json::to_value(&el.verdict).unwrap(),
+            serde_json::to_value(&el.value).unwrap(),
             json!({"goto": {"target": DROP_CHAIN}})
         );
     }
@@ -818,7 +1052,7 @@ mod tests {
 
     #[test]
     fn diff_touches_only_the_changed_service() {
-        let (svc, sl) = web3();
+        let (svc, sl) = web3_node_port();
         let other = service("default", "db", "10.43.0.20", &[("", 5432)]);
         let other_sl = slice("default", "db", ("", 5432), &[("10.42.0.9", "n1", true)]);
         let old = ruleset(&[svc.clone(), other.clone()], &[sl, other_sl.clone()]);
@@ -845,7 +1079,7 @@ mod tests {
 
     #[test]
     fn removed_service_is_deleted_by_diff() {
-        let (svc, sl) = web3();
+        let (svc, sl) = web3_node_port();
         let old = ruleset(&[svc], &[sl]);
         let new = ruleset(&[], &[]);
         let tx = new.diff_transaction(&old);
@@ -854,7 +1088,7 @@ mod tests {
             .iter()
             .filter(|c| c.starts_with("delete chain "))
             .count();
-        assert_eq!(deletes, 1);
+        assert_eq!(deletes, 2);
         assert!(
             tx.commands()
                 .iter()
@@ -864,7 +1098,7 @@ mod tests {
 
     #[test]
     fn incremental_sync_leaves_stale_sets_and_deletes_them_later() {
-        let (mut svc, sl) = web3();
+        let (mut svc, sl) = web3_node_port();
         svc.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
         let old = ruleset(std::slice::from_ref(&svc), std::slice::from_ref(&sl));
         svc.spec.as_mut().unwrap().session_affinity = None;
@@ -889,8 +1123,8 @@ mod tests {
             .collect();
         assert_eq!(
             deleted.len(),
-            1 + 3,
-            "its own chain and the leftovers: {deleted:?}"
+            2 + 3,
+            "its own chains and the leftovers: {deleted:?}"
         );
         assert!(leftovers.is_empty());
     }

@@ -134,16 +134,18 @@ pub fn vmap(key: Expr, data: Expr) -> Stmt {
     Statement::VerdictMap(nftables::stmt::VerdictMap { key, data })
 }
 
+/// `numgen random mod N`: 0 to N-1, evenly.
+pub fn numgen(n: u32) -> Expr {
+    Expression::Named(NamedExpression::Numgen(Numgen {
+        mode: NgMode::Random,
+        ng_mod: n,
+        offset: None,
+    }))
+}
+
 /// `numgen random mod N == 0`: true with probability 1/N.
 pub fn numgen_one_in(n: u32) -> Stmt {
-    eq(
-        Expression::Named(NamedExpression::Numgen(Numgen {
-            mode: NgMode::Random,
-            ng_mod: n,
-            offset: None,
-        })),
-        Expression::Number(0),
-    )
+    eq(numgen(n), Expression::Number(0))
 }
 
 /// `meta mark set meta mark <op> MASQUERADE_MARK`.
@@ -177,6 +179,21 @@ pub fn dnat(addr: Ipv4Addr, port: u16) -> Stmt {
         addr: Some(ip(addr)),
         family: None,
         port: Some(Expression::Number(u32::from(port))),
+        flags: None,
+    }))
+}
+
+/// `dnat ip to KEY map @MAP`: address and port from a data map of `ipv4_addr . inet_service`.
+pub fn dnat_map(key: Expr, map: &str) -> Stmt {
+    Statement::DNAT(Some(NAT {
+        addr: Some(Expression::Named(NamedExpression::Map(Box::new(
+            nftables::expr::Map {
+                key,
+                data: string(format!("@{map}")),
+            },
+        )))),
+        family: Some(nftables::stmt::NATFamily::IP),
+        port: None,
         flags: None,
     }))
 }

@@ -7,11 +7,16 @@
 //! costs O(table) (and O(table²) in the kernel's dump). Deleting stale chains and sets is
 //! therefore deferred ([`Leftovers`]) until a transaction needs the cache anyway.
 //!
-//! Layout: one chain per Service port (plus one for its external side), which picks an endpoint
-//! and DNATs inline; unlike kube-proxy's nftables mode there is no chain per endpoint, and the
-//! hairpin masquerade is one postrouting rule over the `hairpin` set. Every commit that adds a
-//! rule makes the kernel validate every rule reachable from the base chains and visit every
-//! chain of the table, so both counts are what a one-Service change costs (docs/benchmarks.md).
+//! Layout: a plain ClusterIP Service port owns no chain and no rule, only map elements: its
+//! `service-ips` entry goes to the shared `pick-N` chain for its endpoint count N, which DNATs
+//! through the `endpoints` data map keyed by `ClusterIP . proto . port . (numgen random mod N)`.
+//! A rollout then only swaps map elements, and the table's rule count does not grow with the
+//! Services. Ports with NodePorts, external IPs, ClientIP affinity or a Local internal traffic
+//! policy keep one chain per Service port (plus one for the external side) that picks an
+//! endpoint and DNATs inline. The hairpin masquerade is one postrouting rule over the `hairpin`
+//! set. Every commit that adds a rule or a verdict makes the kernel validate every rule
+//! reachable from the base chains and visit every chain of the table, so both counts are what
+//! such a change costs (docs/benchmarks.md).
 pub mod build;
 pub mod expr;
 pub mod text;
@@ -46,20 +51,20 @@ pub struct BaseChain {
     pub hook: Option<(NfChainType, NfHook, i32)>,
 }
 
-/// One element of a named verdict map.
+/// One element of a named map: a verdict map, or the `endpoints` data map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MapElement {
     /// Map name.
     pub map: &'static str,
     /// Key (a concatenation).
     pub key: Expr,
-    /// Verdict.
-    pub verdict: Expr,
+    /// Verdict or data.
+    pub value: Expr,
 }
 
 impl MapElement {
-    fn new(map: &'static str, key: Expr, verdict: Expr) -> Self {
-        Self { map, key, verdict }
+    fn new(map: &'static str, key: Expr, value: Expr) -> Self {
+        Self { map, key, value }
     }
 
     fn key_text(&self) -> String {
@@ -71,7 +76,7 @@ impl MapElement {
     fn text(&self, out: &mut String) {
         text::expr(&self.key, out);
         out.push_str(" : ");
-        text::expr(&self.verdict, out);
+        text::expr(&self.value, out);
     }
 }
 
@@ -93,6 +98,8 @@ pub struct ServiceRules {
     pub sets: Vec<AffinitySet>,
     /// Elements in the shared maps.
     pub elements: Vec<MapElement>,
+    /// Endpoint counts N of the shared `pick-N` chains its elements go to.
+    pub picks: Vec<u32>,
     /// Endpoint addresses for the hairpin set, sorted. Incremental syncs only add to the set:
     /// an address another Service still uses must stay, and one no Service uses any more is
     /// harmless there (it only matches a DNAT of that address to itself); full syncs recreate
@@ -110,20 +117,43 @@ pub struct Ruleset {
     /// Per-Service chains, sets and map elements (shared with the previous ruleset when the
     /// Service did not change, so that a sync rebuilds only what changed).
     pub services: BTreeMap<ServiceKey, Arc<ServiceRules>>,
+    /// The `pick-N` chains in the table: those a full sync creates, plus those incremental
+    /// syncs added since (a chain no element goes to any more stays until the next full sync).
+    pub picks: BTreeSet<u32>,
+    /// The rules of every `pick-N` chain but the endpoint count (depend on the config only).
+    pub pick: build::PickRules,
 }
 
 /// Type of the hairpin set.
 const HAIRPIN_TYPE: &str = "ipv4_addr . ipv4_addr";
 
-/// Verdict maps of the skeleton: name and key type.
-const MAPS: [(&str, &str); 4] = [
-    (build::SERVICE_IPS, "ipv4_addr . inet_proto . inet_service"),
-    (build::SERVICE_NODEPORTS, "inet_proto . inet_service"),
+/// Maps of the skeleton: name and type.
+const MAPS: [(&str, &str); 5] = [
+    (
+        build::SERVICE_IPS,
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+    ),
+    (
+        build::SERVICE_NODEPORTS,
+        "type inet_proto . inet_service : verdict",
+    ),
     (
         build::NO_ENDPOINT_SERVICES,
-        "ipv4_addr . inet_proto . inet_service",
+        "type ipv4_addr . inet_proto . inet_service : verdict",
     ),
-    (build::NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service"),
+    (
+        build::NO_ENDPOINT_NODEPORTS,
+        "type inet_proto . inet_service : verdict",
+    ),
+    // The key's last field is the `numgen` draw of the `pick-N` chains (a 32-bit integer,
+    // which only `typeof` can name). `tcp dport` only names the type: the rules load the same
+    // bytes with `th dport`, for UDP and SCTP too. (With `th dport` here, nft 1.0.6 rejects
+    // every later rule that uses the map once it has read the map back from the kernel:
+    // "conflicting protocols specified: ip vs. th".)
+    (
+        build::ENDPOINTS,
+        "typeof ip daddr . meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
+    ),
 ];
 
 fn map_type(map: &str) -> &'static str {
@@ -242,7 +272,7 @@ impl Ruleset {
         }
         for (map, elements) in by_map {
             tx.push(format!(
-                "add map ip {} {map} {{ type {} : verdict ; elements = {{ {elements} }} ; }}",
+                "add map ip {} {map} {{ {} ; elements = {{ {elements} }} ; }}",
                 self.table,
                 map_type(map)
             ));
@@ -286,7 +316,8 @@ impl Ruleset {
 
     /// Number of rules in the table (for the `sync_proxy_rules_nftables` metric).
     pub fn rule_count(&self) -> usize {
-        let base: usize = self.base.iter().map(|b| b.chain.rules.len()).sum();
+        let base: usize = self.base.iter().map(|b| b.chain.rules.len()).sum::<usize>()
+            + self.picks.len() * self.pick.len();
         let svc: usize = self
             .services
             .values()
@@ -299,6 +330,7 @@ impl Ruleset {
     /// Number of chains in the table.
     pub fn chain_count(&self) -> usize {
         self.base.len()
+            + self.picks.len()
             + self
                 .services
                 .values()
@@ -315,10 +347,8 @@ impl Ruleset {
             tx.push(cmd);
         }
         tx.push(format!("add table ip {t}"));
-        for (name, key) in MAPS {
-            tx.push(format!(
-                "add map ip {t} {name} {{ type {key} : verdict ; }}"
-            ));
+        for (name, ty) in MAPS {
+            tx.push(format!("add map ip {t} {name} {{ {ty} ; }}"));
         }
         tx.push(format!(
             "add set ip {t} {} {{ type {HAIRPIN_TYPE} ; }}",
@@ -336,6 +366,9 @@ impl Ruleset {
                 None => tx.push(self.add_chain(&b.chain.name)),
             }
         }
+        for n in &self.picks {
+            tx.push(self.add_chain(&build::pick_chain(*n)));
+        }
         for svc in self.services.values() {
             for c in &svc.chains {
                 tx.push(self.add_chain(&c.name));
@@ -346,6 +379,9 @@ impl Ruleset {
         }
         for b in &self.base {
             self.add_rules(&mut tx, &b.chain);
+        }
+        for n in &self.picks {
+            self.add_rules(&mut tx, &self.pick.chain(*n));
         }
         for svc in self.services.values() {
             for c in &svc.chains {
@@ -379,7 +415,7 @@ impl Ruleset {
     }
 
     fn diff(&self, old: &Ruleset, leftovers: &mut Leftovers, delete_now: bool) -> Transaction {
-        if old.table != self.table || old.base != self.base {
+        if old.table != self.table || old.base != self.base || old.pick != self.pick {
             *leftovers = Leftovers::default();
             return self.full_transaction();
         }
@@ -397,24 +433,39 @@ impl Ruleset {
                     .then_some((before.as_ref(), after.as_ref()))
             })
             .collect();
-        self.changes(&changed, leftovers, delete_now)
+        self.changes(&changed, &old.picks, leftovers, delete_now)
     }
 
     /// The transaction that rewrites the given Services (`(before, after)`; a Service that is
     /// new or gone has an empty side) over this applied ruleset, without looking at any other
     /// Service: what an incremental sync costs does not depend on the size of the table. Stale
-    /// chains and sets are handled as in [`Ruleset::incremental_transaction`].
+    /// chains and sets are handled as in [`Ruleset::incremental_transaction`]. The `pick-N`
+    /// chains it creates are to be added to `self.picks` once it is applied
+    /// ([`Ruleset::new_picks`]).
     pub fn update_transaction(
         &self,
         changed: &[(&ServiceRules, &ServiceRules)],
         leftovers: &mut Leftovers,
     ) -> Transaction {
-        self.changes(changed, leftovers, false)
+        self.changes(changed, &self.picks, leftovers, false)
+    }
+
+    /// The `pick-N` chains the `after` sides need that `existing` does not have.
+    pub fn new_picks<'a>(
+        existing: &BTreeSet<u32>,
+        after: impl IntoIterator<Item = &'a ServiceRules>,
+    ) -> BTreeSet<u32> {
+        after
+            .into_iter()
+            .flat_map(|r| r.picks.iter().copied())
+            .filter(|n| !existing.contains(n))
+            .collect()
     }
 
     fn changes(
         &self,
         changed: &[(&ServiceRules, &ServiceRules)],
+        existing_picks: &BTreeSet<u32>,
         leftovers: &mut Leftovers,
         delete_now: bool,
     ) -> Transaction {
@@ -436,7 +487,7 @@ impl Ruleset {
             for el in &before.elements {
                 let k = (el.map, el.key_text());
                 match after_keys.get(&k) {
-                    Some(new) if new.verdict == el.verdict => {
+                    Some(new) if new.value == el.value => {
                         kept.insert(k);
                     }
                     _ => removed.push(el),
@@ -474,6 +525,26 @@ impl Ruleset {
             }
         }
         // 3. Fill them, then point the maps at them.
+        // Emptied first: a chain `existing_picks` does not know of may still be in the table. The
+        // map is declared again first, so that nft resolves `@endpoints` from this batch
+        // (without it, nft looks for the map in a set cache it did not fetch).
+        let new_picks = Self::new_picks(existing_picks, changed.iter().map(|(_, a)| *a));
+        if !new_picks.is_empty() {
+            tx.push(format!(
+                "add map ip {} {} {{ {} ; }}",
+                self.table,
+                build::ENDPOINTS,
+                map_type(build::ENDPOINTS)
+            ));
+        }
+        for n in new_picks {
+            let pick = self.pick.chain(n);
+            tx.push(self.add_chain(&pick.name));
+            tx.push(self.flush_chain(&pick.name));
+            if let Some(block) = self.chain_block(&pick) {
+                tx.push(block);
+            }
+        }
         for (_, after) in changed {
             for c in &after.chains {
                 if let Some(block) = self.chain_block(c) {

@@ -84,7 +84,11 @@ fn stmt(s: &Stmt, out: &mut String) {
             }
         }
         Statement::DNAT(Some(nat)) => {
-            out.push_str("dnat to ");
+            out.push_str(match nat.family {
+                Some(nftables::stmt::NATFamily::IP) => "dnat ip to ",
+                Some(nftables::stmt::NATFamily::IP6) => "dnat ip6 to ",
+                None => "dnat to ",
+            });
             match &nat.addr {
                 Some(a) => expr(a, out),
                 None => out.push_str(UNSUPPORTED),
@@ -240,6 +244,11 @@ fn named(n: &NamedExpression<'static>, out: &mut String) {
                 }
             }
             out.push_str(" }");
+        }
+        NamedExpression::Map(m) => {
+            expr(&m.key, out);
+            out.push_str(" map ");
+            expr(&m.data, out);
         }
         NamedExpression::Numgen(ng) => {
             out.push_str(match ng.mode {
