@@ -1,5 +1,7 @@
 //! Applies ruleset transactions through [`r8s_nft::LibNftables`] (libnftables in-process,
 //! in the chosen network namespace), or a fake in tests.
+use std::sync::Arc;
+
 use tracing::debug;
 
 pub use r8s_nft::{LibNftables, NftError};
@@ -12,6 +14,8 @@ pub trait Applier: Send + Sync {
     fn apply(&self, tx: &Transaction) -> Result<(), NftError>;
     /// Runs a command and returns its JSON output (e.g. `list table ip r8s`).
     fn run(&self, cmd: &str) -> Result<String, NftError>;
+    /// Whether our table exists.
+    fn table_exists(&self, table: &str) -> Result<bool, NftError>;
 }
 
 impl Applier for LibNftables {
@@ -21,12 +25,23 @@ impl Applier for LibNftables {
         }
         debug!(
             commands = tx.commands().len(),
+            elements = tx.elements().len(),
             "applying nftables transaction"
         );
-        LibNftables::run(self, &tx.to_text()).map(|_| ())
+        if !tx.commands().is_empty() {
+            LibNftables::run(self, &tx.to_text())?;
+        }
+        if !tx.elements().is_empty() {
+            self.add_elements(Arc::clone(tx.elements()))?;
+        }
+        Ok(())
     }
 
     fn run(&self, cmd: &str) -> Result<String, NftError> {
         LibNftables::run(self, cmd)
+    }
+
+    fn table_exists(&self, table: &str) -> Result<bool, NftError> {
+        LibNftables::table_exists(self, table)
     }
 }

@@ -280,12 +280,19 @@ impl Syncer {
                 model
             }
         };
+        // A table that is not there yet (first start) takes its map elements over netlink; an
+        // existing one is replaced atomically, all in one libnftables transaction.
+        let absent = self.last.is_none() && !self.table_exists().await?;
         let t = Instant::now();
         let new = build(&self.config, &model);
         stats.build = t.elapsed();
         stats.rewritten = model.len();
         let t = Instant::now();
-        let tx = new.full_transaction();
+        let tx = if absent {
+            new.initial_transaction()
+        } else {
+            new.full_transaction()
+        };
         stats.render = t.elapsed();
         self.leftovers = Leftovers::default();
         stats.commands = tx.commands().len();
@@ -385,6 +392,15 @@ impl Syncer {
                 model
             }
         }
+    }
+
+    async fn table_exists(&self) -> Result<bool, SyncError> {
+        let applier = self.applier.clone();
+        let table = self.config.table.clone();
+        tokio::task::spawn_blocking(move || applier.table_exists(&table))
+            .await
+            .map_err(SyncError::Join)
+            .and_then(|r| r.map_err(SyncError::Apply))
     }
 
     async fn apply(&self, tx: crate::rules::Transaction) -> Result<(), SyncError> {
@@ -632,6 +648,9 @@ mod tests {
             }
             self.applied.lock().unwrap().push(tx.clone());
             Ok(())
+        }
+        fn table_exists(&self, _table: &str) -> Result<bool, NftError> {
+            Ok(true)
         }
         fn run(&self, _cmd: &str) -> Result<String, NftError> {
             Ok(String::new())

@@ -529,3 +529,77 @@ fn every_rule_kind_is_accepted_by_libnftables() {
     assert!(!listed.contains("affinity-"), "affinity sets removed");
     assert_eq!(chain_handles(&nft).len(), new.chain_count());
 }
+
+/// The table as nft lists it, without rule handles (which differ between two loads).
+fn listing(nft: &LibNftables) -> Vec<serde_json::Value> {
+    let out = nft.run("list table ip r8s").expect("list");
+    let mut v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let mut objects = v["nftables"].as_array_mut().expect("array").clone();
+    for obj in &mut objects {
+        for kind in ["table", "chain", "rule", "set", "map"] {
+            if let Some(o) = obj.get_mut(kind).and_then(|o| o.as_object_mut()) {
+                o.remove("handle");
+            }
+        }
+    }
+    objects.retain(|o| o.get("metainfo").is_none());
+    objects
+}
+
+#[test]
+fn elements_sent_over_netlink_load_the_same_table_as_nft_syntax() {
+    if !is_root() {
+        return;
+    }
+    let topo = Topology::new(3);
+    let nft = topo.nft();
+    let eps = ["10.42.0.11", "10.42.0.12", "10.42.0.13"];
+    let mut udp = service("dns", "10.43.0.12", None);
+    udp.spec
+        .as_mut()
+        .expect("spec")
+        .ports
+        .as_mut()
+        .expect("ports")[0]
+        .protocol = Some("UDP".into());
+    let mut udp_slice = slice("dns", &eps[..2]);
+    udp_slice.ports.as_mut().expect("ports")[0].protocol = Some("UDP".into());
+    let rs = ruleset(
+        &[
+            service("web", "10.43.0.10", None),
+            service("np", "10.43.0.13", Some(30080)),
+            service("empty", "10.43.0.11", Some(30081)),
+            udp,
+        ],
+        &[slice("web", &eps), slice("np", &eps[1..]), udp_slice],
+    );
+    let initial = rs.initial_transaction();
+    assert!(
+        initial.elements().len() > 10,
+        "elements go over netlink: {initial:?}"
+    );
+    assert!(!initial.to_text().contains("elements ="), "{initial:?}");
+    nft.apply(&initial).expect("apply with netlink elements");
+    let over_netlink = listing(&nft);
+    nft.apply(&Ruleset::delete_table_transaction("r8s"))
+        .expect("delete table");
+    nft.apply(&rs.full_transaction())
+        .expect("apply as nft syntax");
+    assert_eq!(over_netlink, listing(&nft));
+    // And the table routes: the plain ClusterIP through the endpoints map.
+    nft.apply(&Ruleset::delete_table_transaction("r8s"))
+        .expect("delete table");
+    nft.apply(&initial)
+        .expect("apply with netlink elements again");
+    let seen: BTreeSet<String> = (0..30)
+        .map(|_| topo.connect("10.43.0.10:80").expect("connect to ClusterIP"))
+        .collect();
+    assert_eq!(
+        seen,
+        BTreeSet::from(["e0".into(), "e1".into(), "e2".into()])
+    );
+    assert_eq!(
+        topo.connect("10.43.0.11:80"),
+        Err(ErrorKind::ConnectionRefused)
+    );
+}

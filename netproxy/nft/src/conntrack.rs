@@ -7,9 +7,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::Socket;
 use nix::errno::Errno;
 use tracing::debug;
+
+use crate::wire::{
+    AF_INET, NFGENMSG_LEN, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    Writer, align4, arr4, error_code, messages, open, u16_ne,
+};
 
 /// Errors talking ctnetlink.
 #[derive(Debug, thiserror::Error)]
@@ -77,11 +82,7 @@ pub trait Conntrack: Send + Sync {
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_TUPLE_IP: u16 = 1;
@@ -91,10 +92,7 @@ const CTA_IP_V4_DST: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const IPPROTO_UDP: u8 = 17;
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
 
 /// ctnetlink over a netlink socket opened in one network namespace.
 pub struct NetlinkConntrack {
@@ -138,17 +136,17 @@ impl NetlinkConntrack {
     }
 
     fn request(&self, msg_type: u16, flags: u16, payload: &[u8]) -> Result<(), ConntrackError> {
-        let len = NLMSG_HDRLEN + NFGENMSG_LEN + payload.len();
-        let mut buf = Vec::with_capacity(len);
-        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
-        buf.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg_type).to_ne_bytes());
-        buf.extend_from_slice(&flags.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // seq
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it in
-        // nfgenmsg: AF_INET, NFNETLINK_V0, res_id 0.
-        buf.extend_from_slice(&[2, 0, 0, 0]);
-        buf.extend_from_slice(payload);
-        self.socket.send(&buf, 0).map_err(ConntrackError::Io)?;
+        let mut w = Writer::default();
+        let start = w.start_msg(
+            (NFNL_SUBSYS_CTNETLINK << 8) | msg_type,
+            flags,
+            0,
+            AF_INET,
+            0,
+        );
+        w.buf.extend_from_slice(payload);
+        w.end_msg(start);
+        self.socket.send(&w.buf, 0).map_err(ConntrackError::Io)?;
         Ok(())
     }
 
@@ -160,59 +158,20 @@ impl NetlinkConntrack {
     ) -> Result<(), ConntrackError> {
         loop {
             let (buf, _) = self.socket.recv_from_full().map_err(ConntrackError::Io)?;
-            let mut rest = buf.as_slice();
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = usize::try_from(u32_ne(rest)).unwrap_or(usize::MAX);
-                if len < NLMSG_HDRLEN || len > rest.len() {
-                    break;
-                }
-                let ty = u16_ne(&rest[4..]);
-                let body = &rest[NLMSG_HDRLEN..len];
+            for (ty, _, body) in messages(&buf) {
                 match ty {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let errno = body.get(..4).map_or(0, |b| -i32::from_ne_bytes(arr4(b)));
-                        return match errno {
+                        return match error_code(body) {
                             0 => Ok(()),
                             errno => Err(ConntrackError::Kernel { op, errno }),
                         };
                     }
                     _ => each(body.get(NFGENMSG_LEN..).unwrap_or_default()),
                 }
-                rest = rest.get(align4(len)..).unwrap_or_default();
             }
         }
     }
-}
-
-fn open() -> std::io::Result<Socket> {
-    let mut s = Socket::new(NETLINK_NETFILTER)?;
-    s.bind_auto()?;
-    s.connect(&SocketAddr::new(0, 0))?;
-    Ok(s)
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn arr4(b: &[u8]) -> [u8; 4] {
-    let mut a = [0u8; 4];
-    for (d, s) in a.iter_mut().zip(b) {
-        *d = *s;
-    }
-    a
-}
-
-fn u32_ne(b: &[u8]) -> u32 {
-    u32::from_ne_bytes(arr4(b))
-}
-
-fn u16_ne(b: &[u8]) -> u16 {
-    u16::from_ne_bytes([
-        b.first().copied().unwrap_or(0),
-        b.get(1).copied().unwrap_or(0),
-    ])
 }
 
 /// Netlink attributes of a buffer: (type without flags, whole attribute, payload).

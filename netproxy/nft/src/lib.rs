@@ -4,11 +4,13 @@
 //! masquerade of pod traffic leaving the cluster. `conntrack` deletes the UDP flows a rule
 //! change leaves stale, over ctnetlink.
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
 pub mod conntrack;
+pub mod elements;
 pub mod sys;
+mod wire;
 
 use sys::{NftCtx, SysError};
 
@@ -33,6 +35,15 @@ pub enum NftError {
     /// The worker thread is gone.
     #[error("nftables worker thread exited")]
     WorkerGone,
+    /// A request over nf_tables netlink failed.
+    #[error("nf_tables netlink: {op} failed")]
+    Netlink {
+        /// What was asked.
+        op: &'static str,
+        /// The cause (the kernel's errno, or the socket's).
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The commands that delete `table` (family `ip`) whether it exists or not: `add table`
@@ -45,7 +56,8 @@ pub fn delete_table_commands(table: &str) -> [String; 2] {
     ]
 }
 
-type Job = (String, mpsc::Sender<Result<String, NftError>>);
+/// Work for the thread that lives in the namespace (with its libnftables context).
+type Job = Box<dyn FnOnce(&mut NftCtx) + Send>;
 
 /// libnftables on a dedicated thread.
 pub struct LibNftables {
@@ -82,8 +94,8 @@ impl LibNftables {
                         return;
                     }
                 };
-                for (cmd, reply) in rx {
-                    let _ = reply.send(ctx.run(&cmd).map_err(NftError::Apply));
+                for job in rx {
+                    job(&mut ctx);
                 }
             })
             .map_err(|source| NftError::Setns {
@@ -99,11 +111,43 @@ impl LibNftables {
     /// Runs `cmd` (nft syntax or JSON; several commands form one transaction) and returns
     /// its JSON output (e.g. of `list table ip r8s`).
     pub fn run(&self, cmd: &str) -> Result<String, NftError> {
+        let cmd = cmd.to_string();
+        self.on_worker(move |ctx| ctx.run(&cmd).map_err(NftError::Apply))
+    }
+
+    /// Adds set and map elements over netlink in one transaction ([`elements::ElementBatch`]).
+    pub fn add_elements(&self, batch: Arc<elements::ElementBatch>) -> Result<(), NftError> {
+        self.on_worker(move |_| {
+            batch.apply().map_err(|source| NftError::Netlink {
+                op: "add elements",
+                source,
+            })
+        })
+    }
+
+    /// Whether table `name` (family `ip`) exists in the namespace.
+    pub fn table_exists(&self, name: &str) -> Result<bool, NftError> {
+        let name = name.to_string();
+        self.on_worker(move |_| {
+            elements::table_exists(&name).map_err(|source| NftError::Netlink {
+                op: "get table",
+                source,
+            })
+        })
+    }
+
+    fn on_worker<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut NftCtx) -> Result<T, NftError> + Send + 'static,
+    ) -> Result<T, NftError> {
         let (reply_tx, reply_rx) = mpsc::channel();
+        let job: Job = Box::new(move |ctx| {
+            let _ = reply_tx.send(f(ctx));
+        });
         self.jobs
             .lock()
             .map_err(|_| NftError::WorkerGone)?
-            .send((cmd.to_string(), reply_tx))
+            .send(job)
             .map_err(|_| NftError::WorkerGone)?;
         reply_rx.recv().map_err(|_| NftError::WorkerGone)?
     }

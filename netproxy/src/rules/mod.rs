@@ -20,6 +20,7 @@
 pub mod build;
 pub mod expr;
 pub mod text;
+pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -191,6 +192,8 @@ impl Leftovers {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Transaction {
     commands: Vec<String>,
+    /// Elements sent over netlink after the commands, in a transaction of their own.
+    elements: Arc<r8s_nft::elements::ElementBatch>,
 }
 
 impl Transaction {
@@ -205,7 +208,13 @@ impl Transaction {
 
     /// True when there is nothing to apply.
     pub fn is_empty(&self) -> bool {
-        self.commands.is_empty()
+        self.commands.is_empty() && self.elements.is_empty()
+    }
+
+    /// Elements to send over netlink once the commands are applied (only a full sync into an
+    /// absent table has any).
+    pub fn elements(&self) -> &Arc<r8s_nft::elements::ElementBatch> {
+        &self.elements
     }
 
     /// The nft script (`nft -f` input).
@@ -341,6 +350,20 @@ impl Ruleset {
     /// One transaction that atomically replaces our table (and touches nothing else):
     /// `add table` (so the delete cannot fail), `delete table`, then the whole content.
     pub fn full_transaction(&self) -> Transaction {
+        self.full(false)
+    }
+
+    /// Like [`Ruleset::full_transaction`], but with the elements of the maps and the hairpin
+    /// set sent over netlink after the commands ([`Transaction::elements`]), which saves
+    /// libnftables' parsing of each (most of a large sync). The table is complete only after
+    /// both, so this is for a table that does not exist yet (nothing is replaced, nothing can
+    /// be half-routed); it falls back to [`Ruleset::full_transaction`] for an element the
+    /// netlink layout does not know.
+    pub fn initial_transaction(&self) -> Transaction {
+        self.full(true)
+    }
+
+    fn full(&self, netlink_elements: bool) -> Transaction {
         let t = &self.table;
         let mut tx = Transaction::default();
         for cmd in r8s_nft::delete_table_commands(t) {
@@ -388,14 +411,44 @@ impl Ruleset {
                 self.add_rules(&mut tx, c);
             }
         }
-        self.add_elements(
-            &mut tx,
-            self.services.values().flat_map(|s| s.elements.iter()),
-        );
+        let elements = self.services.values().flat_map(|s| s.elements.iter());
         let hairpin: BTreeSet<&Ipv4Addr> =
             self.services.values().flat_map(|s| &s.hairpin).collect();
-        self.add_hairpin(&mut tx, hairpin.into_iter());
+        if netlink_elements {
+            match self.element_batch(elements, hairpin.iter().copied()) {
+                Some(batch) => tx.elements = Arc::new(batch),
+                None => return self.full(false),
+            }
+        } else {
+            self.add_elements(&mut tx, elements);
+            self.add_hairpin(&mut tx, hairpin.into_iter());
+        }
         tx
+    }
+
+    /// The elements in the kernel's layout, grouped by map; `None` if one cannot be encoded.
+    fn element_batch<'a>(
+        &self,
+        elements: impl Iterator<Item = &'a MapElement>,
+        hairpin: impl Iterator<Item = &'a Ipv4Addr>,
+    ) -> Option<r8s_nft::elements::ElementBatch> {
+        let mut by_map: BTreeMap<&str, r8s_nft::elements::SetElements> = BTreeMap::new();
+        for el in elements {
+            by_map
+                .entry(el.map)
+                .or_insert_with(|| r8s_nft::elements::SetElements {
+                    set: el.map.to_string(),
+                    elements: Vec::new(),
+                })
+                .elements
+                .push(wire::element(el)?);
+        }
+        let mut sets: Vec<_> = by_map.into_values().collect();
+        sets.push(wire::hairpin(hairpin));
+        Some(r8s_nft::elements::ElementBatch {
+            table: self.table.clone(),
+            sets,
+        })
     }
 
     /// The transaction that takes the kernel from `old` (last applied) to `self`, rewriting only
