@@ -102,11 +102,12 @@ stop_local_registry() {
 R8S_NFT_TABLE="${R8S_NFT_TABLE:-r8s}"
 
 # Deletes only r8s's own tables, never anything else of the ruleset: the
-# proxy's, and the runtime's hostPort and the agent's masquerade table (named
+# proxy's (and its twin, "-b", which a full resync builds beside the live
+# one), and the runtime's hostPort and the agent's masquerade table (named
 # after the pod bridge).
 delete_proxy_table() {
   local t
-  for t in "$R8S_NFT_TABLE" "${R8S_POD_BRIDGE:-r8s0}-hostport" "${R8S_POD_BRIDGE:-r8s0}-masq"; do
+  for t in "$R8S_NFT_TABLE" "$R8S_NFT_TABLE-b" "${R8S_POD_BRIDGE:-r8s0}-hostport" "${R8S_POD_BRIDGE:-r8s0}-masq"; do
     case "$t" in
       r8s*) ;;
       *) log "not deleting nftables table $t: r8s owns only tables named r8s*"; continue ;;

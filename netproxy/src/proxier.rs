@@ -280,24 +280,26 @@ impl Syncer {
                 model
             }
         };
-        // A table that is not there yet (first start) takes its map elements over netlink; an
-        // existing one is replaced atomically, all in one libnftables transaction.
-        let absent = self.last.is_none() && !self.table_exists().await?;
+        // The new table is built under a name no live table has, its map elements sent over
+        // netlink once its chains are in; the table it replaces keeps routing until then and is
+        // deleted afterwards (`twin_table`).
+        let (target, replaced) = self.full_sync_tables().await?;
         let t = Instant::now();
-        let new = build(&self.config, &model);
+        let mut new = build(&self.config, &model);
+        new.table = target;
         stats.build = t.elapsed();
         stats.rewritten = model.len();
         let t = Instant::now();
-        let tx = if absent {
-            new.initial_transaction()
-        } else {
-            new.full_transaction()
-        };
+        let tx = new.initial_transaction();
         stats.render = t.elapsed();
         self.leftovers = Leftovers::default();
         stats.commands = tx.commands().len();
         let t = Instant::now();
         self.apply(tx).await?;
+        for table in replaced {
+            self.apply(Ruleset::delete_one_table_transaction(&table))
+                .await?;
+        }
         stats.apply = t.elapsed();
         self.last = Some(new);
         let old = std::mem::replace(&mut self.last_model, model);
@@ -394,13 +396,41 @@ impl Syncer {
         }
     }
 
-    async fn table_exists(&self) -> Result<bool, SyncError> {
+    /// The name to build a full sync's table under, and the tables it replaces: the first of
+    /// our two names that no table has; if both exist (a resync was interrupted), the one the
+    /// last sync did not apply to.
+    async fn full_sync_tables(&self) -> Result<(String, Vec<String>), SyncError> {
+        let names = [
+            self.config.table.clone(),
+            crate::rules::twin_table(&self.config.table),
+        ];
         let applier = self.applier.clone();
-        let table = self.config.table.clone();
-        tokio::task::spawn_blocking(move || applier.table_exists(&table))
-            .await
-            .map_err(SyncError::Join)
-            .and_then(|r| r.map_err(SyncError::Apply))
+        let lookup = names.clone();
+        let exists = tokio::task::spawn_blocking(move || {
+            lookup
+                .iter()
+                .map(|t| applier.table_exists(t))
+                .collect::<Result<Vec<bool>, _>>()
+        })
+        .await
+        .map_err(SyncError::Join)?
+        .map_err(SyncError::Apply)?;
+        let live = self.last.as_ref().map(|l| l.table.as_str());
+        let target = names
+            .iter()
+            .zip(&exists)
+            .find(|(_, e)| !**e)
+            .map(|(n, _)| n)
+            .or_else(|| names.iter().find(|n| Some(n.as_str()) != live))
+            .unwrap_or(&names[1])
+            .clone();
+        let replaced = names
+            .iter()
+            .zip(&exists)
+            .filter(|(n, e)| **e && **n != target)
+            .map(|(n, _)| n.clone())
+            .collect();
+        Ok((target, replaced))
     }
 
     async fn apply(&self, tx: crate::rules::Transaction) -> Result<(), SyncError> {
@@ -649,8 +679,20 @@ mod tests {
             self.applied.lock().unwrap().push(tx.clone());
             Ok(())
         }
-        fn table_exists(&self, _table: &str) -> Result<bool, NftError> {
-            Ok(true)
+        fn table_exists(&self, table: &str) -> Result<bool, NftError> {
+            let mut exists = false;
+            for tx in self.applied.lock().unwrap().iter() {
+                for c in tx.commands() {
+                    if c.starts_with(&format!("add table ip {table}"))
+                        && c.len() == 13 + table.len()
+                    {
+                        exists = true;
+                    } else if c == &format!("delete table ip {table}") {
+                        exists = false;
+                    }
+                }
+            }
+            Ok(exists)
         }
         fn run(&self, _cmd: &str) -> Result<String, NftError> {
             Ok(String::new())

@@ -272,6 +272,72 @@ impl Drop for Node {
     }
 }
 
+/// Our tables in the namespace, by name.
+async fn our_tables(node: &Node) -> Vec<String> {
+    node.exec(&["nft", "list", "tables"])
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("table ip "))
+        .filter(|t| t.starts_with("r8s"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_resyncs_replace_the_table_without_dropping_new_connections() {
+    if !is_root() {
+        return;
+    }
+    let mut node = Node::start().await;
+    assert_eq!(our_tables(&node).await, ["r8s"]);
+    // New TCP connections to the kube-dns ClusterIP, back to back, while the table is
+    // replaced: each needs the DNAT (without it the SYN goes unanswered down d0).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let path = node.ns.path();
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let to: SocketAddr = "10.43.0.10:53".parse().expect("addr");
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        node.syncer
+            .sync(&node.services, &node.slices, true)
+            .await
+            .expect("full resync");
+        names.push(our_tables(&node).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = prober.join().expect("prober");
+    assert!(ok > 0, "no connection was tried");
+    assert_eq!(failed, 0, "{failed} of {} connections failed", ok + failed);
+    // The table alternates between its two names; one of them at a time is left.
+    let want: Vec<Vec<String>> = (0..6)
+        .map(|i| vec![if i % 2 == 0 { "r8s-b" } else { "r8s" }.to_string()])
+        .collect();
+    assert_eq!(names, want);
+    // Incremental syncs go to the live table.
+    node.services
+        .retain(|s| s.metadata.name.as_deref() != Some("web"));
+    node.sync().await;
+    let listed = node
+        .exec(&["nft", "list", "map", "ip", "r8s", "service-ips"])
+        .await;
+    assert!(!listed.contains("10.43.0.20"), "{listed}");
+    assert!(listed.contains("10.43.0.10 . udp . 53"), "{listed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_dns_answers_at_the_kube_dns_ip_over_udp_and_tcp() {
     if !is_root() {

@@ -657,14 +657,31 @@ impl Ruleset {
         tx
     }
 
-    /// The transaction that removes our table (used on shutdown with `--cleanup` and in tests).
+    /// The transaction that removes our table and its twin (used on shutdown with `--cleanup`
+    /// and in tests).
     pub fn delete_table_transaction(table: &str) -> Transaction {
+        let mut tx = Self::delete_one_table_transaction(table);
+        tx.commands
+            .extend(Self::delete_one_table_transaction(&twin_table(table)).commands);
+        tx
+    }
+
+    /// The transaction that removes one table (whether it exists or not).
+    pub fn delete_one_table_transaction(table: &str) -> Transaction {
         let mut tx = Transaction::default();
         for cmd in r8s_nft::delete_table_commands(table) {
             tx.push(cmd);
         }
         tx
     }
+}
+
+/// The other name our table takes: a full resync builds the new table beside the live one
+/// under the name the live one does not have (both route alike while they coexist), then
+/// deletes the live one, so that it can send its elements over netlink and still replace the
+/// table without a moment of partial routing. The two names alternate.
+pub fn twin_table(table: &str) -> String {
+    format!("{table}-b")
 }
 
 fn chain_type(ty: NfChainType) -> &'static str {
