@@ -143,12 +143,14 @@ impl NodeResources {
         }
     }
 
-    /// Deletes the node's nftables tables (the proxy's; the runtime's hostPort
-    /// and the agent's masquerade table, named after the bridge); only ever
-    /// tables r8s owns.
+    /// Deletes the node's nftables tables (the proxy's and its twin, which a
+    /// full resync builds beside it: `netproxy::rules::twin_table`; the
+    /// runtime's hostPort and the agent's masquerade table, named after the
+    /// bridge); only ever tables r8s owns.
     pub fn delete_nft_table(&self) {
         let tables = [
             self.nft_table.clone(),
+            format!("{}-b", self.nft_table),
             format!("{}-hostport", self.bridge),
             format!("{}-masq", self.bridge),
         ];
