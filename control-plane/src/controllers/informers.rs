@@ -30,7 +30,34 @@ impl<K> Object for K where
 {
 }
 
-type Handler<K> = Box<dyn FnMut(&K) + Send>;
+/// What a watch event did to an object.
+pub enum Change<'a, K> {
+    /// In the watch's initial list, or listed again by a relist.
+    Listed(&'a K),
+    /// Added or modified.
+    Applied(&'a K),
+    /// Deleted: its last state.
+    Deleted(&'a K),
+}
+
+impl<K> Clone for Change<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Change<'_, K> {}
+
+impl<'a, K> Change<'a, K> {
+    /// The object, whatever happened to it.
+    pub fn object(self) -> &'a K {
+        match self {
+            Change::Listed(o) | Change::Applied(o) | Change::Deleted(o) => o,
+        }
+    }
+}
+
+type Handler<K> = Box<dyn FnMut(Change<'_, K>) + Send>;
 
 /// One watch: the resource type, its URL (namespace included) and selectors.
 type WatchKey = (TypeId, String, Option<String>, Option<String>);
@@ -63,7 +90,20 @@ impl SharedInformers {
         &self,
         api: Api<K>,
         config: watcher::Config,
-        on_change: impl FnMut(&K) + Send + 'static,
+        mut on_change: impl FnMut(&K) + Send + 'static,
+    ) -> Store<K> {
+        let handler = Box::new(move |c: Change<'_, K>| on_change(c.object()));
+        self.register(api, config, handler, true)
+            .expect("a store was asked for")
+    }
+
+    /// Like [`SharedInformers::informer`], telling lists, changes and
+    /// deletions apart.
+    pub fn informer_changes<K: Object>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        on_change: impl FnMut(Change<'_, K>) + Send + 'static,
     ) -> Store<K> {
         self.register(api, config, Box::new(on_change), true)
             .expect("a store was asked for")
@@ -76,7 +116,18 @@ impl SharedInformers {
         &self,
         api: Api<K>,
         config: watcher::Config,
-        on_change: impl FnMut(&K) + Send + 'static,
+        mut on_change: impl FnMut(&K) + Send + 'static,
+    ) {
+        let handler = Box::new(move |c: Change<'_, K>| on_change(c.object()));
+        self.register(api, config, handler, false);
+    }
+
+    /// Like [`SharedInformers::watch`], telling deletions apart.
+    pub fn watch_changes<K: Object>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        on_change: impl FnMut(Change<'_, K>) + Send + 'static,
     ) {
         self.register(api, config, Box::new(on_change), false);
     }
@@ -177,7 +228,15 @@ impl<K: Object> PendingWatch for Pending<K> {
             store,
             mut handlers,
         } = *self;
-        let on_change = move |obj: &K| handlers.iter_mut().for_each(|h| h(obj));
+        let on_event = move |event: &watcher::Event<K>| {
+            let change = match event {
+                watcher::Event::InitApply(o) => Change::Listed(o),
+                watcher::Event::Apply(o) => Change::Applied(o),
+                watcher::Event::Delete(o) => Change::Deleted(o),
+                watcher::Event::Init | watcher::Event::InitDone => return,
+            };
+            handlers.iter_mut().for_each(|h| h(change));
+        };
         let stream = watcher(api, config)
             .default_backoff()
             // As client-go's informers (kube-controller-manager's transform):
@@ -186,13 +245,8 @@ impl<K: Object> PendingWatch for Pending<K> {
             .modify(|obj: &mut K| obj.meta_mut().managed_fields = None);
         let kind = K::kind(&()).into_owned();
         match store {
-            Some((_, writer)) => follow(
-                kind,
-                stream.reflect(writer).touched_objects(),
-                shutdown,
-                on_change,
-            ),
-            None => follow(kind, stream.touched_objects(), shutdown, on_change),
+            Some((_, writer)) => follow(kind, stream.reflect(writer), shutdown, on_event),
+            None => follow(kind, stream, shutdown, on_event),
         }
     }
 }

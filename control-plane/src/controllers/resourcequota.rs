@@ -21,6 +21,7 @@ use kube::runtime::watcher;
 use serde_json::Value;
 
 use super::ControllerContext;
+use super::informers::Change;
 use super::util::{self, Key, Queue, Requeue};
 use crate::admission::usage::{self, Usage};
 use crate::resources::{self, ResourceType};
@@ -61,13 +62,59 @@ fn enqueue_namespace(queue: &Queue, quotas: &Store<ResourceQuota>, ns: Option<St
     }
 }
 
+/// Whether a change can lower a quota's usage, which only the recount
+/// notices (upstream's replenishment): a deletion, or a pod that stopped
+/// counting (terminal, or being deleted). Creates and other updates are
+/// charged by admission; recounting on them would race with it (admission
+/// charges the quota before the object is stored, so a recount in between
+/// undercounts and lets more objects in than the quota allows). A Service
+/// changing type is caught by the periodic resync.
+fn replenishes<K: 'static>(change: Change<'_, K>) -> bool {
+    let obj = match change {
+        Change::Deleted(_) => return true,
+        Change::Listed(_) => return false,
+        Change::Applied(obj) => obj,
+    };
+    let Some(pod) = (obj as &dyn std::any::Any).downcast_ref::<Pod>() else {
+        return false;
+    };
+    pod.metadata.deletion_timestamp.is_some()
+        || pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed")
+}
+
+/// Whether a quota event calls for a recount: every quota listed (at start
+/// and after a relist), and a quota whose `spec.hard` its status does not
+/// show yet (new or changed). Status writes, admission's charges included,
+/// do not: as upstream, the controller's own writes and admission's need
+/// no recount, and one right after a charge would race with the create it
+/// is for.
+fn needs_recount(change: Change<'_, ResourceQuota>) -> bool {
+    match change {
+        Change::Listed(_) => true,
+        Change::Deleted(_) => false,
+        Change::Applied(rq) => {
+            let spec = rq.spec.as_ref().and_then(|s| s.hard.as_ref());
+            let status = rq.status.as_ref().and_then(|s| s.hard.as_ref());
+            spec != status
+        }
+    }
+}
+
 macro_rules! trigger {
     ($ctx:expr, $queue:expr, $quotas:expr, $ty:ty) => {{
         let (q, s) = ($queue.clone(), $quotas.clone());
-        $ctx.informers.watch(
+        $ctx.informers.watch_changes(
             Api::<$ty>::all($ctx.client.clone()),
             watcher::Config::default(),
-            move |o: &$ty| enqueue_namespace(&q, &s, o.namespace()),
+            move |c: Change<'_, $ty>| {
+                if replenishes(c) {
+                    enqueue_namespace(&q, &s, c.object().namespace());
+                }
+            },
         );
     }};
 }
@@ -75,10 +122,14 @@ macro_rules! trigger {
 pub fn spawn(ctx: &ControllerContext) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
-    let quotas = ctx.informers.informer(
+    let quotas = ctx.informers.informer_changes(
         Api::<ResourceQuota>::all(ctx.client.clone()),
         watcher::Config::default(),
-        move |rq: &ResourceQuota| q.add_key(util::key_of(rq)),
+        move |c: Change<'_, ResourceQuota>| {
+            if needs_recount(c) {
+                q.add_key(util::key_of(c.object()));
+            }
+        },
     );
     trigger!(ctx, queue, quotas, Pod);
     trigger!(ctx, queue, quotas, Service);
@@ -234,6 +285,43 @@ async fn sync(c: &Ctx, (ns, name): Key) -> Result<Requeue, QuotaError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_new_or_changed_limits_recount_a_quota() {
+        let rq = |spec: Value, status: Value| -> ResourceQuota {
+            serde_json::from_value(
+                json!({"metadata": {"name": "q"}, "spec": {"hard": spec}, "status": status}),
+            )
+            .unwrap()
+        };
+        let charged = rq(
+            json!({"pods": "2"}),
+            json!({"hard": {"pods": "2"}, "used": {"pods": "1"}}),
+        );
+        assert!(!needs_recount(Change::Applied(&charged)), "a charge");
+        assert!(needs_recount(Change::Listed(&charged)), "at start");
+        let raised = rq(
+            json!({"pods": "3"}),
+            json!({"hard": {"pods": "2"}, "used": {"pods": "1"}}),
+        );
+        assert!(needs_recount(Change::Applied(&raised)));
+        let new = rq(json!({"pods": "3"}), json!({}));
+        assert!(needs_recount(Change::Applied(&new)));
+    }
+
+    #[test]
+    fn deletions_and_pods_that_stop_counting_replenish() {
+        let cm = ConfigMap::default();
+        assert!(!replenishes(Change::Applied(&cm)), "a create is charged");
+        assert!(replenishes(Change::Deleted(&cm)));
+        let pod = |phase: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "status": {"phase": phase}}))
+                .unwrap()
+        };
+        assert!(!replenishes(Change::Applied(&pod("Running"))));
+        assert!(replenishes(Change::Applied(&pod("Succeeded"))));
+        assert!(!replenishes(Change::Listed(&pod("Failed"))));
+    }
 
     #[test]
     fn quota_names_map_to_the_types_they_count() {
