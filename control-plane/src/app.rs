@@ -83,26 +83,17 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
     Ok(Arc::new(store))
 }
 
-/// Starts the scheduler and controllers as clients of this server.
-async fn start_controllers(
-    pki: &pki::Pki,
-    server_url: &str,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
-) {
-    match controllers::loopback_client(pki, server_url).await {
-        Ok(client) => controllers::spawn_all(&controllers::ControllerContext {
-            client,
-            config,
-            informers: Arc::new(controllers::informers::SharedInformers::new(
-                shutdown.clone(),
-            )),
-            shutdown,
-        }),
-        Err(err) => {
-            tracing::error!(%err, "cannot build the loopback client; controllers are not running")
-        }
-    }
+/// Starts the scheduler and controllers as clients of this server, through
+/// the in-process transport (`server::in_process`).
+fn start_controllers(api: Arc<Api>, config: Arc<Config>, shutdown: CancellationToken) {
+    controllers::spawn_all(&controllers::ControllerContext {
+        client: crate::server::in_process::client(api, controllers::LOOPBACK_USER_AGENT),
+        config,
+        informers: Arc::new(controllers::informers::SharedInformers::new(
+            shutdown.clone(),
+        )),
+        shutdown,
+    });
 }
 
 /// Starts the embedded node agent unless `--disable-agent`.
@@ -241,12 +232,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     tracing::info!("bootstrap objects are in place; ready");
                     let server_config = bootstrap_config.clone();
                     start_controllers(
-                        &bootstrap_pki,
-                        &bootstrap_url,
+                        Arc::clone(&bootstrap_api),
                         bootstrap_config,
                         bootstrap_shutdown.clone(),
-                    )
-                    .await;
+                    );
                     if !server_config.disable_agent
                         && let Some(agent) = start_agent(
                             &bootstrap_pki,

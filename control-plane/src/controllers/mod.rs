@@ -63,7 +63,8 @@ pub struct ControllerContext {
 
 /// The User-Agent of the in-process controllers, as upstream's
 /// kube-controller-manager sends it.
-const LOOPBACK_USER_AGENT: &str = "kube-controller-manager/v1.32.0 (linux/amd64) kubernetes/r8s";
+pub const LOOPBACK_USER_AGENT: &str =
+    "kube-controller-manager/v1.32.0 (linux/amd64) kubernetes/r8s";
 
 /// A client of this server at `server_url` authenticating with the admin
 /// (system:masters) certificate.

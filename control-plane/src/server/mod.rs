@@ -5,6 +5,7 @@ pub mod discovery;
 pub mod dispatch;
 pub mod eviction;
 pub mod field_manager;
+pub mod in_process;
 pub mod listener;
 pub mod meta;
 pub mod metrics_api;
