@@ -1,8 +1,8 @@
 //! The scheduler and controllers of r8s-server. They run in the server
 //! process but only as clients of its API (kube-rs watchers, reflectors and
-//! controllers over a loopback HTTPS connection), exactly like
-//! kube-scheduler and kube-controller-manager would; each lives in its own
-//! module and is started by `spawn_all` once the server is ready.
+//! controllers over the in-process transport, `server::in_process`), exactly
+//! like kube-scheduler and kube-controller-manager would; each lives in its
+//! own module and is started by `spawn_all` once the server is ready.
 
 pub mod bootstrapsigner;
 pub mod clusterroleaggregation;
