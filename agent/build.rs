@@ -1,0 +1,5 @@
+include!("link_args.rs");
+
+fn main() {
+    link_args("link_args.rs");
+}
