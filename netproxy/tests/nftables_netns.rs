@@ -209,6 +209,18 @@ impl Topology {
             Ok(out)
         })
     }
+
+    /// The endpoints that answer 30 connections to `addr`.
+    fn answering(&self, addr: &str) -> BTreeSet<String> {
+        (0..30)
+            .map(|_| self.connect(addr).expect("connect"))
+            .collect()
+    }
+}
+
+/// Endpoint names as a set.
+fn names(eps: &[&str]) -> BTreeSet<String> {
+    eps.iter().map(|e| e.to_string()).collect()
 }
 
 impl Drop for Topology {
@@ -336,13 +348,7 @@ fn cluster_ip_node_port_and_reject_work_in_a_node_namespace() {
     nft.apply(&rs.full_transaction())
         .expect("apply full ruleset");
 
-    let seen: BTreeSet<String> = (0..30)
-        .map(|_| topo.connect("10.43.0.10:80").expect("connect to ClusterIP"))
-        .collect();
-    assert_eq!(
-        seen,
-        BTreeSet::from(["e0".into(), "e1".into(), "e2".into()])
-    );
+    assert_eq!(topo.answering("10.43.0.10:80"), names(&["e0", "e1", "e2"]));
 
     let reply = topo
         .connect(&format!("{NODE_IP}:30080"))
@@ -404,11 +410,7 @@ fn incremental_update_of_cluster_ips_swaps_map_elements_only() {
             before,
             "no chain or rule was rewritten"
         );
-        let seen: BTreeSet<String> = (0..30)
-            .map(|_| topo.connect("10.43.0.10:80").expect("connect to ClusterIP"))
-            .collect();
-        let want: BTreeSet<String> = want.iter().map(|w| w.to_string()).collect();
-        assert_eq!(seen, want);
+        assert_eq!(topo.answering("10.43.0.10:80"), names(want));
         assert_eq!(topo.connect("10.43.0.20:80").as_deref(), Ok("e0"));
     }
 }
@@ -591,13 +593,7 @@ fn elements_sent_over_netlink_load_the_same_table_as_nft_syntax() {
         .expect("delete table");
     nft.apply(&initial)
         .expect("apply with netlink elements again");
-    let seen: BTreeSet<String> = (0..30)
-        .map(|_| topo.connect("10.43.0.10:80").expect("connect to ClusterIP"))
-        .collect();
-    assert_eq!(
-        seen,
-        BTreeSet::from(["e0".into(), "e1".into(), "e2".into()])
-    );
+    assert_eq!(topo.answering("10.43.0.10:80"), names(&["e0", "e1", "e2"]));
     assert_eq!(
         topo.connect("10.43.0.11:80"),
         Err(ErrorKind::ConnectionRefused)
