@@ -404,17 +404,15 @@ impl Syncer {
             self.config.table.clone(),
             crate::rules::twin_table(&self.config.table),
         ];
-        let applier = self.applier.clone();
         let lookup = names.clone();
-        let exists = tokio::task::spawn_blocking(move || {
-            lookup
-                .iter()
-                .map(|t| applier.table_exists(t))
-                .collect::<Result<Vec<bool>, _>>()
-        })
-        .await
-        .map_err(SyncError::Join)?
-        .map_err(SyncError::Apply)?;
+        let exists = self
+            .on_applier(move |applier| {
+                lookup
+                    .iter()
+                    .map(|t| applier.table_exists(t))
+                    .collect::<Result<Vec<bool>, _>>()
+            })
+            .await?;
         let live = self.last.as_ref().map(|l| l.table.as_str());
         let target = names
             .iter()
@@ -434,11 +432,19 @@ impl Syncer {
     }
 
     async fn apply(&self, tx: crate::rules::Transaction) -> Result<(), SyncError> {
+        self.on_applier(move |applier| applier.apply(&tx)).await
+    }
+
+    /// Runs `f` with the applier on a blocking thread (libnftables and netlink block).
+    async fn on_applier<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Applier) -> Result<T, NftError> + Send + 'static,
+    ) -> Result<T, SyncError> {
         let applier = self.applier.clone();
-        tokio::task::spawn_blocking(move || applier.apply(&tx))
+        tokio::task::spawn_blocking(move || f(applier.as_ref()))
             .await
-            .map_err(SyncError::Join)
-            .and_then(|r| r.map_err(SyncError::Apply))
+            .map_err(SyncError::Join)?
+            .map_err(SyncError::Apply)
     }
 
     /// Deletes conntrack entries of UDP flows the new rules no longer route (after the rules
@@ -683,9 +689,7 @@ mod tests {
             let mut exists = false;
             for tx in self.applied.lock().unwrap().iter() {
                 for c in tx.commands() {
-                    if c.starts_with(&format!("add table ip {table}"))
-                        && c.len() == 13 + table.len()
-                    {
+                    if c == &format!("add table ip {table}") {
                         exists = true;
                     } else if c == &format!("delete table ip {table}") {
                         exists = false;

@@ -90,7 +90,7 @@ impl ElementBatch {
                     w.end_msg(msg);
                     open = None;
                 }
-                let (_, list) = *open.get_or_insert_with(|| {
+                if open.is_none() {
                     seq += 1;
                     // Errors come back for every message of a batch; ACKs only when asked.
                     let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK;
@@ -98,9 +98,8 @@ impl ElementBatch {
                     let msg = w.start_msg(ty, flags, seq, AF_INET, 0);
                     w.attr_str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
                     w.attr_str(NFTA_SET_ELEM_LIST_SET, &set.set);
-                    (msg, w.start_nest(NFTA_SET_ELEM_LIST_ELEMENTS))
-                });
-                let _ = list;
+                    open = Some((msg, w.start_nest(NFTA_SET_ELEM_LIST_ELEMENTS)));
+                }
                 element(&mut w, key, data);
             }
             if let Some((msg, list)) = open {

@@ -126,31 +126,14 @@ pub struct PickRules {
 impl PickRules {
     /// The pick rules for this config.
     pub fn new(config: &RulesConfig) -> Self {
-        let masquerade = if config.masquerade_all {
-            Some(vec![expr::jump(MARK_FOR_MASQUERADE)])
-        } else {
-            config.cluster_cidr.map(|cidr| {
-                vec![
-                    expr::matches(
-                        expr::payload("ip", "saddr"),
-                        Operator::NEQ,
-                        expr::prefix(cidr),
-                    ),
-                    expr::jump(MARK_FOR_MASQUERADE),
-                ]
-            })
-        };
-        Self { masquerade }
+        Self {
+            masquerade: cluster_masquerade(config, Vec::new()),
+        }
     }
 
-    /// Rules per chain.
-    pub fn len(&self) -> usize {
+    /// Rules in each `pick-N` chain.
+    pub fn rules_per_chain(&self) -> usize {
         usize::from(self.masquerade.is_some()) + 1
-    }
-
-    /// Never: every pick chain has its DNAT.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The `pick-N` chain.
@@ -179,6 +162,22 @@ fn ruleset(config: &RulesConfig, services: BTreeMap<ServiceKey, Arc<ServiceRules
         picks,
         pick: PickRules::new(config),
     }
+}
+
+/// The masquerade mark of a ClusterIP's traffic, after the statements of `rule`: all of it
+/// with `--masquerade-all`, else what comes from outside the cluster CIDR; `None` when neither
+/// applies.
+fn cluster_masquerade(config: &RulesConfig, mut rule: Vec<Stmt>) -> Option<Vec<Stmt>> {
+    if !config.masquerade_all {
+        let cidr = config.cluster_cidr?;
+        rule.push(expr::matches(
+            expr::payload("ip", "saddr"),
+            Operator::NEQ,
+            expr::prefix(cidr),
+        ));
+    }
+    rule.push(expr::jump(MARK_FOR_MASQUERADE));
+    Some(rule)
 }
 
 /// Builds the whole ruleset for these Services.
@@ -477,21 +476,10 @@ fn port_rules(config: &RulesConfig, sp: &ServicePort, out: &mut ServiceRules) {
             expr::goto_verdict(DROP_CHAIN),
         ));
     } else {
-        let mut rules = Vec::new();
         let daddr = expr::eq(expr::payload("ip", "daddr"), expr::ip(sp.cluster_ip));
-        if config.masquerade_all {
-            rules.push(vec![daddr, expr::jump(MARK_FOR_MASQUERADE)]);
-        } else if let Some(cidr) = config.cluster_cidr {
-            rules.push(vec![
-                daddr,
-                expr::matches(
-                    expr::payload("ip", "saddr"),
-                    Operator::NEQ,
-                    expr::prefix(cidr),
-                ),
-                expr::jump(MARK_FOR_MASQUERADE),
-            ]);
-        }
+        let mut rules: Vec<Vec<Stmt>> = cluster_masquerade(config, vec![daddr])
+            .into_iter()
+            .collect();
         rules.extend(balance(sp, &cluster_eps));
         out.chains.push(chain(&svc_chain, rules));
         out.elements.push(MapElement::new(

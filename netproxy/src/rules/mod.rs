@@ -211,8 +211,8 @@ impl Transaction {
         self.commands.is_empty() && self.elements.is_empty()
     }
 
-    /// Elements to send over netlink once the commands are applied (only a full sync into an
-    /// absent table has any).
+    /// Elements to send over netlink once the commands are applied (only
+    /// [`Ruleset::initial_transaction`] has any).
     pub fn elements(&self) -> &Arc<r8s_nft::elements::ElementBatch> {
         &self.elements
     }
@@ -326,7 +326,7 @@ impl Ruleset {
     /// Number of rules in the table (for the `sync_proxy_rules_nftables` metric).
     pub fn rule_count(&self) -> usize {
         let base: usize = self.base.iter().map(|b| b.chain.rules.len()).sum::<usize>()
-            + self.picks.len() * self.pick.len();
+            + self.picks.len() * self.pick.rules_per_chain();
         let svc: usize = self
             .services
             .values()
