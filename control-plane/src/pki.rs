@@ -11,6 +11,11 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
+/// The admin client certificate's user (its CN) and groups (its O), which the admin
+/// kubeconfig and the in-process controllers (`server::in_process`) act as.
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_GROUPS: &[&str] = &["system:masters"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("failed to read or write {path}")]
@@ -144,7 +149,7 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<Pki> {
         match (read_opt(&adm_cert_path)?, read_opt(&adm_key_path)?) {
             (Some(c), Some(k)) => (c, k),
             _ => {
-                let (c, k) = issue_client_cert(&issuer, "admin", &["system:masters"])?;
+                let (c, k) = issue_client_cert(&issuer, ADMIN_USER, ADMIN_GROUPS)?;
                 write_private(&adm_key_path, &k)?;
                 write_private(&adm_cert_path, &c)?;
                 (c, k)

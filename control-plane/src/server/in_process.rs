@@ -16,12 +16,16 @@ use http::{HeaderValue, Request, Response};
 
 use super::{Api, dispatch};
 use crate::auth::UserInfo;
+use crate::pki;
 
-/// The identity the in-process clients act as: the admin certificate's.
+/// The identity the in-process clients act as: the admin certificate's, as
+/// `UserInfo::from_client_cert` reads it.
 fn admin() -> UserInfo {
+    let mut groups: Vec<String> = pki::ADMIN_GROUPS.iter().map(|g| g.to_string()).collect();
+    groups.push("system:authenticated".into());
     UserInfo {
-        username: "admin".into(),
-        groups: vec!["system:masters".into(), "system:authenticated".into()],
+        username: pki::ADMIN_USER.into(),
+        groups,
     }
 }
 
@@ -61,5 +65,18 @@ impl tower::Service<Request<kube::client::Body>> for InProcess {
         let api = Arc::clone(&self.api);
         let user = self.user.clone();
         Box::pin(async move { Ok(dispatch::handle(api, Some(user), req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_process_clients_act_as_the_admin_certificates_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki::ensure(dir.path(), &["localhost".to_string()]).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pki.admin_cert_pem.as_bytes()).unwrap();
+        assert_eq!(UserInfo::from_client_cert(&pem.contents), Some(admin()));
     }
 }
