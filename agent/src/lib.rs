@@ -26,6 +26,7 @@ pub mod volume;
 
 pub use config::Config;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -62,25 +63,32 @@ fn fake_pod_ip_base(node_name: &str) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(10, 42, third, 0)
 }
 
-/// The API client; with certificate files (a joined node) one that picks
-/// up their renewal without a restart.
-async fn client(config: &Config) -> Result<kube::Client, RunError> {
-    bootstrap::client::build(kube_config(config).await?).map_err(RunError::Client)
+/// An API client from `kubeconfig` (else the in-cluster config or
+/// ~/.kube/config) sending `user_agent`; with certificate files (a joined
+/// node) one that picks up their renewal without a restart.
+async fn client(
+    kubeconfig: Option<&Path>,
+    user_agent: &'static str,
+) -> Result<kube::Client, RunError> {
+    bootstrap::client::build(kube_config(kubeconfig, user_agent).await?).map_err(RunError::Client)
 }
 
-async fn kube_config(config: &Config) -> Result<kube::Config, RunError> {
-    let kube_config = match &config.kubeconfig {
+async fn kube_config(
+    kubeconfig: Option<&Path>,
+    user_agent: &'static str,
+) -> Result<kube::Config, RunError> {
+    let kube_config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
                 RunError::Kubeconfig {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 }
             })?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|source| RunError::Kubeconfig {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 })?
         }
@@ -90,9 +98,28 @@ async fn kube_config(config: &Config) -> Result<kube::Config, RunError> {
     // The server names a writer's managedFields entry after its User-Agent.
     kube_config.headers.push((
         http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
+        http::HeaderValue::from_static(user_agent),
     ));
     Ok(kube_config)
+}
+
+/// The agent's API clients: the node's own identity, and the one its
+/// service proxy and pod network read the whole cluster's Nodes, Services
+/// and EndpointSlices with (kube-proxy's and flannel's, as k3s gives them).
+#[derive(Clone)]
+pub struct ApiClients {
+    pub node: kube::Client,
+    pub network: kube::Client,
+}
+
+impl ApiClients {
+    /// One identity for all (the agent embedded in r8s-server).
+    pub fn one(client: kube::Client) -> Self {
+        Self {
+            node: client.clone(),
+            network: client,
+        }
+    }
 }
 
 /// How long a new node waits for the node IPAM controller's podCIDR.
@@ -100,6 +127,8 @@ const POD_CIDR_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// kubelet's User-Agent form.
 const USER_AGENT: &str = "kubelet/v1.32.0 (linux/amd64) kubernetes/r8s";
+/// kube-proxy's, for the service proxy and pod network.
+const KUBE_PROXY_USER_AGENT: &str = "kube-proxy/v1.32.0 (linux/amd64) kubernetes/r8s";
 
 /// Serves the kubelet API; a failure to start is logged, the agent goes on.
 async fn kubelet_api(
@@ -109,7 +138,10 @@ async fn kubelet_api(
     image_gc: Arc<image_gc::GcCounts>,
     shutdown: CancellationToken,
 ) {
-    let cluster_ca = kube_config(config).await.ok().and_then(|c| c.root_cert);
+    let cluster_ca = kube_config(config.kubeconfig.as_deref(), USER_AGENT)
+        .await
+        .ok()
+        .and_then(|c| c.root_cert);
     let served = match server::ServerConfig::from_agent(config, node_ip, cluster_ca) {
         Ok(mut c) => {
             c.evictions = Some(evictions);
@@ -142,7 +174,7 @@ async fn service_proxy(
 /// nodes (the FAKE runtime) share one host and have no pods to route to.
 async fn pod_network(
     config: &Config,
-    client: kube::Client,
+    clients: ApiClients,
     node_ip: std::net::IpAddr,
     shutdown: CancellationToken,
 ) {
@@ -161,7 +193,7 @@ async fn pod_network(
         node_ip,
         masquerade_table: flannel::masquerade::table_name(&config.pod_bridge),
     };
-    flannel::run(client, settings, shutdown).await;
+    flannel::run(clients, settings, shutdown).await;
 }
 
 /// Kubelet's image GC over CRI, shared by its own loop and the eviction
@@ -258,18 +290,27 @@ fn eviction_context(
 /// keeps its status and Lease fresh and runs the pods bound to it.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     if let Some(join) = bootstrap::JoinConfig::from_config(&config)? {
-        config.kubeconfig = Some(bootstrap::join(&config, &join, &shutdown).await?);
+        let joined = bootstrap::join(&config, &join, &shutdown).await?;
+        config.kubeconfig = Some(joined.kubelet);
+        config
+            .kube_proxy_kubeconfig
+            .get_or_insert(joined.kube_proxy);
     }
-    let client = client(&config).await?;
-    run_with_client(config, client, shutdown).await
+    let node = client(config.kubeconfig.as_deref(), USER_AGENT).await?;
+    let network = match &config.kube_proxy_kubeconfig {
+        Some(path) => client(Some(path), KUBE_PROXY_USER_AGENT).await?,
+        None => node.clone(),
+    };
+    run_with_clients(config, ApiClients { node, network }, shutdown).await
 }
 
-/// `run` with a ready API client (the agent embedded in r8s-server).
-pub async fn run_with_client(
+/// `run` with ready API clients (the agent embedded in r8s-server).
+pub async fn run_with_clients(
     config: Config,
-    client: kube::Client,
+    clients: ApiClients,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let client = clients.node.clone();
     let node_ip = node::detect_node_ip(&config);
     tracing::info!(node = %config.node_name, %node_ip, "starting r8s-agent");
     let (health_tx, health_rx) = watch::channel(node::NodeHealth::default());
@@ -349,8 +390,13 @@ pub async fn run_with_client(
             image_gc_counts.clone(),
             shutdown.clone()
         ),
-        service_proxy(&ctx.config, client.clone(), dns_host, shutdown.clone()),
-        pod_network(&ctx.config, client.clone(), ctx.node_ip, shutdown.clone()),
+        service_proxy(
+            &ctx.config,
+            clients.network.clone(),
+            dns_host,
+            shutdown.clone()
+        ),
+        pod_network(&ctx.config, clients, ctx.node_ip, shutdown.clone()),
         eviction::run(eviction, shutdown.clone()),
         image_gc(&ctx.config, client.clone(), images, shutdown.clone())
     );

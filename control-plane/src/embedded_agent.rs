@@ -88,7 +88,9 @@ pub fn spawn(
     agent::runtime_service::prepare_process(&config).map_err(EmbeddedAgentError::Subreaper)?;
     tracing::info!(node = %config.node_name, "starting the embedded node agent");
     Ok(tokio::spawn(async move {
-        if let Err(err) = agent::run_with_client(config, client, shutdown).await {
+        if let Err(err) =
+            agent::run_with_clients(config, agent::ApiClients::one(client), shutdown).await
+        {
             tracing::error!(error = %err, "embedded node agent stopped with an error");
         }
     }))

@@ -246,6 +246,46 @@ fn a_host_joins_with_a_bootstrap_token() {
     let cert =
         std::fs::read(root.join("root/pki/kubelet-client-current.pem")).expect("client cert");
     assert_eq!(common_name(&cert), "system:node:join-n1");
+    // The node then asks, as itself, for the identity its service proxy
+    // and pod network read all Nodes with.
+    let proxy_cert = std::fs::read(root.join("root/pki/kube-proxy-client-current.pem"))
+        .expect("kube-proxy client cert");
+    assert_eq!(common_name(&proxy_cert), "system:kube-proxy");
+    let proxy_conf =
+        std::fs::read_to_string(root.join("root/kube-proxy.conf")).expect("kube-proxy.conf");
+    assert!(
+        proxy_conf.contains("kube-proxy-client-current.pem"),
+        "{proxy_conf}"
+    );
+    let proxy_csr = csrs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client")
+        .expect("a kube-proxy client CSR");
+    assert_eq!(proxy_csr["spec"]["username"], "system:node:join-n1");
+    assert_eq!(
+        proxy_csr["status"]["conditions"][0]["reason"],
+        "AutoApproved"
+    );
+    let whoami = server.ok(&[
+        "--kubeconfig",
+        root.join("root/kube-proxy.conf").to_str().unwrap(),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(whoami.trim(), "system:kube-proxy");
+    let names = server.ok(&[
+        "--kubeconfig",
+        root.join("root/kube-proxy.conf").to_str().unwrap(),
+        "get",
+        "nodes",
+        "-o",
+        "name",
+    ]);
+    assert!(names.contains("node/join-n1"), "{names}");
     // The kubelet serving certificate comes by CSR too, once the Node has
     // its address.
     wait_for(60, "the kubelet serving certificate", || {

@@ -15,7 +15,9 @@ use common::{Server, wait_for};
 /// A kubeconfig for `system:node:<node>` with a certificate the server's
 /// signer issued for an approved kubelet client CSR.
 fn node_kubeconfig(server: &Server, node: &str) -> PathBuf {
-    let (key, request) = agent::bootstrap::csr::build_request(node, &[], &[]).expect("request");
+    let (key, request) =
+        agent::bootstrap::csr::build_request(&agent::bootstrap::csr::Subject::node(node), &[], &[])
+            .expect("request");
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let csr = format!(
         "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: node-{node}\nspec:\n  request: {}\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  usages: [digital signature, client auth]\n",
@@ -114,7 +116,37 @@ fn a_node_reaches_only_its_own_objects() {
     };
     ok_as(&server, &kc, &["create", "-f", "-"], Some(&node("a")));
     server.ok_stdin(&["create", "-f", "-"], &node("b"));
-    assert!(ok_as(&server, &kc, &["get", "nodes", "-o", "name"], None).contains("node/b"));
+    // Its own Node only (AuthorizeNodeWithSelectors): the agent reads all
+    // Nodes as system:kube-proxy.
+    assert_eq!(
+        ok_as(&server, &kc, &["get", "node", "a", "-o", "name"], None).trim(),
+        "node/a"
+    );
+    assert_eq!(
+        ok_as(
+            &server,
+            &kc,
+            &[
+                "get",
+                "nodes",
+                "--field-selector",
+                "metadata.name=a",
+                "-o",
+                "name"
+            ],
+            None
+        )
+        .trim(),
+        "node/a"
+    );
+    assert_eq!(
+        fails_as(&server, &kc, &["get", "nodes"], None),
+        "Error from server (Forbidden): nodes is forbidden: User \"system:node:a\" cannot list resource \"nodes\" in API group \"\" at the cluster scope: node 'a' cannot read all nodes, only its own Node object"
+    );
+    assert_eq!(
+        fails_as(&server, &kc, &["get", "node", "b"], None),
+        "Error from server (Forbidden): nodes \"b\" is forbidden: User \"system:node:a\" cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'a' cannot read 'b', only its own Node object"
+    );
 
     server.ok(&["create", "secret", "generic", "db", "--from-literal=k=v"]);
     server.ok(&[
@@ -189,10 +221,6 @@ fn a_node_reaches_only_its_own_objects() {
         None,
     );
     assert_eq!(
-        fails_as(&server, &kc, &["label", "node", "b", "x=y"], None),
-        "Error from server (Forbidden): nodes \"b\" is forbidden: node \"a\" is not allowed to modify node \"b\""
-    );
-    assert_eq!(
         fails_as(
             &server,
             &kc,
@@ -233,6 +261,28 @@ fn a_node_reaches_only_its_own_objects() {
             .map(|_| ())
         })
     };
+    // Another Node is not its to change (kubectl label reads it first,
+    // which the node may not either).
+    let patched = rt.block_on(async {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+            kube::Api::all(common::client_for(&kc).await);
+        let patch = serde_json::json!({"metadata": {"labels": {"x": "y"}}});
+        nodes
+            .patch(
+                "b",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .map(|_| ())
+    });
+    match patched {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.message,
+            "nodes \"b\" is forbidden: node \"a\" is not allowed to modify node \"b\""
+        ),
+        other => panic!("patching another Node: {other:?}"),
+    }
     patch_status("web").expect("the node patches its own pod's status");
     match patch_status("other") {
         Err(kube::Error::Api(s)) => assert_eq!(

@@ -140,8 +140,8 @@ pub async fn ensure(client: &kube::Client, dns: &KubeDns) -> Result<(), KubeDnsE
     let api_err = |step| move |source| KubeDnsError::Api { step, source };
     let pp = PostParams::default();
     let services = Api::<Service>::namespaced(client.clone(), NAMESPACE);
-    // Read first: r8s-server creates the Service at bootstrap, and a node's
-    // credentials may read Services but not create namespaces or Services.
+    // Read first: r8s-server creates the Service at bootstrap, and an
+    // agent's proxy may read it but not create namespaces or Services.
     match services.get_opt(SERVICE).await.map_err(api_err("get"))? {
         Some(existing) => {
             let ip = existing.spec.and_then(|s| s.cluster_ip);

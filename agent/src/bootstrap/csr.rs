@@ -1,7 +1,8 @@
 //! Certificates by CertificateSigningRequest, as kubelet's certificate
-//! manager: a new key, a PKCS#10 request for `system:node:<name>` in
-//! `system:nodes`, a CSR object for a signer, then the wait for the signed
-//! certificate (or a Denied/Failed condition).
+//! manager: a new key, a PKCS#10 request for a [`Subject`] (the node's
+//! `system:node:<name>` in `system:nodes`, or the in-process kube-proxy's
+//! `system:kube-proxy`), a CSR object for a signer, then the wait for the
+//! signed certificate (or a Denied/Failed condition).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -15,6 +16,10 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+pub const KUBE_APISERVER_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// The user the agent's service proxy and pod network act as (kube-proxy's
+/// user, bound to `system:node-proxier`).
+pub const KUBE_PROXY_USER: &str = "system:kube-proxy";
 
 /// How long to wait for a CSR to be approved and signed.
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -41,18 +46,45 @@ pub enum CsrError {
     Cancelled(String),
 }
 
-/// A new key and the PEM request for node `node_name`, with `sans` (IPs
-/// or DNS names; empty for a client certificate).
+/// Whom a certificate names: its user (CN) and groups (O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+}
+
+impl Subject {
+    /// Node `name`: `system:node:<name>` in `system:nodes`.
+    pub fn node(name: &str) -> Self {
+        Self {
+            common_name: format!("system:node:{name}"),
+            organizations: vec!["system:nodes".into()],
+        }
+    }
+
+    /// The in-process kube-proxy (and flannel): `system:kube-proxy`.
+    pub fn kube_proxy() -> Self {
+        Self {
+            common_name: KUBE_PROXY_USER.into(),
+            organizations: Vec::new(),
+        }
+    }
+}
+
+/// A new key and the PEM request for `subject`, with `sans` (IPs or DNS
+/// names; empty for a client certificate).
 pub fn build_request(
-    node_name: &str,
+    subject: &Subject,
     dns_names: &[String],
     ips: &[IpAddr],
 ) -> Result<(KeyPair, String), CsrError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "system:nodes");
-    dn.push(DnType::CommonName, format!("system:node:{node_name}"));
+    for o in &subject.organizations {
+        dn.push(DnType::OrganizationName, o.as_str());
+    }
+    dn.push(DnType::CommonName, subject.common_name.as_str());
     params.distinguished_name = dn;
     for d in dns_names {
         let name = d
@@ -164,7 +196,7 @@ mod tests {
     #[test]
     fn requests_name_the_node_in_system_nodes() {
         let (_, pem) = build_request(
-            "n1",
+            &Subject::node("n1"),
             &["n1".into()],
             &["10.0.0.1".parse::<IpAddr>().unwrap()],
         )
@@ -184,8 +216,18 @@ mod tests {
             .unwrap();
         assert_eq!((cn, o), ("system:node:n1", "system:nodes"));
         assert!(req.requested_extensions().is_some());
-        let (_, client) = build_request("n1", &[], &[]).unwrap();
+        let (_, client) = build_request(&Subject::node("n1"), &[], &[]).unwrap();
         assert!(client.contains("CERTIFICATE REQUEST"));
+        let (_, proxy) = build_request(&Subject::kube_proxy(), &[], &[]).unwrap();
+        let (_, p) = x509_parser::pem::parse_x509_pem(proxy.as_bytes()).unwrap();
+        let (_, req) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&p.contents)
+                .unwrap();
+        let subject = &req.certification_request_info.subject;
+        let cn = subject.iter_common_name().next().unwrap().as_str().unwrap();
+        assert_eq!(cn, "system:kube-proxy");
+        assert_eq!(subject.iter_organization().count(), 0);
+        assert_eq!(usages(KUBE_APISERVER_CLIENT_SIGNER)[1], "client auth");
         assert_eq!(usages(KUBELET_SERVING_SIGNER)[1], "server auth");
         assert_eq!(usages(KUBELET_CLIENT_SIGNER)[1], "client auth");
     }

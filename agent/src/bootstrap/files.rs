@@ -1,7 +1,9 @@
 //! The agent's credentials on disk, with kubelet's names:
 //! `<root-dir>/kubelet.conf` (a kubeconfig naming the cluster CA and the
 //! client certificate file), `<root-dir>/pki/kubelet-client-current.pem`
-//! and `<root-dir>/pki/kubelet-server-current.pem` (certificate + key).
+//! and `<root-dir>/pki/kubelet-server-current.pem` (certificate + key);
+//! the in-process kube-proxy's `<root-dir>/kube-proxy.conf` and
+//! `<root-dir>/pki/kube-proxy-client-current.pem` alike.
 
 use std::path::{Path, PathBuf};
 
@@ -34,50 +36,71 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FilesError> {
     })
 }
 
-/// Where the credentials live under a root dir.
+/// One client identity: a kubeconfig naming its certificate file.
 #[derive(Debug, Clone)]
-pub struct Paths {
+pub struct ClientFiles {
     pub kubeconfig: PathBuf,
-    pub client_cert: PathBuf,
-    pub server_cert: PathBuf,
+    /// Certificate and key, in one file.
+    pub cert: PathBuf,
 }
 
-impl Paths {
-    pub fn new(root_dir: &Path) -> Self {
-        Self {
-            kubeconfig: root_dir.join("kubelet.conf"),
-            client_cert: root_dir.join("pki").join("kubelet-client-current.pem"),
-            server_cert: root_dir.join("pki").join("kubelet-server-current.pem"),
-        }
-    }
-
-    /// Whether kubelet.conf and an unexpired client certificate exist.
-    pub fn has_valid_client_cert(&self) -> bool {
+impl ClientFiles {
+    /// Whether the kubeconfig and an unexpired certificate exist.
+    pub fn is_valid(&self) -> bool {
         self.kubeconfig.exists()
-            && std::fs::read(&self.client_cert)
+            && std::fs::read(&self.cert)
                 .ok()
                 .and_then(|pem| cert_validity(&pem))
                 .is_some_and(|(_, not_after)| not_after > chrono::Utc::now().timestamp())
     }
 
-    /// Writes the client certificate+key and a kubeconfig using them.
-    pub fn write_client(
+    /// Writes the certificate+key and a kubeconfig for `server` using them;
+    /// `ca_data` is the cluster CA bundle, base64 PEM.
+    pub fn write(
         &self,
         cert_pem: &str,
         key_pem: &str,
         server: &str,
-        ca_pem: &[u8],
+        ca_data: &str,
     ) -> Result<(), FilesError> {
-        write_private(&self.client_cert, format!("{cert_pem}{key_pem}").as_bytes())?;
-        let file = self.client_cert.display().to_string();
+        write_private(&self.cert, format!("{cert_pem}{key_pem}").as_bytes())?;
+        let file = self.cert.display().to_string();
         let yaml = super::discovery::kubeconfig_yaml(
             server,
-            serde_json::json!({
-                "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca_pem),
-            }),
+            serde_json::json!({"certificate-authority-data": ca_data}),
             serde_json::json!({"client-certificate": file, "client-key": file}),
         );
         write_private(&self.kubeconfig, yaml.as_bytes())
+    }
+}
+
+/// The base64 form of a CA bundle in a kubeconfig.
+pub fn ca_data(ca_pem: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ca_pem)
+}
+
+/// Where the credentials live under a root dir.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub kubelet: ClientFiles,
+    pub kube_proxy: ClientFiles,
+    pub server_cert: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root_dir: &Path) -> Self {
+        let pki = root_dir.join("pki");
+        Self {
+            kubelet: ClientFiles {
+                kubeconfig: root_dir.join("kubelet.conf"),
+                cert: pki.join("kubelet-client-current.pem"),
+            },
+            kube_proxy: ClientFiles {
+                kubeconfig: root_dir.join("kube-proxy.conf"),
+                cert: pki.join("kube-proxy-client-current.pem"),
+            },
+            server_cert: pki.join("kubelet-server-current.pem"),
+        }
     }
 }
 
@@ -88,32 +111,29 @@ mod tests {
     #[test]
     fn a_written_client_certificate_is_valid_and_private() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path());
-        assert!(!paths.has_valid_client_cert());
+        let paths = Paths::new(dir.path()).kubelet;
+        assert!(!paths.is_valid());
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::default()
             .self_signed(&key)
             .unwrap();
         paths
-            .write_client(
+            .write(
                 &cert.pem(),
                 &key.serialize_pem(),
                 "https://h:6443",
-                cert.pem().as_bytes(),
+                &ca_data(cert.pem().as_bytes()),
             )
             .unwrap();
-        assert!(paths.has_valid_client_cert());
+        assert!(paths.is_valid());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&paths.client_cert)
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(&paths.cert).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let kc = kube::config::Kubeconfig::read_from(&paths.kubeconfig).unwrap();
         let user = kc.auth_infos[0].auth_info.as_ref().unwrap();
         assert_eq!(
             user.client_certificate.as_deref(),
-            Some(paths.client_cert.to_str().unwrap())
+            Some(paths.cert.to_str().unwrap())
         );
     }
 }

@@ -4,7 +4,11 @@
 //! `<root-dir>/pki/kubelet-client-current.pem` (kubelet's names); `rotation`
 //! renews it at 70–90% of its lifetime, `client` makes the agent's API
 //! client use the renewed one at once, and `serving` obtains the kubelet
-//! API's certificate the same way.
+//! API's certificate the same way. The node then asks, with its own
+//! certificate, for one of `system:kube-proxy` (`<root-dir>/kube-proxy.conf`),
+//! the identity its service proxy and pod network read Services,
+//! EndpointSlices and all Nodes with, as k3s gives its agents: a node's own
+//! identity may read only its own Node.
 
 pub mod client;
 pub mod csr;
@@ -14,9 +18,7 @@ pub mod rotation;
 pub mod serving;
 pub mod token;
 
-use std::path::PathBuf;
-
-use base64::Engine;
+use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 use token::BootstrapToken;
@@ -37,6 +39,20 @@ pub enum BootstrapError {
     Csr(#[from] csr::CsrError),
     #[error(transparent)]
     Files(#[from] files::FilesError),
+    #[error("failed to use {path}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("{path} names no cluster")]
+    NoCluster { path: PathBuf },
+    #[error("failed to build an API client from {path}")]
+    Client {
+        path: PathBuf,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// How to join: `--server`, `--token`, `--ca-cert-hash`.
@@ -74,15 +90,15 @@ pub async fn ensure_kubeconfig(
     join: &JoinConfig,
     shutdown: &CancellationToken,
 ) -> Result<PathBuf, BootstrapError> {
-    let paths = files::Paths::new(&config.root_dir);
-    if paths.has_valid_client_cert() {
+    let paths = files::Paths::new(&config.root_dir).kubelet;
+    if paths.is_valid() {
         tracing::info!(path = %paths.kubeconfig.display(), "using the existing kubelet client certificate");
         return Ok(paths.kubeconfig);
     }
     let token = join
         .token
         .as_ref()
-        .ok_or_else(|| BootstrapError::NoToken(paths.client_cert.clone()))?;
+        .ok_or_else(|| BootstrapError::NoToken(paths.cert.clone()))?;
     let info = discovery::discover(&join.server, token, join.ca_cert_hash.as_deref())
         .await
         .map_err(|source| BootstrapError::Discovery {
@@ -90,10 +106,10 @@ pub async fn ensure_kubeconfig(
             source,
         })?;
     tracing::info!(server = %join.server, token_id = %token.id, "cluster-info verified; requesting a client certificate");
-    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&info.ca_pem);
+    let ca_data = files::ca_data(&info.ca_pem);
     let yaml = discovery::kubeconfig_yaml(
         &join.server,
-        serde_json::json!({"certificate-authority-data": ca_b64}),
+        serde_json::json!({"certificate-authority-data": ca_data}),
         serde_json::json!({"token": token.to_string()}),
     );
     let client = discovery::client_from_yaml(&join.server, &yaml)
@@ -102,33 +118,119 @@ pub async fn ensure_kubeconfig(
             server: join.server.clone(),
             source,
         })?;
-    let (key, request) = csr::build_request(&config.node_name, &[], &[])?;
+    let (key, request) = csr::build_request(&csr::Subject::node(&config.node_name), &[], &[])?;
     let cert =
         csr::request_certificate(&client, csr::KUBELET_CLIENT_SIGNER, &request, shutdown).await?;
-    paths.write_client(&cert, &key.serialize_pem(), &join.server, &info.ca_pem)?;
+    paths.write(&cert, &key.serialize_pem(), &join.server, &ca_data)?;
     tracing::info!(path = %paths.kubeconfig.display(), "joined the cluster; wrote the kubelet kubeconfig");
     Ok(paths.kubeconfig)
 }
 
+/// The server and base64 CA bundle of a kubeconfig's first cluster.
+fn cluster_of(path: &Path) -> Result<(String, String), BootstrapError> {
+    let kc =
+        kube::config::Kubeconfig::read_from(path).map_err(|source| BootstrapError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    kc.clusters
+        .into_iter()
+        .find_map(|c| c.cluster)
+        .and_then(|c| Some((c.server?, c.certificate_authority_data.unwrap_or_default())))
+        .ok_or_else(|| BootstrapError::NoCluster {
+            path: path.to_path_buf(),
+        })
+}
+
+/// Makes sure `<root-dir>/kube-proxy.conf` holds a valid `system:kube-proxy`
+/// certificate, asking for one as the node (`kubelet_conf`) when it does
+/// not; returns its path.
+pub async fn ensure_kube_proxy_kubeconfig(
+    config: &crate::Config,
+    kubelet_conf: &Path,
+    shutdown: &CancellationToken,
+) -> Result<PathBuf, BootstrapError> {
+    let paths = files::Paths::new(&config.root_dir).kube_proxy;
+    if paths.is_valid() {
+        return Ok(paths.kubeconfig);
+    }
+    let (server, ca_data) = cluster_of(kubelet_conf)?;
+    let node = client_for(kubelet_conf).await?;
+    let (key, request) = csr::build_request(&csr::Subject::kube_proxy(), &[], &[])?;
+    let cert =
+        csr::request_certificate(&node, csr::KUBE_APISERVER_CLIENT_SIGNER, &request, shutdown)
+            .await?;
+    paths.write(&cert, &key.serialize_pem(), &server, &ca_data)?;
+    tracing::info!(path = %paths.kubeconfig.display(), "wrote the kube-proxy kubeconfig");
+    Ok(paths.kubeconfig)
+}
+
+/// A plain client from a kubeconfig file.
+async fn client_for(path: &Path) -> Result<kube::Client, BootstrapError> {
+    let kc =
+        kube::config::Kubeconfig::read_from(path).map_err(|source| BootstrapError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|source| BootstrapError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    kube::Client::try_from(config).map_err(|source| BootstrapError::Client {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The kubeconfigs a joined agent runs with.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The node's (kubelet.conf).
+    pub kubelet: PathBuf,
+    /// The service proxy's and pod network's (kube-proxy.conf).
+    pub kube_proxy: PathBuf,
+}
+
 /// Joins (or reuses the credentials of an earlier join) and starts the
-/// client certificate's rotation; returns the kubeconfig to run with.
+/// rotation of both client certificates.
 pub async fn join(
     config: &crate::Config,
     join: &JoinConfig,
     shutdown: &CancellationToken,
-) -> Result<PathBuf, BootstrapError> {
-    let kubeconfig = ensure_kubeconfig(config, join, shutdown).await?;
+) -> Result<Joined, BootstrapError> {
+    let kubelet = ensure_kubeconfig(config, join, shutdown).await?;
+    let kube_proxy = ensure_kube_proxy_kubeconfig(config, &kubelet, shutdown).await?;
     let paths = files::Paths::new(&config.root_dir);
-    tokio::spawn(rotation::run(
-        rotation::Rotated {
-            file: paths.client_cert,
-            signer: csr::KUBELET_CLIENT_SIGNER,
-            node_name: config.node_name.clone(),
-            dns_names: Vec::new(),
-            ips: Vec::new(),
-            kubeconfig: kubeconfig.clone(),
-        },
-        shutdown.clone(),
-    ));
-    Ok(kubeconfig)
+    let rotated = [
+        (
+            paths.kubelet.cert,
+            csr::KUBELET_CLIENT_SIGNER,
+            csr::Subject::node(&config.node_name),
+        ),
+        (
+            paths.kube_proxy.cert,
+            csr::KUBE_APISERVER_CLIENT_SIGNER,
+            csr::Subject::kube_proxy(),
+        ),
+    ];
+    for (file, signer, subject) in rotated {
+        tokio::spawn(rotation::run(
+            rotation::Rotated {
+                file,
+                signer,
+                subject,
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                kubeconfig: kubelet.clone(),
+            },
+            shutdown.clone(),
+        ));
+    }
+    Ok(Joined {
+        kubelet,
+        kube_proxy,
+    })
 }

@@ -20,10 +20,11 @@ pub struct Rotated {
     /// The `*-current.pem` file (certificate + key).
     pub file: PathBuf,
     pub signer: &'static str,
-    pub node_name: String,
+    pub subject: csr::Subject,
     pub dns_names: Vec<String>,
     pub ips: Vec<IpAddr>,
-    /// The kubeconfig to authenticate with (kubelet.conf).
+    /// The kubeconfig to authenticate with (kubelet.conf: the node asks for
+    /// every certificate it holds).
     pub kubeconfig: PathBuf,
 }
 
@@ -55,26 +56,23 @@ fn time_until_renewal(file: &Path) -> Option<Duration> {
 }
 
 async fn renew(r: &Rotated, shutdown: &CancellationToken) -> Result<(), String> {
-    let kc = kube::config::Kubeconfig::read_from(&r.kubeconfig).map_err(|e| e.to_string())?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
-    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let client = super::client_for(&r.kubeconfig)
+        .await
+        .map_err(|e| with_source(&e))?;
     let (key, request) =
-        csr::build_request(&r.node_name, &r.dns_names, &r.ips).map_err(|e| e.to_string())?;
+        csr::build_request(&r.subject, &r.dns_names, &r.ips).map_err(|e| e.to_string())?;
     let cert = csr::request_certificate(&client, r.signer, &request, shutdown)
         .await
-        .map_err(|e| {
-            format!(
-                "{e}: {}",
-                std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            )
-        })?;
+        .map_err(|e| with_source(&e))?;
     files::write_private(&r.file, format!("{cert}{}", key.serialize_pem()).as_bytes())
         .map_err(|e| e.to_string())
+}
+
+fn with_source(e: &dyn std::error::Error) -> String {
+    match e.source() {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
 }
 
 /// Renews the certificate in `r.file` whenever it is due, until shutdown.

@@ -29,7 +29,8 @@ pub async fn ensure(
         .and_then(|pem| files::cert_validity(&pem))
         .is_some_and(|(_, na)| na > chrono::Utc::now().timestamp());
     if !current {
-        let (key, request) = csr::build_request(&config.node_name, &dns_names, ips)?;
+        let (key, request) =
+            csr::build_request(&csr::Subject::node(&config.node_name), &dns_names, ips)?;
         let cert =
             csr::request_certificate(client, csr::KUBELET_SERVING_SIGNER, &request, shutdown)
                 .await?;
@@ -43,10 +44,10 @@ pub async fn ensure(
         rotation::Rotated {
             file: paths.server_cert.clone(),
             signer: csr::KUBELET_SERVING_SIGNER,
-            node_name: config.node_name.clone(),
+            subject: csr::Subject::node(&config.node_name),
             dns_names,
             ips: ips.to_vec(),
-            kubeconfig: paths.kubeconfig.clone(),
+            kubeconfig: paths.kubelet.kubeconfig.clone(),
         },
         shutdown.clone(),
     ));

@@ -19,6 +19,14 @@ pub struct AgentFlags {
     #[arg(long, env = "R8S_KUBECONFIG", help_heading = "API server")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Kubeconfig of the in-process service proxy and pod network, which
+    /// read all Nodes, Services and EndpointSlices: a node's own identity
+    /// may read only its own Node. A joined agent obtains one by CSR
+    /// (<root-dir>/kube-proxy.conf, user system:kube-proxy); otherwise the
+    /// default is --kubeconfig. (kube-proxy --kubeconfig)
+    #[arg(long, env = "R8S_KUBE_PROXY_KUBECONFIG", help_heading = "API server")]
+    pub kube_proxy_kubeconfig: Option<PathBuf>,
+
     /// Server to connect to, to join the cluster (k3s --server): with
     /// --token, the agent obtains a client certificate and writes
     /// <root-dir>/kubelet.conf; later starts reuse it.

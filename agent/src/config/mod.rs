@@ -47,6 +47,8 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub kubeconfig: Option<PathBuf>,
+    /// `--kube-proxy-kubeconfig`: the service proxy's and pod network's identity.
+    pub kube_proxy_kubeconfig: Option<PathBuf>,
     /// `--server`, `--token`, `--ca-cert-hash`: join (see `crate::bootstrap`).
     pub server: Option<String>,
     pub token: Option<String>,
@@ -265,6 +267,7 @@ impl Config {
             flannel,
             kube_proxy,
             kubeconfig: flags.kubeconfig,
+            kube_proxy_kubeconfig: flags.kube_proxy_kubeconfig,
             server: flags.server.filter(|s| !s.is_empty()),
             token: flags.token.filter(|s| !s.is_empty()),
             ca_cert_hash: flags.ca_cert_hash.filter(|s| !s.is_empty()),

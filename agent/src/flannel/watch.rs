@@ -39,7 +39,7 @@ pub struct Settings {
 /// Keeps this node's routes to the other nodes' pods until `shutdown`. What
 /// it created stays when it stops (as flannel's), so pods keep talking while
 /// the agent restarts; the next start removes what is stale.
-pub async fn run(client: kube::Client, settings: Settings, shutdown: CancellationToken) {
+pub async fn run(clients: crate::ApiClients, settings: Settings, shutdown: CancellationToken) {
     let backend = settings.config.backend;
     let node_ip = match settings.node_ip {
         IpAddr::V4(ip) if !ip.is_loopback() => ip,
@@ -82,8 +82,10 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
         skipped: BTreeMap::new(),
     };
     tracing::info!(%backend, node_ip = %node_ip, mac = %sync.mac, "starting the pod network between nodes");
-    let api: Api<Node> = Api::all(client);
-    let mut events = watcher::watcher(api.clone(), watcher::Config::default())
+    // All Nodes are read as the network identity; the node's own
+    // annotations are written as the node.
+    let own: Api<Node> = Api::all(clients.node);
+    let mut events = watcher::watcher(Api::all(clients.network), watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut cache = NodeCache::default();
@@ -108,7 +110,7 @@ pub async fn run(client: kube::Client, settings: Settings, shutdown: Cancellatio
             },
         }
         if let Some(a) = &publish {
-            match publish_annotations(&api, &sync.node_name, a).await {
+            match publish_annotations(&own, &sync.node_name, a).await {
                 Ok(()) => publish = None,
                 Err(err) => {
                     tracing::warn!(node = %sync.node_name, error = %err, "failed to publish flannel annotations")

@@ -6,12 +6,13 @@
 //! a user's changes alone.
 //!
 //! As upstream, the `system:node` ClusterRole is bound to nobody (the Node
-//! authorizer grants nodes its rules, narrowed to their own objects); a
-//! `system:nodes` subject left on that binding by an older r8s is removed.
-//! Unlike upstream, `system:node-proxier` is bound to `system:nodes` too,
-//! as k3s does: the agent runs kube-proxy and cluster DNS in-process with
-//! its node credentials.
+//! authorizer grants nodes its rules, narrowed to their own objects), and
+//! `system:node-proxier` to the user `system:kube-proxy`, which each agent's
+//! in-process service proxy, cluster DNS and pod network act as (its
+//! certificate comes by CSR, see `controllers::csrapproving`). A
+//! `system:nodes` subject an older r8s bound these to is removed.
 
+use agent::bootstrap::csr::KUBE_PROXY_USER;
 use serde_json::{Value, json};
 
 use crate::resources::{self, ResourceType};
@@ -21,6 +22,13 @@ use crate::server::status::ApiError;
 
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 const RBAC: &str = "rbac.authorization.k8s.io";
+
+/// Bindings an older r8s gave the `system:nodes` group.
+const FORMER_NODE_BINDINGS: &[&str] = &[
+    "system:node",
+    "system:node-proxier",
+    "system:r8s:cluster-dns-endpoints",
+];
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
@@ -606,7 +614,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         cluster_binding(
             "system:node-proxier",
             "system:node-proxier",
-            vec![user("system:kube-proxy"), group("system:nodes")],
+            vec![user(KUBE_PROXY_USER)],
         ),
         cluster_binding(
             "system:kube-scheduler",
@@ -680,17 +688,20 @@ pub fn cluster_info_role() -> (Value, Value) {
 
 /// r8s runs cluster DNS on every node (k3s runs CoreDNS as pods): each
 /// node's agent publishes the EndpointSlice of its DNS server behind
-/// `kube-system/kube-dns`, with its node credentials.
+/// `kube-system/kube-dns` (which it reads first), as `system:kube-proxy`.
 pub fn cluster_dns_endpoints_role() -> (Value, Value) {
     namespaced_role(
         "kube-system",
         "system:r8s:cluster-dns-endpoints",
-        json!([rule(
-            &["get", "create", "update", "patch"],
-            &["discovery.k8s.io"],
-            &["endpointslices"]
-        )]),
-        vec![group("system:nodes")],
+        json!([
+            rule(
+                &["get", "create", "update", "patch"],
+                &["discovery.k8s.io"],
+                &["endpointslices"]
+            ),
+            named_rule(&["get"], &[""], &["services"], &["kube-dns"]),
+        ]),
+        vec![user(KUBE_PROXY_USER)],
     )
 }
 
@@ -800,7 +811,7 @@ async fn ensure(api: &Api, r: &ResourceType, desired: Value) -> Result<(), ApiEr
         api.create(r, ns, desired, &opts).await?;
         return Ok(());
     }
-    let cleaned = drop_old_node_subject(existing.clone());
+    let cleaned = drop_former_node_subject(existing.clone());
     let dropped = cleaned != existing;
     if let Some(updated) = reconcile(&cleaned, &desired).or(dropped.then_some(cleaned)) {
         api.update(r, ns, &name, updated, UpdateMode::Main, &opts)
@@ -810,11 +821,13 @@ async fn ensure(api: &Api, r: &ResourceType, desired: Value) -> Result<(), ApiEr
     Ok(())
 }
 
-/// The `system:node` binding without the `system:nodes` group an older
-/// r8s bound it to (the Node authorizer took its place); other objects,
-/// and bindings a user keeps with autoupdate `"false"`, are left as they are.
-fn drop_old_node_subject(mut existing: Value) -> Value {
-    if existing.pointer("/metadata/name") != Some(&json!("system:node"))
+/// A binding of [`FORMER_NODE_BINDINGS`] without the `system:nodes` group
+/// an older r8s bound it to (the Node authorizer and `system:kube-proxy`
+/// took its place); other objects, and bindings a user keeps with
+/// autoupdate `"false"`, are left as they are.
+fn drop_former_node_subject(mut existing: Value) -> Value {
+    let name = existing.pointer("/metadata/name").and_then(Value::as_str);
+    if !name.is_some_and(|n| FORMER_NODE_BINDINGS.contains(&n))
         || existing.get("roleRef").is_none()
         || existing.pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
             == Some(&json!("false"))
@@ -902,23 +915,31 @@ mod tests {
     }
 
     #[test]
-    fn the_old_system_nodes_subject_of_system_node_is_dropped() {
+    fn the_former_system_nodes_subjects_are_dropped() {
         let mut old = cluster_binding("system:node", "system:node", vec![group("system:nodes")]);
         old["metadata"]["annotations"] = json!({AUTOUPDATE: "true"});
-        let cleaned = drop_old_node_subject(old);
+        let cleaned = drop_former_node_subject(old);
         assert_eq!(cleaned["subjects"], json!([]));
         let mut kept = cluster_binding("system:node", "system:node", vec![group("system:nodes")]);
         kept["metadata"]["annotations"] = json!({AUTOUPDATE: "false"});
-        assert_eq!(drop_old_node_subject(kept.clone()), kept);
+        assert_eq!(drop_former_node_subject(kept.clone()), kept);
         let proxier = cluster_role_bindings()
             .into_iter()
             .find(|b| b["metadata"]["name"] == "system:node-proxier")
             .unwrap();
-        assert!(
-            proxier["subjects"]
-                .as_array()
-                .unwrap()
-                .contains(&group("system:nodes"))
-        );
+        assert_eq!(proxier["subjects"], json!([user(KUBE_PROXY_USER)]));
+        let mut old_proxier = proxier.clone();
+        old_proxier["subjects"] = json!([user(KUBE_PROXY_USER), group("system:nodes")]);
+        assert_eq!(drop_former_node_subject(old_proxier), proxier);
+        let (_, dns) = cluster_dns_endpoints_role();
+        let mut old_dns = dns.clone();
+        old_dns["subjects"] = json!([group("system:nodes")]);
+        assert_eq!(drop_former_node_subject(old_dns)["subjects"], json!([]));
+        // Nobody else's binding of the group is touched.
+        let bootstrap = cluster_role_bindings()
+            .into_iter()
+            .find(|b| b["metadata"]["name"] == "kubeadm:node-autoapprove-certificate-rotation")
+            .unwrap();
+        assert_eq!(drop_former_node_subject(bootstrap.clone()), bootstrap);
     }
 }

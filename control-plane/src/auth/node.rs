@@ -4,12 +4,11 @@
 //! create tokens of the ServiceAccounts its bound pods reference (the
 //! `node_graph`), reach its own Lease, and otherwise do what the static
 //! rules of the `system:node` ClusterRole (`NodeRules()`) allow. Pods are
-//! read as with AuthorizeNodeWithSelectors: its own, and lists scoped to it.
-//! Nodes stay readable by every node: the agent's flannel watches them all
-//! with the node's credentials (upstream narrows that too, flannel having
-//! its own ServiceAccount). Which Node,
-//! pods and Lease it may write is narrowed further by the NodeRestriction
-//! admission plugin. No I/O.
+//! and Nodes are read as with AuthorizeNodeWithSelectors (on by default
+//! since 1.32): its own, and pod lists scoped to it (the agent's service
+//! proxy and pod network read all Nodes as `system:kube-proxy`). Which
+//! Node, pods and Lease it may write is narrowed further by the
+//! NodeRestriction admission plugin. No I/O.
 
 use std::sync::{Arc, RwLock};
 
@@ -72,6 +71,7 @@ impl NodeAuthorizer {
                 ("", "persistentvolumes") => Some(self.get(node, Kind::PersistentVolume, r)),
                 ("", "serviceaccounts") => Some(self.create_token(node, r)),
                 ("", "pods") => Some(self.pod(node, attrs, r)),
+                ("", "nodes") => Some(node_object(node, r)),
                 ("coordination.k8s.io", "leases") => Some(lease(node, r)),
                 _ => None,
             };
@@ -160,6 +160,24 @@ impl NodeAuthorizer {
             return Decision::deny("can only create token subresource of serviceaccount");
         }
         self.related(node, Kind::ServiceAccount, r)
+    }
+}
+
+/// Nodes as upstream's `authorizeNode`: reads of its own Node only (by
+/// name, so before it exists too; lists and watches name it by a
+/// `metadata.name` field selector); writes are NodeRestriction's to narrow.
+fn node_object(node: &str, r: &ResourceAttributes) -> Decision {
+    if !matches!(r.verb.as_str(), "get" | "list" | "watch") {
+        return Decision::allow("");
+    }
+    match r.name.as_str() {
+        n if n == node => Decision::allow(""),
+        "" => Decision::deny(format!(
+            "node '{node}' cannot read all nodes, only its own Node object"
+        )),
+        other => Decision::deny(format!(
+            "node '{node}' cannot read '{other}', only its own Node object"
+        )),
     }
 }
 
@@ -285,6 +303,29 @@ mod tests {
     }
 
     #[test]
+    fn a_node_reads_only_its_own_node() {
+        let a = authorizer();
+        let n = |verb: &str, sub: &str, name: &str| res(verb, "", "nodes", sub, "", name);
+        for verb in ["get", "list", "watch"] {
+            assert!(allowed(&a, &node("a"), &n(verb, "", "a")), "{verb}");
+        }
+        let all = a.authorize(&node("a"), &n("list", "", "")).unwrap();
+        assert!(!all.allowed);
+        assert_eq!(
+            all.reason,
+            "node 'a' cannot read all nodes, only its own Node object"
+        );
+        let other = a.authorize(&node("a"), &n("get", "", "b")).unwrap();
+        assert_eq!(
+            other.reason,
+            "node 'a' cannot read 'b', only its own Node object"
+        );
+        // Writes are NodeRestriction's to narrow.
+        assert!(allowed(&a, &node("a"), &n("create", "", "a")));
+        assert!(allowed(&a, &node("a"), &n("patch", "status", "a")));
+    }
+
+    #[test]
     fn leases_are_the_nodes_own_in_kube_node_lease() {
         let a = authorizer();
         let l = |verb: &str, ns: &str, name: &str| {
@@ -389,7 +430,7 @@ mod tests {
         assert!(allowed(
             &a,
             &node("a"),
-            &res("watch", "", "nodes", "", "", "")
+            &res("watch", "", "nodes", "", "", "a")
         ));
         assert!(allowed(
             &a,

@@ -1,7 +1,8 @@
 //! What the CSR controllers read from a CertificateSigningRequest: its PEM
 //! request decoded (subject, SANs), its state (approved, denied, issued),
 //! and the checks the kubelet signers make on the request's shape
-//! (upstream `certificates/v1` `IsKubeletClientCSR` / `IsKubeletServingCSR`).
+//! (upstream `certificates/v1` `IsKubeletClientCSR` / `IsKubeletServingCSR`)
+//! and on an agent's kube-proxy client request.
 //! No I/O.
 
 use std::net::IpAddr;
@@ -11,9 +12,9 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-pub const KUBE_APISERVER_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
-pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+pub use agent::bootstrap::csr::{
+    KUBE_APISERVER_CLIENT_SIGNER, KUBE_PROXY_USER, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER,
+};
 pub const NODES_GROUP: &str = "system:nodes";
 pub const NODE_USER_PREFIX: &str = "system:node:";
 
@@ -135,6 +136,28 @@ pub fn check_kubelet_client(info: &CsrInfo, usages: &[String]) -> Result<(), Str
     if !is_node_subject(info) {
         return Err(format!(
             "subject must be CN=system:node:<name>, O=system:nodes, not CN={:?} O={:?}",
+            info.common_name, info.organizations
+        ));
+    }
+    if !info.dns_names.is_empty() || !info.ip_addresses.is_empty() || info.other_sans > 0 {
+        return Err("subjectAltNames are not allowed".into());
+    }
+    if !usages_within(
+        usages,
+        &["digital signature", "key encipherment", "client auth"],
+        "client auth",
+    ) {
+        return Err(format!("usages {usages:?} are not allowed"));
+    }
+    Ok(())
+}
+
+/// An agent's kube-proxy client certificate request: `system:kube-proxy`
+/// in no group, no SANs, client auth usages only.
+pub fn check_kube_proxy_client(info: &CsrInfo, usages: &[String]) -> Result<(), String> {
+    if info.common_name != KUBE_PROXY_USER || !info.organizations.is_empty() {
+        return Err(format!(
+            "subject must be CN={KUBE_PROXY_USER} and no O, not CN={:?} O={:?}",
             info.common_name, info.organizations
         ));
     }

@@ -6,7 +6,10 @@
 //!
 //! Unlike upstream, and like k3s, kubelet serving certificate requests
 //! (`kubernetes.io/kubelet-serving`) are approved too when a node asks for
-//! itself and every SAN is the node's name or one of its reported addresses.
+//! itself and every SAN is the node's name or one of its reported addresses,
+//! and so are a node's requests for the `system:kube-proxy` client identity
+//! (`kubernetes.io/kube-apiserver-client`) its in-process service proxy and
+//! pod network use (k3s's supervisor hands its agents that certificate).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +34,7 @@ const SELF_CLIENT_MESSAGE: &str =
     "Auto approving self kubelet client certificate after SubjectAccessReview.";
 const SERVING_MESSAGE: &str =
     "Auto approving kubelet serving certificate for the node's own addresses.";
+const KUBE_PROXY_MESSAGE: &str = "Auto approving kube-proxy client certificate of a node.";
 /// How soon a serving request is looked at again while its Node is missing.
 const NODE_WAIT: Duration = Duration::from_secs(2);
 
@@ -80,6 +84,17 @@ pub fn decide(
                 Decision::Approve(SELF_CLIENT_MESSAGE)
             } else if in_group(csr, agent::bootstrap::token::BOOTSTRAPPERS_GROUP) {
                 Decision::Approve(CLIENT_MESSAGE)
+            } else {
+                Decision::Skip
+            }
+        }
+        csr::KUBE_APISERVER_CLIENT_SIGNER => {
+            let from_node = in_group(csr, csr::NODES_GROUP)
+                && username
+                    .strip_prefix(csr::NODE_USER_PREFIX)
+                    .is_some_and(|n| !n.is_empty());
+            if from_node && csr::check_kube_proxy_client(info, &usages).is_ok() {
+                Decision::Approve(KUBE_PROXY_MESSAGE)
             } else {
                 Decision::Skip
             }
@@ -284,6 +299,43 @@ mod tests {
             &["system:bootstrappers"],
             CLIENT,
             &admin,
+        );
+        assert_eq!(decide(&c, &i, no_node), Decision::Skip);
+    }
+
+    #[test]
+    fn nodes_get_the_kube_proxy_identity_and_nothing_else_by_this_signer() {
+        let proxy = request("system:kube-proxy", &[], &[]);
+        let from = |user: &str, groups: &[&str], pem: &str| {
+            let (c, i) = csr(csr::KUBE_APISERVER_CLIENT_SIGNER, user, groups, CLIENT, pem);
+            decide(&c, &i, no_node)
+        };
+        assert_eq!(
+            from("system:node:n1", &["system:nodes"], &proxy),
+            Decision::Approve(KUBE_PROXY_MESSAGE)
+        );
+        // Only nodes, and only that subject, without groups or SANs.
+        assert_eq!(
+            from("system:bootstrap:abcdef", &["system:bootstrappers"], &proxy),
+            Decision::Skip
+        );
+        assert_eq!(from("alice", &["dev"], &proxy), Decision::Skip);
+        for pem in [
+            request("system:kube-proxy", &["system:masters"], &[]),
+            request("admin", &[], &[]),
+            request("system:kube-proxy", &[], &["10.0.0.1"]),
+        ] {
+            assert_eq!(
+                from("system:node:n1", &["system:nodes"], &pem),
+                Decision::Skip
+            );
+        }
+        let (c, i) = csr(
+            csr::KUBE_APISERVER_CLIENT_SIGNER,
+            "system:node:n1",
+            &["system:nodes"],
+            SERVING,
+            &proxy,
         );
         assert_eq!(decide(&c, &i, no_node), Decision::Skip);
     }
