@@ -126,14 +126,17 @@ pub async fn ensure_kubeconfig(
     Ok(paths.kubeconfig)
 }
 
+fn read_kubeconfig(path: &Path) -> Result<kube::config::Kubeconfig, BootstrapError> {
+    kube::config::Kubeconfig::read_from(path).map_err(|source| BootstrapError::Kubeconfig {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The server and base64 CA bundle of a kubeconfig's first cluster.
 fn cluster_of(path: &Path) -> Result<(String, String), BootstrapError> {
-    let kc =
-        kube::config::Kubeconfig::read_from(path).map_err(|source| BootstrapError::Kubeconfig {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    kc.clusters
+    read_kubeconfig(path)?
+        .clusters
         .into_iter()
         .find_map(|c| c.cluster)
         .and_then(|c| Some((c.server?, c.certificate_authority_data.unwrap_or_default())))
@@ -167,11 +170,7 @@ pub async fn ensure_kube_proxy_kubeconfig(
 
 /// A plain client from a kubeconfig file.
 async fn client_for(path: &Path) -> Result<kube::Client, BootstrapError> {
-    let kc =
-        kube::config::Kubeconfig::read_from(path).map_err(|source| BootstrapError::Kubeconfig {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let kc = read_kubeconfig(path)?;
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await

@@ -139,17 +139,7 @@ pub fn check_kubelet_client(info: &CsrInfo, usages: &[String]) -> Result<(), Str
             info.common_name, info.organizations
         ));
     }
-    if !info.dns_names.is_empty() || !info.ip_addresses.is_empty() || info.other_sans > 0 {
-        return Err("subjectAltNames are not allowed".into());
-    }
-    if !usages_within(
-        usages,
-        &["digital signature", "key encipherment", "client auth"],
-        "client auth",
-    ) {
-        return Err(format!("usages {usages:?} are not allowed"));
-    }
-    Ok(())
+    check_client_shape(info, usages)
 }
 
 /// An agent's kube-proxy client certificate request: `system:kube-proxy`
@@ -161,6 +151,11 @@ pub fn check_kube_proxy_client(info: &CsrInfo, usages: &[String]) -> Result<(), 
             info.common_name, info.organizations
         ));
     }
+    check_client_shape(info, usages)
+}
+
+/// No SANs, client auth usages only.
+fn check_client_shape(info: &CsrInfo, usages: &[String]) -> Result<(), String> {
     if !info.dns_names.is_empty() || !info.ip_addresses.is_empty() || info.other_sans > 0 {
         return Err("subjectAltNames are not allowed".into());
     }
