@@ -17,8 +17,10 @@ fn frontends(sp: &ServicePort) -> Vec<(Option<Ipv4Addr>, u16)> {
 }
 
 /// Which UDP flows the change from `old` to `new` makes stale:
-/// - a Service port that had no endpoints and has some now: every flow to it (they met the
-///   reject or drop, and conntrack would keep them there);
+/// - a Service port that had no endpoints and has some now: every flow to it that is not
+///   DNATed to one of them (they met the reject or drop, and conntrack would keep them there).
+///   Flows to its endpoints stay: after a restart every Service seems new, and deleting them
+///   loses the replies of queries the DNS server holds until it has synced;
 /// - an endpoint that is gone: every flow to the Service that was DNATed to it.
 pub fn stale_flows(
     old: &BTreeMap<ServiceKey, Vec<ServicePort>>,
@@ -36,11 +38,13 @@ pub fn stale_flows(
     for (id, after) in &new {
         let had = old.get(id).is_some_and(|b| !b.endpoints.is_empty());
         if !had && !after.endpoints.is_empty() {
+            let endpoints: BTreeSet<Ipv4Addr> = after.endpoints.iter().map(|e| e.ip).collect();
             for (orig_dst, orig_dst_port) in frontends(after) {
                 out.insert(FlowFilter {
                     orig_dst,
                     orig_dst_port,
                     reply_src: None,
+                    keep_reply_srcs: endpoints.clone(),
                 });
             }
         }
@@ -56,6 +60,7 @@ pub fn stale_flows(
                     orig_dst,
                     orig_dst_port,
                     reply_src: Some(ep.ip),
+                    keep_reply_srcs: BTreeSet::new(),
                 });
             }
         }
@@ -93,12 +98,13 @@ mod tests {
                 orig_dst: Some("10.43.0.53".parse().unwrap()),
                 orig_dst_port: 53,
                 reply_src: Some("10.42.0.5".parse().unwrap()),
+                keep_reply_srcs: BTreeSet::new(),
             }]
         );
     }
 
     #[test]
-    fn first_endpoint_makes_every_flow_to_the_service_stale() {
+    fn first_endpoint_makes_every_flow_to_the_service_not_dnated_to_it_stale() {
         let stale = stale_flows(&udp_model(&[]), &udp_model(&["10.42.0.6"]));
         assert_eq!(
             stale.into_iter().collect::<Vec<_>>(),
@@ -106,8 +112,24 @@ mod tests {
                 orig_dst: Some("10.43.0.53".parse().unwrap()),
                 orig_dst_port: 53,
                 reply_src: None,
+                keep_reply_srcs: ["10.42.0.6".parse().unwrap()].into(),
             }]
         );
+    }
+
+    #[test]
+    fn a_restart_keeps_the_flows_dnated_to_current_endpoints() {
+        // The first sync after a restart starts from no model: every Service is new.
+        let stale = stale_flows(&BTreeMap::new(), &udp_model(&["10.42.0.6"]));
+        let flow = |reply_src: &str| Flow {
+            orig_dst: "10.43.0.53".parse().unwrap(),
+            orig_dst_port: 53,
+            reply_src: reply_src.parse().unwrap(),
+        };
+        let deleted = |f: Flow| stale.iter().any(|s| s.matches(&f));
+        assert!(!deleted(flow("10.42.0.6")), "a held query keeps its DNAT");
+        assert!(deleted(flow("10.42.0.5")), "an endpoint gone while down");
+        assert!(deleted(flow("10.43.0.53")), "a flow that met the reject");
     }
 
     #[test]

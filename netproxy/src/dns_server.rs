@@ -12,6 +12,7 @@ use hickory_proto::rr::rdata::{A, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -23,6 +24,9 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The EDNS payload size we advertise (the DNS flag day 2020 recommendation).
 const EDNS_PAYLOAD: u16 = 1232;
+/// How long the server waits for the first full index before it answers anyway (CoreDNS's
+/// kubernetes plugin waits 5 s for its informers).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The transport a query came over: it decides the size limit of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,28 +58,71 @@ pub enum DnsError {
 }
 
 /// The index the server answers from; the proxier replaces it on a full
-/// sync and changes the Services that changed on the others.
-#[derive(Clone, Default)]
-pub struct DnsCache(Arc<RwLock<Arc<DnsIndex>>>);
+/// sync and changes the Services that changed on the others. Until the first
+/// full sync it is not synced, and the server does not answer yet.
+#[derive(Clone)]
+pub struct DnsCache {
+    index: Arc<RwLock<Arc<DnsIndex>>>,
+    synced: Arc<watch::Sender<bool>>,
+}
+
+impl Default for DnsCache {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
 
 impl DnsCache {
-    /// Replaces the index.
+    /// An empty, not yet synced index of zone `domain`.
+    pub fn new(domain: &str) -> Self {
+        Self {
+            index: Arc::new(RwLock::new(Arc::new(DnsIndex::new(domain)))),
+            synced: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// Replaces the index with one built from a full snapshot: the cache is synced.
     pub fn update(&self, index: DnsIndex) {
-        if let Ok(mut g) = self.0.write() {
+        if let Ok(mut g) = self.index.write() {
             *g = Arc::new(index);
         }
+        self.synced.send_replace(true);
     }
 
     /// Changes the index in place (a copy only if a query still holds it).
     pub fn modify(&self, change: impl FnOnce(&mut DnsIndex)) {
-        if let Ok(mut g) = self.0.write() {
+        if let Ok(mut g) = self.index.write() {
             change(Arc::make_mut(&mut g));
         }
     }
 
     /// The current index.
     pub fn get(&self) -> Arc<DnsIndex> {
-        self.0.read().map(|g| g.clone()).unwrap_or_default()
+        self.index.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the first full index is in, at most `timeout`; whether it is.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let mut rx = self.synced.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|synced| *synced))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Waits for `cache`'s first full index (CoreDNS's kubernetes plugin waits for its informers
+/// the same way): an index from before the proxier's first sync has no Service, so every
+/// cluster name would be NXDOMAIN. The socket is bound meanwhile, so queries wait in it
+/// rather than being refused. `false` at shutdown.
+async fn wait_synced(cache: &DnsCache, transport: Transport, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        synced = cache.wait_synced(SYNC_TIMEOUT) => {
+            if !synced {
+                warn!(?transport, timeout = ?SYNC_TIMEOUT, "serving cluster dns before the service caches synced");
+            }
+            true
+        }
     }
 }
 
@@ -114,6 +161,9 @@ pub async fn serve_dns_tcp_on(
     upstreams: Vec<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
+    if !wait_synced(&cache, Transport::Tcp, &shutdown).await {
+        return Ok(());
+    }
     let upstreams = Arc::new(upstreams);
     loop {
         let (stream, peer) = tokio::select! {
@@ -230,6 +280,9 @@ pub async fn serve_dns_on(
     upstreams: Vec<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
+    if !wait_synced(&cache, Transport::Udp, &shutdown).await {
+        return Ok(());
+    }
     let socket = Arc::new(socket);
     let upstreams = Arc::new(upstreams);
     let mut buf = vec![0u8; 4096];
@@ -533,6 +586,59 @@ mod tests {
         assert_eq!(m.answers[0].data, RData::A(A("192.0.2.7".parse().unwrap())));
         shutdown.cancel();
         task.await.unwrap().unwrap();
+    }
+
+    /// A resolver on loopback that says NXDOMAIN to everything, as the host's does to
+    /// cluster names.
+    async fn nxdomain_upstream() -> SocketAddr {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = upstream.recv_from(&mut buf).await {
+                let req = Message::from_vec(&buf[..n]).unwrap();
+                let mut resp = Message::response(req.metadata.id, OpCode::Query);
+                resp.metadata.response_code = ResponseCode::NXDomain;
+                let _ = upstream.send_to(&resp.to_vec().unwrap(), peer).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn answers_only_once_the_first_index_is_in() {
+        let cache = DnsCache::default();
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let _stop = scopeguard::guard(shutdown.clone(), |s| s.cancel());
+        let upstreams = vec![nxdomain_upstream().await];
+        tokio::spawn(serve_dns_on(server, cache.clone(), upstreams, shutdown));
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let q = query("web.default.svc.cluster.local.", RecordType::A);
+        client.send_to(&q, server_addr).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf)).await;
+        assert!(early.is_err(), "answered before the first sync");
+
+        cache.update(index());
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            m.answers[0].data,
+            RData::A(A("10.43.0.10".parse().unwrap()))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unsynced_cache_is_served_after_the_timeout() {
+        let cache = DnsCache::new("cluster.local");
+        assert!(!cache.wait_synced(Duration::from_millis(10)).await);
+        cache.update(index());
+        assert!(cache.wait_synced(Duration::from_millis(10)).await);
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub async fn run(
     let mut syncer =
         proxier::Syncer::new(config.rules.clone(), applier, metrics).with_conntrack(conntrack);
     if let Some(dns) = &config.dns {
-        let cache = dns_server::DnsCache::default();
+        let cache = dns_server::DnsCache::new(&dns.cluster_domain);
         syncer = syncer.with_dns(dns.cluster_domain.clone(), cache.clone());
         let upstreams = if dns.upstreams.is_empty() {
             // Read only: the host's resolv.conf is never written.

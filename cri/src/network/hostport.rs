@@ -92,7 +92,7 @@ pub fn stale_udp_flows(old: &[HostPort], new: &[HostPort]) -> BTreeSet<FlowFilte
         .map(|p| FlowFilter {
             orig_dst: p.host_ip,
             orig_dst_port: p.host_port,
-            reply_src: None,
+            ..FlowFilter::default()
         })
         .collect()
 }
@@ -247,7 +247,7 @@ mod tests {
         FlowFilter {
             orig_dst: None,
             orig_dst_port: port,
-            reply_src: None,
+            ..FlowFilter::default()
         }
     }
 
@@ -264,7 +264,7 @@ mod tests {
                 FlowFilter {
                     orig_dst: Some(host_ip),
                     orig_dst_port: 5002,
-                    reply_src: None,
+                    ..FlowFilter::default()
                 },
             ]
         );

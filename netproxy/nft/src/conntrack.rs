@@ -42,7 +42,7 @@ pub enum ConntrackError {
 }
 
 /// UDP flows to forget: every field that is set must match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowFilter {
     /// Original destination address (a Service IP, a hostPort's hostIP); any when unset
     /// (NodePorts, hostPorts on every local address).
@@ -51,6 +51,8 @@ pub struct FlowFilter {
     pub orig_dst_port: u16,
     /// Reply source address (the endpoint the flow was DNATed to); any when unset.
     pub reply_src: Option<Ipv4Addr>,
+    /// Reply source addresses whose flows are kept (a Service's current endpoints).
+    pub keep_reply_srcs: BTreeSet<Ipv4Addr>,
 }
 
 /// A flow as conntrack sees it (UDP only).
@@ -70,6 +72,7 @@ impl FlowFilter {
         self.orig_dst.is_none_or(|ip| ip == flow.orig_dst)
             && self.orig_dst_port == flow.orig_dst_port
             && self.reply_src.is_none_or(|ip| ip == flow.reply_src)
+            && !self.keep_reply_srcs.contains(&flow.reply_src)
     }
 }
 
@@ -315,24 +318,29 @@ mod tests {
         let port_only = FlowFilter {
             orig_dst: None,
             orig_dst_port: 5353,
-            reply_src: None,
+            ..FlowFilter::default()
         };
         assert!(port_only.matches(&flow));
         let other_address = FlowFilter {
             orig_dst: Some(Ipv4Addr::new(10, 0, 0, 2)),
-            ..port_only
+            ..port_only.clone()
         };
         assert!(!other_address.matches(&flow));
         let other_port = FlowFilter {
             orig_dst_port: 53,
-            ..port_only
+            ..port_only.clone()
         };
         assert!(!other_port.matches(&flow));
         let other_endpoint = FlowFilter {
             reply_src: Some(Ipv4Addr::new(10, 42, 0, 6)),
-            ..port_only
+            ..port_only.clone()
         };
         assert!(!other_endpoint.matches(&flow));
+        let kept_endpoint = FlowFilter {
+            keep_reply_srcs: [Ipv4Addr::new(10, 42, 0, 5)].into(),
+            ..port_only
+        };
+        assert!(!kept_endpoint.matches(&flow));
     }
 
     #[test]
