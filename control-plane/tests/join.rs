@@ -295,13 +295,23 @@ fn a_host_joins_with_a_bootstrap_token() {
     assert!(table.contains("kubernetes.io/kubelet-serving"), "{table}");
     drop(agent);
 
-    // A restart reuses the certificate: no token needed.
+    // A restart reuses the certificate: no token needed. A node that
+    // joined before agents had a kube-proxy identity asks for one as itself.
+    std::fs::remove_file(root.join("root/kube-proxy.conf")).expect("remove kube-proxy.conf");
+    std::fs::remove_file(root.join("root/pki/kube-proxy-client-current.pem"))
+        .expect("remove the kube-proxy certificate");
     let agent = Agent::start(&server, &root, "join-n1", &[]);
     wait_for(60, "the restarted agent to reuse its certificate", || {
         agent
             .log()
             .contains("using the existing kubelet client certificate")
     });
+    wait_for(60, "a new kube-proxy certificate", || {
+        agent.log().contains("wrote the kube-proxy kubeconfig")
+    });
+    let renewed = std::fs::read(root.join("root/pki/kube-proxy-client-current.pem"))
+        .expect("kube-proxy client cert");
+    assert_eq!(common_name(&renewed), "system:kube-proxy");
     drop(agent);
 
     // A deleted token joins no more.
