@@ -78,20 +78,12 @@ async fn kube_config(
     user_agent: &'static str,
 ) -> Result<kube::Config, RunError> {
     let kube_config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                RunError::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|source| RunError::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-        }
+        Some(path) => bootstrap::client::load_config(path)
+            .await
+            .map_err(|source| RunError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            })?,
         None => kube::Config::infer().await.map_err(RunError::InferConfig)?,
     };
     let mut kube_config = kube_config;

@@ -97,6 +97,14 @@ impl tower::Service<Request<Body>> for Reloading {
     }
 }
 
+/// The client configuration of a kubeconfig file (its current context).
+pub async fn load_config(
+    path: &std::path::Path,
+) -> Result<kube::Config, kube::config::KubeconfigError> {
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await
+}
+
 /// The certificate and key files `config` reads, if it names any.
 pub fn credential_files(config: &kube::Config) -> Vec<PathBuf> {
     let auth = &config.auth_info;

@@ -126,16 +126,15 @@ pub async fn ensure_kubeconfig(
     Ok(paths.kubeconfig)
 }
 
-fn read_kubeconfig(path: &Path) -> Result<kube::config::Kubeconfig, BootstrapError> {
-    kube::config::Kubeconfig::read_from(path).map_err(|source| BootstrapError::Kubeconfig {
-        path: path.to_path_buf(),
-        source,
-    })
+fn kubeconfig_error(path: &Path) -> impl FnOnce(kube::config::KubeconfigError) -> BootstrapError {
+    let path = path.to_path_buf();
+    move |source| BootstrapError::Kubeconfig { path, source }
 }
 
 /// The server and base64 CA bundle of a kubeconfig's first cluster.
 fn cluster_of(path: &Path) -> Result<(String, String), BootstrapError> {
-    read_kubeconfig(path)?
+    kube::config::Kubeconfig::read_from(path)
+        .map_err(kubeconfig_error(path))?
         .clusters
         .into_iter()
         .find_map(|c| c.cluster)
@@ -170,14 +169,9 @@ pub async fn ensure_kube_proxy_kubeconfig(
 
 /// A plain client from a kubeconfig file.
 async fn client_for(path: &Path) -> Result<kube::Client, BootstrapError> {
-    let kc = read_kubeconfig(path)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|source| BootstrapError::Kubeconfig {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    let config = client::load_config(path)
+        .await
+        .map_err(kubeconfig_error(path))?;
     kube::Client::try_from(config).map_err(|source| BootstrapError::Client {
         path: path.to_path_buf(),
         source,

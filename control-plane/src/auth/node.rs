@@ -27,8 +27,13 @@ pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The node a user is (upstream `NodeIdentity`): `Some(name)` for a user
 /// `system:node:<name>` in `system:nodes` (the name may be empty).
 pub fn node_identity(user: &UserInfo) -> Option<&str> {
-    let name = user.username.strip_prefix(NODE_USER_PREFIX)?;
-    user.groups.iter().any(|g| g == NODES_GROUP).then_some(name)
+    node_name(&user.username, &user.groups)
+}
+
+/// [`node_identity`] of a user given by name and groups (a CSR's requester).
+pub fn node_name<'a>(username: &'a str, groups: &[String]) -> Option<&'a str> {
+    let name = username.strip_prefix(NODE_USER_PREFIX)?;
+    groups.iter().any(|g| g == NODES_GROUP).then_some(name)
 }
 
 /// The Node authorizer's answer: allow, or no opinion with a reason (the

@@ -12,11 +12,10 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
+pub use crate::auth::node::{NODE_USER_PREFIX, NODES_GROUP};
 pub use agent::bootstrap::csr::{
     KUBE_APISERVER_CLIENT_SIGNER, KUBE_PROXY_USER, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER,
 };
-pub const NODES_GROUP: &str = "system:nodes";
-pub const NODE_USER_PREFIX: &str = "system:node:";
 
 /// Why a CSR's request could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,7 @@ use kube::runtime::watcher;
 use super::ControllerContext;
 use super::csr::{self, CsrInfo};
 use super::util::{self, Key, Queue, Requeue};
+use crate::auth::node::node_name;
 
 const CLIENT_MESSAGE: &str = "Auto approving kubelet client certificate after SubjectAccessReview.";
 const SELF_CLIENT_MESSAGE: &str =
@@ -89,10 +90,8 @@ pub fn decide(
             }
         }
         csr::KUBE_APISERVER_CLIENT_SIGNER => {
-            let from_node = in_group(csr, csr::NODES_GROUP)
-                && username
-                    .strip_prefix(csr::NODE_USER_PREFIX)
-                    .is_some_and(|n| !n.is_empty());
+            let groups = csr.spec.groups.as_deref().unwrap_or_default();
+            let from_node = node_name(username, groups).is_some_and(|n| !n.is_empty());
             if from_node && csr::check_kube_proxy_client(info, &usages).is_ok() {
                 Decision::Approve(KUBE_PROXY_MESSAGE)
             } else {
