@@ -120,13 +120,20 @@ fn kill9_loses_no_acknowledged_write() {
             .spawn()
             .unwrap();
         // Kill right after start-up in some rounds, after a random number of acks
-        // (or a random time) in the others.
-        let kill_after_acks = if round % 6 == 0 {
-            0
-        } else {
-            rng.random_range(1..1200)
+        // (or a random time) in most, and in some only after a few of the
+        // store's checkpoints (one a second), when the write-ahead log has
+        // started again over older frames.
+        let (kill_after_acks, kill_after_time) = match round % 6 {
+            0 => (0, Duration::from_millis(rng.random_range(5..400))),
+            3 => (
+                usize::MAX,
+                Duration::from_millis(rng.random_range(1100..2600)),
+            ),
+            _ => (
+                rng.random_range(1..1200),
+                Duration::from_millis(rng.random_range(5..400)),
+            ),
         };
-        let kill_after_time = Duration::from_millis(rng.random_range(5..400));
         let mut ready_at = None;
         let mut acks_this_round = 0;
         let mut killed = false;

@@ -12,6 +12,7 @@ use futures::Stream;
 pub mod compactor;
 pub mod conformance;
 pub mod embedded;
+mod wal;
 
 pub use compactor::run_compactor;
 pub use embedded::EmbeddedStore;
