@@ -306,11 +306,19 @@ pub fn catalog() -> &'static [ResourceType] {
     CATALOG.get_or_init(build_catalog)
 }
 
-/// Looks a resource up by group, version and plural.
+type ByName = std::collections::HashMap<(&'static str, &'static str, &'static str), usize>;
+
+/// Looks a resource up by group, version and plural (every request does).
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
-    catalog()
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    static INDEX: std::sync::OnceLock<ByName> = std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        let mut m = ByName::new();
+        for (i, r) in catalog().iter().enumerate() {
+            m.entry((r.group, r.version, r.plural)).or_insert(i);
+        }
+        m
+    });
+    index.get(&(group, version, plural)).map(|&i| &catalog()[i])
 }
 
 /// Looks a resource up by apiVersion and kind (as written in an object).

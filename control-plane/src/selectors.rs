@@ -786,6 +786,22 @@ impl FieldSelector {
             .map(|t| t.value.as_str())
     }
 
+    /// Whether an object of this name and namespace matches, when every
+    /// term is on `metadata.name` or `metadata.namespace` (None otherwise):
+    /// a watch can then skip an event without decoding its object.
+    pub fn matches_name(&self, namespace: Option<&str>, name: &str) -> Option<bool> {
+        let mut all = true;
+        for t in &self.terms {
+            let v = match t.field.as_str() {
+                "metadata.name" => name,
+                "metadata.namespace" => namespace.unwrap_or(""),
+                _ => return None,
+            };
+            all &= (v == t.value) != t.negated;
+        }
+        Some(all)
+    }
+
     /// Whether the object's fields match.
     pub fn matches(&self, object: &Value) -> bool {
         self.terms.iter().all(|t| {

@@ -19,6 +19,12 @@ fn is_hpa_v1(r: &ResourceType) -> bool {
     r.group == "autoscaling" && r.version == "v1" && r.plural == "horizontalpodautoscalers"
 }
 
+/// Whether `from_storage` leaves the metadata as stored (the HPA v1
+/// conversion moves v2 fields into annotations).
+pub fn keeps_metadata(resource: &ResourceType) -> bool {
+    !is_hpa_v1(resource)
+}
+
 /// Converts an object of a served version into its storage version.
 pub fn to_storage(resource: &ResourceType, obj: Value) -> Value {
     if is_new_event(resource) && obj.get("apiVersion").and_then(Value::as_str) != Some("v1") {

@@ -17,6 +17,20 @@ pub fn key(resource: &ResourceType, namespace: Option<&str>, name: &str) -> Stri
     }
 }
 
+/// The namespace and name a key of `resource` was made of (`key`'s inverse).
+pub fn split_key<'k>(resource: &ResourceType, key: &'k str) -> Option<(Option<&'k str>, &'k str)> {
+    let rest = key
+        .strip_prefix("/registry/")?
+        .strip_prefix(resource.storage_plural)?
+        .strip_prefix('/')?;
+    if resource.namespaced {
+        let (ns, name) = rest.split_once('/')?;
+        Some((Some(ns), name))
+    } else {
+        Some((None, rest))
+    }
+}
+
 /// The key prefix of a list: one namespace, or the whole resource.
 pub fn prefix(resource: &ResourceType, namespace: Option<&str>) -> String {
     match namespace {

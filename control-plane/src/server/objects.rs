@@ -237,6 +237,20 @@ impl Filter {
         self.labels.as_ref().is_none_or(|l| l.matches(obj))
             && self.fields.as_ref().is_none_or(|f| f.matches(obj))
     }
+
+    /// Whether the object under `key` matches, when that is decided by its
+    /// name and namespace alone (no label selector, field selectors only on
+    /// `metadata.name` / `metadata.namespace`); None when the object is needed.
+    pub fn matches_key(&self, resource: &ResourceType, key: &str) -> Option<bool> {
+        if self.labels.is_some() {
+            return None;
+        }
+        let Some(fields) = &self.fields else {
+            return Some(true);
+        };
+        let (ns, name) = meta::split_key(resource, key)?;
+        fields.matches_name(ns, name)
+    }
 }
 
 /// Resources whose create resets `.status` (set only by controllers), as
@@ -282,6 +296,48 @@ pub fn decode_at(
 
 pub fn decode(resource: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
     decode_at(resource, &kv.value, kv.mod_revision)
+}
+
+/// `{"metadata": ...}` of a stored object at `revision`, as `decode_at` gives
+/// the metadata, decoding nothing else (PartialObjectMetadata output: the
+/// garbage collector watches every resource so).
+pub fn decode_metadata_at(
+    resource: &ResourceType,
+    value: &[u8],
+    revision: Revision,
+) -> Result<Value, ApiError> {
+    if !convert::keeps_metadata(resource) {
+        let obj = decode_at(resource, value, revision)?;
+        return Ok(json!({"metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({}))}));
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        metadata: Value,
+    }
+    let stored: Stored = serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+    let mut obj = json!({"metadata": stored.metadata});
+    set_meta(&mut obj, "resourceVersion", json!(revision.to_string()));
+    Ok(obj)
+}
+
+/// Whether a stored object has a deletionTimestamp, decoding nothing else.
+fn stored_is_deleting(value: &[u8]) -> Result<bool, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(rename = "deletionTimestamp", default)]
+        deletion_timestamp: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        metadata: Option<Meta>,
+    }
+    let stored: Stored = serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+    Ok(stored
+        .metadata
+        .is_some_and(|m| m.deletion_timestamp.is_some()))
 }
 
 fn is_service(r: &ResourceType) -> bool {
@@ -417,10 +473,15 @@ impl Api {
         let Some(nsr) = resource_named("namespaces") else {
             return Ok(());
         };
-        let Some((obj, _)) = self.read(nsr, None, ns).await? else {
+        let kv = self
+            .cache
+            .get(&meta::key(nsr, None, ns))
+            .await
+            .map_err(|e| ApiError::from_store(e, nsr, ns))?;
+        let Some(kv) = kv else {
             return Err(ApiError::namespace_not_found(ns));
         };
-        if meta::is_deleting(&obj) {
+        if stored_is_deleting(&kv.value)? {
             return Err(ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 qualified(r),
@@ -1526,6 +1587,90 @@ fn parse_continue(token: &str, prefix: &str) -> Result<(Revision, String), ApiEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn core(plural: &str) -> &'static ResourceType {
+        resources::find("", "v1", plural).unwrap()
+    }
+
+    #[test]
+    fn metadata_only_decoding_gives_the_metadata_of_a_full_decode() {
+        let stored = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","namespace":"n","labels":{"x":"y"},"ownerReferences":[{"uid":"u"}]},"spec":{"containers":[{"name":"c"}]},"status":{"phase":"Running"}}"#;
+        let full = decode_at(core("pods"), stored, 7).unwrap();
+        let meta = decode_metadata_at(core("pods"), stored, 7).unwrap();
+        assert_eq!(meta, json!({"metadata": full["metadata"].clone()}));
+        assert_eq!(meta["metadata"]["resourceVersion"], "7");
+        // The HPA v1 conversion changes annotations: those are decoded in full.
+        let hpa = resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+        let stored = br#"{"apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler","metadata":{"name":"h"},"spec":{"metrics":[{"type":"Resource","resource":{"name":"memory","target":{"type":"Utilization","averageUtilization":50}}}]}}"#;
+        let full = decode_at(hpa, stored, 3).unwrap();
+        assert!(full["metadata"]["annotations"].is_object(), "{full}");
+        assert_eq!(
+            decode_metadata_at(hpa, stored, 3).unwrap(),
+            json!({"metadata": full["metadata"].clone()})
+        );
+    }
+
+    #[test]
+    fn a_deletion_timestamp_is_found_without_decoding_the_object() {
+        assert!(stored_is_deleting(br#"{"metadata":{"name":"n","deletionTimestamp":"2026-01-01T00:00:00Z"},"spec":{}}"#).unwrap());
+        assert!(
+            !stored_is_deleting(br#"{"metadata":{"name":"n","deletionTimestamp":null}}"#).unwrap()
+        );
+        assert!(
+            !stored_is_deleting(br#"{"metadata":{"name":"n"},"status":{"phase":"Active"}}"#)
+                .unwrap()
+        );
+        assert!(stored_is_deleting(b"not json").is_err());
+    }
+
+    #[test]
+    fn name_and_namespace_selectors_are_decided_by_the_key() {
+        let f = |field: &str| Filter::new(core("configmaps"), None, Some(field)).unwrap();
+        let key = "/registry/configmaps/kube-system/kube-root-ca.crt";
+        assert_eq!(
+            f("metadata.name=kube-root-ca.crt").matches_key(core("configmaps"), key),
+            Some(true)
+        );
+        assert_eq!(
+            f("metadata.name=other").matches_key(core("configmaps"), key),
+            Some(false)
+        );
+        assert_eq!(
+            f("metadata.namespace=kube-system,metadata.name!=x")
+                .matches_key(core("configmaps"), key),
+            Some(true)
+        );
+        assert_eq!(
+            f("metadata.namespace=default").matches_key(core("configmaps"), key),
+            Some(false)
+        );
+        // Other fields and label selectors need the object.
+        let pods = Filter::new(core("pods"), None, Some("spec.nodeName=n1")).unwrap();
+        assert_eq!(
+            pods.matches_key(core("pods"), "/registry/pods/default/a"),
+            None
+        );
+        let labels = Filter::new(core("pods"), Some("app=web"), None).unwrap();
+        assert_eq!(
+            labels.matches_key(core("pods"), "/registry/pods/default/a"),
+            None
+        );
+        let everything = Filter::new(core("pods"), None, None).unwrap();
+        assert_eq!(
+            everything.matches_key(core("pods"), "/registry/pods/default/a"),
+            Some(true)
+        );
+        // Cluster-scoped keys have no namespace.
+        let nodes = Filter::new(core("nodes"), None, Some("metadata.name=n1")).unwrap();
+        assert_eq!(
+            nodes.matches_key(core("nodes"), &meta::key(core("nodes"), None, "n1")),
+            Some(true)
+        );
+        assert_eq!(
+            nodes.matches_key(core("nodes"), &meta::key(core("nodes"), None, "n2")),
+            Some(false)
+        );
+    }
 
     #[test]
     fn secret_string_data_becomes_data() {

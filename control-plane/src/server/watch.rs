@@ -17,7 +17,7 @@ use crate::storage::{Event, Revision, StoreError};
 use super::Api;
 use super::meta;
 use super::negotiate::{IncludeObject, Output};
-use super::objects::{Filter, decode, decode_at};
+use super::objects::{Filter, decode, decode_at, decode_metadata_at};
 use super::render;
 use super::status::ApiError;
 
@@ -81,19 +81,36 @@ fn error_line(err: &ApiError) -> Bytes {
     line(&json!({"type": "ERROR", "object": err.status()}))
 }
 
-/// The event to send for a store event, after selectors, if any.
+/// The event to send for a store event, after selectors, if any. Only the
+/// metadata is decoded for a PartialObjectMetadata watch without selectors.
 fn translate(
     r: &ResourceType,
     filter: &Filter,
+    output: Output,
     ev: &Event,
 ) -> Result<Option<(&'static str, Value)>, ApiError> {
+    match filter.matches_key(r, ev.key()) {
+        Some(false) => return Ok(None),
+        // The match does not change with the object: every event is sent.
+        Some(true) => {
+            let metadata_only = matches!(output, Output::PartialMetadata(_));
+            let at = |value: &[u8], revision| match metadata_only {
+                true => decode_metadata_at(r, value, revision),
+                false => decode_at(r, value, revision),
+            };
+            return Ok(Some(match ev {
+                Event::Put { kv, prev } => {
+                    let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+                    (kind, at(&kv.value, kv.mod_revision)?)
+                }
+                Event::Delete { prev, revision } => ("DELETED", at(&prev.value, *revision)?),
+            }));
+        }
+        None => {}
+    }
     match ev {
         Event::Put { kv, prev } => {
             let new = decode(r, kv)?;
-            if filter.is_everything() {
-                let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
-                return Ok(Some((kind, new)));
-            }
             let new_match = filter.matches(&new);
             let old_match = match prev {
                 Some(p) => Some(filter.matches(&decode_at(r, &p.value, p.mod_revision)?)),
@@ -219,7 +236,7 @@ impl Api {
                                 continue;
                             }
                             let encode = || {
-                                translate(r, &req.filter, &ev)
+                                translate(r, &req.filter, enc.output, &ev)
                                     .map(|t| t.map(|(kind, obj)| enc.event(kind, obj)))
                             };
                             let line = match shared_lines {
