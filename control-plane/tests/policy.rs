@@ -377,6 +377,20 @@ fn racing_creates_never_take_more_than_the_quota() {
     });
     assert_eq!(created, free);
     wait_used(&server, "race", "objects", "count/configmaps", "20");
+    // Deleting one gives its share back, and the quota admits one more.
+    let cms = json_of(&server, &["get", "configmaps", "-n", "race"]);
+    let one = cms["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["metadata"]["name"].as_str())
+        .find(|n| *n != "kube-root-ca.crt")
+        .expect("a created configmap")
+        .to_owned();
+    server.ok(&["delete", "configmap", &one, "-n", "race"]);
+    wait_used(&server, "race", "objects", "count/configmaps", "19");
+    server.ok(&["create", "configmap", "again", "-n", "race"]);
+    wait_used(&server, "race", "objects", "count/configmaps", "20");
 }
 
 #[test]

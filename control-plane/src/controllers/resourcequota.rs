@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use serde_json::Value;
@@ -132,10 +133,12 @@ pub fn spawn(ctx: &ControllerContext) {
         },
     );
     trigger!(ctx, queue, quotas, Pod);
-    trigger!(ctx, queue, quotas, Service);
-    trigger!(ctx, queue, quotas, ConfigMap);
-    trigger!(ctx, queue, quotas, Secret);
-    trigger!(ctx, queue, quotas, PersistentVolumeClaim);
+    // Only their deletions replenish: metadata-only watches (the garbage
+    // collector's, so the server encodes each event once for both).
+    trigger!(ctx, queue, quotas, PartialObjectMeta<Service>);
+    trigger!(ctx, queue, quotas, PartialObjectMeta<ConfigMap>);
+    trigger!(ctx, queue, quotas, PartialObjectMeta<Secret>);
+    trigger!(ctx, queue, quotas, PartialObjectMeta<PersistentVolumeClaim>);
     let c = Arc::new(Ctx {
         client: ctx.client.clone(),
         quotas,
