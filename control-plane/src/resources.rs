@@ -96,7 +96,8 @@ fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 fn roundtrip_of<T: DeserializeOwned + Serialize>(
     value: &serde_json::Value,
 ) -> Result<serde_json::Value, serde_json::Error> {
-    let typed: T = serde_json::from_value(value.clone())?;
+    // Deserializing from a borrowed Value, without cloning it first.
+    let typed = T::deserialize(value)?;
     serde_json::to_value(typed)
 }
 
