@@ -281,15 +281,19 @@ pub fn encode(resource: &ResourceType, obj: &Value) -> Result<Vec<u8>, ApiError>
     serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// A stored object's bytes decoded as `T` (all of it, or only what `T` names).
+fn stored_json<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))
+}
+
 /// A stored value, in `resource`'s served version with its resourceVersion.
 pub fn decode_at(
     resource: &ResourceType,
     value: &[u8],
     revision: Revision,
 ) -> Result<Value, ApiError> {
-    let obj: Value = serde_json::from_slice(value)
-        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
-    let mut obj = convert::from_storage(resource, obj);
+    let mut obj = convert::from_storage(resource, stored_json(value)?);
     set_meta(&mut obj, "resourceVersion", json!(revision.to_string()));
     Ok(obj)
 }
@@ -315,8 +319,7 @@ pub fn decode_metadata_at(
         #[serde(default)]
         metadata: Value,
     }
-    let stored: Stored = serde_json::from_slice(value)
-        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+    let stored: Stored = stored_json(value)?;
     let mut obj = json!({"metadata": stored.metadata});
     set_meta(&mut obj, "resourceVersion", json!(revision.to_string()));
     Ok(obj)
@@ -333,8 +336,7 @@ fn stored_is_deleting(value: &[u8]) -> Result<bool, ApiError> {
     struct Stored {
         metadata: Option<Meta>,
     }
-    let stored: Stored = serde_json::from_slice(value)
-        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+    let stored: Stored = stored_json(value)?;
     Ok(stored
         .metadata
         .is_some_and(|m| m.deletion_timestamp.is_some()))
