@@ -258,6 +258,16 @@ enum Request {
     },
 }
 
+impl Request {
+    /// The reply that fails this request with `e`.
+    fn failed(self, e: StoreError) -> Reply {
+        match self {
+            Request::Write { reply, .. } => Reply::Write(reply, Err(e)),
+            Request::Compact { reply, .. } => Reply::Compact(reply, Err(e)),
+        }
+    }
+}
+
 struct Shared {
     db: Database,
     current: AtomicU64,
@@ -914,23 +924,11 @@ impl Writer {
         self.last_checkpoint = Instant::now();
     }
 
-    fn fail_all(batch: Vec<Request>, why: &str) {
-        for req in batch {
-            let e = StoreError::Io(why.to_owned());
-            match req {
-                Request::Write { reply, .. } => {
-                    let _ = reply.send(Err(e));
-                }
-                Request::Compact { reply, .. } => {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-    }
-
     fn commit_batch(&mut self, batch: Vec<Request>) {
         if let Some(broken) = &self.broken {
-            Self::fail_all(batch, broken);
+            for req in batch {
+                req.failed(StoreError::Io(broken.clone())).send();
+            }
             return;
         }
         let start_rev = self.shared.current.load(Ordering::Acquire);
@@ -947,14 +945,7 @@ impl Writer {
                 let mut fatal: Option<StoreError> = None;
                 for req in batch {
                     if fatal.is_some() {
-                        replies.push(match req {
-                            Request::Write { reply, .. } => {
-                                Reply::Write(reply, Err(StoreError::Closed))
-                            }
-                            Request::Compact { reply, .. } => {
-                                Reply::Compact(reply, Err(StoreError::Closed))
-                            }
-                        });
+                        replies.push(req.failed(StoreError::Closed));
                         continue;
                     }
                     match req {
