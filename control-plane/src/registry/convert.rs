@@ -25,6 +25,11 @@ pub fn keeps_metadata(resource: &ResourceType) -> bool {
     !is_hpa_v1(resource)
 }
 
+/// Whether `from_storage` changes nothing but `apiVersion` and `kind`.
+pub fn keeps_body(resource: &ResourceType) -> bool {
+    !is_new_event(resource) && !is_hpa_v1(resource)
+}
+
 /// Converts an object of a served version into its storage version.
 pub fn to_storage(resource: &ResourceType, obj: Value) -> Value {
     if is_new_event(resource) && obj.get("apiVersion").and_then(Value::as_str) != Some("v1") {

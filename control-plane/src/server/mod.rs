@@ -13,6 +13,7 @@ pub mod negotiate;
 pub mod objects;
 pub mod openapi_http;
 pub mod proxy;
+pub mod raw_json;
 pub mod render;
 pub mod reviews;
 pub mod route;

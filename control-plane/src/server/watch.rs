@@ -18,6 +18,7 @@ use super::Api;
 use super::meta;
 use super::negotiate::{IncludeObject, Output};
 use super::objects::{Filter, decode, decode_at, decode_metadata_at};
+use super::raw_json;
 use super::render;
 use super::status::ApiError;
 
@@ -53,7 +54,7 @@ impl Encoder {
             }
             Output::Json | Output::Yaml => obj,
         };
-        line(&json!({"type": kind, "object": object}))
+        line(kind, &object)
     }
 
     fn bookmark(&self, rev: Revision, initial_events_end: bool) -> Bytes {
@@ -66,19 +67,62 @@ impl Encoder {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         line(
-            &json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata}}),
+            "BOOKMARK",
+            &json!({"kind": kind, "apiVersion": api_version, "metadata": metadata}),
         )
     }
 }
 
-fn line(v: &Value) -> Bytes {
-    let mut out = serde_json::to_vec(v).unwrap_or_default();
-    out.push(b'\n');
+/// `{"type":KIND,"object":OBJECT}` and a newline. The type comes first, as
+/// kube-apiserver writes it: clients decoding the event as an adjacently
+/// tagged enum (kube-rs's `WatchEvent`) then read the object straight from
+/// the line instead of buffering it until the tag is known.
+fn line(kind: &str, object: &impl serde::Serialize) -> Bytes {
+    line_with(kind, |out| {
+        let _ = serde_json::to_writer(out, object);
+    })
+}
+
+fn line_with(kind: &str, write_object: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"type\":");
+    let _ = serde_json::to_writer(&mut out, kind);
+    out.extend_from_slice(b",\"object\":");
+    write_object(&mut out);
+    out.extend_from_slice(b"}\n");
     Bytes::from(out)
 }
 
 fn error_line(err: &ApiError) -> Bytes {
-    line(&json!({"type": "ERROR", "object": err.status()}))
+    line("ERROR", &err.status())
+}
+
+/// A store event's type, the stored object it carries and its revision,
+/// for a watch that sees both sides of it.
+fn event_parts(ev: &Event) -> (&'static str, &[u8], Revision) {
+    match ev {
+        Event::Put { kv, prev } => {
+            let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+            (kind, &kv.value, kv.mod_revision)
+        }
+        Event::Delete { prev, revision } => ("DELETED", &prev.value, *revision),
+    }
+}
+
+/// The line for a store event that the watch's selectors decide from the
+/// key alone, written from the stored bytes without decoding them
+/// (`raw_json`); `None` when the output or resource needs the decoder.
+fn raw_line(r: &ResourceType, filter: &Filter, output: Output, ev: &Event) -> Option<Bytes> {
+    if filter.matches_key(r, ev.key()) != Some(true) {
+        return None;
+    }
+    let (kind, stored, revision) = event_parts(ev);
+    let object = match output {
+        Output::Json | Output::Yaml => raw_json::object_at(r, stored, revision)?,
+        Output::PartialMetadata(av) => raw_json::partial_metadata_at(r, av, stored, revision)?,
+        Output::Table(_) => return None,
+    };
+    Some(line_with(kind, |out| out.extend_from_slice(&object)))
 }
 
 /// The event to send for a store event, after selectors, if any. Only the
@@ -93,18 +137,12 @@ fn translate(
         Some(false) => return Ok(None),
         // The match does not change with the object: every event is sent.
         Some(true) => {
-            let metadata_only = matches!(output, Output::PartialMetadata(_));
-            let at = |value: &[u8], revision| match metadata_only {
-                true => decode_metadata_at(r, value, revision),
-                false => decode_at(r, value, revision),
+            let (kind, stored, revision) = event_parts(ev);
+            let object = match output {
+                Output::PartialMetadata(_) => decode_metadata_at(r, stored, revision)?,
+                _ => decode_at(r, stored, revision)?,
             };
-            return Ok(Some(match ev {
-                Event::Put { kv, prev } => {
-                    let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
-                    (kind, at(&kv.value, kv.mod_revision)?)
-                }
-                Event::Delete { prev, revision } => ("DELETED", at(&prev.value, *revision)?),
-            }));
+            return Ok(Some((kind, object)));
         }
         None => {}
     }
@@ -236,6 +274,9 @@ impl Api {
                                 continue;
                             }
                             let encode = || {
+                                if let Some(line) = raw_line(r, &req.filter, enc.output, &ev) {
+                                    return Ok(Some(line));
+                                }
                                 translate(r, &req.filter, enc.output, &ev)
                                     .map(|t| t.map(|(kind, obj)| enc.event(kind, obj)))
                             };
@@ -270,5 +311,20 @@ fn watch_error(e: StoreError) -> ApiError {
             "too old resource version: {requested} ({compacted})"
         )),
         other => ApiError::from(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_line_names_its_type_before_the_object() {
+        let l = line("ADDED", &json!({"kind": "Pod", "metadata": {"name": "p"}}));
+        assert_eq!(
+            &l[..],
+            br#"{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"p"}}}
+"#
+        );
     }
 }
