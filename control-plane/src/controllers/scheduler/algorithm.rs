@@ -40,10 +40,15 @@ fn num_feasible_nodes_to_find(all: usize) -> usize {
     (all * pct / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
-/// Schedules one pod; `next_start` rotates the first node examined so
-/// nodes are sampled evenly, as upstream's `nextStartNodeIndex`.
-pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut usize) -> Outcome {
-    let all = cache.node_order.len();
+/// Where the next cycle starts examining nodes: after the last node the
+/// previous cycle examined, so nodes are sampled evenly (upstream's
+/// `nextStartNodeIndex`).
+#[derive(Debug, Default)]
+pub struct NextStart(Option<String>);
+
+/// Schedules one pod, examining nodes from `next_start` on.
+pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut NextStart) -> Outcome {
+    let all = cache.node_count();
     if all == 0 {
         return Outcome::Unschedulable {
             message: NO_NODES_AVAILABLE.into(),
@@ -55,14 +60,9 @@ pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut usize) -> Outcome
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want);
     // Failing nodes with their status, in the order examined.
     let mut statuses: Vec<(&NodeInfo, NodeStatus)> = Vec::new();
-    let start = *next_start % all;
-    let mut examined = 0;
-    for i in 0..all {
-        let name = &cache.node_order[(start + i) % all];
-        let Some(node) = cache.nodes.get(name) else {
-            continue;
-        };
-        examined += 1;
+    let mut last = None;
+    for node in cache.nodes_after(next_start.0.as_deref()) {
+        last = Some(node);
         match filter(&state, node) {
             Ok(()) => {
                 feasible.push(node);
@@ -73,7 +73,9 @@ pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut usize) -> Outcome
             Err(s) => statuses.push((node, s)),
         }
     }
-    *next_start = (start + examined) % all;
+    if let Some(last) = last {
+        next_start.0 = Some(last.name.clone());
+    }
     if feasible.is_empty() {
         let post_filter = preempt(&state, &statuses);
         let (post, preemption) = match post_filter {
@@ -229,7 +231,7 @@ mod tests {
         let Outcome::Unschedulable {
             message,
             preemption,
-        } = schedule(cpu_pod("p", "4", 0), &c, &mut 0)
+        } = schedule(cpu_pod("p", "4", 0), &c, &mut NextStart::default())
         else {
             panic!("should not fit");
         };
@@ -244,7 +246,8 @@ mod tests {
     fn equal_priority_pods_are_not_victims() {
         let mut c = cache(vec![node("n1", "2", json!({}))]);
         c.add_pod(PodInfo::new(cpu_pod("a", "2", 0)), "n1", false);
-        let Outcome::Unschedulable { message, .. } = schedule(cpu_pod("p", "1", 0), &c, &mut 0)
+        let Outcome::Unschedulable { message, .. } =
+            schedule(cpu_pod("p", "1", 0), &c, &mut NextStart::default())
         else {
             panic!("should not fit");
         };
@@ -259,7 +262,8 @@ mod tests {
         let mut c = cache(vec![node("n1", "2", json!({}))]);
         c.add_pod(PodInfo::new(cpu_pod("low", "1", 0)), "n1", false);
         c.add_pod(PodInfo::new(cpu_pod("mid", "1", 5)), "n1", false);
-        let Outcome::Unschedulable { preemption, .. } = schedule(cpu_pod("p", "1", 10), &c, &mut 0)
+        let Outcome::Unschedulable { preemption, .. } =
+            schedule(cpu_pod("p", "1", 10), &c, &mut NextStart::default())
         else {
             panic!("should not fit");
         };
@@ -276,7 +280,7 @@ mod tests {
             node("n2", "4", json!({})),
             node("n3", "4", json!({})),
         ]);
-        let mut next = 0;
+        let mut next = NextStart::default();
         for i in 0..6 {
             let p = cpu_pod(&format!("p{i}"), "500m", 0);
             let Outcome::Fit(n) = schedule(p.clone(), &c, &mut next) else {
@@ -292,7 +296,8 @@ mod tests {
     #[test]
     fn no_nodes_message() {
         let c = Cache::default();
-        let Outcome::Unschedulable { message, .. } = schedule(cpu_pod("p", "1", 0), &c, &mut 0)
+        let Outcome::Unschedulable { message, .. } =
+            schedule(cpu_pod("p", "1", 0), &c, &mut NextStart::default())
         else {
             panic!("should not fit");
         };

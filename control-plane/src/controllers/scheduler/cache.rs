@@ -191,10 +191,11 @@ impl NodeInfo {
 /// Every node and bound pod the scheduler knows.
 #[derive(Debug, Default)]
 pub struct Cache {
+    /// By name; a scheduling cycle walks them in this order from where the
+    /// previous one stopped, with no lookup by name per node.
     pub nodes: BTreeMap<String, NodeInfo>,
-    /// Node names with a Node object, in the order they arrived, for
-    /// round-robin.
-    pub node_order: Vec<String>,
+    /// How many of `nodes` have a Node object.
+    node_count: usize,
     /// Where each bound or assumed pod is.
     pod_node: HashMap<String, String>,
     /// Pods assumed by this scheduler and not yet seen bound.
@@ -221,9 +222,7 @@ impl Cache {
         info.allocatable = node_allocatable(&node);
         info.node = Some(Arc::new(node));
         if is_new {
-            // Appended, not re-sorted: rebuilding the order on every new
-            // node made registering N nodes cost N² name copies.
-            self.node_order.push(name);
+            self.node_count += 1;
         }
         relevant
     }
@@ -233,7 +232,7 @@ impl Cache {
             return;
         };
         if info.node.take().is_some() {
-            self.node_order.retain(|n| n != name);
+            self.node_count -= 1;
         }
         if info.pods.is_empty() {
             self.nodes.remove(name);
@@ -280,6 +279,34 @@ impl Cache {
         removed
     }
 
+    /// Nodes with a Node object.
+    pub fn node_count(&self) -> usize {
+        self.node_count
+    }
+
+    /// The nodes with a Node object, by name.
+    pub fn known_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values().filter(|n| n.node.is_some())
+    }
+
+    /// The nodes with a Node object, starting after `after` and wrapping
+    /// around (every node once); from the first when `after` is `None`.
+    pub fn nodes_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = &'a NodeInfo> + use<'a> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let (tail, head) = match after {
+            Some(a) => ((Excluded(a), Unbounded), (Unbounded, Included(a))),
+            None => ((Unbounded, Unbounded), (Unbounded, Excluded(""))),
+        };
+        self.nodes
+            .range::<str, _>(tail)
+            .chain(self.nodes.range::<str, _>(head))
+            .map(|(_, n)| n)
+            .filter(|n| n.node.is_some())
+    }
+
     /// Whether the pod is bound or assumed somewhere.
     pub fn has_pod(&self, key: &str) -> bool {
         self.pod_node.contains_key(key)
@@ -314,20 +341,30 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn node_order_has_each_node_once_in_arrival_order() {
+    fn nodes_are_walked_once_each_from_any_point() {
         let node = |name: &str| -> Node {
             serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+        };
+        let names = |c: &Cache, after| -> Vec<String> {
+            c.nodes_after(after).map(|n| n.name.clone()).collect()
         };
         let mut c = Cache::default();
         for n in ["n2", "n1", "n3", "n1"] {
             c.upsert_node(node(n));
         }
-        assert_eq!(c.node_order, vec!["n2", "n1", "n3"]);
+        // A pod bound to a node not seen yet makes an entry without a Node.
+        c.add_pod(pod("a", "1", None), "n0", false);
+        assert_eq!(c.node_count(), 3);
+        assert_eq!(names(&c, None), ["n1", "n2", "n3"]);
+        assert_eq!(names(&c, Some("n1")), ["n2", "n3", "n1"]);
+        assert_eq!(names(&c, Some("n3")), ["n1", "n2", "n3"]);
+        assert_eq!(names(&c, Some("gone")), ["n1", "n2", "n3"]);
         c.remove_node("n1");
         c.remove_node("absent");
-        assert_eq!(c.node_order, vec!["n2", "n3"]);
+        assert_eq!(c.node_count(), 2);
+        assert_eq!(names(&c, Some("n2")), ["n3", "n2"]);
         c.upsert_node(node("n1"));
-        assert_eq!(c.node_order, vec!["n2", "n3", "n1"]);
+        assert_eq!(c.node_count(), 3);
     }
 
     #[test]

@@ -236,10 +236,9 @@ async fn watch_nodes(client: kube::Client, shared: Arc<Shared>, synced: Arc<Noti
                 {
                     let mut cache = shared.cache();
                     let stale: Vec<String> = cache
-                        .node_order
-                        .iter()
-                        .filter(|n| !seen.contains(*n))
-                        .cloned()
+                        .known_nodes()
+                        .filter(|n| !seen.contains(&n.name))
+                        .map(|n| n.name.clone())
                         .collect();
                     for n in stale {
                         cache.remove_node(&n);
@@ -308,7 +307,7 @@ async fn next_pod(shared: &Shared) -> Arc<Pod> {
 async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &EventSink) {
     let permits = Arc::new(Semaphore::new(PARALLEL_BINDINGS));
     let failures = spawn_failure_writers(ctx.client.clone(), events.clone());
-    let mut next_start = 0usize;
+    let mut next_start = algorithm::NextStart::default();
     loop {
         // A cycle is CPU work with no await in it: without a yield, a
         // queue of pods keeps this worker thread from the server's other
