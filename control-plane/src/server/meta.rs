@@ -136,30 +136,42 @@ fn is_empty(v: &Value) -> bool {
 
 /// Whether anything besides `metadata` and `status` differs (a generation bump).
 pub fn spec_changed(old: &Value, new: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("metadata");
-            m.remove("status");
-            m.remove("apiVersion");
-            m.remove("kind");
-        }
-        v
-    };
-    strip(old) != strip(new)
+    !same_fields(
+        old,
+        new,
+        &["metadata", "status", "apiVersion", "kind"],
+        |_, a, b| a == b,
+    )
 }
 
 /// Whether two versions are the same object apart from resourceVersion
 /// (managedFields count: a new owner of unchanged fields is a write).
 pub fn same_object(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-        v
+    same_fields(a, b, &[], |key, a, b| match key {
+        "metadata" => same_fields(a, b, &["resourceVersion"], |_, a, b| a == b),
+        _ => a == b,
+    })
+}
+
+/// Whether two objects have the same fields apart from those named in
+/// `skip`, comparing each kept field with `eq`, without copying either
+/// (every update compares the whole object). Non-objects compare as values.
+fn same_fields(
+    a: &Value,
+    b: &Value,
+    skip: &[&str],
+    eq: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
+    let kept = |m: &'_ serde_json::Map<String, Value>| {
+        m.keys().filter(|k| !skip.contains(&k.as_str())).count()
+    };
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k).is_some_and(|w| eq(k, v, w)))
 }
 
 /// A `meta.k8s.io` PartialObjectMetadata of `obj`.
@@ -246,6 +258,33 @@ pub fn validate_name(resource: &ResourceType, name: &str) -> Option<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_object_ignores_only_the_resource_version() {
+        let a = json!({"metadata": {"name": "p", "resourceVersion": "1"}, "spec": {"x": 1}});
+        let same = json!({"metadata": {"name": "p", "resourceVersion": "2"}, "spec": {"x": 1}});
+        let no_rv = json!({"metadata": {"name": "p"}, "spec": {"x": 1}});
+        assert!(same_object(&a, &same) && same_object(&a, &no_rv));
+        let labelled = json!({"metadata": {"name": "p", "labels": {}}, "spec": {"x": 1}});
+        let changed = json!({"metadata": {"name": "p"}, "spec": {"x": 2}});
+        let more = json!({"metadata": {"name": "p"}, "spec": {"x": 1}, "status": {}});
+        for b in [labelled, changed, more] {
+            assert!(!same_object(&a, &b) && !same_object(&b, &a), "{b}");
+        }
+    }
+
+    #[test]
+    fn spec_changed_looks_past_metadata_and_status() {
+        let a = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"x": 1}, "status": {}});
+        let b =
+            json!({"metadata": {"name": "q"}, "spec": {"x": 1}, "status": {"phase": "Running"}});
+        assert!(!spec_changed(&a, &b));
+        assert!(spec_changed(&a, &json!({"spec": {"x": 2}})));
+        assert!(spec_changed(
+            &a,
+            &json!({"metadata": {}, "spec": {"x": 1}, "data": {}})
+        ));
+    }
 
     #[test]
     fn unknown_fields_are_the_keys_the_roundtrip_drops() {

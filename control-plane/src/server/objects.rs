@@ -274,11 +274,53 @@ const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"]
 
 /// The revision-less body of an object in its storage version.
 pub fn encode(resource: &ResourceType, obj: &Value) -> Result<Vec<u8>, ApiError> {
+    if convert::keeps_body(resource) {
+        return serde_json::to_vec(&Storable(obj)).map_err(|e| ApiError::internal(e.to_string()));
+    }
     let mut obj = obj.clone();
-    remove_meta(&mut obj, "resourceVersion");
-    remove_meta(&mut obj, "selfLink");
+    for field in UNSTORED_METADATA {
+        remove_meta(&mut obj, field);
+    }
     let obj = convert::to_storage(resource, obj);
     serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// An object serialized as stored, without copying it: its metadata leaves
+/// out `resourceVersion` (the store's revision) and `selfLink`.
+struct Storable<'a>(&'a Value);
+
+/// Metadata fields never stored.
+const UNSTORED_METADATA: [&str; 2] = ["resourceVersion", "selfLink"];
+
+impl serde::Serialize for Storable<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(obj) = self.0.as_object() else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(obj.len()))?;
+        for (key, value) in obj {
+            match value.as_object() {
+                Some(metadata) if key == "metadata" => {
+                    map.serialize_entry(key, &StorableMetadata(metadata))?;
+                }
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct StorableMetadata<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for StorableMetadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            self.0
+                .iter()
+                .filter(|(k, _)| !UNSTORED_METADATA.contains(&k.as_str())),
+        )
+    }
 }
 
 /// A stored object's bytes decoded as `T` (all of it, or only what `T` names).
@@ -1592,6 +1634,20 @@ mod tests {
 
     fn core(plural: &str) -> &'static ResourceType {
         resources::find("", "v1", plural).unwrap()
+    }
+
+    #[test]
+    fn an_object_is_stored_without_its_resource_version_and_self_link() {
+        let obj = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "resourceVersion": "9", "selfLink": "/x", "uid": "u"},
+            "spec": {"containers": [{"name": "c"}]}});
+        let stored: Value = serde_json::from_slice(&encode(core("pods"), &obj).unwrap()).unwrap();
+        assert_eq!(
+            stored,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "uid": "u"},
+                "spec": {"containers": [{"name": "c"}]}})
+        );
+        assert_eq!(encode(core("pods"), &json!(3)).unwrap(), b"3");
     }
 
     #[test]
