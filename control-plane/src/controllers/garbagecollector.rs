@@ -85,14 +85,18 @@ pub fn spawn(ctx: &ControllerContext) {
                 meta.annotations = None;
                 meta.labels = None;
             })
-            .reflect(writer)
-            .touched_objects();
+            .reflect(writer);
         let notify = changed.clone();
+        let mut relevance = Relevance::default();
         informers::follow(
             ar.kind.clone(),
             stream,
             ctx.shutdown.clone(),
-            move |_: &Meta| notify.notify_one(),
+            move |event: &watcher::Event<Meta>| {
+                if relevance.may_change_a_decision(event) {
+                    notify.notify_one();
+                }
+            },
         );
         kinds.push(Kind {
             r,
@@ -122,6 +126,56 @@ pub fn spawn(ctx: &ControllerContext) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// Which watch events of one kind can change what a pass decides, so that
+/// the pass (a walk over every object) does not run for updates that touch
+/// no owner relation, such as a pod's binding or status.
+#[derive(Default)]
+struct Relevance {
+    /// Objects last seen with owner references or being deleted.
+    involved: HashSet<String>,
+}
+
+impl Relevance {
+    fn may_change_a_decision(&mut self, event: &watcher::Event<Meta>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                self.involved.clear();
+                false
+            }
+            // The pass after the list (InitDone) looks at everything.
+            watcher::Event::InitApply(o) => {
+                self.update(o);
+                false
+            }
+            watcher::Event::InitDone => true,
+            // A deleted owner leaves its dependents to collect.
+            watcher::Event::Delete(o) => {
+                if let Some(uid) = o.uid() {
+                    self.involved.remove(&uid);
+                }
+                true
+            }
+            // An owner being deleted, a dependent's references, or a
+            // dependent that just lost them (a foreground owner waits on it).
+            watcher::Event::Apply(o) => self.update(o),
+        }
+    }
+
+    /// Records whether `o` is involved now; true when it is or was.
+    fn update(&mut self, o: &Meta) -> bool {
+        let Some(uid) = o.uid() else {
+            return false;
+        };
+        let involved = !o.owner_references().is_empty() || o.metadata.deletion_timestamp.is_some();
+        if involved {
+            self.involved.insert(uid);
+            true
+        } else {
+            self.involved.remove(&uid)
+        }
+    }
 }
 
 impl Gc {
@@ -362,5 +416,44 @@ impl Gc {
             return Ok(());
         }
         self.remove_finalizer(owner, FOREGROUND).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(uid: &str, owned: bool, deleting: bool) -> Meta {
+        let mut m = json!({"name": uid, "uid": uid});
+        if owned {
+            m["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "rs", "uid": "owner"}]);
+        }
+        if deleting {
+            m["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+        }
+        serde_json::from_value(
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": m}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_owner_relations_and_deletions_start_a_pass() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let mut r = Relevance::default();
+        let mut seen = |e| r.may_change_a_decision(&e);
+        assert!(!seen(Init));
+        assert!(!seen(InitApply(meta("a", true, false))));
+        assert!(seen(InitDone));
+        // A binding or status update of an object nobody owns.
+        assert!(!seen(Apply(meta("p", false, false))));
+        assert!(seen(Apply(meta("p", false, true))));
+        assert!(seen(Apply(meta("d", true, false))));
+        // Its owner reference removed: a foreground owner may be waiting.
+        assert!(seen(Apply(meta("d", false, false))));
+        assert!(!seen(Apply(meta("d", false, false))));
+        assert!(seen(Apply(meta("a", false, false))));
+        assert!(seen(Delete(meta("q", false, false))));
     }
 }
