@@ -253,8 +253,15 @@ impl Graph {
 
 impl Index for Graph {
     fn apply(&mut self, key: &str, value: Option<&[u8]>) {
-        let parsed: Option<Value> = value.and_then(|v| match serde_json::from_slice(v) {
-            Ok(v) => Some(v),
+        // Pods and PVCs are read only under `spec`: the metadata (with its
+        // managedFields) and status of every pod update are skipped unparsed.
+        #[derive(serde::Deserialize)]
+        struct Spec {
+            #[serde(default)]
+            spec: Value,
+        }
+        let parsed: Option<Value> = value.and_then(|v| match serde_json::from_slice::<Spec>(v) {
+            Ok(v) => Some(serde_json::json!({"spec": v.spec})),
             Err(err) => {
                 tracing::warn!(%key, %err, "stored object does not parse; left out of the node graph");
                 None
