@@ -4,7 +4,6 @@
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 use kube::api::PostParams;
 
 /// Who records the event (`source.component`, `reportingComponent`).
@@ -77,12 +76,29 @@ impl Recorder {
         action: &str,
         message: String,
     ) {
-        let event = self.event(object, type_, reason, action, message);
-        let ns = event.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-        if let Err(err) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(%err, reason, "failed to record an event");
-        }
+        write(client, &self.event(object, type_, reason, action, message)).await;
+    }
+}
+
+/// Creates `event`; failures are only logged. The created object the
+/// server answers with is not decoded: nothing reads it, and at thousands
+/// of bindings a second its decoding was a visible share of the server's
+/// CPU.
+async fn write(client: &kube::Client, event: &Event) {
+    let ns = event.metadata.namespace.as_deref().unwrap_or_default();
+    let request = serde_json::to_vec(event)
+        .map_err(kube::Error::SerdeError)
+        .and_then(|body| {
+            kube::core::Request::new(format!("/api/v1/namespaces/{ns}/events"))
+                .create(&PostParams::default(), body)
+                .map_err(kube::Error::BuildRequest)
+        });
+    let result = match request {
+        Ok(request) => client.request_text(request).await.map(drop),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        tracing::debug!(%err, reason = event.reason.as_deref(), "failed to record an event");
     }
 }
 
@@ -112,13 +128,7 @@ impl EventSink {
         let writes = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(move |event| {
                 let client = client.clone();
-                async move {
-                    let ns = event.metadata.namespace.clone().unwrap_or_default();
-                    let api: Api<Event> = Api::namespaced(client, &ns);
-                    if let Err(err) = api.create(&PostParams::default(), &event).await {
-                        tracing::debug!(%err, "failed to record an event");
-                    }
-                }
+                async move { write(&client, &event).await }
             })
             .buffer_unordered(SINK_PARALLELISM)
             .for_each(|()| std::future::ready(()));
