@@ -233,6 +233,11 @@ impl Filter {
         self.labels.is_none() && self.fields.is_none()
     }
 
+    /// Whether `matches` reads only `metadata` (no field selector).
+    pub fn reads_only_metadata(&self) -> bool {
+        self.fields.is_none()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.as_ref().is_none_or(|l| l.matches(obj))
             && self.fields.as_ref().is_none_or(|f| f.matches(obj))

@@ -146,26 +146,49 @@ fn translate(
         }
         None => {}
     }
-    match ev {
+    // Selectors that read the object. A label selector reads only the
+    // metadata: each side of the event is matched on its metadata alone and
+    // only the object sent is decoded in full (the Job controller watches
+    // every pod with a label selector). Field selectors may read any field.
+    let check = |value: &[u8], revision| -> Result<(bool, Option<Value>), ApiError> {
+        if filter.reads_only_metadata() {
+            Ok((
+                filter.matches(&decode_metadata_at(r, value, revision)?),
+                None,
+            ))
+        } else {
+            let obj = decode_at(r, value, revision)?;
+            Ok((filter.matches(&obj), Some(obj)))
+        }
+    };
+    let (kind, decoded, stored, revision) = match ev {
         Event::Put { kv, prev } => {
-            let new = decode(r, kv)?;
-            let new_match = filter.matches(&new);
+            let (new_match, decoded) = check(&kv.value, kv.mod_revision)?;
             let old_match = match prev {
-                Some(p) => Some(filter.matches(&decode_at(r, &p.value, p.mod_revision)?)),
+                Some(p) => Some(check(&p.value, p.mod_revision)?.0),
                 None => None,
             };
-            Ok(match (new_match, old_match) {
-                (true, Some(true)) => Some(("MODIFIED", new)),
-                (true, _) => Some(("ADDED", new)),
-                (false, Some(true)) => Some(("DELETED", new)),
-                (false, _) => None,
-            })
+            let kind = match (new_match, old_match) {
+                (true, Some(true)) => "MODIFIED",
+                (true, _) => "ADDED",
+                (false, Some(true)) => "DELETED",
+                (false, _) => return Ok(None),
+            };
+            (kind, decoded, &kv.value, kv.mod_revision)
         }
         Event::Delete { prev, revision } => {
-            let old = decode_at(r, &prev.value, *revision)?;
-            Ok(filter.matches(&old).then_some(("DELETED", old)))
+            let (matched, decoded) = check(&prev.value, *revision)?;
+            if !matched {
+                return Ok(None);
+            }
+            ("DELETED", decoded, &prev.value, *revision)
         }
-    }
+    };
+    let object = match decoded {
+        Some(o) => o,
+        None => decode_at(r, stored, revision)?,
+    };
+    Ok(Some((kind, object)))
 }
 
 impl Api {
@@ -317,6 +340,52 @@ fn watch_error(e: StoreError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod_kv(labels: Value, node: &str, revision: Revision) -> crate::storage::KeyValue {
+        let obj = json!({"metadata": {"name": "p", "namespace": "d", "labels": labels},
+            "spec": {"nodeName": node}});
+        crate::storage::KeyValue {
+            key: "/registry/pods/d/p".into(),
+            value: serde_json::to_vec(&obj).unwrap(),
+            create_revision: 1,
+            mod_revision: revision,
+        }
+    }
+
+    #[test]
+    fn a_label_selector_sees_objects_enter_and_leave_it() {
+        let pods = crate::resources::find("", "v1", "pods").unwrap();
+        let filter = Filter::new(pods, Some("app=web"), None).unwrap();
+        let (web, other) = (json!({"app": "web"}), json!({"app": "db"}));
+        let put = |old: Option<&Value>, new: &Value| Event::Put {
+            kv: pod_kv(new.clone(), "n2", 3),
+            prev: old.map(|o| pod_kv(o.clone(), "n1", 2)),
+        };
+        let seen = |ev: &Event| {
+            translate(pods, &filter, Output::Json, ev)
+                .unwrap()
+                .map(|(kind, obj)| {
+                    (
+                        kind,
+                        obj["spec"]["nodeName"].clone(),
+                        obj["metadata"]["resourceVersion"].clone(),
+                    )
+                })
+        };
+        let sent = |kind, node: &str, rv: &str| Some((kind, json!(node), json!(rv)));
+        assert_eq!(seen(&put(None, &web)), sent("ADDED", "n2", "3"));
+        assert_eq!(seen(&put(Some(&other), &web)), sent("ADDED", "n2", "3"));
+        assert_eq!(seen(&put(Some(&web), &web)), sent("MODIFIED", "n2", "3"));
+        // Leaving the selection is a DELETED of the new state.
+        assert_eq!(seen(&put(Some(&web), &other)), sent("DELETED", "n2", "3"));
+        assert_eq!(seen(&put(Some(&other), &other)), None);
+        let delete = |labels: &Value| Event::Delete {
+            prev: pod_kv(labels.clone(), "n1", 2),
+            revision: 4,
+        };
+        assert_eq!(seen(&delete(&web)), sent("DELETED", "n1", "4"));
+        assert_eq!(seen(&delete(&other)), None);
+    }
 
     #[test]
     fn a_watch_line_names_its_type_before_the_object() {
