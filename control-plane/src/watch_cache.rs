@@ -559,17 +559,15 @@ mod tests {
         let c = WatchCache::start_with(s.clone(), cfg).await.unwrap();
         let mut slow = c.watch("/registry/pods/", 0).await.unwrap();
         let mut fast = c.watch("/registry/pods/", 0).await.unwrap();
-        let reader = tokio::spawn(async move {
-            for rev in 1..=50 {
-                assert_eq!(next_event(&mut fast).await.revision(), rev);
-            }
-        });
+        // The fast watcher reads each event before the next write, so it is
+        // never more than one behind however loaded the machine is (a reader
+        // task of its own could fall 8 behind and be closed too).
         for i in 0..50 {
             s.create(&format!("/registry/pods/{i}"), vec![])
                 .await
                 .unwrap();
+            assert_eq!(next_event(&mut fast).await.revision(), i + 1);
         }
-        reader.await.unwrap();
         let mut got = 0;
         loop {
             match tokio::time::timeout(Duration::from_secs(5), slow.next())
