@@ -109,40 +109,32 @@ fn event_parts(ev: &Event) -> (&'static str, &[u8], Revision) {
     }
 }
 
-/// The line for a store event that the watch's selectors decide from the
-/// key alone, written from the stored bytes without decoding them
-/// (`raw_json`); `None` when the output or resource needs the decoder.
-fn raw_line(r: &ResourceType, filter: &Filter, output: Output, ev: &Event) -> Option<Bytes> {
-    if filter.matches_key(r, ev.key()) != Some(true) {
-        return None;
-    }
-    let (kind, stored, revision) = event_parts(ev);
-    let object = match output {
-        Output::Json | Output::Yaml => raw_json::object_at(r, stored, revision)?,
-        Output::PartialMetadata(av) => raw_json::partial_metadata_at(r, av, stored, revision)?,
-        Output::Table(_) => return None,
-    };
-    Some(line_with(kind, |out| out.extend_from_slice(&object)))
+/// What a watch sends for a store event: the event's type and the state it
+/// carries, already decoded when matching it needed the whole object.
+struct Selected<'a> {
+    kind: &'static str,
+    stored: &'a [u8],
+    revision: Revision,
+    decoded: Option<Value>,
 }
 
-/// The event to send for a store event, after selectors, if any. Only the
-/// metadata is decoded for a PartialObjectMetadata watch without selectors.
-fn translate(
+/// The event a watch sends for a store event, after its selectors, if any.
+fn select<'a>(
     r: &ResourceType,
     filter: &Filter,
-    output: Output,
-    ev: &Event,
-) -> Result<Option<(&'static str, Value)>, ApiError> {
+    ev: &'a Event,
+) -> Result<Option<Selected<'a>>, ApiError> {
     match filter.matches_key(r, ev.key()) {
         Some(false) => return Ok(None),
         // The match does not change with the object: every event is sent.
         Some(true) => {
             let (kind, stored, revision) = event_parts(ev);
-            let object = match output {
-                Output::PartialMetadata(_) => decode_metadata_at(r, stored, revision)?,
-                _ => decode_at(r, stored, revision)?,
-            };
-            return Ok(Some((kind, object)));
+            return Ok(Some(Selected {
+                kind,
+                stored,
+                revision,
+                decoded: None,
+            }));
         }
         None => {}
     }
@@ -184,11 +176,43 @@ fn translate(
             ("DELETED", decoded, &prev.value, *revision)
         }
     };
-    let object = match decoded {
-        Some(o) => o,
-        None => decode_at(r, stored, revision)?,
+    Ok(Some(Selected {
+        kind,
+        stored,
+        revision,
+        decoded,
+    }))
+}
+
+/// The line a watch sends for a store event, if any. An object not decoded
+/// for its selectors is written straight from the stored bytes when the
+/// output and the resource's conversion allow it (`raw_json`); otherwise
+/// only its metadata is decoded for a PartialObjectMetadata watch.
+fn event_line(filter: &Filter, enc: &Encoder, ev: &Event) -> Result<Option<Bytes>, ApiError> {
+    let r = enc.resource;
+    let Some(sel) = select(r, filter, ev)? else {
+        return Ok(None);
     };
-    Ok(Some((kind, object)))
+    let object = match sel.decoded {
+        Some(obj) => obj,
+        None => {
+            let raw = match enc.output {
+                Output::Json | Output::Yaml => raw_json::object_at(r, sel.stored, sel.revision),
+                Output::PartialMetadata(av) => {
+                    raw_json::partial_metadata_at(r, av, sel.stored, sel.revision)
+                }
+                Output::Table(_) => None,
+            };
+            if let Some(raw) = raw {
+                return Ok(Some(line_with(sel.kind, |out| out.extend_from_slice(&raw))));
+            }
+            match enc.output {
+                Output::PartialMetadata(_) => decode_metadata_at(r, sel.stored, sel.revision)?,
+                _ => decode_at(r, sel.stored, sel.revision)?,
+            }
+        }
+    };
+    Ok(Some(enc.event(sel.kind, object)))
 }
 
 impl Api {
@@ -296,13 +320,7 @@ impl Api {
                             if only_key.as_deref().is_some_and(|k| ev.key() != k) {
                                 continue;
                             }
-                            let encode = || {
-                                if let Some(line) = raw_line(r, &req.filter, enc.output, &ev) {
-                                    return Ok(Some(line));
-                                }
-                                translate(r, &req.filter, enc.output, &ev)
-                                    .map(|t| t.map(|(kind, obj)| enc.event(kind, obj)))
-                            };
+                            let encode = || event_line(&req.filter, &enc, &ev);
                             let line = match shared_lines {
                                 Some(output) => api.watch_lines.get_or_encode(r, output, ev.revision(), ev.key(), encode),
                                 None => encode(),
@@ -361,18 +379,23 @@ mod tests {
             kv: pod_kv(new.clone(), "n2", 3),
             prev: old.map(|o| pod_kv(o.clone(), "n1", 2)),
         };
-        let seen = |ev: &Event| {
-            translate(pods, &filter, Output::Json, ev)
-                .unwrap()
-                .map(|(kind, obj)| {
-                    (
-                        kind,
-                        obj["spec"]["nodeName"].clone(),
-                        obj["metadata"]["resourceVersion"].clone(),
-                    )
-                })
+        let enc = Encoder {
+            resource: pods,
+            output: Output::Json,
+            include: IncludeObject::None,
         };
-        let sent = |kind, node: &str, rv: &str| Some((kind, json!(node), json!(rv)));
+        let seen = |ev: &Event| {
+            event_line(&filter, &enc, ev).unwrap().map(|line| {
+                let line: Value = serde_json::from_slice(&line).unwrap();
+                let obj = &line["object"];
+                (
+                    line["type"].clone(),
+                    obj["spec"]["nodeName"].clone(),
+                    obj["metadata"]["resourceVersion"].clone(),
+                )
+            })
+        };
+        let sent = |kind: &str, node: &str, rv: &str| Some((json!(kind), json!(node), json!(rv)));
         assert_eq!(seen(&put(None, &web)), sent("ADDED", "n2", "3"));
         assert_eq!(seen(&put(Some(&other), &web)), sent("ADDED", "n2", "3"));
         assert_eq!(seen(&put(Some(&web), &web)), sent("MODIFIED", "n2", "3"));
