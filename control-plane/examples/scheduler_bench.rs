@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use control_plane::controllers::leader::{LEASE_NAMESPACE, SCHEDULER_LEASE};
 use futures::TryStreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -168,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     println!("nodes created: {}", created.summary(concurrency));
 
-    let lease_api: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     hold_scheduler_lease(&lease_api, &run).await?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -248,7 +249,7 @@ const LEADER_HANDOVER: Duration = Duration::from_secs(4);
 /// server renews it concurrently, then waits for the server to stand down.
 async fn hold_scheduler_lease(api: &Api<Lease>, holder: &str) -> anyhow::Result<()> {
     for _ in 0..50 {
-        let mut lease = api.get("kube-scheduler").await?;
+        let mut lease = api.get(SCHEDULER_LEASE).await?;
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         let spec = lease.spec.get_or_insert_with(Default::default);
         spec.holder_identity = Some(holder.into());
@@ -256,7 +257,7 @@ async fn hold_scheduler_lease(api: &Api<Lease>, holder: &str) -> anyhow::Result<
         spec.acquire_time = Some(now.clone());
         spec.renew_time = Some(now);
         match api
-            .replace("kube-scheduler", &PostParams::default(), &lease)
+            .replace(SCHEDULER_LEASE, &PostParams::default(), &lease)
             .await
         {
             Ok(_) => {
@@ -273,11 +274,11 @@ async fn hold_scheduler_lease(api: &Api<Lease>, holder: &str) -> anyhow::Result<
 /// Gives the lease up as client-go's ReleaseOnCancel does: no holder, so
 /// the server's next retry takes it.
 async fn release_scheduler_lease(api: &Api<Lease>) -> anyhow::Result<()> {
-    let mut lease = api.get("kube-scheduler").await?;
+    let mut lease = api.get(SCHEDULER_LEASE).await?;
     let spec = lease.spec.get_or_insert_with(Default::default);
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
-    api.replace("kube-scheduler", &PostParams::default(), &lease)
+    api.replace(SCHEDULER_LEASE, &PostParams::default(), &lease)
         .await?;
     Ok(())
 }
