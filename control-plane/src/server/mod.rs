@@ -12,6 +12,7 @@ pub mod metrics_api;
 pub mod negotiate;
 pub mod objects;
 pub mod openapi_http;
+pub mod pod_binding;
 pub mod proxy;
 pub mod raw_json;
 pub mod render;

@@ -13,6 +13,7 @@ use crate::selectors;
 use crate::storage::{KeyValue, Revision, StoreError};
 
 use super::meta::{self, remove_meta, set_meta, str_at};
+use super::pod_binding::{self, Binding};
 use super::status::{ApiError, qualified};
 use super::{Api, ServiceAllocators};
 
@@ -233,8 +234,8 @@ impl Filter {
         self.labels.is_none() && self.fields.is_none()
     }
 
-    /// Whether `matches` reads only `metadata` (no field selector).
-    pub fn reads_only_metadata(&self) -> bool {
+    /// Whether `matches` reads only `metadata.labels` (no field selector).
+    pub fn reads_only_labels(&self) -> bool {
         self.fields.is_none()
     }
 
@@ -370,6 +371,32 @@ pub fn decode_metadata_at(
     let mut obj = json!({"metadata": stored.metadata});
     set_meta(&mut obj, "resourceVersion", json!(revision.to_string()));
     Ok(obj)
+}
+
+/// Only the labels of a stored value, as `{"metadata": {"labels": …}}`: what
+/// a label selector reads. A pod's metadata is mostly its managedFields, so
+/// matching a watch's label selector on the whole metadata decoded them for
+/// every event.
+pub fn decode_labels_at(
+    resource: &ResourceType,
+    value: &[u8],
+    revision: Revision,
+) -> Result<Value, ApiError> {
+    if !convert::keeps_metadata(resource) {
+        return decode_metadata_at(resource, value, revision);
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        labels: Option<serde_json::Map<String, Value>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        metadata: Option<Meta>,
+    }
+    let stored: Stored = stored_json(value)?;
+    let labels = stored.metadata.and_then(|m| m.labels);
+    Ok(json!({"metadata": {"labels": labels}}))
 }
 
 /// Whether a stored object has a deletionTimestamp, decoding nothing else.
@@ -1412,45 +1439,38 @@ impl Api {
             };
             return Err(ApiError::invalid("Binding", "", pod_name, &[cause]));
         }
-        let (old, old_rev) = self
-            .read(pods, Some(ns), pod_name)
-            .await?
+        let key = meta::key(pods, Some(ns), pod_name);
+        let old = self
+            .cache
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_store(e, pods, pod_name))?
             .ok_or_else(|| ApiError::not_found(pods, pod_name))?;
-        if meta::is_deleting(&old) {
-            return Err(ApiError::conflict(
-                pods,
-                pod_name,
-                "pod is being deleted, cannot be assigned to a host",
-            ));
-        }
-        if let Some(current) = str_at(&old, "/spec/nodeName").filter(|n| !n.is_empty()) {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{current}\""
-                ),
-            ));
-        }
-        let mut new = old.clone();
-        new["spec"]["nodeName"] = json!(node);
-        let mut conditions: Vec<Value> = new
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
-        new["status"]["conditions"] = json!(conditions);
-        self.commit_update(
-            pods,
-            &meta::key(pods, Some(ns), pod_name),
-            &old,
-            old_rev,
-            new,
-            false,
-        )
-        .await?;
+        let bound = pod_binding::bind(&old.value, node, &meta::now())
+            .map_err(|e| ApiError::internal(format!("stored object is not a pod: {e}")))?;
+        let new = match bound {
+            Binding::Deleting => {
+                return Err(ApiError::conflict(
+                    pods,
+                    pod_name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            Binding::Assigned(current) => {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{current}\""
+                    ),
+                ));
+            }
+            Binding::Bound(new) => new,
+        };
+        self.store
+            .update(&key, new, old.mod_revision)
+            .await
+            .map_err(|e| ApiError::from_store(e, pods, pod_name))?;
         Ok(())
     }
 }
@@ -1670,6 +1690,32 @@ mod tests {
         assert_eq!(
             decode_metadata_at(hpa, stored, 3).unwrap(),
             json!({"metadata": full["metadata"].clone()})
+        );
+    }
+
+    #[test]
+    fn label_selectors_match_the_labels_decoded_alone_as_the_whole_object() {
+        let pods = core("pods");
+        let with = br#"{"metadata":{"name":"a","labels":{"app":"web","tier":"x"},"managedFields":[{"manager":"m"}]},"spec":{}}"#;
+        let without = br#"{"metadata":{"name":"b"},"spec":{}}"#;
+        let no_metadata = br#"{"spec":{}}"#;
+        for selector in ["app=web", "app!=web", "tier", "!tier", "app in (db)"] {
+            let filter = Filter::new(pods, Some(selector), None).unwrap();
+            assert!(filter.reads_only_labels());
+            for stored in [&with[..], without, no_metadata] {
+                let full = decode_at(pods, stored, 4).unwrap();
+                let labels = decode_labels_at(pods, stored, 4).unwrap();
+                assert_eq!(filter.matches(&labels), filter.matches(&full), "{selector}");
+            }
+        }
+        assert_eq!(
+            decode_labels_at(pods, with, 4).unwrap(),
+            json!({"metadata": {"labels": {"app": "web", "tier": "x"}}})
+        );
+        assert!(
+            !Filter::new(pods, Some("app"), Some("metadata.name=a"))
+                .unwrap()
+                .reads_only_labels()
         );
     }
 

@@ -17,7 +17,8 @@ use crate::registry::convert;
 use crate::resources::ResourceType;
 use crate::storage::Revision;
 
-type RawObject<'a> = BTreeMap<&'a str, &'a RawValue>;
+/// A JSON object's entries as raw slices, in key order.
+pub(super) type RawObject<'a> = BTreeMap<&'a str, &'a RawValue>;
 
 /// The object at `revision` in `resource`'s served version, or `None` when
 /// its conversion changes more than `apiVersion` and `kind` or the stored
@@ -104,6 +105,19 @@ fn write_metadata(out: &mut Vec<u8>, metadata: &RawValue, revision: Revision) ->
     }
     out.push(b'}');
     Some(())
+}
+
+/// Writes `fields` as a JSON object.
+pub(super) fn write_object(out: &mut Vec<u8>, fields: &RawObject) {
+    out.push(b'{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_key(out, key);
+        out.extend_from_slice(value.get().as_bytes());
+    }
+    out.push(b'}');
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str) {

@@ -17,7 +17,7 @@ use crate::storage::{Event, Revision, StoreError};
 use super::Api;
 use super::meta;
 use super::negotiate::{IncludeObject, Output};
-use super::objects::{Filter, decode, decode_at, decode_metadata_at};
+use super::objects::{Filter, decode, decode_at, decode_labels_at, decode_metadata_at};
 use super::raw_json;
 use super::render;
 use super::status::ApiError;
@@ -139,15 +139,12 @@ fn select<'a>(
         None => {}
     }
     // Selectors that read the object. A label selector reads only the
-    // metadata: each side of the event is matched on its metadata alone and
+    // labels: each side of the event is matched on its labels alone and
     // only the object sent is decoded in full (the Job controller watches
     // every pod with a label selector). Field selectors may read any field.
     let check = |value: &[u8], revision| -> Result<(bool, Option<Value>), ApiError> {
-        if filter.reads_only_metadata() {
-            Ok((
-                filter.matches(&decode_metadata_at(r, value, revision)?),
-                None,
-            ))
+        if filter.reads_only_labels() {
+            Ok((filter.matches(&decode_labels_at(r, value, revision)?), None))
         } else {
             let obj = decode_at(r, value, revision)?;
             Ok((filter.matches(&obj), Some(obj)))
