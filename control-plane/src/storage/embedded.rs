@@ -57,6 +57,9 @@ const META_COMPACT_CURSOR: &str = "compact_cursor";
 
 /// Most operations committed in one write transaction.
 const MAX_BATCH: usize = 1024;
+/// Writes already waiting when a batch starts that make the writer wait a
+/// little for more (PostgreSQL's `commit_siblings`).
+const COMMIT_SIBLINGS: usize = 4;
 /// Log entries handled per compaction transaction.
 const COMPACT_CHUNK: usize = 2048;
 /// Log entries scanned per read transaction while a watch replays history.
@@ -831,6 +834,7 @@ impl Writer {
         // half-size batches that each pay a full fsync.
         let mut expected = 1usize;
         let mut window = Duration::from_micros(200);
+        let mut last_commit = Duration::ZERO;
         loop {
             let compacting = self.compact_cursor < self.compact_target && self.broken.is_none();
             let first = if compacting {
@@ -858,7 +862,26 @@ impl Writer {
             if let Some(first) = first {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter().take(MAX_BATCH - 1));
-                if batch.len() < expected {
+                if batch.len() >= COMMIT_SIBLINGS {
+                    // Writes kept coming while the last batch committed:
+                    // more are on their way (the scheduler's bindings and
+                    // events). Gather them for up to a commit's time, as
+                    // PostgreSQL's commit_delay does when commit_siblings
+                    // are active, so that a commit's fixed cost (the
+                    // fdatasync, redb's commit) is shared by more writes.
+                    // A pause longer than `window` ends the wait early.
+                    let deadline = Instant::now() + last_commit;
+                    while batch.len() < MAX_BATCH {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left.min(window)) {
+                            Ok(r) => {
+                                batch.push(r);
+                                batch.extend(rx.try_iter().take(MAX_BATCH - batch.len()));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                } else if batch.len() < expected {
                     let deadline = Instant::now() + window;
                     while batch.len() < expected && batch.len() < MAX_BATCH {
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -874,6 +897,7 @@ impl Writer {
                 expected = batch.len();
                 let started = Instant::now();
                 self.commit_batch(batch);
+                last_commit = started.elapsed().min(Duration::from_millis(2));
                 // Wait at most a quarter of a commit's time for stragglers.
                 window = (started.elapsed() / 4)
                     .clamp(Duration::from_micros(50), Duration::from_millis(2));
