@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::ControllerContext;
-use super::{informers, util};
+use super::{informers, lean, util};
 use crate::resources::ResourceType;
 
 const FOREGROUND: &str = "foregroundDeletion";
@@ -75,13 +75,13 @@ pub fn spawn(ctx: &ControllerContext) {
         let reader = writer.as_reader();
         // Metadata-only requests (PartialObjectMetadata), as upstream's collector.
         let api: Api<Meta> = Api::all_with(ctx.client.clone(), &ar);
-        let stream = watcher(api, watcher::Config::default())
+        // Owner references, finalizers and deletion state are all it reads:
+        // decoded without managedFields; annotations can hold kubectl's copy
+        // of the object.
+        let stream = lean::watcher(api, &ar, watcher::Config::default())
             .default_backoff()
-            // Owner references, finalizers and deletion state are all it
-            // reads; annotations can hold kubectl's copy of the object.
             .modify(|o: &mut Meta| {
                 let meta = &mut o.metadata;
-                meta.managed_fields = None;
                 meta.annotations = None;
                 meta.labels = None;
             })

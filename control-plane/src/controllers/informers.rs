@@ -19,6 +19,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use super::lean;
+
 /// What the informers' objects must be.
 pub trait Object:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
@@ -237,12 +239,10 @@ impl<K: Object> PendingWatch for Pending<K> {
             };
             handlers.iter_mut().for_each(|h| h(change));
         };
-        let stream = watcher(api, config)
-            .default_backoff()
-            // As client-go's informers (kube-controller-manager's transform):
-            // the controllers never read managedFields, and keeping them would
-            // roughly double what the stores hold.
-            .modify(|obj: &mut K| obj.meta_mut().managed_fields = None);
+        // Without managedFields, as client-go's informers with
+        // kube-controller-manager's transform: the controllers never read
+        // them, and keeping them would roughly double what the stores hold.
+        let stream = lean::watcher(api, &(), config).default_backoff();
         let kind = K::kind(&()).into_owned();
         match store {
             Some((_, writer)) => follow(kind, stream.reflect(writer), shutdown, on_event),

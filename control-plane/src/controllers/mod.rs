@@ -19,6 +19,7 @@ pub mod garbagecollector;
 pub mod informers;
 pub mod job;
 pub mod leader;
+pub mod lean;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;

@@ -36,6 +36,7 @@ use self::events::{EventSink, Recorder, pod_reference};
 use self::queue::SchedulingQueue;
 use super::ControllerContext;
 use super::leader::{self, SCHEDULER_LEASE};
+use super::lean;
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 const RECORDER: Recorder = Recorder {
@@ -169,7 +170,7 @@ fn on_pod_deleted(shared: &Shared, pod: &Pod) {
 
 async fn watch_pods(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notify>) {
     let api: Api<Pod> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
+    let mut stream = lean::watcher(api, &(), watcher::Config::default())
         .default_backoff()
         .modify(cache::slim_pod)
         .boxed();
@@ -208,10 +209,9 @@ async fn watch_pods(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notif
 
 async fn watch_nodes(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notify>) {
     let api: Api<Node> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
+    // As kube-scheduler's informers: managedFields are never read here.
+    let mut stream = lean::watcher(api, &(), watcher::Config::default())
         .default_backoff()
-        // As kube-scheduler's informers: managedFields are never read here.
-        .modify(|o: &mut Node| o.metadata.managed_fields = None)
         .boxed();
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(event) = stream.next().await {
