@@ -140,6 +140,12 @@ pub struct NodeInfo {
     pub name: String,
     /// `None` while only pods bound to a node not (yet) seen are known.
     pub node: Option<Arc<Node>>,
+    /// `spec.unschedulable` and whether `spec.taints` has any, kept here:
+    /// every cycle reads them for each node it examines, and an untainted,
+    /// schedulable node is then filtered without reading its `Node` (at
+    /// 5,000 nodes, mostly a cache miss each).
+    pub unschedulable: bool,
+    pub tainted: bool,
     pub allocatable: Resources,
     pub requested: Resources,
     pub non_zero_requested: Resources,
@@ -220,6 +226,11 @@ impl Cache {
         });
         let is_new = info.node.is_none();
         info.allocatable = node_allocatable(&node);
+        let spec = node.spec.as_ref();
+        info.unschedulable = spec.and_then(|s| s.unschedulable) == Some(true);
+        info.tainted = spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| !t.is_empty());
         info.node = Some(Arc::new(node));
         if is_new {
             self.node_count += 1;

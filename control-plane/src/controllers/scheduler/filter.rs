@@ -273,9 +273,7 @@ pub fn filter(state: &PodState, node: &NodeInfo) -> Result<(), NodeStatus> {
     let pod = &state.info.pod;
     let tolerations = pod_tolerations(pod);
     // NodeUnschedulable
-    if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
-        && !tolerates_any(tolerations, &unschedulable_toleration())
-    {
+    if node.unschedulable && !tolerates_any(tolerations, &unschedulable_toleration()) {
         return Err(NodeStatus::new(Code::Unresolvable, ERR_UNSCHEDULABLE));
     }
     // NodeName
@@ -286,8 +284,9 @@ pub fn filter(state: &PodState, node: &NodeInfo) -> Result<(), NodeStatus> {
         return Err(NodeStatus::new(Code::Unresolvable, ERR_NODE_NAME));
     }
     // TaintToleration
-    if let Some(taint) =
-        untolerated_taint(node_taints(n), tolerations, &["NoSchedule", "NoExecute"])
+    if node.tainted
+        && let Some(taint) =
+            untolerated_taint(node_taints(n), tolerations, &["NoSchedule", "NoExecute"])
     {
         return Err(NodeStatus::new(
             Code::Unresolvable,

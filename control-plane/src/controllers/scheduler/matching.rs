@@ -95,9 +95,8 @@ pub fn pod_matches_node(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return true;
     };
-    let labels = node_labels(node);
     if let Some(sel) = spec.node_selector.as_ref()
-        && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+        && !sel.iter().all(|(k, v)| node_labels(node).get(k) == Some(v))
     {
         return false;
     }

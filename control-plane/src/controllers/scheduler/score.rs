@@ -150,7 +150,7 @@ fn prefer_no_schedule_tolerations(state: &PodState) -> Vec<&Toleration> {
 
 /// TaintToleration: the number of PreferNoSchedule taints not tolerated (raw).
 fn taint_toleration_raw(tolerations: &[&Toleration], node: &NodeInfo) -> i64 {
-    let Some(n) = node.node.as_ref() else {
+    let Some(n) = node.node.as_ref().filter(|_| node.tainted) else {
         return 0;
     };
     node_taints(n)
