@@ -5,9 +5,10 @@
 //! standby kube-scheduler would, so the pods it then creates stay pending
 //! untouched; releasing the lease lets the server's scheduler take over a
 //! backlog of PODS pods at once, and the rate is measured from the first to
-//! the last binding seen on a watch. With SERVER_PID, the server's RSS is
-//! printed once every pod is bound. Everything created is deleted at the
-//! end.
+//! the last binding seen on a watch; then how long the scheduler's
+//! Scheduled events (written behind the bindings) took to catch up. With
+//! SERVER_PID, the server's RSS is printed once every pod is bound and once
+//! the events caught up. Everything created is deleted at the end.
 //!
 //! usage: scheduler_bench KUBECONFIG [NODES=1000] [PODS=10000] [CONCURRENCY=64] [SERVER_PID]
 
@@ -198,10 +199,17 @@ async fn main() -> anyhow::Result<()> {
     if early > 0 {
         anyhow::bail!("{early} pods were bound while the bench held the scheduler's lease");
     }
+    let events_before = events_created(&client).await?;
     let released = Instant::now();
     release_scheduler_lease(&lease_api).await?;
     wait_for(&seen, Duration::from_secs(600), |s| s.bound.len() >= pods).await;
     watch.abort();
+    if let Some(pid) = server_pid {
+        println!(
+            "r8s-server RSS with {nodes} nodes and {pods} pods bound: {:.1} MB",
+            rss_kib(pid)? as f64 / 1024.0
+        );
+    }
     {
         let s = seen.lock().unwrap_or_else(|e| e.into_inner());
         let n = s.bound.len();
@@ -221,6 +229,20 @@ async fn main() -> anyhow::Result<()> {
             println!("scheduler: no pod was bound");
         }
     }
+    // The scheduler writes its Scheduled events asynchronously, behind the
+    // bindings (a bounded queue, dropping when full as client-go's
+    // broadcaster does): report when they caught up, and how many there are.
+    let (written, caught_up) = events_settled(&client, events_before, pods).await?;
+    if let Some(first) = seen.lock().unwrap_or_else(|e| e.into_inner()).times.first() {
+        let span = caught_up
+            .saturating_duration_since(*first)
+            .as_secs_f64()
+            .max(1e-3);
+        println!(
+            "events: {written}/{pods} Scheduled events written, the last {span:.2}s after the first binding ({:.0} pods bound and recorded/s)",
+            written.min(pods as u64) as f64 / span,
+        );
+    }
     if let Some(pid) = server_pid {
         println!(
             "r8s-server RSS with {nodes} nodes and {pods} pods: {:.1} MB",
@@ -239,6 +261,37 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// Events the server has created so far (its `apiserver_request_total`).
+async fn events_created(client: &kube::Client) -> anyhow::Result<u64> {
+    const SERIES: &str = r#"apiserver_request_total{verb="POST",resource="events",code="201"} "#;
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let metrics = client.request_text(request).await?;
+    Ok(metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(SERIES))
+        .map(|v| v.trim().parse::<f64>().map(|v| v as u64))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Waits until `expected` events were created after `before`, or none for
+/// 2 s: how many were, and when the count last grew.
+async fn events_settled(
+    client: &kube::Client,
+    before: u64,
+    expected: usize,
+) -> anyhow::Result<(u64, Instant)> {
+    let mut last = (events_created(client).await? - before, Instant::now());
+    while last.0 < expected as u64 && last.1.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = events_created(client).await? - before;
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    Ok(last)
 }
 
 /// How long the server's scheduler may take to see that another holder has
