@@ -104,23 +104,13 @@ pub struct ApiClients {
     pub network: kube::Client,
 }
 
-impl ApiClients {
-    /// One identity for all (the agent embedded in r8s-server).
-    pub fn one(client: kube::Client) -> Self {
-        Self {
-            node: client.clone(),
-            network: client,
-        }
-    }
-}
-
 /// How long a new node waits for the node IPAM controller's podCIDR.
 const POD_CIDR_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// kubelet's User-Agent form.
-const USER_AGENT: &str = "kubelet/v1.32.0 (linux/amd64) kubernetes/r8s";
+pub const USER_AGENT: &str = "kubelet/v1.32.0 (linux/amd64) kubernetes/r8s";
 /// kube-proxy's, for the service proxy and pod network.
-const KUBE_PROXY_USER_AGENT: &str = "kube-proxy/v1.32.0 (linux/amd64) kubernetes/r8s";
+pub const KUBE_PROXY_USER_AGENT: &str = "kube-proxy/v1.32.0 (linux/amd64) kubernetes/r8s";
 
 /// Serves the kubelet API; a failure to start is logged, the agent goes on.
 async fn kubelet_api(

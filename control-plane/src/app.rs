@@ -115,14 +115,23 @@ async fn start_agent(
             return None;
         }
     };
-    let client = match controllers::loopback_client(pki, server_url).await {
+    // kubelet's and kube-proxy's User-Agents, so that managedFields name
+    // them as upstream's would (a pod's status is kubelet's).
+    let clients = async {
+        Ok::<_, controllers::ClientError>(agent::ApiClients {
+            node: controllers::loopback_client(pki, server_url, agent::USER_AGENT).await?,
+            network: controllers::loopback_client(pki, server_url, agent::KUBE_PROXY_USER_AGENT)
+                .await?,
+        })
+    };
+    let clients = match clients.await {
         Ok(c) => c,
         Err(err) => {
-            tracing::error!(%err, "cannot build the loopback client; the embedded agent is not running");
+            tracing::error!(%err, "cannot build the loopback clients; the embedded agent is not running");
             return None;
         }
     };
-    match embedded_agent::spawn(config, client, shutdown) {
+    match embedded_agent::spawn(config, clients, shutdown) {
         Ok(handle) => Some(handle),
         Err(err) => {
             tracing::error!(%err, "the embedded agent is not running");

@@ -78,19 +78,17 @@ fn follow_server(
     }
 }
 
-/// Starts the agent with `client` until `shutdown`; the handle ends when
+/// Starts the agent with `clients` until `shutdown`; the handle ends when
 /// the agent has stopped (containers keep running, as with kubelet).
 pub fn spawn(
     config: agent::Config,
-    client: kube::Client,
+    clients: agent::ApiClients,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, EmbeddedAgentError> {
     agent::runtime_service::prepare_process(&config).map_err(EmbeddedAgentError::Subreaper)?;
     tracing::info!(node = %config.node_name, "starting the embedded node agent");
     Ok(tokio::spawn(async move {
-        if let Err(err) =
-            agent::run_with_clients(config, agent::ApiClients::one(client), shutdown).await
-        {
+        if let Err(err) = agent::run_with_clients(config, clients, shutdown).await {
             tracing::error!(error = %err, "embedded node agent stopped with an error");
         }
     }))

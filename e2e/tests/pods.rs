@@ -81,6 +81,20 @@ fn scenarios(cluster: &mut Cluster, registry: &Registry) -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_owned();
     assert!(web_id.contains("://"), "containerID {web_id:?}");
+    // The embedded agent writes the status as kubelet, as upstream's
+    // managedFields name it.
+    let status_manager = cluster.kubectl_ok(
+        &[
+            "get",
+            "pod",
+            "web",
+            "--show-managed-fields",
+            "-o",
+            r#"jsonpath={.metadata.managedFields[?(@.subresource=="status")].manager}"#,
+        ],
+        None,
+    )?;
+    assert_eq!(status_manager.trim(), "kubelet");
     assert!(
         web["status"]["podIPs"][0]["ip"] == ip.as_str(),
         "podIPs {:?}",

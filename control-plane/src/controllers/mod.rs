@@ -68,8 +68,12 @@ pub const LOOPBACK_USER_AGENT: &str =
     "kube-controller-manager/v1.32.0 (linux/amd64) kubernetes/r8s";
 
 /// A client of this server at `server_url` authenticating with the admin
-/// (system:masters) certificate.
-pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client, ClientError> {
+/// (system:masters) certificate, sending `user_agent`.
+pub async fn loopback_client(
+    pki: &Pki,
+    server_url: &str,
+    user_agent: &'static str,
+) -> Result<kube::Client, ClientError> {
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&crate::pki::kubeconfig(pki, server_url))?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
@@ -79,7 +83,7 @@ pub async fn loopback_client(pki: &Pki, server_url: &str) -> Result<kube::Client
     // managedFields name a request's manager after its User-Agent product.
     config.headers.push((
         http::header::USER_AGENT,
-        http::HeaderValue::from_static(LOOPBACK_USER_AGENT),
+        http::HeaderValue::from_static(user_agent),
     ));
     Ok(kube::Client::try_from(config)?)
 }
