@@ -115,16 +115,7 @@ async fn start_agent(
             return None;
         }
     };
-    // kubelet's and kube-proxy's User-Agents, so that managedFields name
-    // them as upstream's would (a pod's status is kubelet's).
-    let clients = async {
-        Ok::<_, controllers::ClientError>(agent::ApiClients {
-            node: controllers::loopback_client(pki, server_url, agent::USER_AGENT).await?,
-            network: controllers::loopback_client(pki, server_url, agent::KUBE_PROXY_USER_AGENT)
-                .await?,
-        })
-    };
-    let clients = match clients.await {
+    let clients = match embedded_agent::loopback_clients(pki, server_url).await {
         Ok(c) => c,
         Err(err) => {
             tracing::error!(%err, "cannot build the loopback clients; the embedded agent is not running");

@@ -78,6 +78,20 @@ fn follow_server(
     }
 }
 
+/// The agent's loopback clients of the server at `server_url`, with
+/// kubelet's and kube-proxy's User-Agents, so that managedFields name them
+/// as upstream's would (a pod's status is kubelet's).
+pub async fn loopback_clients(
+    pki: &crate::pki::Pki,
+    server_url: &str,
+) -> Result<agent::ApiClients, crate::controllers::ClientError> {
+    use crate::controllers::loopback_client;
+    Ok(agent::ApiClients {
+        node: loopback_client(pki, server_url, agent::USER_AGENT).await?,
+        network: loopback_client(pki, server_url, agent::KUBE_PROXY_USER_AGENT).await?,
+    })
+}
+
 /// Starts the agent with `clients` until `shutdown`; the handle ends when
 /// the agent has stopped (containers keep running, as with kubelet).
 pub fn spawn(

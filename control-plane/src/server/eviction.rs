@@ -306,24 +306,17 @@ impl Api {
             return Ok(opts);
         }
         let mut new = pod.clone();
-        let mut conditions: Vec<Value> = new
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("DisruptionTarget"));
-        conditions.push(json!({
-            "type": "DisruptionTarget",
-            "status": "True",
-            "reason": "EvictionByEvictionAPI",
-            "message": "Eviction API: evicting",
-            "lastProbeTime": null,
-            "lastTransitionTime": meta::now(),
-        }));
-        if !new.get("status").is_some_and(Value::is_object) {
-            new["status"] = json!({});
-        }
-        new["status"]["conditions"] = Value::Array(conditions);
+        meta::set_condition(
+            &mut new["status"],
+            json!({
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "EvictionByEvictionAPI",
+                "message": "Eviction API: evicting",
+                "lastProbeTime": null,
+                "lastTransitionTime": meta::now(),
+            }),
+        );
         let written = self
             .update(
                 pods()?,

@@ -82,6 +82,25 @@ pub fn is_deleting(obj: &Value) -> bool {
     str_at(obj, "/metadata/deletionTimestamp").is_some()
 }
 
+/// Puts `condition` last in `status.conditions` in place of the one of its
+/// `type` (`status` becomes an object if it is not one), as the binding and
+/// eviction subresources set PodScheduled and DisruptionTarget.
+pub fn set_condition(status: &mut Value, condition: Value) {
+    if !status.is_object() {
+        *status = json!({});
+    }
+    let mut conditions = match status["conditions"].take() {
+        Value::Array(conditions) => conditions,
+        _ => Vec::new(),
+    };
+    conditions.retain(|c| {
+        c.get("type")
+            .is_none_or(|t| Some(t) != condition.get("type"))
+    });
+    conditions.push(condition);
+    status["conditions"] = Value::Array(conditions);
+}
+
 /// A random `generateName` suffix, from upstream's alphabet (no vowels).
 pub fn name_suffix() -> String {
     use rand::Rng;

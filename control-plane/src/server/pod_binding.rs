@@ -11,6 +11,7 @@
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::meta::set_condition;
 use super::raw_json::{RawObject, write_object};
 
 /// What a stored pod allows a binding to do.
@@ -55,16 +56,7 @@ pub fn bind(stored: &[u8], node: &str, now: &str) -> Result<Binding, serde_json:
         Some(status) => serde_json::from_str(status.get())?,
         None => Value::Null,
     };
-    if !status.is_object() {
-        status = json!({});
-    }
-    let mut conditions: Vec<Value> = match status["conditions"].take() {
-        Value::Array(conditions) => conditions,
-        _ => Vec::new(),
-    };
-    conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-    conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-    status["conditions"] = Value::Array(conditions);
+    set_condition(&mut status, scheduled(now));
     let status = serde_json::value::to_raw_value(&status)?;
     top.insert("status", &status);
     let mut spec_bytes = Vec::with_capacity(stored.len());
@@ -77,6 +69,11 @@ pub fn bind(stored: &[u8], node: &str, now: &str) -> Result<Binding, serde_json:
     Ok(Binding::Bound(out))
 }
 
+/// The condition a binding sets.
+fn scheduled(now: &str) -> Value {
+    json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,14 +83,7 @@ mod tests {
     fn bound_by_decoding(stored: &Value, node: &str, now: &str) -> Vec<u8> {
         let mut new = stored.clone();
         new["spec"]["nodeName"] = json!(node);
-        let mut conditions: Vec<Value> = new
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-        new["status"]["conditions"] = json!(conditions);
+        set_condition(&mut new["status"], scheduled(now));
         let pods = crate::resources::find("", "v1", "pods").unwrap();
         objects::encode(pods, &new).unwrap()
     }

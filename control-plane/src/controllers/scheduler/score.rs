@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use super::cache::{Cache, NodeInfo};
-use super::filter::{PodState, SpreadConstraint, spread_constraints, term_matches_pod};
 use k8s_openapi::api::core::v1::Toleration;
 
+use super::cache::{Cache, NodeInfo};
+use super::filter::{PodState, SpreadConstraint, spread_constraints, term_matches_pod};
 use super::matching::{node_taints, pod_tolerations, term_matches, tolerates};
 
 pub const MAX_NODE_SCORE: i64 = 100;
