@@ -279,6 +279,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_condition_replaces_the_one_of_its_type_and_goes_last() {
+        let mut status = json!({"phase": "Running", "conditions": [
+            {"type": "DisruptionTarget", "status": "False"},
+            {"type": "Ready", "status": "True"},
+            {"status": "True"},
+        ]});
+        set_condition(
+            &mut status,
+            json!({"type": "DisruptionTarget", "status": "True"}),
+        );
+        assert_eq!(
+            status,
+            json!({"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"status": "True"},
+                {"type": "DisruptionTarget", "status": "True"},
+            ]})
+        );
+        for mut status in [Value::Null, json!("odd"), json!({"conditions": 3})] {
+            set_condition(
+                &mut status,
+                json!({"type": "PodScheduled", "status": "True"}),
+            );
+            assert_eq!(
+                status["conditions"],
+                json!([{"type": "PodScheduled", "status": "True"}])
+            );
+        }
+    }
+
+    #[test]
     fn same_object_ignores_only_the_resource_version() {
         let a = json!({"metadata": {"name": "p", "resourceVersion": "1"}, "spec": {"x": 1}});
         let same = json!({"metadata": {"name": "p", "resourceVersion": "2"}, "spec": {"x": 1}});
