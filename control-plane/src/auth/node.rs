@@ -238,10 +238,13 @@ mod tests {
         graph.set_pod(
             "default",
             "web",
-            Some(&json!({"spec": {
-                "nodeName": "a",
-                "volumes": [{"name": "s", "secret": {"secretName": "db"}}],
-            }})),
+            Some(
+                &serde_json::from_value(json!({
+                    "nodeName": "a",
+                    "volumes": [{"name": "s", "secret": {"secretName": "db"}}],
+                }))
+                .unwrap(),
+            ),
         );
         NodeAuthorizer::new(Arc::new(RwLock::new(graph)))
     }

@@ -7,7 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::policy_cache::Index;
 
@@ -61,22 +62,136 @@ fn split(key: &str, prefix: &str) -> Option<(String, String)> {
     Some((ns.to_string(), name.to_string()))
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+/// `{"name": ...}`: a LocalObjectReference and its like.
+#[derive(Deserialize)]
+struct NameRef {
+    name: Option<String>,
 }
 
-fn items<'a>(v: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+/// `{"secretRef": {"name": ...}}` of the volume sources that name a secret so.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretRefHolder {
+    secret_ref: Option<NameRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretNameHolder {
+    secret_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvFromRefs {
+    secret_ref: Option<NameRef>,
+    config_map_ref: Option<NameRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvSourceRefs {
+    secret_key_ref: Option<NameRef>,
+    config_map_key_ref: Option<NameRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvRefs {
+    value_from: Option<EnvSourceRefs>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerRefs {
+    env_from: Option<Vec<EnvFromRefs>>,
+    env: Option<Vec<EnvRefs>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProjectionRefs {
+    secret: Option<NameRef>,
+    config_map: Option<NameRef>,
+}
+
+#[derive(Deserialize)]
+struct ProjectedRefs {
+    sources: Option<Vec<ProjectionRefs>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimRef {
+    claim_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CsiRefs {
+    node_publish_secret_ref: Option<NameRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VolumeRefs {
+    name: Option<String>,
+    secret: Option<SecretNameHolder>,
+    config_map: Option<NameRef>,
+    projected: Option<ProjectedRefs>,
+    azure_file: Option<SecretNameHolder>,
+    cephfs: Option<SecretRefHolder>,
+    cinder: Option<SecretRefHolder>,
+    flex_volume: Option<SecretRefHolder>,
+    rbd: Option<SecretRefHolder>,
+    #[serde(rename = "scaleIO")]
+    scale_io: Option<SecretRefHolder>,
+    iscsi: Option<SecretRefHolder>,
+    storageos: Option<SecretRefHolder>,
+    csi: Option<CsiRefs>,
+    persistent_volume_claim: Option<ClaimRef>,
+    ephemeral: Option<IgnoredAny>,
+}
+
+/// What the graph reads of a pod: its node and the fields of its `spec`
+/// that reference other objects. Decoding into it skips everything else
+/// unparsed (a pod's containers, resources, probes...).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpecRefs {
+    node_name: Option<String>,
+    service_account_name: Option<String>,
+    image_pull_secrets: Option<Vec<NameRef>>,
+    containers: Option<Vec<ContainerRefs>>,
+    init_containers: Option<Vec<ContainerRefs>>,
+    ephemeral_containers: Option<Vec<ContainerRefs>>,
+    volumes: Option<Vec<VolumeRefs>>,
+}
+
+/// What the graph reads of a PersistentVolumeClaim: the volume it is bound to.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimSpecRefs {
+    volume_name: Option<String>,
+}
+
+/// A stored object, read only for its `spec`.
+#[derive(Deserialize)]
+struct Stored<S> {
+    spec: Option<S>,
+}
+
+fn name_of(r: &Option<NameRef>) -> Option<&str> {
+    r.as_ref().and_then(|r| r.name.as_deref())
+}
+
+fn each<T>(list: &Option<Vec<T>>) -> impl Iterator<Item = &T> {
+    list.iter().flatten()
 }
 
 /// Every object `pod` references (upstream `VisitPodSecretNames`,
 /// `VisitPodConfigmapNames`, PVC and ServiceAccount edges).
-fn pod_refs(pod: &Value, namespace: &str, pod_name: &str) -> Vec<Ref> {
+fn pod_refs(spec: &PodSpecRefs, namespace: &str, pod_name: &str) -> Vec<Ref> {
     let mut out: Vec<Ref> = Vec::new();
     let mut add = |kind: Kind, name: Option<&str>| {
         if let Some(name) = name.filter(|n| !n.is_empty()) {
@@ -90,57 +205,76 @@ fn pod_refs(pod: &Value, namespace: &str, pod_name: &str) -> Vec<Ref> {
             }
         }
     };
-    for s in items(pod, "/spec/imagePullSecrets") {
-        add(Kind::Secret, str_at(s, "/name"));
+    for s in each(&spec.image_pull_secrets) {
+        add(Kind::Secret, s.name.as_deref());
     }
     // The admission of r8s defaults it to "default"; older stored pods may
     // lack it, and the agent then asks for "default" too.
     add(
         Kind::ServiceAccount,
-        Some(str_at(pod, "/spec/serviceAccountName").unwrap_or("default")),
+        Some(
+            spec.service_account_name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("default"),
+        ),
     );
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        for c in items(pod, &format!("/spec/{list}")) {
-            for from in items(c, "/envFrom") {
-                add(Kind::Secret, str_at(from, "/secretRef/name"));
-                add(Kind::ConfigMap, str_at(from, "/configMapRef/name"));
-            }
-            for env in items(c, "/env") {
-                add(Kind::Secret, str_at(env, "/valueFrom/secretKeyRef/name"));
-                add(
-                    Kind::ConfigMap,
-                    str_at(env, "/valueFrom/configMapKeyRef/name"),
-                );
-            }
+    let containers = each(&spec.containers)
+        .chain(each(&spec.init_containers))
+        .chain(each(&spec.ephemeral_containers));
+    for c in containers {
+        for from in each(&c.env_from) {
+            add(Kind::Secret, name_of(&from.secret_ref));
+            add(Kind::ConfigMap, name_of(&from.config_map_ref));
+        }
+        for source in each(&c.env).filter_map(|e| e.value_from.as_ref()) {
+            add(Kind::Secret, name_of(&source.secret_key_ref));
+            add(Kind::ConfigMap, name_of(&source.config_map_key_ref));
         }
     }
-    for v in items(pod, "/spec/volumes") {
-        add(Kind::Secret, str_at(v, "/secret/secretName"));
-        add(Kind::ConfigMap, str_at(v, "/configMap/name"));
-        for source in items(v, "/projected/sources") {
-            add(Kind::Secret, str_at(source, "/secret/name"));
-            add(Kind::ConfigMap, str_at(source, "/configMap/name"));
-        }
-        for p in [
-            "/azureFile/secretName",
-            "/cephfs/secretRef/name",
-            "/cinder/secretRef/name",
-            "/flexVolume/secretRef/name",
-            "/rbd/secretRef/name",
-            "/scaleIO/secretRef/name",
-            "/iscsi/secretRef/name",
-            "/storageos/secretRef/name",
-            "/csi/nodePublishSecretRef/name",
-        ] {
-            add(Kind::Secret, str_at(v, p));
+    for v in each(&spec.volumes) {
+        add(
+            Kind::Secret,
+            v.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        );
+        add(Kind::ConfigMap, name_of(&v.config_map));
+        for source in v.projected.iter().flat_map(|p| each(&p.sources)) {
+            add(Kind::Secret, name_of(&source.secret));
+            add(Kind::ConfigMap, name_of(&source.config_map));
         }
         add(
+            Kind::Secret,
+            v.azure_file.as_ref().and_then(|s| s.secret_name.as_deref()),
+        );
+        for holder in [
+            &v.cephfs,
+            &v.cinder,
+            &v.flex_volume,
+            &v.rbd,
+            &v.scale_io,
+            &v.iscsi,
+            &v.storageos,
+        ] {
+            add(
+                Kind::Secret,
+                holder.as_ref().and_then(|h| name_of(&h.secret_ref)),
+            );
+        }
+        add(
+            Kind::Secret,
+            v.csi
+                .as_ref()
+                .and_then(|c| name_of(&c.node_publish_secret_ref)),
+        );
+        add(
             Kind::PersistentVolumeClaim,
-            str_at(v, "/persistentVolumeClaim/claimName"),
+            v.persistent_volume_claim
+                .as_ref()
+                .and_then(|c| c.claim_name.as_deref()),
         );
         // A generic ephemeral volume's claim is `<pod>-<volume>`.
-        if v.get("ephemeral").is_some()
-            && let Some(vol) = str_at(v, "/name")
+        if v.ephemeral.is_some()
+            && let Some(vol) = v.name.as_deref().filter(|n| !n.is_empty())
         {
             add(
                 Kind::PersistentVolumeClaim,
@@ -172,16 +306,16 @@ impl Graph {
     }
 
     /// Adds or replaces a pod (`None`: deleted); unscheduled pods reach nothing.
-    pub fn set_pod(&mut self, namespace: &str, name: &str, pod: Option<&Value>) {
+    pub fn set_pod(&mut self, namespace: &str, name: &str, spec: Option<&PodSpecRefs>) {
         let key = format!("{namespace}/{name}");
         self.remove_pod(&key);
-        let Some(pod) = pod else {
+        let Some(spec) = spec else {
             return;
         };
-        let Some(node) = str_at(pod, "/spec/nodeName") else {
+        let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) else {
             return;
         };
-        let refs = pod_refs(pod, namespace, name);
+        let refs = pod_refs(spec, namespace, name);
         for r in &refs {
             *self
                 .edges
@@ -200,7 +334,7 @@ impl Graph {
     }
 
     /// Adds or replaces a PVC (`None`: deleted) and its volume binding.
-    pub fn set_pvc(&mut self, namespace: &str, name: &str, pvc: Option<&Value>) {
+    pub fn set_pvc(&mut self, namespace: &str, name: &str, spec: Option<&ClaimSpecRefs>) {
         let claim = (namespace.to_string(), name.to_string());
         if let Some(pv) = self.pvc_volume.remove(&claim)
             && let Some(claims) = self.pv_claims.get_mut(&pv)
@@ -210,7 +344,10 @@ impl Graph {
                 self.pv_claims.remove(&pv);
             }
         }
-        if let Some(pv) = pvc.and_then(|p| str_at(p, "/spec/volumeName")) {
+        if let Some(pv) = spec
+            .and_then(|s| s.volume_name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
             self.pv_claims
                 .entry(pv.to_string())
                 .or_default()
@@ -253,24 +390,24 @@ impl Graph {
 
 impl Index for Graph {
     fn apply(&mut self, key: &str, value: Option<&[u8]>) {
-        // Pods and PVCs are read only under `spec`: the metadata (with its
-        // managedFields) and status of every pod update are skipped unparsed.
-        #[derive(serde::Deserialize)]
-        struct Spec {
-            #[serde(default)]
-            spec: Value,
-        }
-        let parsed: Option<Value> = value.and_then(|v| match serde_json::from_slice::<Spec>(v) {
-            Ok(v) => Some(serde_json::json!({"spec": v.spec})),
-            Err(err) => {
-                tracing::warn!(%key, %err, "stored object does not parse; left out of the node graph");
-                None
+        // Pods and PVCs are read only for what `spec` references: their
+        // metadata (with its managedFields), status and the rest of the
+        // spec are skipped unparsed.
+        fn spec_of<S: serde::de::DeserializeOwned + Default>(key: &str, value: &[u8]) -> Option<S> {
+            match serde_json::from_slice::<Stored<S>>(value) {
+                Ok(stored) => Some(stored.spec.unwrap_or_default()),
+                Err(err) => {
+                    tracing::warn!(%key, %err, "stored object does not parse; left out of the node graph");
+                    None
+                }
             }
-        });
+        }
         if let Some((ns, name)) = split(key, PODS) {
-            self.set_pod(&ns, &name, parsed.as_ref());
+            let spec = value.and_then(|v| spec_of::<PodSpecRefs>(key, v));
+            self.set_pod(&ns, &name, spec.as_ref());
         } else if let Some((ns, name)) = split(key, PVCS) {
-            self.set_pvc(&ns, &name, parsed.as_ref());
+            let spec = value.and_then(|v| spec_of::<ClaimSpecRefs>(key, v));
+            self.set_pvc(&ns, &name, spec.as_ref());
         }
     }
 
@@ -291,9 +428,13 @@ impl Index for Graph {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    fn spec<S: serde::de::DeserializeOwned>(object: &Value) -> S {
+        serde_json::from_value(object["spec"].clone()).unwrap()
+    }
 
     fn pod(node: &str) -> Value {
         json!({
@@ -320,7 +461,7 @@ mod tests {
     #[test]
     fn a_bound_pod_leads_its_node_to_what_it_references() {
         let mut g = Graph::default();
-        g.set_pod("d", "web", Some(&pod("a")));
+        g.set_pod("d", "web", Some(&spec(&pod("a"))));
         for (kind, name) in [
             (Kind::Secret, "pull"),
             (Kind::Secret, "env-secret"),
@@ -340,11 +481,65 @@ mod tests {
     }
 
     #[test]
+    fn every_volume_source_that_names_a_secret_leads_to_it() {
+        let body = serde_json::to_vec(&json!({
+            "metadata": {"name": "web", "namespace": "d", "managedFields": [{"manager": "x"}]},
+            "spec": {
+                "nodeName": "a",
+                "imagePullSecrets": null,
+                "initContainers": [{"name": "i", "env": [{"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "init-cm", "key": "k"}}}]}],
+                "ephemeralContainers": [{"name": "e", "envFrom": [{"secretRef": {"name": "debug-secret"}}]}],
+                "containers": [{"name": "c", "image": "busybox", "env": [{"name": "Z", "value": "1"}], "resources": {"limits": {"cpu": "1"}}}],
+                "volumes": [
+                    {"name": "af", "azureFile": {"secretName": "s-azure", "shareName": "x"}},
+                    {"name": "cf", "cephfs": {"monitors": ["m"], "secretRef": {"name": "s-cephfs"}}},
+                    {"name": "ci", "cinder": {"volumeID": "v", "secretRef": {"name": "s-cinder"}}},
+                    {"name": "fv", "flexVolume": {"driver": "d", "secretRef": {"name": "s-flex"}}},
+                    {"name": "rb", "rbd": {"monitors": ["m"], "image": "i", "secretRef": {"name": "s-rbd"}}},
+                    {"name": "sc", "scaleIO": {"gateway": "g", "system": "s", "secretRef": {"name": "s-scaleio"}}},
+                    {"name": "is", "iscsi": {"targetPortal": "t", "iqn": "q", "lun": 0, "secretRef": {"name": "s-iscsi"}}},
+                    {"name": "so", "storageos": {"secretRef": {"name": "s-storageos"}}},
+                    {"name": "cs", "csi": {"driver": "d", "nodePublishSecretRef": {"name": "s-csi"}}},
+                    {"name": "pj", "projected": {"sources": [{"secret": {"name": "s-projected"}}, {"serviceAccountToken": {"path": "t"}}]}},
+                    {"name": "none", "ephemeral": null},
+                    {"name": "empty", "emptyDir": {}},
+                ],
+            },
+            "status": {"phase": "Running"},
+        }))
+        .unwrap();
+        let mut g = Graph::default();
+        g.apply("/registry/pods/d/web", Some(&body));
+        for name in [
+            "s-azure",
+            "s-cephfs",
+            "s-cinder",
+            "s-flex",
+            "s-rbd",
+            "s-scaleio",
+            "s-iscsi",
+            "s-storageos",
+            "s-csi",
+            "s-projected",
+            "debug-secret",
+        ] {
+            assert!(g.has_path("a", Kind::Secret, "d", name), "{name}");
+        }
+        assert!(g.has_path("a", Kind::ConfigMap, "d", "init-cm"));
+        assert!(g.has_path("a", Kind::ServiceAccount, "d", "default"));
+        assert!(!g.has_path("a", Kind::PersistentVolumeClaim, "d", "web-none"));
+    }
+
+    #[test]
     fn pvcs_lead_on_to_their_volumes() {
         let mut g = Graph::default();
-        g.set_pvc("d", "data", Some(&json!({"spec": {"volumeName": "pv-1"}})));
+        g.set_pvc(
+            "d",
+            "data",
+            Some(&spec(&json!({"spec": {"volumeName": "pv-1"}}))),
+        );
         assert!(!g.has_path("a", Kind::PersistentVolume, "", "pv-1"));
-        g.set_pod("d", "web", Some(&pod("a")));
+        g.set_pod("d", "web", Some(&spec(&pod("a"))));
         assert!(g.has_path("a", Kind::PersistentVolume, "", "pv-1"));
         g.set_pvc("d", "data", None);
         assert!(!g.has_path("a", Kind::PersistentVolume, "", "pv-1"));
@@ -353,14 +548,14 @@ mod tests {
     #[test]
     fn moving_or_deleting_a_pod_removes_its_edges() {
         let mut g = Graph::default();
-        g.set_pod("d", "web", Some(&pod("a")));
+        g.set_pod("d", "web", Some(&spec(&pod("a"))));
         let mut other = pod("a");
         other["metadata"]["name"] = json!("web2");
-        g.set_pod("d", "web2", Some(&other));
+        g.set_pod("d", "web2", Some(&spec(&other)));
         g.set_pod("d", "web", None);
         // Still reached through the second pod.
         assert!(g.has_path("a", Kind::Secret, "d", "pull"));
-        g.set_pod("d", "web2", Some(&pod("b")));
+        g.set_pod("d", "web2", Some(&spec(&pod("b"))));
         assert!(!g.has_path("a", Kind::Secret, "d", "pull"));
         assert!(g.has_path("b", Kind::Secret, "d", "pull"));
         let mut unscheduled = pod("");
@@ -368,7 +563,7 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("nodeName");
-        g.set_pod("d", "web2", Some(&unscheduled));
+        g.set_pod("d", "web2", Some(&spec(&unscheduled)));
         assert!(!g.has_path("b", Kind::Secret, "d", "pull"));
         assert_eq!(g.pods(), 0);
     }

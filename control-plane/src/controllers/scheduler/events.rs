@@ -1,10 +1,13 @@
 //! core/v1 Events the scheduler and node controllers record (what
 //! `kubectl describe` shows under Events), fire and forget.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
+use tokio::sync::Semaphore;
 
 /// Who records the event (`source.component`, `reportingComponent`).
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +108,11 @@ async fn write(client: &kube::Client, event: &Event) {
 /// Events waiting to be written before new ones are dropped, as client-go's
 /// broadcaster drops when its queue is full.
 const SINK_CAPACITY: usize = 4096;
-/// Event writes in flight at once.
-const SINK_PARALLELISM: usize = 16;
+/// Event writes in flight at once. Each is a task of its own: an
+/// in-process request runs in the task that awaits it, so writes polled
+/// from one task would all share one core, fall behind the bindings and
+/// fill the queue.
+const SINK_PARALLELISM: usize = 64;
 
 /// A bounded, asynchronous event writer so recording never slows the
 /// component down.
@@ -117,25 +123,31 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Starts the writer task; it ends with `token`.
+    /// Starts the writer task; it stops taking events with `token`.
     pub fn spawn(
         client: kube::Client,
         recorder: Recorder,
         token: tokio_util::sync::CancellationToken,
     ) -> Self {
-        use futures::StreamExt;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Event>(SINK_CAPACITY);
-        let writes = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(move |event| {
-                let client = client.clone();
-                async move { write(&client, &event).await }
-            })
-            .buffer_unordered(SINK_PARALLELISM)
-            .for_each(|()| std::future::ready(()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(SINK_CAPACITY);
+        let permits = Arc::new(Semaphore::new(SINK_PARALLELISM));
         tokio::spawn(async move {
-            tokio::select! {
-                () = token.cancelled() => {}
-                () = writes => {}
+            loop {
+                let event = tokio::select! {
+                    () = token.cancelled() => return,
+                    event = rx.recv() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let client = client.clone();
+                tokio::spawn(async move {
+                    write(&client, &event).await;
+                    drop(permit);
+                });
             }
         });
         Self { recorder, tx }
