@@ -158,6 +158,89 @@ async fn kube_rs_crud_list_watch_and_paging() {
     }
 }
 
+/// The pages of a list are one snapshot: writes after the first page do not
+/// show in the next ones; a selector fills each page with matching objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paginated_lists_read_one_snapshot() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let s = Server::start();
+    let client = s.client().await;
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some("paging".into());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let api: Api<Secret> = Api::namespaced(client.clone(), "paging");
+    let secret = |i: usize| {
+        let mut s = Secret::default();
+        s.metadata.name = Some(format!("s{i}"));
+        let half = if i.is_multiple_of(2) { "even" } else { "odd" };
+        s.metadata.labels = Some(BTreeMap::from([("half".to_string(), half.to_string())]));
+        s
+    };
+    for i in 0..7 {
+        api.create(&PostParams::default(), &secret(i))
+            .await
+            .unwrap();
+    }
+    let names = |list: &kube::api::ObjectList<Secret>| -> Vec<String> {
+        list.items
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect()
+    };
+
+    let first = api.list(&ListParams::default().limit(3)).await.unwrap();
+    assert_eq!(names(&first), ["s0", "s1", "s2"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(4));
+    let snapshot = first.metadata.resource_version.clone().unwrap();
+    // Written after the first page: not in the next ones.
+    api.delete("s4", &DeleteParams::default()).await.unwrap();
+    api.create(&PostParams::default(), &secret(7))
+        .await
+        .unwrap();
+    let mut seen = names(&first);
+    let mut token = first.metadata.continue_.clone().unwrap();
+    loop {
+        let page = api
+            .list(&ListParams::default().limit(3).continue_token(&token))
+            .await
+            .unwrap();
+        assert_eq!(
+            page.metadata.resource_version.as_deref(),
+            Some(snapshot.as_str())
+        );
+        seen.extend(names(&page));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => {
+                assert!(page.metadata.remaining_item_count.is_some());
+                token = c;
+            }
+            None => {
+                assert_eq!(page.metadata.remaining_item_count, None);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]);
+
+    // A selector: each page holds `limit` matching objects while there are
+    // more, and no remainingItemCount (unknown with a selector, as upstream).
+    let mut lp = ListParams::default().labels("half=even").limit(2);
+    let mut pages = Vec::new();
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        assert_eq!(page.metadata.remaining_item_count, None);
+        pages.push(names(&page));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [vec!["s0", "s2"], vec!["s6"]]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_objects_and_a_watch_resumes_after_it() {
     let mut s = Server::start();

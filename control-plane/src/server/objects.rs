@@ -1244,18 +1244,18 @@ impl Api {
             opts.field_selector.as_deref(),
         )?;
         let prefix = meta::prefix(r, ns);
-        let (result, start_after) = match opts.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        let limit = opts.limit.filter(|l| *l > 0);
+        let compacted = |e: StoreError| match e {
+            StoreError::Compacted { .. } => ApiError::gone(CONTINUE_EXPIRED),
+            other => ApiError::from(other),
+        };
+        // Where the items come from: the watch cache's newest state, or the
+        // store at a revision, starting after a key.
+        let (revision, start_after) = match opts.continue_token.as_deref().filter(|t| !t.is_empty())
+        {
             Some(token) => {
                 let (rev, start) = parse_continue(token, &prefix)?;
-                let result = self
-                    .store
-                    .list(&prefix, Some(rev))
-                    .await
-                    .map_err(|e| match e {
-                        StoreError::Compacted { .. } => ApiError::gone(CONTINUE_EXPIRED),
-                        other => ApiError::from(other),
-                    })?;
-                (result, Some(start))
+                (Some(rev), Some(start))
             }
             None => {
                 let exact = opts.resource_version_match.as_deref() == Some("Exact");
@@ -1271,52 +1271,78 @@ impl Api {
                     })
                     .transpose()?;
                 match (exact, rv) {
-                    (true, Some(rev)) => (self.store.list(&prefix, Some(rev)).await?, None),
+                    (true, Some(rev)) => (Some(rev), None),
                     (true, None) => {
                         return Err(ApiError::bad_request(
                             "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
                         ));
                     }
-                    _ => (self.cache.list(&prefix).await?, None),
+                    _ => (None, None),
                 }
             }
         };
-        let revision = result.revision;
-        let limit = opts.limit.filter(|l| *l > 0);
-        let mut items = Vec::new();
-        let mut last_key: Option<String> = None;
-        let mut more = false;
+        let mut page = PageFill {
+            r,
+            nested_ok: ns.is_none() && r.namespaced,
+            prefix_len: prefix.len(),
+            filter: &filter,
+            limit,
+            items: Vec::new(),
+            last_key: None,
+        };
         let mut remaining = 0u64;
-        for kv in result
-            .items
-            .iter()
-            .filter(|kv| start_after.as_deref().is_none_or(|s| kv.key.as_str() > s))
-        {
-            if more {
-                remaining += 1;
-                continue;
+        let revision = match (revision, limit) {
+            // A page of a past revision: read from the store from its start
+            // key on, in chunks, until the page is full (a selector may skip
+            // items), rather than the whole list for every page.
+            (Some(rev), Some(limit)) => {
+                let chunk = limit.clamp(MIN_LIST_CHUNK, MAX_LIST_CHUNK);
+                let mut after = start_after;
+                loop {
+                    let got = self
+                        .store
+                        .list_page(&prefix, after.as_deref(), rev, chunk)
+                        .await
+                        .map_err(compacted)?;
+                    if let Some(i) = page.fill(got.items.iter())? {
+                        remaining = (got.items.len() - i) as u64 + got.remaining;
+                        break;
+                    }
+                    if got.items.len() < chunk {
+                        break;
+                    }
+                    after = got.items.last().map(|kv| kv.key.clone());
+                }
+                rev
             }
-            // Nested keys under a namespaced prefix are other resources' (none today), skip them.
-            if kv.key[prefix.len()..].contains('/') && !(ns.is_none() && r.namespaced) {
-                continue;
+            (revision, _) => {
+                let result = match revision {
+                    Some(rev) => self
+                        .store
+                        .list(&prefix, Some(rev))
+                        .await
+                        .map_err(compacted)?,
+                    None => self.cache.list(&prefix).await?,
+                };
+                let from = start_after.as_deref();
+                let items: Vec<&KeyValue> = result
+                    .items
+                    .iter()
+                    .filter(|kv| from.is_none_or(|s| kv.key.as_str() > s))
+                    .collect();
+                if let Some(i) = page.fill(items.iter().copied())? {
+                    remaining = (items.len() - i) as u64;
+                }
+                result.revision
             }
-            let obj = decode(r, kv)?;
-            if !filter.matches(&obj) {
-                continue;
-            }
-            if limit.is_some_and(|l| items.len() >= l) {
-                more = true;
-                remaining += 1;
-                continue;
-            }
-            last_key = Some(kv.key.clone());
-            items.push(obj);
-        }
-        let continue_token = match (more, last_key) {
-            (true, Some(k)) => Some(make_continue(revision, &k)),
+        };
+        let more = remaining > 0;
+        let continue_token = match (more, &page.last_key) {
+            (true, Some(k)) => Some(make_continue(revision, k)),
             _ => None,
         };
         let remaining = (more && filter.is_empty()).then_some(remaining);
+        let items = page.items;
         Ok(ListPage {
             items,
             revision,
@@ -1620,6 +1646,49 @@ pub fn scale_of(obj: &Value) -> Value {
 }
 
 const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+/// Chunk sizes a paginated list reads from the store with.
+const MIN_LIST_CHUNK: usize = 100;
+const MAX_LIST_CHUNK: usize = 10_000;
+
+/// One page of a list, filled from stored items in key order.
+struct PageFill<'a> {
+    r: &'a ResourceType,
+    /// A cluster-wide list of a namespaced resource takes keys below the
+    /// prefix's next level (`<namespace>/<name>`).
+    nested_ok: bool,
+    prefix_len: usize,
+    filter: &'a Filter,
+    limit: Option<usize>,
+    items: Vec<Value>,
+    last_key: Option<String>,
+}
+
+impl PageFill<'_> {
+    /// Takes the matching ones of `kvs` until the page is full; then the
+    /// position in `kvs` of the first matching item that did not fit.
+    fn fill<'k>(
+        &mut self,
+        kvs: impl Iterator<Item = &'k KeyValue>,
+    ) -> Result<Option<usize>, ApiError> {
+        for (i, kv) in kvs.enumerate() {
+            // Nested keys under a namespaced prefix are other resources' (none today), skip them.
+            if kv.key[self.prefix_len..].contains('/') && !self.nested_ok {
+                continue;
+            }
+            let obj = decode(self.r, kv)?;
+            if !self.filter.matches(&obj) {
+                continue;
+            }
+            if self.limit.is_some_and(|l| self.items.len() >= l) {
+                return Ok(Some(i));
+            }
+            self.last_key = Some(kv.key.clone());
+            self.items.push(obj);
+        }
+        Ok(None)
+    }
+}
 
 fn make_continue(revision: Revision, last_key: &str) -> String {
     use base64::Engine;

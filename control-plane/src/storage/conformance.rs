@@ -20,6 +20,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     create_update_delete(store.clone()).await;
     reads_at_past_revisions(store.clone()).await;
     list_prefix_isolation(store.clone()).await;
+    list_pages(store.clone()).await;
     watch_replays_then_live(store.clone()).await;
     watch_concurrent_writers(store.clone()).await;
     compaction(store).await;
@@ -283,6 +284,78 @@ pub async fn list_prefix_isolation(s: Arc<dyn Store>) {
     assert_eq!(keys("pod/").await, ["pod/a"]);
     assert!(keys("nothing/").await.is_empty());
     assert_eq!(keys("").await.len(), 8);
+}
+
+/// Pages of any size, each starting after the last key of the one before,
+/// add up to the whole list at their revision, past revisions included.
+pub async fn list_pages(s: Arc<dyn Store>) {
+    let root = "/conformance/pages/";
+    let prefix = format!("{root}pods/");
+    let key = |k: &str| format!("{root}{k}");
+    for k in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        s.create(&key(&format!("pods/{k}")), k.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    s.create(&key("podsx/a"), vec![]).await.unwrap();
+    let c = s.get(&key("pods/c"), None).await.unwrap().unwrap();
+    let r = s
+        .update(&key("pods/c"), b"c2".to_vec(), c.mod_revision)
+        .await
+        .unwrap();
+    s.update(&key("pods/c"), b"c3".to_vec(), r).await.unwrap();
+    s.delete(&key("pods/e"), None).await.unwrap();
+    let past = s.current_revision().await.unwrap();
+    s.create(&key("pods/i"), b"i".to_vec()).await.unwrap();
+    s.delete(&key("pods/b"), None).await.unwrap();
+    let a = s.get(&key("pods/a"), None).await.unwrap().unwrap();
+    s.update(&key("pods/a"), b"a2".to_vec(), a.mod_revision)
+        .await
+        .unwrap();
+    let now = s.current_revision().await.unwrap();
+    for rev in [past, now] {
+        let whole = s.list(&prefix, Some(rev)).await.unwrap().items;
+        for limit in [1, 2, 3, 7, 100] {
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = s
+                    .list_page(&prefix, after.as_deref(), rev, limit)
+                    .await
+                    .unwrap();
+                assert!(page.items.len() <= limit);
+                seen.extend(page.items.iter().cloned());
+                if rev == now {
+                    let left = if page.items.len() == limit {
+                        whole.len() - seen.len()
+                    } else {
+                        0
+                    };
+                    assert_eq!(page.remaining, left as u64, "limit {limit} after {after:?}");
+                }
+                if page.items.len() < limit {
+                    break;
+                }
+                after = page.items.last().map(|kv| kv.key.clone());
+            }
+            assert_eq!(seen, whole, "revision {rev}, limit {limit}");
+        }
+    }
+    // A start key that is not (or no longer) stored.
+    let from_deleted = s
+        .list_page(&prefix, Some(&key("pods/b")), now, 2)
+        .await
+        .unwrap();
+    let names: Vec<&[u8]> = from_deleted
+        .items
+        .iter()
+        .map(|kv| kv.value.as_slice())
+        .collect();
+    assert_eq!(names, [b"c3".as_slice(), b"d".as_slice()]);
+    assert!(matches!(
+        s.list_page(&prefix, None, now + 1, 2).await,
+        Err(StoreError::FutureRevision { .. })
+    ));
 }
 
 /// A watch replays history after its revision, then live events, in order with

@@ -33,6 +33,7 @@
 //! restart).
 
 use std::collections::VecDeque;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -44,7 +45,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::{broadcast, oneshot};
 
 use super::wal::Wal;
-use super::{Event, KeyValue, ListResult, Result, Revision, Store, StoreError, WatchStream};
+use super::{Event, KeyValue, ListResult, Page, Result, Revision, Store, StoreError, WatchStream};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const REVS: TableDefinition<(&str, u64), ()> = TableDefinition::new("revs");
@@ -420,6 +421,62 @@ impl Drop for EmbeddedStore {
 }
 
 /// Checks a read revision against the snapshot's current and compacted revisions.
+/// The values of the keys under `prefix` (after `start_after`, when given)
+/// as they were at revision `at`, in key order, at most `limit` of them.
+fn items_at(
+    revs: &impl ReadableTable<(&'static str, u64), ()>,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    prefix: &str,
+    start_after: Option<&str>,
+    at: Revision,
+    limit: usize,
+) -> Result<Vec<KeyValue>> {
+    // Versions come in (key, revision) order: each key's newest <= at is the
+    // last one seen before the key changes. A key deleted by then has a
+    // tombstone there and is left out.
+    let start = match start_after {
+        Some(key) => Bound::Excluded((key, u64::MAX)),
+        None => Bound::Included((prefix, 0)),
+    };
+    let mut items = Vec::new();
+    let mut pending: Option<(String, Revision)> = None;
+    let take = |pending: Option<(String, Revision)>, items: &mut Vec<KeyValue>| -> Result<()> {
+        if let Some((_, rev)) = pending
+            && let Some(kv) = read_kv(log, rev)?
+        {
+            items.push(kv);
+        }
+        Ok(())
+    };
+    for entry in revs
+        .range::<(&str, u64)>((start, Bound::Unbounded))
+        .map_err(io_err)?
+    {
+        let (k, _) = entry.map_err(io_err)?;
+        let (key, rev) = k.value();
+        if !key.starts_with(prefix) || items.len() >= limit {
+            break;
+        }
+        if rev > at {
+            continue;
+        }
+        match &mut pending {
+            Some((last, newest)) if last == key => *newest = rev,
+            _ => {
+                take(pending.take(), &mut items)?;
+                if items.len() >= limit {
+                    return Ok(items);
+                }
+                pending = Some((key.to_owned(), rev));
+            }
+        }
+    }
+    if items.len() < limit {
+        take(pending, &mut items)?;
+    }
+    Ok(items)
+}
+
 fn check_read_rev(requested: Revision, current: Revision, compacted: Revision) -> Result<()> {
     if requested > current {
         return Err(StoreError::FutureRevision { requested, current });
@@ -508,36 +565,62 @@ impl Store for EmbeddedStore {
                 Some(at) => {
                     check_read_rev(at, current, meta_get(&meta, META_COMPACTED)?)?;
                     let revs = txn.open_table(REVS).map_err(io_err)?;
-                    // Versions come in (key, revision) order: keep each key's newest <= at.
-                    let mut newest: Vec<Revision> = Vec::new();
-                    let mut last_key: Option<String> = None;
-                    for entry in revs.range((prefix.as_str(), 0u64)..).map_err(io_err)? {
-                        let (k, _) = entry.map_err(io_err)?;
-                        let (key, rev) = k.value();
-                        if !key.starts_with(prefix.as_str()) {
-                            break;
-                        }
-                        if rev > at {
-                            continue;
-                        }
-                        if last_key.as_deref() == Some(key) {
-                            *newest.last_mut().expect("pushed with last_key") = rev;
-                        } else {
-                            last_key = Some(key.to_owned());
-                            newest.push(rev);
-                        }
-                    }
-                    for rev in newest {
-                        if let Some(kv) = read_kv(&log, rev)? {
-                            items.push(kv);
-                        }
-                    }
                     Ok(ListResult {
                         revision: at,
-                        items,
+                        items: items_at(&revs, &log, &prefix, None, at, usize::MAX)?,
                     })
                 }
             }
+        })
+        .await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        revision: Revision,
+        limit: usize,
+    ) -> Result<Page> {
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        self.read(move |txn| {
+            let log = txn.open_table(LOG).map_err(io_err)?;
+            let meta = txn.open_table(META).map_err(io_err)?;
+            let current = meta_get(&meta, META_REV)?;
+            check_read_rev(revision, current, meta_get(&meta, META_COMPACTED)?)?;
+            let revs = txn.open_table(REVS).map_err(io_err)?;
+            let items = items_at(
+                &revs,
+                &log,
+                &prefix,
+                start_after.as_deref(),
+                revision,
+                limit,
+            )?;
+            let remaining = match items.last() {
+                Some(last) if items.len() == limit => {
+                    let live = txn.open_table(LIVE).map_err(io_err)?;
+                    let mut n = 0u64;
+                    for entry in live
+                        .range::<&str>((Bound::Excluded(last.key.as_str()), Bound::Unbounded))
+                        .map_err(io_err)?
+                    {
+                        if !entry
+                            .map_err(io_err)?
+                            .0
+                            .value()
+                            .starts_with(prefix.as_str())
+                        {
+                            break;
+                        }
+                        n += 1;
+                    }
+                    n
+                }
+                _ => 0,
+            };
+            Ok(Page { items, remaining })
         })
         .await
     }
@@ -1303,6 +1386,12 @@ mod tests {
     async fn conformance_prefix() {
         let (_d, s) = store();
         conformance::list_prefix_isolation(s).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_list_pages() {
+        let (_d, s) = store();
+        conformance::list_pages(s).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -68,6 +68,16 @@ pub struct ListResult {
     pub items: Vec<KeyValue>,
 }
 
+/// One page of a list at a revision (`Store::list_page`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<KeyValue>,
+    /// Keys under the prefix after the page's last item, counted at the
+    /// newest revision (as etcd's count; exact when nothing changed since),
+    /// 0 when the page is not full.
+    pub remaining: u64,
+}
+
 /// A stream of watch events in revision order. An `Err(StoreError::Compacted)`
 /// item ends it when the watcher fell too far behind.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
@@ -120,6 +130,17 @@ pub trait Store: Send + Sync + 'static {
     /// Lists every key starting with `prefix`, in key order, at the newest
     /// revision or at `revision` if given.
     async fn list(&self, prefix: &str, revision: Option<Revision>) -> Result<ListResult>;
+
+    /// Up to `limit` keys of `list(prefix, Some(revision))`, starting after
+    /// `start_after` (from the first key when `None`): one page of a
+    /// paginated list, read without reading the keys before it.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        revision: Revision,
+        limit: usize,
+    ) -> Result<Page>;
 
     /// Creates a key that must not exist; returns the new revision.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
