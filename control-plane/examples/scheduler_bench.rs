@@ -8,7 +8,8 @@
 //! the last binding seen on a watch; then how long the scheduler's
 //! Scheduled events (written behind the bindings) took to catch up. With
 //! SERVER_PID, the server's RSS is printed once every pod is bound and once
-//! the events caught up. Everything created is deleted at the end.
+//! the events caught up. Everything created is deleted at the end, unless
+//! R8S_BENCH_KEEP is set (to look at the loaded cluster afterwards).
 //!
 //! usage: scheduler_bench KUBECONFIG [NODES=1000] [PODS=10000] [CONCURRENCY=64] [SERVER_PID]
 
@@ -250,6 +251,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if std::env::var_os("R8S_BENCH_KEEP").is_some() {
+        return Ok(());
+    }
     ns_api.delete(&run, &DeleteParams::default()).await?;
     harness::run_load(nodes, concurrency, move |i| {
         let api = node_api.clone();

@@ -73,8 +73,9 @@ pub struct ListResult {
 pub struct Page {
     pub items: Vec<KeyValue>,
     /// Keys under the prefix after the page's last item, counted at the
-    /// newest revision (as etcd's count; exact when nothing changed since),
-    /// 0 when the page is not full.
+    /// newest revision (exact unless keys changed since the page's revision;
+    /// `remainingItemCount` is documented as an estimate), 0 when the page
+    /// is not full.
     pub remaining: u64,
 }
 
