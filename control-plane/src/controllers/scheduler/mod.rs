@@ -325,13 +325,12 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
         };
         match outcome {
             Outcome::Fit(node) => {
-                let mut assumed = (*pod).clone();
-                if let Some(spec) = assumed.spec.as_mut() {
-                    spec.node_name = Some(node.clone());
-                }
+                // The cache places the assumed pod on `node` by itself;
+                // the pod's own spec.nodeName is never read there, so the
+                // pod is shared rather than copied to set it.
                 shared
                     .cache()
-                    .add_pod(PodInfo::new(Arc::new(assumed)), &node, true);
+                    .add_pod(PodInfo::new(pod.clone()), &node, true);
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
