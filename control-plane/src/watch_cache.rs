@@ -196,6 +196,38 @@ impl WatchCache {
         })
     }
 
+    /// The first `n` keys of `list(prefix)` and how many keys follow them:
+    /// the first page of a list without a selector, without copying the
+    /// keys past it.
+    pub async fn list_head(&self, prefix: &str, n: usize) -> Result<(ListResult, u64)> {
+        if !prefix.starts_with(CACHE_PREFIX) {
+            let revision = self.store.current_revision().await?;
+            let page = self.store.list_page(prefix, None, revision, n).await?;
+            return Ok((
+                ListResult {
+                    revision,
+                    items: page.items,
+                },
+                page.remaining,
+            ));
+        }
+        self.wait_fresh().await?;
+        let data = self.data.read().unwrap();
+        let mut keys = data
+            .items
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        let items = keys.by_ref().take(n).map(|(_, v)| v.clone()).collect();
+        let rest = keys.count() as u64;
+        Ok((
+            ListResult {
+                revision: data.revision,
+                items,
+            },
+            rest,
+        ))
+    }
+
     /// Events on keys under `prefix` after revision `after`, then live ones;
     /// `Compacted` when `after` is older than the history kept.
     pub async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
@@ -421,6 +453,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = EmbeddedStore::open(dir.path()).unwrap();
         (dir, Arc::new(s))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_head_of_a_list_and_the_count_after_it() {
+        let (_d, s) = store();
+        for k in ["a", "b", "c", "d"] {
+            s.create(&format!("/registry/pods/ns/{k}"), k.as_bytes().to_vec())
+                .await
+                .unwrap();
+        }
+        s.create("/registry/podsx/a", vec![]).await.unwrap();
+        s.create("/other/x/1", b"1".to_vec()).await.unwrap();
+        s.create("/other/x/2", b"2".to_vec()).await.unwrap();
+        let c = WatchCache::start(s.clone()).await.unwrap();
+        let whole = c.list("/registry/pods/").await.unwrap();
+        for n in 0..6 {
+            let (head, rest) = c.list_head("/registry/pods/", n).await.unwrap();
+            assert_eq!(head.revision, whole.revision);
+            assert_eq!(head.items[..], whole.items[..n.min(4)], "n={n}");
+            assert_eq!(rest, 4u64.saturating_sub(n as u64), "n={n}");
+        }
+        // Outside the cached prefixes, the store's first page.
+        let (head, rest) = c.list_head("/other/x/", 1).await.unwrap();
+        assert_eq!(head.items.len(), 1);
+        assert_eq!(head.items[0].value, b"1");
+        assert_eq!(rest, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

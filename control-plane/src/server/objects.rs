@@ -1315,7 +1315,27 @@ impl Api {
                 }
                 rev
             }
-            (revision, _) => {
+            (revision, limit) => 'listed: {
+                // The first page of a list without a selector: only the
+                // items up to one past the page are copied out of the cache.
+                if let (None, Some(limit), None) = (revision, limit, &start_after)
+                    && filter.is_empty()
+                {
+                    let (head, rest) = self
+                        .cache
+                        .list_head(&prefix, limit.saturating_add(1))
+                        .await?;
+                    if let Some(i) = page.fill(head.items.iter())? {
+                        remaining = (head.items.len() - i) as u64 + rest;
+                        break 'listed head.revision;
+                    }
+                    if rest == 0 {
+                        break 'listed head.revision;
+                    }
+                    // Keys the page skips (nested ones) left it short.
+                    page.items.clear();
+                    page.last_key = None;
+                }
                 let result = match revision {
                     Some(rev) => self
                         .store
