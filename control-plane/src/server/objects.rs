@@ -1245,8 +1245,12 @@ impl Api {
         )?;
         let prefix = meta::prefix(r, ns);
         let limit = opts.limit.filter(|l| *l > 0);
+        let continued = opts
+            .continue_token
+            .as_deref()
+            .is_some_and(|t| !t.is_empty());
         let compacted = |e: StoreError| match e {
-            StoreError::Compacted { .. } => ApiError::gone(CONTINUE_EXPIRED),
+            StoreError::Compacted { .. } if continued => ApiError::gone(CONTINUE_EXPIRED),
             other => ApiError::from(other),
         };
         // Where the items come from: the watch cache's newest state, or the
