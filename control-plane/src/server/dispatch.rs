@@ -74,7 +74,7 @@ fn respond(code: u16, value: &Value, output: Output) -> Response<Body> {
     )
 }
 
-pub(super) fn error_response(err: &ApiError) -> Response<Body> {
+fn error_response(err: &ApiError) -> Response<Body> {
     respond(err.code, &err.status(), Output::Json)
 }
 

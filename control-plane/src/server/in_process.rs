@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use http::{HeaderValue, Request, Response};
 
-use super::status::ApiError;
 use super::{Api, dispatch};
 use crate::auth::UserInfo;
 use crate::pki;
@@ -63,22 +62,9 @@ impl tower::Service<Request<kube::client::Body>> for InProcess {
         req.headers_mut()
             .entry(http::header::USER_AGENT)
             .or_insert_with(|| self.user_agent.clone());
-        // The request is served on a task of its own, as hyper serves each
-        // connection: otherwise the server's side of every request runs in
-        // the task that awaits it, and the requests a controller keeps in
-        // flight together (its workers, the scheduler's event writes) share
-        // one core.
-        let served = tokio::spawn(dispatch::handle(
-            Arc::clone(&self.api),
-            Some(self.user.clone()),
-            req,
-        ));
-        Box::pin(async move {
-            Ok(served.await.unwrap_or_else(|err| {
-                tracing::error!(%err, "in-process request failed");
-                dispatch::error_response(&ApiError::internal("the request's handler failed"))
-            }))
-        })
+        let api = Arc::clone(&self.api);
+        let user = self.user.clone();
+        Box::pin(async move { Ok(dispatch::handle(api, Some(user), req).await) })
     }
 }
 

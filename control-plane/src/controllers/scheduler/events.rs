@@ -108,10 +108,10 @@ async fn write(client: &kube::Client, event: &Event) {
 /// Events waiting to be written before new ones are dropped, as client-go's
 /// broadcaster drops when its queue is full.
 const SINK_CAPACITY: usize = 4096;
-/// Event writes in flight at once, each a task of its own so that their
-/// encoding spreads over the cores as the server's side of them does;
-/// written from one task, 16 at a time, they fell behind the bindings and
-/// filled the queue.
+/// Event writes in flight at once. Each is a task of its own: an
+/// in-process request runs in the task that awaits it, so writes polled
+/// from one task would all share one core, fall behind the bindings and
+/// fill the queue.
 const SINK_PARALLELISM: usize = 64;
 
 /// A bounded, asynchronous event writer so recording never slows the
