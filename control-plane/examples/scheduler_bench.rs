@@ -170,6 +170,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("nodes created: {}", created.summary(concurrency));
+    // A joining node gets its pod CIDR from the node IPAM controller; the
+    // bench measures the scheduler once the cluster has settled, as a
+    // kubelet reports Ready only once its node has a range.
+    let settled = Instant::now();
+    wait_for_pod_cidrs(&node_api, &run, nodes).await?;
+    println!(
+        "node IPAM: every node had its pod CIDR {:.2}s after the last node was created",
+        settled.elapsed().as_secs_f64()
+    );
 
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     hold_scheduler_lease(&lease_api, &run).await?;
@@ -265,6 +274,33 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// Waits until the `count` nodes of this run all have `spec.podCIDR`.
+async fn wait_for_pod_cidrs(api: &Api<Node>, run: &str, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let with_cidr = api
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| {
+                n.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(run))
+            })
+            .filter(|n| n.spec.as_ref().is_some_and(|s| s.pod_cidr.is_some()))
+            .count();
+        if with_cidr >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {with_cidr} of {count} nodes got a pod CIDR in 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Events the server has created so far (its `apiserver_request_total`).

@@ -2,7 +2,7 @@
 //! without one a /24 `spec.podCIDR` out of `--cluster-cidr`; the used set
 //! is rebuilt from the existing Nodes on start, so it survives restarts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use futures::StreamExt;
@@ -12,8 +12,10 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
+use tokio::task::JoinSet;
 
 use super::ControllerContext;
+use super::util::is_not_found;
 use crate::config::Ipv4Cidr;
 
 /// kube-controller-manager's default --node-cidr-mask-size for IPv4.
@@ -26,6 +28,9 @@ pub struct RangeAllocator {
     mask: u8,
     used: BTreeSet<u32>,
     by_node: HashMap<String, u32>,
+    /// Every index below this one is used: allocation scans from here, so
+    /// that a burst of joining nodes does not rescan the used ranges.
+    lowest_free: u32,
 }
 
 impl RangeAllocator {
@@ -35,6 +40,7 @@ impl RangeAllocator {
             mask: NODE_CIDR_MASK_SIZE.max(cluster.prefix),
             used: BTreeSet::new(),
             by_node: HashMap::new(),
+            lowest_free: 0,
         }
     }
 
@@ -72,6 +78,7 @@ impl RangeAllocator {
     pub fn release(&mut self, node: &str) {
         if let Some(i) = self.by_node.remove(node) {
             self.used.remove(&i);
+            self.lowest_free = self.lowest_free.min(i);
         }
     }
 
@@ -80,7 +87,8 @@ impl RangeAllocator {
         if let Some(i) = self.by_node.get(node) {
             return Some(self.subnet(*i));
         }
-        let i = (0..self.count()).find(|i| !self.used.contains(i))?;
+        let i = (self.lowest_free..self.count()).find(|i| !self.used.contains(i))?;
+        self.lowest_free = i + 1;
         self.used.insert(i);
         self.by_node.insert(node.to_string(), i);
         Some(self.subnet(i))
@@ -94,60 +102,166 @@ fn pod_cidr(node: &Node) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
-async fn assign(api: &Api<Node>, alloc: &mut RangeAllocator, node: &Node) {
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let Some(cidr) = alloc.allocate(&name) else {
-        tracing::warn!(node = %name, "no pod CIDR left in --cluster-cidr");
-        return;
-    };
-    let patch = json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+/// How many podCIDR patches are in flight at once (upstream's
+/// `cidrUpdateWorkers`): a burst of joining nodes gets its ranges in
+/// parallel instead of one store commit after another.
+const CIDR_UPDATE_WORKERS: usize = 30;
+/// Attempts at one node's patch before its range is released (upstream's
+/// `cidrUpdateRetries`).
+const CIDR_UPDATE_RETRIES: u32 = 3;
+const CIDR_UPDATE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A node's range on its way to the node's spec.
+struct Update {
+    node: String,
+    cidr: Ipv4Cidr,
+    attempt: u32,
+}
+
+/// Writes `spec.podCIDR(s)` of one node; waits before a retry.
+async fn patch_cidr(api: Api<Node>, update: Update) -> (Update, Result<(), kube::Error>) {
+    if update.attempt > 0 {
+        tokio::time::sleep(CIDR_UPDATE_RETRY_DELAY).await;
+    }
+    let cidr = update.cidr.to_string();
+    let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+    let res = api
+        .patch(&update.node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-    {
-        Ok(_) => tracing::info!(node = %name, cidr = %cidr, "assigned pod CIDR"),
-        Err(err) => {
-            alloc.release(&name);
-            tracing::warn!(node = %name, %err, "failed to assign the pod CIDR");
+        .map(drop);
+    (update, res)
+}
+
+/// The allocator's state between watch events: which nodes wait for a
+/// patch slot and which patches are in flight.
+struct Assigner {
+    api: Api<Node>,
+    alloc: RangeAllocator,
+    queued: VecDeque<Update>,
+    /// Nodes with a range queued or being written, and the range: a watch
+    /// event that still shows them without one (the node's own status
+    /// updates) is not a reason to patch again.
+    pending: HashMap<String, Ipv4Cidr>,
+    in_flight: JoinSet<(Update, Result<(), kube::Error>)>,
+}
+
+impl Assigner {
+    fn new(api: Api<Node>, cluster: Ipv4Cidr) -> Self {
+        Self {
+            api,
+            alloc: RangeAllocator::new(cluster),
+            queued: VecDeque::new(),
+            pending: HashMap::new(),
+            in_flight: JoinSet::new(),
         }
+    }
+
+    /// Gives `node` the lowest free range and queues the patch.
+    fn assign(&mut self, node: &str) {
+        if self.pending.contains_key(node) {
+            return;
+        }
+        let Some(cidr) = self.alloc.allocate(node) else {
+            tracing::warn!(node, "no pod CIDR left in --cluster-cidr");
+            return;
+        };
+        self.pending.insert(node.to_string(), cidr);
+        self.queued.push_back(Update {
+            node: node.to_string(),
+            cidr,
+            attempt: 0,
+        });
+        self.start_queued();
+    }
+
+    fn start_queued(&mut self) {
+        while self.in_flight.len() < CIDR_UPDATE_WORKERS
+            && let Some(update) = self.queued.pop_front()
+        {
+            self.in_flight.spawn(patch_cidr(self.api.clone(), update));
+        }
+    }
+
+    fn finished(&mut self, mut update: Update, res: Result<(), kube::Error>) {
+        match res {
+            Ok(()) => {
+                tracing::info!(node = %update.node, cidr = %update.cidr, "assigned pod CIDR");
+                self.pending.remove(&update.node);
+            }
+            Err(err) if update.attempt + 1 < CIDR_UPDATE_RETRIES && !is_not_found(&err) => {
+                tracing::warn!(node = %update.node, %err, "failed to assign the pod CIDR; retrying");
+                update.attempt += 1;
+                self.queued.push_back(update);
+            }
+            Err(err) => {
+                tracing::warn!(node = %update.node, %err, "failed to assign the pod CIDR");
+                self.pending.remove(&update.node);
+                self.alloc.release(&update.node);
+            }
+        }
+        self.start_queued();
     }
 }
 
 async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken) {
     let api: Api<Node> = Api::all(ctx.client.clone());
-    let mut alloc = RangeAllocator::new(ctx.config.cluster_cidr);
-    let mut stream = watcher::watcher(api.clone(), watcher::Config::default())
+    let mut state = Assigner::new(api.clone(), ctx.config.cluster_cidr);
+    let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut pending: Vec<Node> = Vec::new();
+    let mut unassigned: Vec<String> = Vec::new();
     let mut synced = false;
     loop {
         let event = tokio::select! {
             () = token.cancelled() => return,
+            Some(done) = state.in_flight.join_next() => {
+                match done {
+                    Ok((update, res)) => state.finished(update, res),
+                    Err(err) => tracing::error!(%err, "pod CIDR patch task failed"),
+                }
+                continue;
+            }
             e = stream.next() => e,
         };
         let Some(event) = event else { return };
         match event {
             Ok(Event::Init) => {
-                alloc = RangeAllocator::new(ctx.config.cluster_cidr);
+                // The relist rebuilds the used set; the ranges still on
+                // their way to a node stay taken.
+                state.alloc = RangeAllocator::new(ctx.config.cluster_cidr);
+                for (node, cidr) in &state.pending {
+                    state.alloc.occupy(node, &cidr.to_string());
+                }
+                unassigned.clear();
                 synced = false;
             }
-            Ok(Event::InitApply(node)) => match pod_cidr(&node) {
-                Some(c) => alloc.occupy(node.metadata.name.as_deref().unwrap_or(""), c),
-                None => pending.push(node),
-            },
-            Ok(Event::InitDone) => {
-                synced = true;
-                for node in std::mem::take(&mut pending) {
-                    assign(&api, &mut alloc, &node).await;
+            Ok(Event::InitApply(node)) => {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                match pod_cidr(&node) {
+                    Some(c) => state.alloc.occupy(&name, c),
+                    None => unassigned.push(name),
                 }
             }
-            Ok(Event::Apply(node)) => match pod_cidr(&node) {
-                Some(c) => alloc.occupy(node.metadata.name.as_deref().unwrap_or(""), c),
-                None if synced => assign(&api, &mut alloc, &node).await,
-                None => pending.push(node),
-            },
-            Ok(Event::Delete(node)) => alloc.release(node.metadata.name.as_deref().unwrap_or("")),
+            Ok(Event::InitDone) => {
+                synced = true;
+                for name in std::mem::take(&mut unassigned) {
+                    state.assign(&name);
+                }
+            }
+            Ok(Event::Apply(node)) => {
+                let name = node.metadata.name.as_deref().unwrap_or("");
+                match pod_cidr(&node) {
+                    Some(c) => state.alloc.occupy(name, c),
+                    None if synced => state.assign(name),
+                    None => unassigned.push(name.to_string()),
+                }
+            }
+            Ok(Event::Delete(node)) => {
+                let name = node.metadata.name.as_deref().unwrap_or("");
+                state.alloc.release(name);
+                state.queued.retain(|u| u.node != name);
+                state.pending.remove(name);
+            }
             Err(err) => tracing::warn!(%err, "node ipam watch failed"),
         }
     }
@@ -171,6 +285,23 @@ mod tests {
         assert_eq!(a.allocate("n1").unwrap().to_string(), "10.42.1.0/24");
         a.release("old");
         assert_eq!(a.allocate("n3").unwrap().to_string(), "10.42.0.0/24");
+    }
+
+    #[test]
+    fn reuses_the_lowest_released_range_then_goes_on_after_the_highest() {
+        let mut a = RangeAllocator::new(Ipv4Cidr::parse("10.42.0.0/16").unwrap());
+        for i in 0..5 {
+            assert_eq!(
+                a.allocate(&format!("n{i}")).unwrap().to_string(),
+                format!("10.42.{i}.0/24")
+            );
+        }
+        a.occupy("joined-elsewhere", "10.42.5.0/24");
+        a.release("n3");
+        a.release("n1");
+        assert_eq!(a.allocate("x").unwrap().to_string(), "10.42.1.0/24");
+        assert_eq!(a.allocate("y").unwrap().to_string(), "10.42.3.0/24");
+        assert_eq!(a.allocate("z").unwrap().to_string(), "10.42.6.0/24");
     }
 
     #[test]
