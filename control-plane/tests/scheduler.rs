@@ -603,3 +603,112 @@ spec:
     })
     .await;
 }
+
+/// Replaces the scheduler's Lease with one `holder` holds for `seconds`
+/// (`None`: released, as client-go's ReleaseOnCancel leaves it), retrying
+/// while the server renews it concurrently.
+async fn set_scheduler_lease(client: &kube::Client, holder: Option<&str>, seconds: i32) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    for _ in 0..50 {
+        let mut lease = api.get("kube-scheduler").await.expect("scheduler lease");
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = holder.map(str::to_owned);
+        spec.lease_duration_seconds = Some(seconds);
+        spec.renew_time = Some(now);
+        match api
+            .replace("kube-scheduler", &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => panic!("replacing the scheduler lease: {e}"),
+        }
+    }
+    panic!("the scheduler lease kept changing");
+}
+
+/// The scheduler's watches outlive its leadership, as kube-scheduler's
+/// informers do: a server that lost the lease schedules nothing, and once
+/// it leads again it binds what was created meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_leading_again_binds_what_came_while_it_stood_by() {
+    let server = Arc::new(TestServer::start(&[]));
+    let client = client_for(&server.kubeconfig()).await;
+    let _kubelet = SimulatedKubelet::start(client.clone(), three_nodes()).await;
+    let s = server.clone();
+    blocking(move || {
+        s.ok(&["run", "first", "--image=busybox", "--restart=Never"]);
+        wait_for(30, "first pod bound", || !pod_node(&s, "first").is_empty());
+    })
+    .await;
+
+    set_scheduler_lease(&client, Some("standby-elsewhere"), 3600).await;
+    // The server's scheduler sees the other holder at its next retry (2 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = server.clone();
+    blocking(move || {
+        s.ok(&[
+            "run",
+            "while-standing-by",
+            "--image=busybox",
+            "--restart=Never",
+        ]);
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            pod_node(&s, "while-standing-by"),
+            "",
+            "bound without the lease"
+        );
+    })
+    .await;
+
+    set_scheduler_lease(&client, None, 1).await;
+    let s = server.clone();
+    blocking(move || {
+        wait_for(30, "pod bound once the scheduler leads again", || {
+            !pod_node(&s, "while-standing-by").is_empty()
+        });
+        s.ok(&["run", "after", "--image=busybox", "--restart=Never"]);
+        wait_for(30, "a new pod bound", || !pod_node(&s, "after").is_empty());
+    })
+    .await;
+}
+
+/// A burst of joining nodes gets one distinct /24 each (node IPAM writes
+/// them in parallel, as kube-controller-manager's range allocator does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joining_nodes_gets_distinct_pod_cidrs() {
+    const NODES: usize = 60;
+    let server = TestServer::start(&[]);
+    let client = client_for(&server.kubeconfig()).await;
+    let api: Api<Node> = Api::all(client);
+    let none = BTreeMap::new();
+    futures::future::try_join_all((0..NODES).map(|i| {
+        let node = node_object(&format!("burst-{i}"), &none, json!([]));
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &node).await }
+    }))
+    .await
+    .expect("create nodes");
+    let mut cidrs = Vec::new();
+    for _ in 0..300 {
+        cidrs = api
+            .list(&ListParams::default())
+            .await
+            .expect("list nodes")
+            .items
+            .into_iter()
+            .filter_map(|n| n.spec.and_then(|s| s.pod_cidr))
+            .collect();
+        if cidrs.len() == NODES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cidrs.len(), NODES, "nodes with a pod CIDR: {cidrs:?}");
+    let distinct: HashSet<&String> = cidrs.iter().collect();
+    assert_eq!(distinct.len(), NODES, "{cidrs:?}");
+}

@@ -88,14 +88,39 @@ impl Shared {
 }
 
 /// Starts the scheduler under the `kube-scheduler` lease.
+/// As kube-scheduler, the watches run whether or not this server holds the
+/// lease: a standby takes over with its cache and queue already filled,
+/// instead of listing every pod and node first.
 pub fn spawn(ctx: &ControllerContext) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
+        let shared = Arc::new(Shared::default());
+        let (nodes_synced, nodes_synced_rx) = tokio::sync::watch::channel(false);
+        let (pods_synced, pods_synced_rx) = tokio::sync::watch::channel(false);
+        let mut watches = tokio::task::JoinSet::new();
+        watches.spawn(watch_nodes(
+            ctx.client.clone(),
+            shared.clone(),
+            nodes_synced,
+        ));
+        watches.spawn(watch_pods(ctx.client.clone(), shared.clone(), pods_synced));
+        let flusher = shared.clone();
+        watches.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if flusher.queue().flush(Instant::now()) {
+                    flusher.wake.notify_one();
+                }
+            }
+        });
         let run_ctx = ctx.clone();
         leader::run_when_leader(ctx, SCHEDULER_LEASE, move |token| {
-            run(run_ctx.clone(), token)
+            let synced = [nodes_synced_rx.clone(), pods_synced_rx.clone()];
+            run(run_ctx.clone(), shared.clone(), synced, token)
         })
         .await;
+        watches.abort_all();
     });
 }
 
@@ -168,7 +193,11 @@ fn on_pod_deleted(shared: &Shared, pod: &Pod) {
     }
 }
 
-async fn watch_pods(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notify>) {
+async fn watch_pods(
+    client: kube::Client,
+    shared: Arc<Shared>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
     let api: Api<Pod> = Api::all(client);
     let mut stream = lean::watcher(api, &(), watcher::Config::default())
         .default_backoff()
@@ -199,7 +228,7 @@ async fn watch_pods(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notif
                     shared.queue().delete(&key);
                 }
                 seen.clear();
-                synced.notify_one();
+                synced.send_replace(true);
                 shared.move_all();
             }
             Err(err) => tracing::warn!(%err, "scheduler pod watch failed"),
@@ -207,7 +236,11 @@ async fn watch_pods(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notif
     }
 }
 
-async fn watch_nodes(client: kube::Client, shared: Arc<Shared>, synced: Arc<Notify>) {
+async fn watch_nodes(
+    client: kube::Client,
+    shared: Arc<Shared>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
     let api: Api<Node> = Api::all(client);
     // As kube-scheduler's informers: managedFields are never read here.
     let mut stream = lean::watcher(api, &(), watcher::Config::default())
@@ -245,7 +278,7 @@ async fn watch_nodes(client: kube::Client, shared: Arc<Shared>, synced: Arc<Noti
                     }
                 }
                 seen.clear();
-                synced.notify_one();
+                synced.send_replace(true);
                 shared.move_all();
             }
             Err(err) => tracing::warn!(%err, "scheduler node watch failed"),
@@ -253,35 +286,22 @@ async fn watch_nodes(client: kube::Client, shared: Arc<Shared>, synced: Arc<Noti
     }
 }
 
-/// Runs the scheduler until `token` is cancelled.
-async fn run(ctx: ControllerContext, token: CancellationToken) {
-    let shared = Arc::new(Shared::default());
-    let nodes_synced = Arc::new(Notify::new());
-    let pods_synced = Arc::new(Notify::new());
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(watch_nodes(
-        ctx.client.clone(),
-        shared.clone(),
-        nodes_synced.clone(),
-    ));
-    tasks.spawn(watch_pods(
-        ctx.client.clone(),
-        shared.clone(),
-        pods_synced.clone(),
-    ));
-    let flusher = shared.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            if flusher.queue().flush(Instant::now()) {
-                flusher.wake.notify_one();
-            }
-        }
-    });
+/// Schedules pods until `token` is cancelled, once both watches have
+/// synced.
+async fn run(
+    ctx: ControllerContext,
+    shared: Arc<Shared>,
+    mut synced: [tokio::sync::watch::Receiver<bool>; 2],
+    token: CancellationToken,
+) {
+    let [nodes, pods] = &mut synced;
     tokio::select! {
         () = token.cancelled() => return,
-        () = async { nodes_synced.notified().await; pods_synced.notified().await; } => {}
+        r = async { nodes.wait_for(|s| *s).await?; pods.wait_for(|s| *s).await.map(drop) } => {
+            if r.is_err() {
+                return;
+            }
+        }
     }
     tracing::info!("scheduler caches synced");
     let events = EventSink::spawn(ctx.client.clone(), RECORDER, token.clone());
@@ -289,7 +309,6 @@ async fn run(ctx: ControllerContext, token: CancellationToken) {
         () = token.cancelled() => {}
         () = schedule_loop(&ctx, &shared, &events) => {}
     }
-    tasks.abort_all();
 }
 
 async fn next_pod(shared: &Shared) -> Arc<Pod> {
@@ -313,6 +332,13 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
         // queue of pods keeps this worker thread from the server's other
         // tasks (the watches that would make the pods schedulable).
         tokio::task::yield_now().await;
+        // The binding slot is taken before the pod is popped: the loop
+        // stops at an await when leadership is lost, and no await may
+        // come between popping and assuming a pod and its binding task,
+        // since the queue and cache outlive this loop.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let pod = next_pod(shared).await;
         let key = pod_key(&pod);
         let outcome = {
@@ -331,9 +357,6 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
                 shared
                     .cache()
                     .add_pod(PodInfo::new(pod.clone()), &node, true);
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
                 let client = ctx.client.clone();
                 let shared = shared.clone();
                 let events = events.clone();
