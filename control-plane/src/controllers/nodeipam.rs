@@ -138,9 +138,10 @@ struct Assigner {
     api: Api<Node>,
     alloc: RangeAllocator,
     queued: VecDeque<Update>,
-    /// Nodes with a range queued or being written, and the range: a watch
-    /// event that still shows them without one (the node's own status
-    /// updates) is not a reason to patch again.
+    /// Nodes with a range queued, being written, or written but not yet
+    /// seen on the watch, and the range: a watch event that still shows
+    /// them without one (the node's own status updates, older than the
+    /// patch) is not a reason to patch again.
     pending: HashMap<String, Ipv4Cidr>,
     in_flight: JoinSet<(Update, Result<(), kube::Error>)>,
 }
@@ -174,6 +175,12 @@ impl Assigner {
         self.start_queued();
     }
 
+    /// The watch shows `node` with range `cidr`.
+    fn seen(&mut self, node: &str, cidr: &str) {
+        self.alloc.occupy(node, cidr);
+        self.pending.remove(node);
+    }
+
     fn start_queued(&mut self) {
         while self.in_flight.len() < CIDR_UPDATE_WORKERS
             && let Some(update) = self.queued.pop_front()
@@ -185,8 +192,8 @@ impl Assigner {
     fn finished(&mut self, mut update: Update, res: Result<(), kube::Error>) {
         match res {
             Ok(()) => {
+                // Pending until the watch shows the range (`seen`).
                 tracing::info!(node = %update.node, cidr = %update.cidr, "assigned pod CIDR");
-                self.pending.remove(&update.node);
             }
             Err(err) if update.attempt + 1 < CIDR_UPDATE_RETRIES && !is_not_found(&err) => {
                 tracing::warn!(node = %update.node, %err, "failed to assign the pod CIDR; retrying");
@@ -238,7 +245,7 @@ async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken)
             Ok(Event::InitApply(node)) => {
                 let name = node.metadata.name.clone().unwrap_or_default();
                 match pod_cidr(&node) {
-                    Some(c) => state.alloc.occupy(&name, c),
+                    Some(c) => state.seen(&name, c),
                     None => unassigned.push(name),
                 }
             }
@@ -251,7 +258,7 @@ async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken)
             Ok(Event::Apply(node)) => {
                 let name = node.metadata.name.as_deref().unwrap_or("");
                 match pod_cidr(&node) {
-                    Some(c) => state.alloc.occupy(name, c),
+                    Some(c) => state.seen(name, c),
                     None if synced => state.assign(name),
                     None => unassigned.push(name.to_string()),
                 }
