@@ -87,6 +87,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
 /// the in-process transport (`server::in_process`).
 fn start_controllers(api: Arc<Api>, config: Arc<Config>, shutdown: CancellationToken) {
     controllers::spawn_all(&controllers::ControllerContext {
+        scheduler_metrics: api.metrics.scheduler.clone(),
         client: crate::server::in_process::client(api, controllers::LOOPBACK_USER_AGENT),
         config,
         informers: Arc::new(controllers::informers::SharedInformers::new(

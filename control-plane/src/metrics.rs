@@ -1,5 +1,6 @@
 //! Prometheus metrics of the API server, served as text on `/metrics`:
-//! request counts and latencies, stored object counts, process memory.
+//! request counts and latencies, stored object counts, process memory, and
+//! the embedded scheduler's attempts and queue.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +31,97 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    result: &'static str,
+    profile: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: &'static str,
+}
+
+/// kube-scheduler's buckets for scheduling attempt latency.
+fn attempt_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// How a scheduling attempt ended (the `result` label).
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptResult {
+    Scheduled,
+    Unschedulable,
+    Error,
+}
+
+/// The embedded scheduler's metrics, under kube-scheduler's names, served
+/// with the server's on `/metrics`. Cloning shares them.
+#[derive(Clone)]
+pub struct SchedulerMetrics {
+    attempts: Family<AttemptLabels, Counter>,
+    durations: Family<AttemptLabels, Histogram, fn() -> Histogram>,
+    pending: Family<QueueLabels, Gauge>,
+}
+
+impl SchedulerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "scheduler_schedule_attempts",
+            "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem.",
+            attempts.clone(),
+        );
+        let durations = Family::<AttemptLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            attempt_histogram,
+        );
+        registry.register(
+            "scheduler_scheduling_attempt_duration_seconds",
+            "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
+            durations.clone(),
+        );
+        let pending = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "scheduler_pending_pods",
+            "Number of pending pods, by the queue type. 'active' means number of pods in activeQ; 'backoff' means number of pods in backoffQ; 'unschedulable' means number of pods in unschedulablePods.",
+            pending.clone(),
+        );
+        Self {
+            attempts,
+            durations,
+            pending,
+        }
+    }
+
+    /// Records one attempt of scheduler `profile`, `seconds` after its
+    /// cycle started (a scheduled pod's attempt ends with its binding).
+    pub fn attempt(&self, profile: &'static str, result: AttemptResult, seconds: f64) {
+        let labels = AttemptLabels {
+            result: match result {
+                AttemptResult::Scheduled => "scheduled",
+                AttemptResult::Unschedulable => "unschedulable",
+                AttemptResult::Error => "error",
+            },
+            profile,
+        };
+        self.attempts.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Sets the pods waiting in each of the scheduling queue's parts.
+    pub fn set_pending(&self, active: usize, backoff: usize, unschedulable: usize) {
+        for (queue, n) in [
+            ("active", active),
+            ("backoff", backoff),
+            ("unschedulable", unschedulable),
+        ] {
+            self.pending
+                .get_or_create(&QueueLabels { queue })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 /// The server's metrics registry.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +129,8 @@ pub struct Metrics {
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
     objects: Family<ResourceLabels, Gauge>,
     rss: Gauge,
+    /// The embedded scheduler's, handed to it when it starts.
+    pub scheduler: SchedulerMetrics,
 }
 
 impl Default for Metrics {
@@ -75,12 +169,14 @@ impl Metrics {
             "Resident memory size in bytes",
             rss.clone(),
         );
+        let scheduler = SchedulerMetrics::register(&mut registry);
         Self {
             registry,
             requests,
             durations,
             objects,
             rss,
+            scheduler,
         }
     }
 
@@ -146,5 +242,25 @@ mod tests {
         );
         assert!(text.contains("apiserver_request_duration_seconds_bucket"));
         assert!(text.contains("apiserver_storage_objects{resource=\"pods\"} 3"));
+    }
+
+    #[test]
+    fn encodes_scheduler_attempts_and_pending_pods() {
+        let m = Metrics::new();
+        m.scheduler
+            .attempt("default-scheduler", AttemptResult::Scheduled, 0.002);
+        m.scheduler
+            .attempt("default-scheduler", AttemptResult::Unschedulable, 0.001);
+        m.scheduler.set_pending(2, 0, 1);
+        let text = m.encode();
+        for line in [
+            "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"} 1",
+            "scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"} 1",
+            "scheduler_scheduling_attempt_duration_seconds_count{result=\"scheduled\",profile=\"default-scheduler\"} 1",
+            "scheduler_pending_pods{queue=\"active\"} 2",
+            "scheduler_pending_pods{queue=\"unschedulable\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
     }
 }

@@ -399,6 +399,30 @@ async fn pods_are_bound_spread_and_constrained() {
             ]);
             events.contains("Successfully assigned default/small-0 to node-")
         });
+        // The scheduler's metrics, under kube-scheduler's names.
+        let metrics = s.ok(&["get", "--raw", "/metrics"]);
+        let count = |series: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(series))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {series} in /metrics"))
+        };
+        let attempts = "scheduler_schedule_attempts_total{result=";
+        assert!(count(&format!("{attempts}\"scheduled\",profile=\"default-scheduler\"}}")) >= 6.0);
+        assert!(count(&format!("{attempts}\"unschedulable\",profile=\"default-scheduler\"}}")) >= 2.0);
+        // "huge" and "wants-infra" stay pending (unschedulable, or backing
+        // off after a node update); the gauges refresh every 0.5 s.
+        wait_for(10, "pending pods gauges", || {
+            let metrics = s.ok(&["get", "--raw", "/metrics"]);
+            let pending: f64 = metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix("scheduler_pending_pods{queue="))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            pending == 2.0
+        });
+
         // Node IPAM gave each node its own /24.
         wait_for(30, "pod CIDRs", || {
             let cidrs = s.ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]);

@@ -60,6 +60,8 @@ pub struct ControllerContext {
     /// The watches and stores the controllers share; started once every
     /// controller of this context has registered.
     pub informers: Arc<informers::SharedInformers>,
+    /// The scheduler's metrics, served on the server's `/metrics`.
+    pub scheduler_metrics: crate::metrics::SchedulerMetrics,
 }
 
 /// The User-Agent of the in-process controllers, as upstream's

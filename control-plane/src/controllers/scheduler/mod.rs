@@ -37,6 +37,7 @@ use self::queue::SchedulingQueue;
 use super::ControllerContext;
 use super::leader::{self, SCHEDULER_LEASE};
 use super::lean;
+use crate::metrics::AttemptResult;
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 const RECORDER: Recorder = Recorder {
@@ -105,13 +106,19 @@ pub fn spawn(ctx: &ControllerContext) {
         ));
         watches.spawn(watch_pods(ctx.client.clone(), shared.clone(), pods_synced));
         let flusher = shared.clone();
+        let metrics = ctx.scheduler_metrics.clone();
         watches.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                if flusher.queue().flush(Instant::now()) {
+                let (flushed, (active, backoff, unschedulable)) = {
+                    let mut queue = flusher.queue();
+                    (queue.flush(Instant::now()), queue.pending_counts())
+                };
+                if flushed {
                     flusher.wake.notify_one();
                 }
+                metrics.set_pending(active, backoff, unschedulable);
             }
         });
         let run_ctx = ctx.clone();
@@ -340,6 +347,7 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
             return;
         };
         let pod = next_pod(shared).await;
+        let started = Instant::now();
         let key = pod_key(&pod);
         let outcome = {
             let cache = shared.cache();
@@ -360,8 +368,14 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
                 let client = ctx.client.clone();
                 let shared = shared.clone();
                 let events = events.clone();
+                let metrics = ctx.scheduler_metrics.clone();
                 tokio::spawn(async move {
-                    bind(&client, &shared, &events, &pod, &node).await;
+                    let result = if bind(&client, &shared, &events, &pod, &node).await {
+                        AttemptResult::Scheduled
+                    } else {
+                        AttemptResult::Error
+                    };
+                    metrics.attempt(SCHEDULER_NAME, result, started.elapsed().as_secs_f64());
                     drop(permit);
                 });
             }
@@ -369,6 +383,11 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
                 message,
                 preemption,
             } => {
+                ctx.scheduler_metrics.attempt(
+                    SCHEDULER_NAME,
+                    AttemptResult::Unschedulable,
+                    started.elapsed().as_secs_f64(),
+                );
                 tracing::debug!(pod = %key, %message, "unschedulable");
                 shared.queue().unschedulable(&key, Instant::now());
                 let _ = failures.send(Failure {
@@ -415,7 +434,14 @@ fn spawn_failure_writers(
     tx
 }
 
-async fn bind(client: &kube::Client, shared: &Shared, events: &EventSink, pod: &Pod, node: &str) {
+/// Binds `pod` to `node`; whether it was bound.
+async fn bind(
+    client: &kube::Client,
+    shared: &Shared,
+    events: &EventSink,
+    pod: &Pod,
+    node: &str,
+) -> bool {
     let key = pod_key(pod);
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or("");
@@ -448,6 +474,7 @@ async fn bind(client: &kube::Client, shared: &Shared, events: &EventSink, pod: &
                 "Binding",
                 format!("Successfully assigned {ns}/{name} to {node}"),
             );
+            true
         }
         Err(err) => {
             let gone = matches!(&err, kube::Error::Api(s) if s.code == 404 || s.code == 409);
@@ -464,6 +491,7 @@ async fn bind(client: &kube::Client, shared: &Shared, events: &EventSink, pod: &
                 shared.queue().retry(&key, Instant::now());
             }
             shared.move_all();
+            false
         }
     }
 }

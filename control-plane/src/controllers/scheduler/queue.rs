@@ -242,6 +242,21 @@ impl SchedulingQueue {
             .filter(|e| e.state == State::Active)
             .count()
     }
+
+    /// Pods waiting as active, backing off and unschedulable (not those
+    /// being scheduled or bound).
+    pub fn pending_counts(&self) -> (usize, usize, usize) {
+        let (mut active, mut backoff, mut unschedulable) = (0, 0, 0);
+        for e in self.entries.values() {
+            match e.state {
+                State::Active => active += 1,
+                State::Backoff(_) => backoff += 1,
+                State::Unschedulable(_) => unschedulable += 1,
+                State::InFlight => {}
+            }
+        }
+        (active, backoff, unschedulable)
+    }
 }
 
 #[cfg(test)]
