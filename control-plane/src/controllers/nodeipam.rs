@@ -2,7 +2,7 @@
 //! without one a /24 `spec.podCIDR` out of `--cluster-cidr`; the used set
 //! is rebuilt from the existing Nodes on start, so it survives restarts.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use futures::StreamExt;
@@ -181,6 +181,14 @@ impl Assigner {
         self.pending.remove(node);
     }
 
+    /// `node` is gone: its range is free and nothing is written to it.
+    /// A patch still in flight fails with 404.
+    fn forget(&mut self, node: &str) {
+        self.alloc.release(node);
+        self.queued.retain(|u| u.node != node);
+        self.pending.remove(node);
+    }
+
     fn start_queued(&mut self) {
         while self.in_flight.len() < CIDR_UPDATE_WORKERS
             && let Some(update) = self.queued.pop_front()
@@ -217,6 +225,8 @@ async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken)
         .default_backoff()
         .boxed();
     let mut unassigned: Vec<String> = Vec::new();
+    // The nodes of the current relist.
+    let mut listed: HashSet<String> = HashSet::new();
     let mut synced = false;
     loop {
         let event = tokio::select! {
@@ -240,10 +250,12 @@ async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken)
                     state.alloc.occupy(node, &cidr.to_string());
                 }
                 unassigned.clear();
+                listed.clear();
                 synced = false;
             }
             Ok(Event::InitApply(node)) => {
                 let name = node.metadata.name.clone().unwrap_or_default();
+                listed.insert(name.clone());
                 match pod_cidr(&node) {
                     Some(c) => state.seen(&name, c),
                     None => unassigned.push(name),
@@ -251,6 +263,18 @@ async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken)
             }
             Ok(Event::InitDone) => {
                 synced = true;
+                // Nodes deleted while the watch was down, after their
+                // range was given.
+                let gone: Vec<String> = state
+                    .pending
+                    .keys()
+                    .filter(|n| !listed.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    state.forget(&name);
+                }
+                listed.clear();
                 for name in std::mem::take(&mut unassigned) {
                     state.assign(&name);
                 }
@@ -263,12 +287,7 @@ async fn run(ctx: ControllerContext, token: tokio_util::sync::CancellationToken)
                     None => unassigned.push(name.to_string()),
                 }
             }
-            Ok(Event::Delete(node)) => {
-                let name = node.metadata.name.as_deref().unwrap_or("");
-                state.alloc.release(name);
-                state.queued.retain(|u| u.node != name);
-                state.pending.remove(name);
-            }
+            Ok(Event::Delete(node)) => state.forget(node.metadata.name.as_deref().unwrap_or("")),
             Err(err) => tracing::warn!(%err, "node ipam watch failed"),
         }
     }
