@@ -181,8 +181,9 @@ impl Assigner {
         self.pending.remove(node);
     }
 
-    /// `node` is gone: its range is free and nothing is written to it.
-    /// A patch still in flight fails with 404.
+    /// `node` gets no range from here on: it is gone, or its patch failed
+    /// for good. Its range is freed and nothing more is written to it (a
+    /// patch still in flight for a deleted node fails with 404).
     fn forget(&mut self, node: &str) {
         self.alloc.release(node);
         self.queued.retain(|u| u.node != node);
@@ -210,8 +211,7 @@ impl Assigner {
             }
             Err(err) => {
                 tracing::warn!(node = %update.node, %err, "failed to assign the pod CIDR");
-                self.pending.remove(&update.node);
-                self.alloc.release(&update.node);
+                self.forget(&update.node);
             }
         }
         self.start_queued();

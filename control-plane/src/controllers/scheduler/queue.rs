@@ -235,14 +235,6 @@ impl SchedulingQueue {
         !due.is_empty()
     }
 
-    /// Pods waiting in the active queue.
-    pub fn active_len(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.state == State::Active)
-            .count()
-    }
-
     /// Pods waiting as active, backing off and unschedulable (not those
     /// being scheduled or bound).
     pub fn pending_counts(&self) -> (usize, usize, usize) {
