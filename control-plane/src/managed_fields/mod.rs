@@ -104,6 +104,46 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
     )
 }
 
+/// Whether ownership is tracked on the top-level member `key`.
+fn tracks(scope: Scope, key: &str) -> bool {
+    match (scope, key) {
+        (_, "apiVersion" | "kind") => false,
+        (Scope::Status, key) => key == "status",
+        (Scope::Main { ignore_status }, "status") => !ignore_status,
+        _ => true,
+    }
+}
+
+/// `f` of the part of `obj` ownership is tracked on, as [`tracked`] gives
+/// it, without copying the object: the other members are set aside for the
+/// call and put back (maps keep their keys sorted, so the object is as it
+/// was).
+fn with_tracked<R>(obj: &mut Value, scope: Scope, f: impl FnOnce(&Value) -> R) -> R {
+    let Value::Object(map) = obj else {
+        return f(&Value::Null);
+    };
+    let untracked: Vec<String> = map.keys().filter(|k| !tracks(scope, k)).cloned().collect();
+    let top: Vec<(String, Value)> = untracked
+        .iter()
+        .filter_map(|k| map.remove_entry(k))
+        .collect();
+    let meta: Vec<(&str, Value)> = match map.get_mut("metadata") {
+        Some(Value::Object(m)) => STRIPPED_META
+            .iter()
+            .filter_map(|k| m.remove(*k).map(|v| (*k, v)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let out = f(obj);
+    if let Value::Object(map) = obj {
+        if let Some(Value::Object(m)) = map.get_mut("metadata") {
+            m.extend(meta.into_iter().map(|(k, v)| (k.to_string(), v)));
+        }
+        map.extend(top);
+    }
+    out
+}
+
 /// The part of an object ownership is tracked on.
 fn tracked(obj: &Value, scope: Scope) -> Value {
     let Value::Object(map) = obj else {
@@ -111,13 +151,7 @@ fn tracked(obj: &Value, scope: Scope) -> Value {
     };
     let mut out = serde_json::Map::new();
     for (k, v) in map {
-        let keep = match (scope, k.as_str()) {
-            (_, "apiVersion" | "kind") => false,
-            (Scope::Status, key) => key == "status",
-            (Scope::Main { ignore_status }, "status") => !ignore_status,
-            _ => true,
-        };
-        if !keep {
+        if !tracks(scope, k) {
             continue;
         }
         let mut v = v.clone();
@@ -189,12 +223,16 @@ pub fn record_update(
     let mut list = entries_of(Some(new))
         .or_else(|| entries_of(old))
         .unwrap_or_default();
-    let cmp = walk::compare(
-        old.map(|o| tracked(o, scope)).as_ref(),
-        Some(&tracked(new, scope)),
-        shape,
-    );
-    let mut changed = cmp.changed();
+    let old = old.map(|o| tracked(o, scope));
+    let cmp = with_tracked(new, scope, |new| {
+        walk::compare(old.as_ref(), Some(new), shape)
+    });
+    let walk::Comparison {
+        added: mut changed,
+        modified,
+        removed,
+    } = cmp;
+    changed.union(&modified);
     without_metadata_member(&mut changed);
     let me = Entry {
         manager: manager.name.to_string(),
@@ -208,7 +246,7 @@ pub fn record_update(
         if !e.same_manager(&me) {
             e.fields.subtract(&changed);
         }
-        e.fields.subtract(&cmp.removed);
+        e.fields.subtract(&removed);
     }
     if !changed.is_empty() {
         match list.iter_mut().find(|e| e.same_manager(&me)) {

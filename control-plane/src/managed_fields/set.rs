@@ -25,7 +25,12 @@ impl FieldSet {
     pub fn insert(&mut self, path: &[PathElement]) {
         let mut node = self;
         for pe in path {
-            node = node.children.entry(pe.clone()).or_default();
+            // Most of a path is already there: its elements are copied
+            // only where the tree grows.
+            if !node.children.contains_key(pe) {
+                node.children.insert(pe.clone(), FieldSet::default());
+            }
+            node = node.children.get_mut(pe).expect("inserted above");
         }
         if !path.is_empty() {
             node.member = true;

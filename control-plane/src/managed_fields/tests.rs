@@ -342,3 +342,27 @@ fn status_scope_tracks_only_status() {
         json!({"f:status": {".": {}, "f:conditions": {".": {}, "k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}}, "f:replicas": {}}})
     );
 }
+
+#[test]
+fn the_tracked_part_is_seen_in_place_and_the_object_is_left_as_it_was() {
+    let mut obj = deploy(2);
+    obj["metadata"]["uid"] = json!("u");
+    obj["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+    obj["status"] = json!({"replicas": 1});
+    let before = obj.clone();
+    for scope in [
+        MAIN,
+        Scope::Main {
+            ignore_status: false,
+        },
+        Scope::Status,
+    ] {
+        let seen = with_tracked(&mut obj, scope, Value::clone);
+        assert_eq!(seen, tracked(&before, scope));
+        assert_eq!(
+            serde_json::to_string(&obj).unwrap(),
+            serde_json::to_string(&before).unwrap()
+        );
+    }
+    assert!(with_tracked(&mut json!([1]), MAIN, Value::is_null));
+}
