@@ -5,10 +5,13 @@
 //! about half of what decoding each watch event cost.
 //!
 //! `Lean<K>` is a `kube::Resource` with `K`'s URL, so `Api<Lean<K>>` watches
-//! what `Api<K>` watches; [`watcher`] is kube's, decoding `Lean<K>`.
+//! what `Api<K>` watches; [`watcher`] is kube's, decoding `Lean<K>`. A watch
+//! that drops more (the scheduler's pods) names its own [`Rules`] with
+//! [`watcher_with`].
 
 use std::borrow::Cow;
 use std::fmt::{self, Debug};
+use std::marker::PhantomData;
 
 use futures::{Stream, TryStreamExt};
 
@@ -17,14 +20,61 @@ use kube::Api;
 use kube::core::{DynamicResourceScope, Resource};
 use kube::runtime::watcher as kube_watcher;
 use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor,
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
+    Visitor,
 };
 
-/// `K` as decoded without `metadata.managedFields`.
-#[derive(Clone, Debug)]
-pub struct Lean<K>(pub K);
+/// The members a decoding skips at one place in an object.
+#[derive(Debug)]
+pub struct Skip {
+    /// Members skipped here.
+    pub skip: &'static [&'static str],
+    /// When set, every member but these is skipped.
+    pub keep_only: Option<&'static [&'static str]>,
+    /// Members decoded with rules of their own (every item, for a list).
+    pub nested: &'static [(&'static str, &'static Skip)],
+}
 
-impl<K: Resource> Resource for Lean<K> {
+impl Skip {
+    fn skips(&self, key: &str) -> bool {
+        self.skip.contains(&key) || self.keep_only.is_some_and(|keep| !keep.contains(&key))
+    }
+
+    fn nested(&self, key: &str) -> Option<&'static Skip> {
+        self.nested.iter().find(|(k, _)| *k == key).map(|(_, s)| *s)
+    }
+}
+
+/// What a decoding skips, from the object's top level.
+pub trait Rules: Send + Sync + 'static {
+    const ROOT: &'static Skip;
+}
+
+/// `metadata.managedFields`, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct WithoutManagedFields;
+
+impl Rules for WithoutManagedFields {
+    const ROOT: &'static Skip = &Skip {
+        skip: &[],
+        keep_only: None,
+        nested: &[(
+            "metadata",
+            &Skip {
+                skip: &["managedFields"],
+                keep_only: None,
+                nested: &[],
+            },
+        )],
+    };
+}
+
+/// `K` as decoded without what `R` skips (by default its
+/// `metadata.managedFields`).
+#[derive(Clone, Debug)]
+pub struct Lean<K, R = WithoutManagedFields>(pub K, PhantomData<R>);
+
+impl<K: Resource, R: Rules> Resource for Lean<K, R> {
     type DynamicType = K::DynamicType;
     // Any scope: `Api::namespaced_with` then builds both kinds of URL.
     type Scope = DynamicResourceScope;
@@ -58,8 +108,8 @@ impl<K: Resource> Resource for Lean<K> {
     }
 }
 
-/// The `Api` of `Lean<K>` for the URL (and namespace) of `api`.
-fn api<K: Resource>(api: Api<K>, dt: &K::DynamicType) -> Api<Lean<K>> {
+/// The `Api` of `Lean<K, R>` for the URL (and namespace) of `api`.
+fn api<K: Resource, R: Rules>(api: Api<K>, dt: &K::DynamicType) -> Api<Lean<K, R>> {
     let ns = api.namespace().map(str::to_string);
     let client = api.into_client();
     match ns {
@@ -78,11 +128,25 @@ pub fn watcher<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    kube_watcher::watcher(self::api(api, dt), config).map_ok(unwrap_event)
+    watcher_with::<K, WithoutManagedFields>(api, dt, config)
 }
 
-/// A watch event of `Lean<K>` as the event of its `K`.
-fn unwrap_event<K>(event: kube_watcher::Event<Lean<K>>) -> kube_watcher::Event<K> {
+/// `kube::runtime::watcher` of `api`'s objects, decoded without what `R`
+/// skips.
+pub fn watcher_with<K, R>(
+    api: Api<K>,
+    dt: &K::DynamicType,
+    config: kube_watcher::Config,
+) -> impl Stream<Item = kube_watcher::Result<kube_watcher::Event<K>>> + Send + use<K, R>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    R: Rules + Clone + Debug,
+{
+    kube_watcher::watcher(self::api::<K, R>(api, dt), config).map_ok(unwrap_event)
+}
+
+/// A watch event of `Lean<K, R>` as the event of its `K`.
+fn unwrap_event<K, R>(event: kube_watcher::Event<Lean<K, R>>) -> kube_watcher::Event<K> {
     match event {
         kube_watcher::Event::Apply(o) => kube_watcher::Event::Apply(o.0),
         kube_watcher::Event::Delete(o) => kube_watcher::Event::Delete(o.0),
@@ -92,55 +156,57 @@ fn unwrap_event<K>(event: kube_watcher::Event<Lean<K>>) -> kube_watcher::Event<K
     }
 }
 
-impl<'de, K: de::Deserialize<'de>> de::Deserialize<'de> for Lean<K> {
+impl<'de, K: de::Deserialize<'de>, R: Rules> de::Deserialize<'de> for Lean<K, R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         K::deserialize(Skipping {
             inner: d,
-            level: Level::Object,
+            rules: R::ROOT,
         })
-        .map(Lean)
+        .map(|k| Lean(k, PhantomData))
     }
 }
 
-/// Where a map being decoded sits.
-#[derive(Clone, Copy, PartialEq)]
-enum Level {
-    /// The object: its `metadata` is decoded at `Metadata`.
-    Object,
-    /// `metadata`: its `managedFields` are skipped.
-    Metadata,
-}
-
-/// A deserializer whose maps go through `SkippingMap`.
+/// A deserializer whose maps and lists go through `SkippingMap` and
+/// `SkippingSeq`.
 struct Skipping<D> {
     inner: D,
-    level: Level,
+    rules: &'static Skip,
 }
 
-/// A visitor whose maps go through `SkippingMap`.
+/// A visitor whose maps and lists go through `SkippingMap` and
+/// `SkippingSeq`.
 struct SkippingVisitor<V> {
     inner: V,
-    level: Level,
+    rules: &'static Skip,
 }
 
-/// A map whose `metadata` is decoded at `Level::Metadata`, or whose
-/// `managedFields` are skipped.
+/// A map whose members `rules` skips are skipped, and whose members with
+/// rules of their own are decoded with them.
 struct SkippingMap<A> {
     inner: A,
-    level: Level,
-    /// The last key read was `metadata` (at `Level::Object`).
-    metadata_next: bool,
+    rules: &'static Skip,
+    /// The rules of the member whose key was read last, if it has some.
+    next: Option<&'static Skip>,
 }
 
-/// A seed that decodes its value at `Level::Metadata`.
-struct MetadataSeed<S>(S);
+/// A list whose items are decoded with `rules`.
+struct SkippingSeq<A> {
+    inner: A,
+    rules: &'static Skip,
+}
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for MetadataSeed<S> {
+/// A seed that decodes its value with `rules`.
+struct RulesSeed<S> {
+    seed: S,
+    rules: &'static Skip,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for RulesSeed<S> {
     type Value = S::Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.0.deserialize(Skipping {
+        self.seed.deserialize(Skipping {
             inner: d,
-            level: Level::Metadata,
+            rules: self.rules,
         })
     }
 }
@@ -181,14 +247,11 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkippingMap<A> {
             let Some(Key(key)) = self.inner.next_key::<Key<'de>>()? else {
                 return Ok(None);
             };
-            match (self.level, key.as_ref()) {
-                (Level::Metadata, "managedFields") => {
-                    self.inner.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-                (Level::Object, "metadata") => self.metadata_next = true,
-                _ => self.metadata_next = false,
+            if self.rules.skips(&key) {
+                self.inner.next_value::<IgnoredAny>()?;
+                continue;
             }
+            self.next = self.rules.nested(&key);
             let key: de::value::CowStrDeserializer<'_, A::Error> =
                 de::IntoDeserializer::into_deserializer(key);
             return seed.deserialize(key).map(Some);
@@ -196,11 +259,28 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkippingMap<A> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        if std::mem::take(&mut self.metadata_next) {
-            self.inner.next_value_seed(MetadataSeed(seed))
-        } else {
-            self.inner.next_value_seed(seed)
+        match self.next.take() {
+            Some(rules) => self.inner.next_value_seed(RulesSeed { seed, rules }),
+            None => self.inner.next_value_seed(seed),
         }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for SkippingSeq<A> {
+    type Error = A::Error;
+
+    fn next_element_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, A::Error> {
+        self.inner.next_element_seed(RulesSeed {
+            seed,
+            rules: self.rules,
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -217,14 +297,14 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for SkippingVisitor<V> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.inner.visit_map(SkippingMap {
             inner: map,
-            level: self.level,
-            metadata_next: false,
+            rules: self.rules,
+            next: None,
         })
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         self.inner.visit_some(Skipping {
             inner: d,
-            level: self.level,
+            rules: self.rules,
         })
     }
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
@@ -233,8 +313,11 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for SkippingVisitor<V> {
     fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
         self.inner.visit_unit()
     }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_seq(seq)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.inner.visit_seq(SkippingSeq {
+            inner: seq,
+            rules: self.rules,
+        })
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<V::Value, E> {
         self.inner.visit_bool(v)
@@ -263,7 +346,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for SkippingVisitor<V> {
 macro_rules! skipping {
     ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method($($arg,)* SkippingVisitor { inner: visitor, level: self.level })
+            self.inner.$method($($arg,)* SkippingVisitor { inner: visitor, rules: self.rules })
         }
     )*};
 }
@@ -275,12 +358,13 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Skipping<D> {
         deserialize_any(),
         deserialize_map(),
         deserialize_option(),
+        deserialize_seq(),
         deserialize_struct(name: &'static str, fields: &'static [&'static str]),
     }
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct newtype_struct seq tuple
+        bytes byte_buf unit unit_struct newtype_struct tuple
         tuple_struct enum identifier ignored_any
     }
 }
@@ -357,11 +441,12 @@ mod tests {
             let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
             kube::Client::try_from(config).unwrap()
         };
-        let all = api(Api::<Pod>::all(client()), &());
+        let all = api::<_, WithoutManagedFields>(Api::<Pod>::all(client()), &());
         assert_eq!(all.resource_url(), "/api/v1/pods");
-        let ns = api(Api::<Pod>::namespaced(client(), "kube-system"), &());
+        let ns =
+            api::<_, WithoutManagedFields>(Api::<Pod>::namespaced(client(), "kube-system"), &());
         assert_eq!(ns.resource_url(), "/api/v1/namespaces/kube-system/pods");
-        let nodes = api(Api::<Node>::all(client()), &());
+        let nodes = api::<_, WithoutManagedFields>(Api::<Node>::all(client()), &());
         assert_eq!(nodes.resource_url(), "/api/v1/nodes");
     }
 }

@@ -6,7 +6,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+#[cfg(test)]
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::super::lean::{Rules, Skip};
 
 use super::resources::{Resources, node_allocatable, pod_non_zero_requests, pod_requests};
 
@@ -19,13 +23,62 @@ pub fn pod_key(pod: &Pod) -> String {
     )
 }
 
-/// Drops what no scheduling decision reads from a watched pod, as the
-/// watchers receive it: managedFields, annotations (kubectl's
+/// What no scheduling decision reads from a watched pod, skipped while the
+/// pod watch decodes it: managedFields, annotations (kubectl's
 /// last-applied copy of the whole object), volumes, every container field
 /// but name, image, ports, resources and restartPolicy, and the container
 /// statuses. The scheduler holds every pod of the cluster; a decoded pod
-/// with its defaults is 10 KB or more, mostly these.
-pub fn slim_pod(pod: &mut Pod) {
+/// with its defaults is 10 KB or more, mostly these, and building them to
+/// drop them was most of what decoding a watched pod cost.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulingPod;
+
+impl Rules for SchedulingPod {
+    const ROOT: &'static Skip = &Skip {
+        skip: &[],
+        keep_only: None,
+        nested: &[
+            (
+                "metadata",
+                &Skip {
+                    skip: &["managedFields", "annotations"],
+                    keep_only: None,
+                    nested: &[],
+                },
+            ),
+            (
+                "spec",
+                &Skip {
+                    skip: &["volumes", "ephemeralContainers"],
+                    keep_only: None,
+                    nested: &[("containers", CONTAINER), ("initContainers", CONTAINER)],
+                },
+            ),
+            (
+                "status",
+                &Skip {
+                    skip: &[
+                        "containerStatuses",
+                        "initContainerStatuses",
+                        "ephemeralContainerStatuses",
+                    ],
+                    keep_only: None,
+                    nested: &[],
+                },
+            ),
+        ],
+    };
+}
+
+const CONTAINER: &Skip = &Skip {
+    skip: &[],
+    keep_only: Some(&["name", "image", "ports", "resources", "restartPolicy"]),
+    nested: &[],
+};
+
+/// What decoding with [`SchedulingPod`] drops, dropped from a whole pod.
+#[cfg(test)]
+fn slim_pod(pod: &mut Pod) {
     let meta = &mut pod.metadata;
     meta.managed_fields = None;
     meta.annotations = None;
@@ -349,6 +402,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::lean::Lean;
     use serde_json::json;
 
     #[test]
@@ -382,7 +436,9 @@ mod tests {
     fn a_slim_pod_keeps_what_scheduling_reads() {
         let full: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web"},
-                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {}}}]},
             "spec": {
                 "containers": [{"name": "c", "image": "busybox", "env": [{"name": "A", "value": "1"}],
                     "ports": [{"containerPort": 80, "hostPort": 8080}],
@@ -392,15 +448,23 @@ mod tests {
                     "resources": {"requests": {"cpu": "100m"}}}],
                 "overhead": {"cpu": "10m"},
                 "volumes": [{"name": "v", "emptyDir": {}}],
+                "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
+                "nodeSelector": {"volumes": "kept", "annotations": "kept"},
                 "tolerations": [{"key": "k", "operator": "Exists"}],
                 "priority": 7
             },
             "status": {"phase": "Running", "containerStatuses": [{"name": "c", "image": "busybox",
-                "imageID": "", "ready": true, "restartCount": 0}]}
+                "imageID": "", "ready": true, "restartCount": 0}],
+                "initContainerStatuses": [{"name": "side", "image": "busybox",
+                "imageID": "", "ready": true, "restartCount": 1}],
+                "conditions": [{"type": "PodScheduled", "status": "True"}]}
         }))
         .unwrap();
         let mut slim = full.clone();
         slim_pod(&mut slim);
+        let text = serde_json::to_string(&full).unwrap();
+        let decoded: Lean<Pod, SchedulingPod> = serde_json::from_str(&text).unwrap();
+        assert_eq!(decoded.0, slim);
         let (a, b) = (
             PodInfo::new(Arc::new(full)),
             PodInfo::new(Arc::new(slim.clone())),

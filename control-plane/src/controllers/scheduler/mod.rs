@@ -206,10 +206,10 @@ async fn watch_pods(
     synced: tokio::sync::watch::Sender<bool>,
 ) {
     let api: Api<Pod> = Api::all(client);
-    let mut stream = lean::watcher(api, &(), watcher::Config::default())
-        .default_backoff()
-        .modify(cache::slim_pod)
-        .boxed();
+    let mut stream =
+        lean::watcher_with::<_, cache::SchedulingPod>(api, &(), watcher::Config::default())
+            .default_backoff()
+            .boxed();
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(event) = stream.next().await {
         match event {
