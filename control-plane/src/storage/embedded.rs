@@ -958,13 +958,16 @@ impl Writer {
                     // PostgreSQL's commit_delay does when commit_siblings
                     // are active, so that a commit's fixed cost (the
                     // fdatasync, redb's commit) is shared by more writes.
-                    // A pause of half a commit ends the wait early.
+                    // A pause of half a commit ends the wait early, or of
+                    // `window` right away: writers that all wait for their
+                    // acknowledgement are all in the batch already, and
+                    // more wait would only delay them.
                     // The writer sleeps in slices of that pause rather than
                     // waiting on the channel: woken by every write, it
                     // switched in and out once per request, and so did the
                     // threads sending them, at ten thousand writes a second.
                     let deadline = Instant::now() + (last_commit * 2).min(MAX_GATHER);
-                    let pause = (last_commit / 2).clamp(MIN_PAUSE, MAX_GATHER / 2);
+                    let mut pause = window;
                     while batch.len() < MAX_BATCH {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
@@ -976,6 +979,7 @@ impl Writer {
                         if batch.len() == before {
                             break;
                         }
+                        pause = (last_commit / 2).clamp(MIN_PAUSE, MAX_GATHER / 2);
                     }
                 } else if batch.len() < expected {
                     let deadline = Instant::now() + window;
