@@ -65,6 +65,11 @@ const COMMIT_SIBLINGS: usize = 4;
 /// a few hundred writes in flight, larger batches halved the fdatasyncs of
 /// `hack/bench scheduler` and cut the server's CPU per pod by a tenth.
 const MAX_GATHER: Duration = Duration::from_millis(4);
+/// A last batch at least this large means many writers are in flight, and
+/// their writes keep coming: the writer then gathers for longer. A few
+/// writers that each wait for their acknowledgement (`hack/bench api`'s 8
+/// clients) are all in the batch soon, and a longer wait only delays them.
+const CROWD: usize = 16;
 /// The shortest pause in the writes that ends a gathering early.
 const MIN_PAUSE: Duration = Duration::from_micros(50);
 /// Log entries handled per compaction transaction.
@@ -954,19 +959,25 @@ impl Writer {
                 if batch.len() >= COMMIT_SIBLINGS {
                     // Writes kept coming while the last batch committed:
                     // more are on their way (the scheduler's bindings and
-                    // events). Gather them for up to two commits' time, as
+                    // events). Gather them for up to a commit's time, as
                     // PostgreSQL's commit_delay does when commit_siblings
                     // are active, so that a commit's fixed cost (the
                     // fdatasync, redb's commit) is shared by more writes.
-                    // A pause of half a commit ends the wait early, or of
-                    // `window` right away: writers that all wait for their
-                    // acknowledgement are all in the batch already, and
-                    // more wait would only delay them.
+                    // A pause of a quarter of a commit ends the wait early.
+                    // After a `CROWD`ed batch the wait is up to two commits'
+                    // time, and a pause must last half a commit once more
+                    // writes came.
                     // The writer sleeps in slices of that pause rather than
                     // waiting on the channel: woken by every write, it
                     // switched in and out once per request, and so did the
                     // threads sending them, at ten thousand writes a second.
-                    let deadline = Instant::now() + (last_commit * 2).min(MAX_GATHER);
+                    let crowd = expected >= CROWD;
+                    let gather = if crowd {
+                        (last_commit * 2).min(MAX_GATHER)
+                    } else {
+                        last_commit.min(MAX_GATHER / 2)
+                    };
+                    let deadline = Instant::now() + gather;
                     let mut pause = window;
                     while batch.len() < MAX_BATCH {
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -979,7 +990,9 @@ impl Writer {
                         if batch.len() == before {
                             break;
                         }
-                        pause = (last_commit / 2).clamp(MIN_PAUSE, MAX_GATHER / 2);
+                        if crowd {
+                            pause = (last_commit / 2).clamp(MIN_PAUSE, MAX_GATHER / 2);
+                        }
                     }
                 } else if batch.len() < expected {
                     let deadline = Instant::now() + window;
