@@ -971,11 +971,13 @@ impl Writer {
                     // waiting on the channel: woken by every write, it
                     // switched in and out once per request, and so did the
                     // threads sending them, at ten thousand writes a second.
-                    let crowd = expected >= CROWD;
-                    let gather = if crowd {
-                        (last_commit * 2).min(MAX_GATHER)
+                    let (gather, later_pause) = if expected >= CROWD {
+                        (
+                            (last_commit * 2).min(MAX_GATHER),
+                            (last_commit / 2).clamp(MIN_PAUSE, MAX_GATHER / 2),
+                        )
                     } else {
-                        last_commit.min(MAX_GATHER / 2)
+                        (last_commit.min(MAX_GATHER / 2), window)
                     };
                     let deadline = Instant::now() + gather;
                     let mut pause = window;
@@ -990,9 +992,7 @@ impl Writer {
                         if batch.len() == before {
                             break;
                         }
-                        if crowd {
-                            pause = (last_commit / 2).clamp(MIN_PAUSE, MAX_GATHER / 2);
-                        }
+                        pause = later_pause;
                     }
                 } else if batch.len() < expected {
                     let deadline = Instant::now() + window;
