@@ -477,7 +477,7 @@ mod tests {
         // Outside the cached prefixes, the store's first page.
         let (head, rest) = c.list_head("/other/x/", 1).await.unwrap();
         assert_eq!(head.items.len(), 1);
-        assert_eq!(head.items[0].value, b"1");
+        assert_eq!(head.items[0].value, &b"1"[..]);
         assert_eq!(rest, 1);
     }
 

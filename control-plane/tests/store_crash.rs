@@ -277,8 +277,8 @@ async fn reopen_after_clean_shutdown() {
     assert_eq!(store.compacted_revision().await.unwrap(), compacted);
     let l = store.list("/registry/x/", None).await.unwrap();
     assert_eq!(l.items.len(), 99);
-    assert_eq!(l.items[0].value, b"changed");
-    assert_eq!(l.items[5].value, b"v5");
+    assert_eq!(l.items[0].value, &b"changed"[..]);
+    assert_eq!(l.items[5].value, &b"v5"[..]);
     assert_eq!(
         store
             .get("/registry/x/010", Some(60))
@@ -286,7 +286,7 @@ async fn reopen_after_clean_shutdown() {
             .unwrap()
             .unwrap()
             .value,
-        b"v10"
+        &b"v10"[..]
     );
     assert!(store.get("/registry/x/010", Some(49)).await.is_err());
     assert_eq!(

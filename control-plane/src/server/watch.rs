@@ -361,7 +361,7 @@ mod tests {
             "spec": {"nodeName": node}});
         crate::storage::KeyValue {
             key: "/registry/pods/d/p".into(),
-            value: serde_json::to_vec(&obj).unwrap(),
+            value: serde_json::to_vec(&obj).unwrap().into(),
             create_revision: 1,
             mod_revision: revision,
         }

@@ -67,7 +67,7 @@ pub async fn revisions_increase_by_one(s: Arc<dyn Store>) {
     assert!(s.update(&format!("{root}a"), vec![], r1).await.is_err());
     let (r4, prev) = s.delete(&format!("{root}b"), None).await.unwrap();
     assert_eq!(r4, base + 4);
-    assert_eq!(prev.value, b"2");
+    assert_eq!(prev.value, &b"2"[..]);
     assert_eq!(prev.mod_revision, r2);
     assert_eq!(s.current_revision().await.unwrap(), base + 4);
     let list = s.list(root, None).await.unwrap();
@@ -85,7 +85,7 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
     }
     let kv = s.get(key, None).await.unwrap().unwrap();
     assert_eq!(
-        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (kv.value.as_ref(), kv.create_revision, kv.mod_revision),
         (&b"v1"[..], r1, r1)
     );
 
@@ -103,7 +103,7 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
     }
     let kv = s.get(key, None).await.unwrap().unwrap();
     assert_eq!(
-        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (kv.value.as_ref(), kv.create_revision, kv.mod_revision),
         (&b"v2"[..], r1, r2)
     );
 
@@ -126,11 +126,7 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
     let (r3, prev) = s.delete(key, Some(r2)).await.unwrap();
     assert!(r3 > r2);
     assert_eq!(
-        (
-            prev.value.as_slice(),
-            prev.mod_revision,
-            prev.create_revision
-        ),
+        (prev.value.as_ref(), prev.mod_revision, prev.create_revision),
         (&b"v2"[..], r2, r1)
     );
     assert!(s.get(key, None).await.unwrap().is_none());
@@ -146,7 +142,7 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
     // Delete without a precondition.
     let (r5, prev) = s.delete(key, None).await.unwrap();
     assert_eq!(r5, r4 + 1);
-    assert_eq!(prev.value, b"v3");
+    assert_eq!(prev.value, &b"v3"[..]);
     // Empty and binary values survive.
     let bin: Vec<u8> = (0..=255u8).collect();
     s.create("/conformance/crud/bin", bin.clone())
@@ -169,7 +165,7 @@ pub async fn create_update_delete(s: Arc<dyn Store>) {
             .unwrap()
             .unwrap()
             .value,
-        b""
+        &b""[..]
     );
 }
 
@@ -187,18 +183,27 @@ pub async fn reads_at_past_revisions(s: Arc<dyn Store>) {
     let r6 = s.create(&b, b"b2".to_vec()).await.unwrap();
 
     assert!(s.get(&a, Some(r1 - 1)).await.unwrap().is_none());
-    assert_eq!(s.get(&a, Some(r1)).await.unwrap().unwrap().value, b"a1");
-    assert_eq!(s.get(&a, Some(r2)).await.unwrap().unwrap().value, b"a1");
+    assert_eq!(
+        s.get(&a, Some(r1)).await.unwrap().unwrap().value,
+        &b"a1"[..]
+    );
+    assert_eq!(
+        s.get(&a, Some(r2)).await.unwrap().unwrap().value,
+        &b"a1"[..]
+    );
     let a3 = s.get(&a, Some(r3)).await.unwrap().unwrap();
     assert_eq!(
-        (a3.value.as_slice(), a3.mod_revision, a3.create_revision),
+        (a3.value.as_ref(), a3.mod_revision, a3.create_revision),
         (&b"a2"[..], r3, r1)
     );
-    assert_eq!(s.get(&b, Some(r3)).await.unwrap().unwrap().value, b"b1");
+    assert_eq!(
+        s.get(&b, Some(r3)).await.unwrap().unwrap().value,
+        &b"b1"[..]
+    );
     assert!(s.get(&b, Some(r4)).await.unwrap().is_none());
     assert!(s.get(&b, Some(r5)).await.unwrap().is_none());
     let b6 = s.get(&b, Some(r6)).await.unwrap().unwrap();
-    assert_eq!((b6.value.as_slice(), b6.create_revision), (&b"b2"[..], r6));
+    assert_eq!((b6.value.as_ref(), b6.create_revision), (&b"b2"[..], r6));
 
     let names = |l: &super::ListResult| {
         l.items
@@ -349,7 +354,7 @@ pub async fn list_pages(s: Arc<dyn Store>) {
     let names: Vec<&[u8]> = from_deleted
         .items
         .iter()
-        .map(|kv| kv.value.as_slice())
+        .map(|kv| kv.value.as_ref())
         .collect();
     assert_eq!(names, [b"c3".as_slice(), b"d".as_slice()]);
     assert!(matches!(
@@ -384,7 +389,7 @@ pub async fn watch_replays_then_live(s: Arc<dyn Store>) {
             kv,
             prev: Some(prev),
         } => {
-            assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"a1"[..], r1));
+            assert_eq!((prev.value.as_ref(), prev.mod_revision), (&b"a1"[..], r1));
             assert_eq!(kv.create_revision, r1);
         }
         other => panic!("update event without prev: {other:?}"),
@@ -409,7 +414,7 @@ pub async fn watch_replays_then_live(s: Arc<dyn Store>) {
             Event::Delete { prev, revision } => {
                 assert_eq!(revision, r6);
                 assert_eq!(
-                    (prev.key.as_str(), prev.value.as_slice(), prev.mod_revision),
+                    (prev.key.as_str(), prev.value.as_ref(), prev.mod_revision),
                     (a.as_str(), &b"a2"[..], r3)
                 );
             }
@@ -528,14 +533,17 @@ pub async fn compaction(s: Arc<dyn Store>) {
     let vals: Vec<_> = l
         .items
         .iter()
-        .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision))
+        .map(|kv| (kv.key.as_str(), kv.value.as_ref(), kv.mod_revision))
         .collect();
     assert_eq!(
         vals,
         [(a.as_str(), &b"a2"[..], r3), (c.as_str(), &b"c1"[..], r5)]
     );
     assert!(s.get(&b, Some(r5)).await.unwrap().is_none());
-    assert_eq!(s.get(&a, Some(r6)).await.unwrap().unwrap().value, b"a3");
+    assert_eq!(
+        s.get(&a, Some(r6)).await.unwrap().unwrap().value,
+        &b"a3"[..]
+    );
 
     // A watch from the compacted revision sees later events with their prev values.
     let mut w = s.watch(root, r5).await.unwrap();
@@ -544,17 +552,17 @@ pub async fn compaction(s: Arc<dyn Store>) {
             kv,
             prev: Some(prev),
         } => {
-            assert_eq!((kv.mod_revision, kv.value.as_slice()), (r6, &b"a3"[..]));
-            assert_eq!((prev.mod_revision, prev.value.as_slice()), (r3, &b"a2"[..]));
+            assert_eq!((kv.mod_revision, kv.value.as_ref()), (r6, &b"a3"[..]));
+            assert_eq!((prev.mod_revision, prev.value.as_ref()), (r3, &b"a2"[..]));
         }
         other => panic!("after compaction: {other:?}"),
     }
     let (r7, prev) = s.delete(&c, Some(r5)).await.unwrap();
-    assert_eq!(prev.value, b"c1");
+    assert_eq!(prev.value, &b"c1"[..]);
     match next_event(&mut w).await {
         Event::Delete { prev, revision } => {
             assert_eq!(revision, r7);
-            assert_eq!(prev.value, b"c1");
+            assert_eq!(prev.value, &b"c1"[..]);
         }
         other => panic!("live delete after compaction: {other:?}"),
     }
@@ -565,7 +573,10 @@ pub async fn compaction(s: Arc<dyn Store>) {
     let l = s.list(root, None).await.unwrap();
     let keys: Vec<_> = l.items.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, [a.as_str(), b.as_str()]);
-    assert_eq!(s.get(&a, Some(r8)).await.unwrap().unwrap().value, b"a3");
+    assert_eq!(
+        s.get(&a, Some(r8)).await.unwrap().unwrap().value,
+        &b"a3"[..]
+    );
     assert!(matches!(
         s.compact(r8 + 100).await,
         Err(StoreError::FutureRevision { .. })
@@ -578,7 +589,7 @@ pub async fn compaction(s: Arc<dyn Store>) {
             prev: Some(prev),
         } => {
             assert_eq!(kv.mod_revision, r9);
-            assert_eq!(prev.value, b"b2");
+            assert_eq!(prev.value, &b"b2"[..]);
         }
         other => panic!("after second compaction: {other:?}"),
     }

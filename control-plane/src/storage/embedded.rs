@@ -186,7 +186,7 @@ fn read_kv(
     Ok(read_record(log, rev)?.and_then(|r| {
         r.value.map(|value| KeyValue {
             key: r.key,
-            value,
+            value: value.into(),
             create_revision: r.create_revision,
             mod_revision: rev,
         })
@@ -208,7 +208,7 @@ fn record_to_event(
         Some(value) => Event::Put {
             kv: KeyValue {
                 key: rec.key,
-                value,
+                value: value.into(),
                 create_revision: rec.create_revision,
                 mod_revision: rev,
             },
@@ -217,7 +217,7 @@ fn record_to_event(
         None => Event::Delete {
             prev: prev.unwrap_or(KeyValue {
                 key: rec.key,
-                value: Vec::new(),
+                value: bytes::Bytes::new(),
                 create_revision: rec.create_revision,
                 mod_revision: rec.prev_revision,
             }),
@@ -1317,7 +1317,7 @@ impl<'t> Tables<'t> {
                 events.push(Event::Put {
                     kv: KeyValue {
                         key,
-                        value,
+                        value: value.into(),
                         create_revision: new,
                         mod_revision: new,
                     },
@@ -1347,7 +1347,7 @@ impl<'t> Tables<'t> {
                 events.push(Event::Put {
                     kv: KeyValue {
                         key,
-                        value,
+                        value: value.into(),
                         create_revision: create,
                         mod_revision: new,
                     },
@@ -1463,7 +1463,7 @@ mod tests {
         assert_eq!(s.current_revision().await.unwrap(), 4);
         assert_eq!(s.compacted_revision().await.unwrap(), r3);
         let a = s.get("/registry/a", None).await.unwrap().unwrap();
-        assert_eq!(a.value, b"3");
+        assert_eq!(a.value, &b"3"[..]);
         assert_eq!(a.mod_revision, r3);
         assert_eq!(a.create_revision, r1);
         assert!(s.get("/registry/b", None).await.unwrap().is_none());
@@ -1533,7 +1533,7 @@ mod tests {
         assert_eq!(c.current_revision().await.unwrap(), head + 1);
         assert_eq!(
             c.get("/registry/k01", None).await.unwrap().unwrap().value,
-            b"v"
+            &b"v"[..]
         );
     }
 
@@ -1618,7 +1618,7 @@ mod tests {
                 let got: Vec<_> = got
                     .items
                     .into_iter()
-                    .map(|kv| (kv.key, kv.value, kv.mod_revision))
+                    .map(|kv| (kv.key, kv.value.to_vec(), kv.mod_revision))
                     .collect();
                 assert_eq!(got, want, "state at {at}");
             }
@@ -1668,7 +1668,7 @@ mod tests {
                     .into_iter()
                     .find(|(k, _, _)| k == &prev.key)
                     .unwrap();
-                assert_eq!((&prev.value, prev.mod_revision), (&v, r));
+                assert_eq!((&prev.value[..], prev.mod_revision), (&v[..], r));
             }
         }
         drop(w);

@@ -24,7 +24,7 @@ pub type Revision = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: String,
-    pub value: Vec<u8>,
+    pub value: bytes::Bytes,
     /// The revision that created this key (unchanged by updates).
     pub create_revision: Revision,
     /// The revision of the last write to this key (its resourceVersion).
