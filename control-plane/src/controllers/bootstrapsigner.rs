@@ -9,7 +9,9 @@ use std::sync::Arc;
 use agent::bootstrap::token;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
@@ -75,8 +77,8 @@ pub fn spawn(ctx: &ControllerContext) {
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&c.configmaps).await;
-        util::wait_ready(&c.secrets).await;
+        c.configmaps.wait_until_ready().await;
+        c.secrets.wait_until_ready().await;
         util::run_workers("bootstrapsigner", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }

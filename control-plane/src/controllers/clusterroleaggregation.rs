@@ -9,7 +9,9 @@ use std::sync::Arc;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
@@ -53,7 +55,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let client = ctx.client.clone();
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&roles).await;
+        roles.wait_until_ready().await;
         for r in roles.state() {
             if r.aggregation_rule.is_some() {
                 queue.add("", &r.name_any());

@@ -14,7 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -148,8 +150,8 @@ pub fn spawn(ctx: &ControllerContext) {
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&c.cronjobs).await;
-        util::wait_ready(&c.jobs).await;
+        c.cronjobs.wait_until_ready().await;
+        c.jobs.wait_until_ready().await;
         util::run_workers("cronjob", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controllers::store::Store;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -18,15 +19,14 @@ use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::Store;
 use serde_json::json;
 use sha2::Digest;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ControllerContext;
 use super::scheduler::matching::{node_taints, pod_matches_node, untolerated_taint};
-use super::{ControllerContext, util};
 
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -505,9 +505,9 @@ async fn run(client: kube::Client, informed: Informed, token: CancellationToken)
         changed,
     } = informed;
     let ready = async {
-        util::wait_ready(&daemonsets).await;
-        util::wait_ready(&nodes).await;
-        util::wait_ready(&pods).await;
+        daemonsets.wait_until_ready().await;
+        nodes.wait_until_ready().await;
+        pods.wait_until_ready().await;
     };
     let mut expect = Expectations::default();
     tokio::select! {
@@ -516,8 +516,11 @@ async fn run(client: kube::Client, informed: Informed, token: CancellationToken)
             ready.await;
             loop {
                 expect.expire();
-                let node_list = nodes.state();
-                for ds in daemonsets.state() {
+                let sets = daemonsets.state();
+                // Listing thousands of nodes on every pod change is a visible
+                // share of the server's CPU while pods are bound in bulk.
+                let node_list = if sets.is_empty() { Vec::new() } else { nodes.state() };
+                for ds in sets {
                     if let Err(err) = sync(&client, &ds, &node_list, &pods, &mut expect).await {
                         tracing::warn!(daemonset = ?ds.metadata.name, %err, "daemonset sync failed");
                     }

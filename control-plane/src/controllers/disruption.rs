@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
@@ -128,12 +130,12 @@ pub fn spawn(ctx: &ControllerContext) {
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&c.budgets).await;
-        util::wait_ready(&c.pods).await;
-        util::wait_ready(&c.sets).await;
-        util::wait_ready(&c.deployments).await;
-        util::wait_ready(&c.stateful_sets).await;
-        util::wait_ready(&c.controllers).await;
+        c.budgets.wait_until_ready().await;
+        c.pods.wait_until_ready().await;
+        c.sets.wait_until_ready().await;
+        c.deployments.wait_until_ready().await;
+        c.stateful_sets.wait_until_ready().await;
+        c.controllers.wait_until_ready().await;
         util::run_workers("disruption", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }

@@ -12,7 +12,9 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
@@ -93,10 +95,10 @@ pub fn spawn(ctx: &ControllerContext) {
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&c.services).await;
-        util::wait_ready(&c.pods).await;
-        util::wait_ready(&c.nodes).await;
-        util::wait_ready(&c.slices).await;
+        c.services.wait_until_ready().await;
+        c.pods.wait_until_ready().await;
+        c.nodes.wait_until_ready().await;
+        c.slices.wait_until_ready().await;
         util::run_workers("endpointslice", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }

@@ -92,8 +92,8 @@ pub fn spawn(ctx: &ControllerContext) {
             ar.kind.clone(),
             stream,
             ctx.shutdown.clone(),
-            move |event: &watcher::Event<Meta>| {
-                if relevance.may_change_a_decision(event) {
+            move |event: watcher::Event<Meta>| {
+                if relevance.may_change_a_decision(&event) {
                     notify.notify_one();
                 }
             },

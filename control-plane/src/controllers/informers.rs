@@ -10,16 +10,16 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::lean;
+use super::store::{self, Store};
 
 /// What the informers' objects must be.
 pub trait Object:
@@ -185,7 +185,7 @@ impl SharedInformers {
 struct Pending<K: Object> {
     api: Api<K>,
     config: watcher::Config,
-    store: Option<(Store<K>, reflector::store::Writer<K>)>,
+    store: Option<(Store<K>, store::Writer<K>)>,
     handlers: Vec<Handler<K>>,
 }
 
@@ -201,7 +201,7 @@ impl<K: Object> Pending<K> {
 
     fn add(&mut self, handler: Handler<K>, keep_store: bool) {
         if keep_store && self.store.is_none() {
-            self.store = Some(reflector::store());
+            self.store = Some(store::store());
         }
         self.handlers.push(handler);
     }
@@ -230,34 +230,56 @@ impl<K: Object> PendingWatch for Pending<K> {
             store,
             mut handlers,
         } = *self;
-        let on_event = move |event: &watcher::Event<K>| {
-            let change = match event {
-                watcher::Event::InitApply(o) => Change::Listed(o),
-                watcher::Event::Apply(o) => Change::Applied(o),
-                watcher::Event::Delete(o) => Change::Deleted(o),
-                watcher::Event::Init | watcher::Event::InitDone => return,
-            };
-            handlers.iter_mut().for_each(|h| h(change));
+        let mut writer = store.map(|(_, writer)| writer);
+        // The store (when kept) has each object before the handlers see it,
+        // as with kube-runtime's `reflect`.
+        let on_event = move |event: watcher::Event<K>| match event {
+            watcher::Event::Init => {
+                if let Some(w) = &mut writer {
+                    w.relist_started();
+                }
+            }
+            watcher::Event::InitApply(o) => {
+                let o = Arc::new(o);
+                if let Some(w) = &mut writer {
+                    w.relisted(&o);
+                }
+                handlers.iter_mut().for_each(|h| h(Change::Listed(&o)));
+            }
+            watcher::Event::InitDone => {
+                if let Some(w) = &mut writer {
+                    w.relist_done();
+                }
+            }
+            watcher::Event::Apply(o) => {
+                let o = Arc::new(o);
+                if let Some(w) = &mut writer {
+                    w.applied(&o);
+                }
+                handlers.iter_mut().for_each(|h| h(Change::Applied(&o)));
+            }
+            watcher::Event::Delete(o) => {
+                if let Some(w) = &mut writer {
+                    w.deleted(&o);
+                }
+                handlers.iter_mut().for_each(|h| h(Change::Deleted(&o)));
+            }
         };
         // Without managedFields, as client-go's informers with
         // kube-controller-manager's transform: the controllers never read
         // them, and keeping them would roughly double what the stores hold.
         let stream = lean::watcher(api, &(), config).default_backoff();
-        let kind = K::kind(&()).into_owned();
-        match store {
-            Some((_, writer)) => follow(kind, stream.reflect(writer), shutdown, on_event),
-            None => follow(kind, stream, shutdown, on_event),
-        }
+        follow(K::kind(&()).into_owned(), stream, shutdown, on_event);
     }
 }
 
-/// Calls `on_change` with every object of a watch stream of `kind` until
+/// Calls `on_item` with every item of a watch stream of `kind` until
 /// `shutdown`, in a task of its own.
 pub(super) fn follow<K: Send + 'static>(
     kind: String,
     stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     shutdown: CancellationToken,
-    mut on_change: impl FnMut(&K) + Send + 'static,
+    mut on_item: impl FnMut(K) + Send + 'static,
 ) {
     tokio::spawn(async move {
         use futures::StreamExt;
@@ -266,7 +288,7 @@ pub(super) fn follow<K: Send + 'static>(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 item = stream.next() => match item {
-                    Some(Ok(obj)) => on_change(&obj),
+                    Some(Ok(item)) => on_item(item),
                     Some(Err(err)) => tracing::debug!(%kind, %err, "watch error; retrying"),
                     None => break,
                 },

@@ -30,6 +30,7 @@ pub mod scheduler;
 pub mod serviceaccount;
 pub mod serviceaccount_tokens;
 pub mod statefulset;
+pub mod store;
 pub mod tokencleaner;
 pub mod util;
 

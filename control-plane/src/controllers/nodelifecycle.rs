@@ -15,7 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 use tokio::time::Instant;
@@ -232,9 +234,9 @@ async fn run(
 ) {
     let client = ctx.client.clone();
     let ready = async {
-        util::wait_ready(&nodes).await;
-        util::wait_ready(&leases).await;
-        util::wait_ready(&pods).await;
+        nodes.wait_until_ready().await;
+        leases.wait_until_ready().await;
+        pods.wait_until_ready().await;
     };
     tokio::select! {
         () = token.cancelled() => return,
@@ -463,7 +465,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let api: Api<Node> = Api::all(client.clone());
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&nodes).await;
+        nodes.wait_until_ready().await;
         util::run_workers(
             "node-lifecycle",
             TAINT_WORKERS,

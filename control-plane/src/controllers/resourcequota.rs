@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controllers::store::Store;
 use agent::quantity::ParsedQuantity;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus, Secret, Service,
@@ -17,7 +18,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use serde_json::Value;
 
@@ -145,7 +145,7 @@ pub fn spawn(ctx: &ControllerContext) {
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&c.quotas).await;
+        c.quotas.wait_until_ready().await;
         util::run_workers("resourcequota", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }

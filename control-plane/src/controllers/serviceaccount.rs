@@ -8,7 +8,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
@@ -75,9 +77,9 @@ pub fn spawn(ctx: &ControllerContext) {
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&c.namespaces).await;
-        util::wait_ready(&c.accounts).await;
-        util::wait_ready(&c.configmaps).await;
+        c.namespaces.wait_until_ready().await;
+        c.accounts.wait_until_ready().await;
+        c.configmaps.wait_until_ready().await;
         util::run_workers("serviceaccount", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }

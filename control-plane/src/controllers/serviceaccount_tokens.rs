@@ -12,7 +12,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use crate::auth::sa_keys::SigningKey;
@@ -72,7 +74,7 @@ pub fn spawn(ctx: &ControllerContext) {
     });
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&c.secrets).await;
+        c.secrets.wait_until_ready().await;
         util::run_workers("serviceaccount-tokens", 1, rx, queue, shutdown, |key| {
             let c = c.clone();
             async move { sync(&c, key).await }

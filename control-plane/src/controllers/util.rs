@@ -13,7 +13,6 @@ use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,24 +54,6 @@ impl Queue {
             let _ = tx.send(key);
         });
     }
-}
-
-/// Waits until the store has its first list (or its watch is gone).
-///
-/// The stores are shared between controllers (`informers`), and
-/// kube-runtime's `Store::wait_until_ready` wakes only the last of several
-/// tasks waiting at once (its readiness is a oneshot receiver, which keeps
-/// one waker): the others would wait forever. So each wait polls again
-/// after a short while; a poll after the first list returns at once.
-pub async fn wait_ready<K>(store: &Store<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    const REPOLL: Duration = Duration::from_millis(50);
-    while tokio::time::timeout(REPOLL, store.wait_until_ready())
-        .await
-        .is_err()
-    {}
 }
 
 /// What a reconcile asks of the queue.
@@ -394,27 +375,6 @@ impl Events {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    #[tokio::test]
-    async fn every_waiter_of_a_shared_store_wakes_when_it_is_ready() {
-        use kube::runtime::{reflector, watcher};
-        let (store, mut writer) = reflector::store::<Pod>();
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move { wait_ready(&store).await })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        for w in waiters {
-            tokio::time::timeout(Duration::from_secs(5), w)
-                .await
-                .expect("a waiter was never woken")
-                .unwrap();
-        }
-    }
 
     /// Keys run on several workers at once, a key never on two, and a key
     /// sent while it runs runs once more afterwards.

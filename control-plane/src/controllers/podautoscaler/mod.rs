@@ -47,7 +47,7 @@ pub fn spawn(ctx: &ControllerContext) {
     let autoscaler = Arc::new(sync::Autoscaler::new(ctx.client.clone(), settings));
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        util::wait_ready(&hpas).await;
+        hpas.wait_until_ready().await;
         let mut tick = tokio::time::interval(settings.sync_period.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
