@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::algorithm::Outcome;
 use self::cache::{Cache, PodInfo, pod_key};
-use self::events::{EventSink, Recorder, pod_reference};
+use self::events::{EventSink, Foreground, Recorder, pod_reference};
 use self::queue::SchedulingQueue;
 use super::ControllerContext;
 use super::leader::{self, SCHEDULER_LEASE};
@@ -311,10 +311,17 @@ async fn run(
         }
     }
     tracing::info!("scheduler caches synced");
-    let events = EventSink::spawn(ctx.client.clone(), RECORDER, token.clone());
+    // The Scheduled events are written behind the bindings.
+    let bindings = Foreground::default();
+    let events = EventSink::spawn(
+        ctx.client.clone(),
+        RECORDER,
+        bindings.clone(),
+        token.clone(),
+    );
     tokio::select! {
         () = token.cancelled() => {}
-        () = schedule_loop(&ctx, &shared, &events) => {}
+        () = schedule_loop(&ctx, &shared, &events, &bindings) => {}
     }
 }
 
@@ -330,7 +337,12 @@ async fn next_pod(shared: &Shared) -> Arc<Pod> {
     }
 }
 
-async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &EventSink) {
+async fn schedule_loop(
+    ctx: &ControllerContext,
+    shared: &Arc<Shared>,
+    events: &EventSink,
+    bindings: &Foreground,
+) {
     let permits = Arc::new(Semaphore::new(PARALLEL_BINDINGS));
     let failures = spawn_failure_writers(ctx.client.clone(), events.clone());
     let mut next_start = algorithm::NextStart::default();
@@ -369,6 +381,7 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
                 let shared = shared.clone();
                 let events = events.clone();
                 let metrics = ctx.scheduler_metrics.clone();
+                let underway = bindings.start();
                 tokio::spawn(async move {
                     let result = if bind(&client, &shared, &events, &pod, &node).await {
                         AttemptResult::Scheduled
@@ -376,7 +389,7 @@ async fn schedule_loop(ctx: &ControllerContext, shared: &Arc<Shared>, events: &E
                         AttemptResult::Error
                     };
                     metrics.attempt(SCHEDULER_NAME, result, started.elapsed().as_secs_f64());
-                    drop(permit);
+                    drop((permit, underway));
                 });
             }
             Outcome::Unschedulable {
