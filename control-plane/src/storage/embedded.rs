@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
@@ -241,14 +242,24 @@ struct Batch {
     events: Vec<Event>,
 }
 
+/// A value as the watch cache and its history will hold it: in a buffer of
+/// exactly its length, where an encoder's vector has up to twice that.
+fn exact(value: Vec<u8>) -> Bytes {
+    if value.capacity() == value.len() {
+        Bytes::from(value)
+    } else {
+        Bytes::copy_from_slice(&value)
+    }
+}
+
 enum WriteOp {
     Create {
         key: String,
-        value: Vec<u8>,
+        value: Bytes,
     },
     Update {
         key: String,
-        value: Vec<u8>,
+        value: Bytes,
         expected: Revision,
     },
     Delete {
@@ -640,7 +651,7 @@ impl Store for EmbeddedStore {
         match self
             .write(WriteOp::Create {
                 key: key.to_owned(),
-                value,
+                value: exact(value),
             })
             .await?
         {
@@ -652,7 +663,7 @@ impl Store for EmbeddedStore {
         match self
             .write(WriteOp::Update {
                 key: key.to_owned(),
-                value,
+                value: exact(value),
                 expected,
             })
             .await?
@@ -1312,12 +1323,12 @@ impl<'t> Tables<'t> {
                     return Err(StoreError::AlreadyExists(key));
                 }
                 let new = *rev + 1;
-                self.put(&key, Some(&value), new, new, 0)?;
+                self.put(&key, Some(value.as_ref()), new, new, 0)?;
                 *rev = new;
                 events.push(Event::Put {
                     kv: KeyValue {
                         key,
-                        value: value.into(),
+                        value,
                         create_revision: new,
                         mod_revision: new,
                     },
@@ -1342,12 +1353,12 @@ impl<'t> Tables<'t> {
                 }
                 let prev = self.current_kv(&key, found)?;
                 let new = *rev + 1;
-                self.put(&key, Some(&value), new, create, found)?;
+                self.put(&key, Some(value.as_ref()), new, create, found)?;
                 *rev = new;
                 events.push(Event::Put {
                     kv: KeyValue {
                         key,
-                        value: value.into(),
+                        value,
                         create_revision: create,
                         mod_revision: new,
                     },
