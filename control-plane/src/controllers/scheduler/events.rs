@@ -145,7 +145,11 @@ impl Default for Foreground {
 impl Foreground {
     /// Marks a piece of foreground work under way.
     pub fn start(&self) -> Underway {
-        self.0.send_modify(|n| *n += 1);
+        // Waiters only ever wait for idle: they are woken by nothing else.
+        self.0.send_if_modified(|n| {
+            *n += 1;
+            false
+        });
         Underway(Arc::clone(&self.0))
     }
 
@@ -160,7 +164,10 @@ impl Foreground {
 
 impl Drop for Underway {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.0.send_if_modified(|n| {
+            *n -= 1;
+            *n == 0
+        });
     }
 }
 
