@@ -23,12 +23,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
 use super::csr::{self, CsrInfo};
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 use crate::auth::node::node_name;
 

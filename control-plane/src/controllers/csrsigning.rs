@@ -16,8 +16,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use rcgen::{
     CertificateParams, CertificateSigningRequestParams, ExtendedKeyUsagePurpose, IsCa, Issuer,
@@ -27,6 +25,7 @@ use rustls_pki_types::CertificateSigningRequestDer;
 
 use super::ControllerContext;
 use super::csr::{self, CsrInfo};
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 
 /// kube-controller-manager's `--cluster-signing-duration` default.

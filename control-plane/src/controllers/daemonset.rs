@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controllers::store::Store;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -27,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ControllerContext;
 use super::scheduler::matching::{node_taints, pod_matches_node, untolerated_taint};
+use super::store::Store;
 
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";

@@ -13,12 +13,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
 use super::endpoints;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";

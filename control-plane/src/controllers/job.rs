@@ -17,13 +17,12 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod}
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 
 use super::ControllerContext;
 use super::replicaset::Expectations;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";

@@ -12,12 +12,11 @@ use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 
 use super::ControllerContext;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 
 const FINALIZER: &str = "kubernetes";

@@ -16,8 +16,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 use tokio::time::Instant;
@@ -25,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::scheduler::events::{Recorder, pod_reference};
 use super::scheduler::matching::tolerates;
+use super::store::Store;
 use super::util::{Queue, Requeue};
 use super::{ControllerContext, util};
 

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controllers::store::Store;
 use agent::quantity::ParsedQuantity;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus, Secret, Service,
@@ -23,6 +22,7 @@ use serde_json::Value;
 
 use super::ControllerContext;
 use super::informers::Change;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 use crate::admission::usage::{self, Usage};
 use crate::resources::{self, ResourceType};

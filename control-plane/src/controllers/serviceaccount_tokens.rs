@@ -13,14 +13,13 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use crate::auth::sa_keys::SigningKey;
 use crate::auth::sa_token;
 
 use super::ControllerContext;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 
 pub const TOKEN_TYPE: &str = "kubernetes.io/service-account-token";

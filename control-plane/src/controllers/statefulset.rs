@@ -16,13 +16,12 @@ use k8s_openapi::api::core::v1::{
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 
 use super::ControllerContext;
 use super::deployment::hash;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 
 pub const REVISION_LABEL: &str = "controller-revision-hash";

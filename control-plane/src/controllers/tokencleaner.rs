@@ -9,11 +9,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 
 use super::ControllerContext;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 use crate::auth::bootstrap_token::TokenSecret;
 

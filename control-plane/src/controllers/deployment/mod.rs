@@ -17,12 +17,11 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
-
-use crate::controllers::store::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 
 use super::ControllerContext;
+use super::store::Store;
 use super::util::{self, Key, Queue, Requeue};
 use hash::POD_TEMPLATE_HASH;
 use rolling::{DESIRED_REPLICAS, MAX_REPLICAS};
