@@ -103,13 +103,17 @@ impl<K: Resource<DynamicType = ()> + 'static> Writer<K> {
 
     /// Stores an added or modified object.
     pub fn applied(&mut self, object: &Arc<K>) {
-        self.write()
+        let old = self
+            .write()
             .insert(ObjectRef::from_obj(&**object), Arc::clone(object));
+        // Freed after the lock is released, not while readers wait on it.
+        drop(old);
     }
 
     /// Forgets a deleted object.
     pub fn deleted(&mut self, object: &K) {
-        self.write().remove(&ObjectRef::from_obj(object));
+        let old = self.write().remove(&ObjectRef::from_obj(object));
+        drop(old);
     }
 
     /// A relist begins.
@@ -127,6 +131,7 @@ impl<K: Resource<DynamicType = ()> + 'static> Writer<K> {
     pub fn relist_done(&mut self) {
         let listed = std::mem::take(&mut self.relisted);
         let old = std::mem::replace(&mut *self.write(), listed);
+        // As in `applied`: the old objects are freed outside the lock.
         drop(old);
         self.ready.send_replace(true);
     }

@@ -218,7 +218,7 @@ fn record_to_event(
         None => Event::Delete {
             prev: prev.unwrap_or(KeyValue {
                 key: rec.key,
-                value: bytes::Bytes::new(),
+                value: Bytes::new(),
                 create_revision: rec.create_revision,
                 mod_revision: rec.prev_revision,
             }),
