@@ -21,8 +21,9 @@ const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
 /// What a scheduling cycle decided.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Bind the pod to this node.
-    Fit(String),
+    /// Bind the pod to this node; what the cycle read of the pod, to
+    /// assume it there.
+    Fit(String, PodInfo),
     /// No node fits; `preemption` says which pods to evict and where the
     /// pod is nominated.
     Unschedulable {
@@ -40,11 +41,11 @@ fn num_feasible_nodes_to_find(all: usize) -> usize {
     (all * pct / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
-/// Where the next cycle starts examining nodes: after the last node the
-/// previous cycle examined, so nodes are sampled evenly (upstream's
-/// `nextStartNodeIndex`).
+/// Where the next cycle starts examining nodes, in name order: after the
+/// last node the previous cycle examined, so nodes are sampled evenly
+/// (upstream's `nextStartNodeIndex`).
 #[derive(Debug, Default)]
-pub struct NextStart(Option<String>);
+pub struct NextStart(usize);
 
 /// Schedules one pod, examining nodes from `next_start` on.
 pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut NextStart) -> Outcome {
@@ -60,9 +61,9 @@ pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut NextStart) -> Out
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want);
     // Failing nodes with their status, in the order examined.
     let mut statuses: Vec<(&NodeInfo, NodeStatus)> = Vec::new();
-    let mut last = None;
-    for node in cache.nodes_after(next_start.0.as_deref()) {
-        last = Some(node);
+    let mut examined = 0;
+    for node in cache.nodes_from(next_start.0) {
+        examined += 1;
         match filter(&state, node) {
             Ok(()) => {
                 feasible.push(node);
@@ -73,9 +74,7 @@ pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut NextStart) -> Out
             Err(s) => statuses.push((node, s)),
         }
     }
-    if let Some(last) = last {
-        next_start.0 = Some(last.name.clone());
-    }
+    next_start.0 = (next_start.0 + examined) % all;
     if feasible.is_empty() {
         let post_filter = preempt(&state, &statuses);
         let (post, preemption) = match post_filter {
@@ -87,30 +86,31 @@ pub fn schedule(pod: Arc<Pod>, cache: &Cache, next_start: &mut NextStart) -> Out
             preemption,
         };
     }
-    if feasible.len() == 1 {
-        return Outcome::Fit(feasible[0].name.clone());
-    }
-    let scores = score_nodes(&state, cache, &feasible);
-    Outcome::Fit(select_host(&feasible, &scores))
+    let node = if feasible.len() == 1 {
+        feasible[0].name.clone()
+    } else {
+        let scores = score_nodes(&state, cache, &feasible);
+        select_host(&feasible, &scores)
+    };
+    Outcome::Fit(node, state.info)
 }
 
-/// The highest score, ties broken uniformly at random (reservoir sampling).
+/// The highest score, ties broken uniformly at random, as upstream's
+/// reservoir sampling does; with one random number per cycle rather than
+/// one per tie (most of hundreds of equal nodes tie).
 fn select_host(nodes: &[&NodeInfo], scores: &[i64]) -> String {
-    let mut rng = rand::rng();
-    let mut best = 0;
-    let mut ties = 0u32;
-    for (i, s) in scores.iter().enumerate() {
-        if *s > scores[best] {
-            best = i;
-            ties = 1;
-        } else if *s == scores[best] {
-            ties += 1;
-            if rng.random_range(0..ties) == 0 {
-                best = i;
-            }
-        }
-    }
-    nodes[best].name.clone()
+    let Some(&best) = scores.iter().max() else {
+        return String::new();
+    };
+    let ties = scores.iter().filter(|s| **s == best).count();
+    let pick = rand::rng().random_range(0..ties);
+    let at = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s == best)
+        .nth(pick)
+        .map_or(0, |(i, _)| i);
+    nodes[at].name.clone()
 }
 
 /// A preemption candidate: (max victim priority, sum of victim
@@ -283,14 +283,30 @@ mod tests {
         let mut next = NextStart::default();
         for i in 0..6 {
             let p = cpu_pod(&format!("p{i}"), "500m", 0);
-            let Outcome::Fit(n) = schedule(p.clone(), &c, &mut next) else {
+            let Outcome::Fit(n, info) = schedule(p.clone(), &c, &mut next) else {
                 panic!("should fit");
             };
-            c.add_pod(PodInfo::new(p), &n, true);
+            c.add_pod(info, &n, true);
         }
         for n in ["n1", "n2", "n3"] {
-            assert_eq!(c.nodes[n].pods.len(), 2, "{n}");
+            assert_eq!(c.node(n).unwrap().pods.len(), 2, "{n}");
         }
+    }
+
+    #[test]
+    fn the_best_score_wins_and_ties_are_picked_at_random() {
+        let c = cache(vec![
+            node("n1", "4", json!({})),
+            node("n2", "4", json!({})),
+            node("n3", "4", json!({})),
+        ]);
+        let nodes: Vec<&NodeInfo> = c.known_nodes().collect();
+        assert_eq!(select_host(&nodes, &[1, 7, 3]), "n2");
+        let mut picked = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            picked.insert(select_host(&nodes, &[5, 2, 5]));
+        }
+        assert_eq!(picked.into_iter().collect::<Vec<_>>(), ["n1", "n3"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! never scans all pods (upstream `internal/cache` + `framework.NodeInfo`).
 //! Fed by the node and pod watchers; no I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[cfg(test)]
@@ -250,11 +250,15 @@ impl NodeInfo {
 /// Every node and bound pod the scheduler knows.
 #[derive(Debug, Default)]
 pub struct Cache {
-    /// By name; a scheduling cycle walks them in this order from where the
-    /// previous one stopped, with no lookup by name per node.
-    pub nodes: BTreeMap<String, NodeInfo>,
-    /// How many of `nodes` have a Node object.
-    node_count: usize,
+    /// Every node entry, in no order: `by_name` finds one, `order` walks
+    /// the ones with a Node object.
+    nodes: Vec<NodeInfo>,
+    by_name: HashMap<String, usize>,
+    /// Positions in `nodes` of the entries with a Node object, by name. A
+    /// cycle walks them from where the previous one stopped: at 5,000
+    /// nodes, walking a `BTreeMap` of the entries (and finding where to
+    /// start by name) cost more than filtering the nodes it examined.
+    order: Vec<usize>,
     /// Where each bound or assumed pod is.
     pod_node: HashMap<String, String>,
     /// Pods assumed by this scheduler and not yet seen bound.
@@ -267,11 +271,9 @@ impl Cache {
     /// Adds or updates a node; returns whether anything the filters read
     /// changed (not just a heartbeat), i.e. whether waiting pods may fit now.
     pub fn upsert_node(&mut self, node: Node) -> bool {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo {
-            name: name.clone(),
-            ..NodeInfo::default()
-        });
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let at = self.entry(name);
+        let info = &mut self.nodes[at];
         let relevant = info.node.as_ref().is_none_or(|old| {
             old.metadata.labels != node.metadata.labels
                 || old.spec != node.spec
@@ -285,90 +287,126 @@ impl Cache {
             .and_then(|s| s.taints.as_ref())
             .is_some_and(|t| !t.is_empty());
         info.node = Some(Arc::new(node));
-        if is_new {
-            self.node_count += 1;
+        if is_new && let Err(place) = self.order_place(at) {
+            self.order.insert(place, at);
         }
         relevant
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        let Some(info) = self.nodes.get_mut(name) else {
+        let Some(&at) = self.by_name.get(name) else {
             return;
         };
-        if info.node.take().is_some() {
-            self.node_count -= 1;
+        if self.nodes[at].node.take().is_some()
+            && let Ok(place) = self.order_place(at)
+        {
+            self.order.remove(place);
         }
-        if info.pods.is_empty() {
-            self.nodes.remove(name);
+        if self.nodes[at].pods.is_empty() {
+            self.remove_entry(name);
+        }
+    }
+
+    /// The position of entry `at` in `order` by its name: `Ok` where it is,
+    /// `Err` where it belongs.
+    fn order_place(&self, at: usize) -> Result<usize, usize> {
+        let name = self.nodes[at].name.as_str();
+        self.order
+            .binary_search_by(|&i| self.nodes[i].name.as_str().cmp(name))
+    }
+
+    /// The position of `name`'s entry, made (without a Node) if missing.
+    fn entry(&mut self, name: &str) -> usize {
+        if let Some(&at) = self.by_name.get(name) {
+            return at;
+        }
+        self.nodes.push(NodeInfo {
+            name: name.to_string(),
+            ..NodeInfo::default()
+        });
+        let at = self.nodes.len() - 1;
+        self.by_name.insert(name.to_string(), at);
+        at
+    }
+
+    /// Removes `name`'s entry, which has no Node object (so is not in
+    /// `order`); the last entry takes its place.
+    fn remove_entry(&mut self, name: &str) {
+        let Some(at) = self.by_name.remove(name) else {
+            return;
+        };
+        self.nodes.swap_remove(at);
+        let moved = self.nodes.len();
+        if at < moved {
+            self.by_name.insert(self.nodes[at].name.clone(), at);
+            if let Some(i) = self.order.iter_mut().find(|i| **i == moved) {
+                *i = at;
+            }
         }
     }
 
     /// Records a pod on `node` (a bound pod from the watch, or an assumed one).
     pub fn add_pod(&mut self, info: PodInfo, node: &str, assumed: bool) {
-        let key = info.key.clone();
-        if let Some(prev) = self.pod_node.get(&key).cloned()
-            && prev != node
-        {
-            self.remove_pod(&key);
+        let key = info.key.as_str();
+        if self.pod_node.get(key).is_some_and(|prev| prev != node) {
+            self.remove_pod(key);
         }
         if info.has_required_anti_affinity() {
-            self.anti_affinity_pods.insert(key.clone());
+            self.anti_affinity_pods.insert(key.to_string());
         } else {
-            self.anti_affinity_pods.remove(&key);
+            self.anti_affinity_pods.remove(key);
         }
         if assumed {
-            self.assumed.insert(key.clone());
+            self.assumed.insert(key.to_string());
         } else {
-            self.assumed.remove(&key);
+            self.assumed.remove(key);
         }
-        self.nodes
-            .entry(node.to_string())
-            .or_insert_with(|| NodeInfo {
-                name: node.to_string(),
-                ..NodeInfo::default()
-            })
-            .add_pod(Arc::new(info));
-        self.pod_node.insert(key, node.to_string());
+        if !self.pod_node.contains_key(key) {
+            self.pod_node.insert(key.to_string(), node.to_string());
+        }
+        let at = self.entry(node);
+        self.nodes[at].add_pod(Arc::new(info));
     }
 
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         self.assumed.remove(key);
         self.anti_affinity_pods.remove(key);
         let node = self.pod_node.remove(key)?;
-        let info = self.nodes.get_mut(&node)?;
+        let &at = self.by_name.get(&node)?;
+        let info = &mut self.nodes[at];
         let removed = info.remove_pod(key);
         if info.node.is_none() && info.pods.is_empty() {
-            self.nodes.remove(&node);
+            self.remove_entry(&node);
         }
         removed
     }
 
     /// Nodes with a Node object.
     pub fn node_count(&self) -> usize {
-        self.node_count
+        self.order.len()
+    }
+
+    /// The entry of node `name`: with a Node object, or only pods bound to it.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.by_name.get(name).map(|&at| &self.nodes[at])
+    }
+
+    /// Every entry, with a Node object or not, in no order.
+    pub fn entries(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.iter()
     }
 
     /// The nodes with a Node object, by name.
     pub fn known_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.values().filter(|n| n.node.is_some())
+        self.order.iter().map(|&at| &self.nodes[at])
     }
 
-    /// The nodes with a Node object, starting after `after` and wrapping
-    /// around (every node once); from the first when `after` is `None`.
-    pub fn nodes_after<'a>(
-        &'a self,
-        after: Option<&str>,
-    ) -> impl Iterator<Item = &'a NodeInfo> + use<'a> {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let (tail, head) = match after {
-            Some(a) => ((Excluded(a), Unbounded), (Unbounded, Included(a))),
-            None => ((Unbounded, Unbounded), (Unbounded, Excluded(""))),
-        };
-        self.nodes
-            .range::<str, _>(tail)
-            .chain(self.nodes.range::<str, _>(head))
-            .map(|(_, n)| n)
-            .filter(|n| n.node.is_some())
+    /// The nodes with a Node object by name, starting at the `start`th
+    /// (modulo their number) and wrapping around: every node once.
+    pub fn nodes_from(&self, start: usize) -> impl Iterator<Item = &NodeInfo> {
+        let start = start.checked_rem(self.order.len()).unwrap_or(0);
+        let (head, tail) = self.order.split_at(start);
+        tail.iter().chain(head).map(|&at| &self.nodes[at])
     }
 
     /// Whether the pod is bound or assumed somewhere.
@@ -382,7 +420,7 @@ impl Cache {
 
     /// The node a pod is on, with the pod's info.
     pub fn pod(&self, key: &str) -> Option<(&NodeInfo, &Arc<PodInfo>)> {
-        let node = self.nodes.get(self.pod_node.get(key)?)?;
+        let node = self.node(self.pod_node.get(key)?)?;
         Some((node, node.pods.get(key)?))
     }
 
@@ -394,7 +432,7 @@ impl Cache {
     /// All bound pods with the node they are on.
     pub fn all_pods(&self) -> impl Iterator<Item = (&NodeInfo, &Arc<PodInfo>)> {
         self.nodes
-            .values()
+            .iter()
             .flat_map(|n| n.pods.values().map(move |p| (n, p)))
     }
 }
@@ -410,26 +448,37 @@ mod tests {
         let node = |name: &str| -> Node {
             serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
         };
-        let names = |c: &Cache, after| -> Vec<String> {
-            c.nodes_after(after).map(|n| n.name.clone()).collect()
+        let names = |c: &Cache, start| -> Vec<String> {
+            c.nodes_from(start).map(|n| n.name.clone()).collect()
         };
         let mut c = Cache::default();
+        assert_eq!(names(&c, 3), Vec::<String>::new());
         for n in ["n2", "n1", "n3", "n1"] {
             c.upsert_node(node(n));
         }
         // A pod bound to a node not seen yet makes an entry without a Node.
         c.add_pod(pod("a", "1", None), "n0", false);
         assert_eq!(c.node_count(), 3);
-        assert_eq!(names(&c, None), ["n1", "n2", "n3"]);
-        assert_eq!(names(&c, Some("n1")), ["n2", "n3", "n1"]);
-        assert_eq!(names(&c, Some("n3")), ["n1", "n2", "n3"]);
-        assert_eq!(names(&c, Some("gone")), ["n1", "n2", "n3"]);
+        assert_eq!(names(&c, 0), ["n1", "n2", "n3"]);
+        assert_eq!(names(&c, 1), ["n2", "n3", "n1"]);
+        assert_eq!(names(&c, 3), ["n1", "n2", "n3"]);
+        assert_eq!(names(&c, 5), ["n3", "n1", "n2"]);
         c.remove_node("n1");
         c.remove_node("absent");
         assert_eq!(c.node_count(), 2);
-        assert_eq!(names(&c, Some("n2")), ["n3", "n2"]);
+        assert_eq!(names(&c, 1), ["n3", "n2"]);
+        // The entry without a Node goes with its last pod; the others are
+        // still found by name and walked in order.
+        c.remove_pod("default/a");
+        assert!(c.node("n0").is_none());
+        assert_eq!(c.entries().count(), 2);
         c.upsert_node(node("n1"));
-        assert_eq!(c.node_count(), 3);
+        c.upsert_node(node("n0"));
+        assert_eq!(c.node_count(), 4);
+        assert_eq!(names(&c, 0), ["n0", "n1", "n2", "n3"]);
+        for n in ["n0", "n1", "n2", "n3"] {
+            assert_eq!(c.node(n).map(|i| i.name.as_str()), Some(n));
+        }
     }
 
     #[test]
@@ -496,12 +545,12 @@ mod tests {
         cache.upsert_node(serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "4", "pods": "110"}}})).unwrap());
         cache.add_pod(pod("a", "1", Some(8080)), "n1", false);
         cache.add_pod(pod("b", "500m", None), "n1", true);
-        let n = &cache.nodes["n1"];
+        let n = cache.node("n1").unwrap();
         assert_eq!(n.requested.milli_cpu, 1500);
         assert_eq!(n.used_ports.len(), 1);
         assert!(cache.is_assumed("default/b"));
         cache.remove_pod("default/a");
-        let n = &cache.nodes["n1"];
+        let n = cache.node("n1").unwrap();
         assert_eq!(n.requested.milli_cpu, 500);
         assert!(n.used_ports.is_empty());
     }
@@ -526,8 +575,8 @@ mod tests {
         let mut cache = Cache::default();
         cache.add_pod(pod("a", "1", None), "n1", true);
         cache.add_pod(pod("a", "1", None), "n2", false);
-        assert!(!cache.nodes.contains_key("n1"));
-        assert_eq!(cache.nodes["n2"].requested.milli_cpu, 1000);
+        assert!(cache.node("n1").is_none());
+        assert_eq!(cache.node("n2").unwrap().requested.milli_cpu, 1000);
     }
 
     #[test]

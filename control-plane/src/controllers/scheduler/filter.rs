@@ -221,7 +221,7 @@ pub fn spread_constraints(
             }
         })
         .collect();
-    for node in cache.nodes.values() {
+    for node in cache.entries() {
         let Some(n) = node.node.as_ref() else {
             continue;
         };
@@ -465,16 +465,16 @@ pub(crate) mod tests {
         let mut c = cache(vec![node("n1", "2", json!({}))]);
         c.add_pod(PodInfo::new(pod("a", cpu("1500m"))), "n1", false);
         let s = prefilter(pod("b", cpu("1")), &c);
-        let err = filter(&s, &c.nodes["n1"]).unwrap_err();
+        let err = filter(&s, c.node("n1").unwrap()).unwrap_err();
         assert_eq!(err.reasons, vec!["Insufficient cpu"]);
         assert_eq!(err.code, Code::Unschedulable);
         let s = prefilter(pod("b", cpu("3")), &c);
         assert_eq!(
-            filter(&s, &c.nodes["n1"]).unwrap_err().code,
+            filter(&s, c.node("n1").unwrap()).unwrap_err().code,
             Code::Unresolvable
         );
         let s = prefilter(pod("b", cpu("500m")), &c);
-        assert!(filter(&s, &c.nodes["n1"]).is_ok());
+        assert!(filter(&s, c.node("n1").unwrap()).is_ok());
     }
 
     #[test]
@@ -485,7 +485,7 @@ pub(crate) mod tests {
             json!({"spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}}),
         )]);
         let s = prefilter(pod("b", json!({})), &c);
-        let err = filter(&s, &c.nodes["n1"]).unwrap_err();
+        let err = filter(&s, c.node("n1").unwrap()).unwrap_err();
         assert_eq!(
             err.reasons,
             vec!["node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"]
@@ -497,7 +497,7 @@ pub(crate) mod tests {
             ),
             &c,
         );
-        assert!(filter(&s, &c.nodes["n1"]).is_ok());
+        assert!(filter(&s, c.node("n1").unwrap()).is_ok());
     }
 
     #[test]
@@ -509,7 +509,7 @@ pub(crate) mod tests {
         )]);
         let s = prefilter(pod("b", json!({})), &c);
         assert_eq!(
-            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            filter(&s, c.node("n1").unwrap()).unwrap_err().reasons,
             vec![ERR_UNSCHEDULABLE]
         );
     }
@@ -521,7 +521,7 @@ pub(crate) mod tests {
         c.add_pod(PodInfo::new(pod("a", ports.clone())), "n1", false);
         let s = prefilter(pod("b", ports), &c);
         assert_eq!(
-            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            filter(&s, c.node("n1").unwrap()).unwrap_err().reasons,
             vec![ERR_NODE_PORTS]
         );
     }
@@ -534,10 +534,10 @@ pub(crate) mod tests {
         c.add_pod(PodInfo::new(pod("a", json!({}))), "n1", false);
         let s = prefilter(pod("x", anti), &c);
         assert_eq!(
-            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            filter(&s, c.node("n1").unwrap()).unwrap_err().reasons,
             vec![ERR_ANTI_AFFINITY]
         );
-        assert!(filter(&s, &c.nodes["n2"]).is_ok());
+        assert!(filter(&s, c.node("n2").unwrap()).is_ok());
     }
 
     #[test]
@@ -548,10 +548,10 @@ pub(crate) mod tests {
         c.add_pod(PodInfo::new(pod("a", anti)), "n1", false);
         let s = prefilter(pod("b", json!({})), &c);
         assert_eq!(
-            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            filter(&s, c.node("n1").unwrap()).unwrap_err().reasons,
             vec![ERR_EXISTING_ANTI_AFFINITY]
         );
-        assert!(filter(&s, &c.nodes["n2"]).is_ok());
+        assert!(filter(&s, c.node("n2").unwrap()).is_ok());
     }
 
     #[test]
@@ -561,9 +561,9 @@ pub(crate) mod tests {
             {"labelSelector": {"matchLabels": {"app": "a"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
         c.add_pod(PodInfo::new(pod("a", json!({}))), "n1", false);
         let s = prefilter(pod("x", aff), &c);
-        assert!(filter(&s, &c.nodes["n1"]).is_ok());
+        assert!(filter(&s, c.node("n1").unwrap()).is_ok());
         assert_eq!(
-            filter(&s, &c.nodes["n2"]).unwrap_err().reasons,
+            filter(&s, c.node("n2").unwrap()).unwrap_err().reasons,
             vec![ERR_AFFINITY]
         );
     }
@@ -580,10 +580,10 @@ pub(crate) mod tests {
         incoming.metadata.labels = web.metadata.labels.clone();
         let s = prefilter(Arc::new(incoming), &c);
         assert_eq!(
-            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            filter(&s, c.node("n1").unwrap()).unwrap_err().reasons,
             vec![ERR_SPREAD]
         );
-        assert!(filter(&s, &c.nodes["n2"]).is_ok());
+        assert!(filter(&s, c.node("n2").unwrap()).is_ok());
     }
 
     #[test]
@@ -596,7 +596,7 @@ pub(crate) mod tests {
         c.add_pod(PodInfo::new(pod("a", json!({}))), "n1", false);
         let s = prefilter(pod("b", json!({})), &c);
         assert_eq!(
-            filter(&s, &c.nodes["n1"]).unwrap_err().reasons,
+            filter(&s, c.node("n1").unwrap()).unwrap_err().reasons,
             vec![ERR_TOO_MANY_PODS]
         );
     }

@@ -370,13 +370,11 @@ async fn schedule_loop(
             algorithm::schedule(pod.clone(), &cache, &mut next_start)
         };
         match outcome {
-            Outcome::Fit(node) => {
+            Outcome::Fit(node, info) => {
                 // The cache places the assumed pod on `node` by itself;
                 // the pod's own spec.nodeName is never read there, so the
                 // pod is shared rather than copied to set it.
-                shared
-                    .cache()
-                    .add_pod(PodInfo::new(pod.clone()), &node, true);
+                shared.cache().add_pod(info, &node, true);
                 let client = ctx.client.clone();
                 let shared = shared.clone();
                 let events = events.clone();

@@ -298,7 +298,7 @@ mod tests {
             false,
         );
         let s = prefilter(pod("b", json!({})), &c);
-        let nodes: Vec<_> = c.nodes.values().collect();
+        let nodes: Vec<_> = c.known_nodes().collect();
         let scores = score_nodes(&s, &c, &nodes);
         assert!(scores[1] > scores[0], "{scores:?}");
     }
@@ -327,7 +327,7 @@ mod tests {
             node("n2", "4", json!({})),
         ]);
         let s = prefilter(pod("b", json!({})), &c);
-        let nodes: Vec<_> = c.nodes.values().collect();
+        let nodes: Vec<_> = c.known_nodes().collect();
         let scores = score_nodes(&s, &c, &nodes);
         assert!(scores[1] > scores[0], "{scores:?}");
     }
@@ -346,7 +346,7 @@ mod tests {
             ),
             &c,
         );
-        let nodes: Vec<_> = c.nodes.values().collect();
+        let nodes: Vec<_> = c.known_nodes().collect();
         let scores = score_nodes(&s, &c, &nodes);
         assert!(scores[1] > scores[0], "{scores:?}");
     }
@@ -365,6 +365,6 @@ mod tests {
             ),
             &c,
         );
-        assert_eq!(balanced_allocation_score(&s, &c.nodes["n1"]), 100);
+        assert_eq!(balanced_allocation_score(&s, c.node("n1").unwrap()), 100);
     }
 }
