@@ -86,22 +86,26 @@ impl TestServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn apply(&self, manifest: &str) {
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
         let mut child = self
-            .kubectl_cmd(&["apply", "--validate=false", "-f", "-"])
+            .kubectl_cmd(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("kubectl apply");
+            .expect("run kubectl");
         child
             .stdin
             .take()
             .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("write manifest");
-        let out = child.wait_with_output().expect("kubectl apply");
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    fn apply(&self, manifest: &str) {
+        let out = self.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], manifest);
         assert!(
             out.status.success(),
             "kubectl apply: {}",
@@ -378,6 +382,23 @@ async fn pods_are_bound_spread_and_constrained() {
         });
         let describe = s.ok(&["describe", "pod", "huge"]);
         assert!(describe.contains("0/3 nodes are available: 3 Insufficient cpu."), "{describe}");
+        // Bindings the API server refuses, as kube-apiserver does.
+        let binding = |name: &str, node: &str| {
+            let body = format!(
+                r#"{{"apiVersion": "v1", "kind": "Binding", "metadata": {{"name": "{name}"}}, "target": {{"kind": "Node", "name": "{node}"}}}}"#
+            );
+            let out = s.kubectl_stdin(
+                &["create", "--raw", "/api/v1/namespaces/default/pods/huge/binding", "-f", "-"],
+                &body,
+            );
+            assert!(!out.status.success(), "binding {name} to {node:?} should fail");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let err = binding("other", "node-a");
+        assert!(err.contains("name in URL does not match name in Binding object"), "{err}");
+        let err = binding("huge", "");
+        assert!(err.contains("target.name: Required value"), "{err}");
+        assert!(pod_node(&s, "huge").is_empty());
 
         wait_for(30, "tainted-node pod marked unschedulable", || {
             !scheduled_message(&s, "wants-infra").is_empty()

@@ -20,6 +20,7 @@ use super::negotiate::{self, IncludeObject, Output};
 use super::objects::{
     DeleteOptions, FieldValidation, Filter, ListOptions, UpdateMode, WriteOptions,
 };
+use super::pod_binding::BindingRequest;
 use super::route::{self, ResourcePath, Route};
 use super::status::{self, ApiError};
 use super::watch::WatchRequest;
@@ -526,6 +527,19 @@ async fn resource_request(
             negotiate::decode_body(format, &bytes)
         }
     };
+    let read_binding = |body: Body| {
+        let ct = content_type.clone();
+        async move {
+            let bytes = read_body(body, content_length).await?;
+            let binding = match negotiate::body_format(ct.as_deref())? {
+                negotiate::BodyFormat::Json => serde_json::from_slice(&bytes),
+                other => serde_json::from_value(negotiate::decode_body(other, &bytes)?),
+            };
+            binding.map_err(|e| {
+                ApiError::bad_request(format!("the request body is not a valid Binding: {e}"))
+            })
+        }
+    };
     let output = negotiate::choose_output(accept);
     let include = IncludeObject::parse(params.get("includeObject"));
     let ns = p.namespace.as_deref();
@@ -537,16 +551,14 @@ async fn resource_request(
         if v.namespaced != ns.is_some() {
             return Err(ApiError::path_not_found());
         }
-        let body = read_value(body).await?;
         if v.plural == "bindings" {
-            let name = body
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            api.bind(ns.unwrap_or("default"), &name, &body).await?;
+            let binding: BindingRequest = read_binding(body).await?;
+            let name = binding.metadata.name.as_deref().unwrap_or("");
+            api.bind(ns.unwrap_or("default"), name, binding.node())
+                .await?;
             return Ok(respond(201, &status::success(json!({})), Output::Json));
         }
+        let body = read_value(body).await?;
         let out = reviews::review(&api.auth, v, user, ns, &body)
             .await
             .ok_or_else(ApiError::path_not_found)?;
@@ -624,8 +636,13 @@ async fn resource_request(
             ))
         }
         (&Method::POST, Some(n), Some("binding")) => {
-            let body = read_value(body).await?;
-            api.bind(ns.unwrap_or("default"), n, &body).await?;
+            let binding: BindingRequest = read_binding(body).await?;
+            if binding.metadata.name.as_deref() != Some(n) {
+                return Err(ApiError::bad_request(
+                    "name in URL does not match name in Binding object",
+                ));
+            }
+            api.bind(ns.unwrap_or("default"), n, binding.node()).await?;
             Ok(respond(201, &status::success(json!({})), Output::Json))
         }
         (&Method::POST, Some(n), Some("token")) => {

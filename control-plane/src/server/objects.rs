@@ -1476,11 +1476,10 @@ impl Api {
     }
 
     /// Binds a pod to a node (`pods/binding`, `bindings`).
-    pub async fn bind(&self, ns: &str, pod_name: &str, binding: &Value) -> Result<(), ApiError> {
+    pub async fn bind(&self, ns: &str, pod_name: &str, node: &str) -> Result<(), ApiError> {
         let Some(pods) = resource_named("pods") else {
             return Err(ApiError::path_not_found());
         };
-        let node = str_at(binding, "/target/name").unwrap_or("");
         if node.is_empty() {
             let cause = registry::Cause {
                 reason: "FieldValueRequired".into(),

@@ -14,6 +14,31 @@ use serde_json::{Value, json};
 use super::meta::set_condition;
 use super::raw_json::{RawObject, write_object};
 
+/// What the body of a binding (`pods/binding`, `bindings`) says: the pod,
+/// for `bindings`, and the node. Read into this rather than into a whole
+/// `Value`: the scheduler posts thousands of bindings a second.
+#[derive(Debug, Default, PartialEq, serde::Deserialize)]
+pub struct BindingRequest {
+    #[serde(default)]
+    pub metadata: NameOnly,
+    #[serde(default)]
+    pub target: NameOnly,
+}
+
+/// An object's or a reference's `name`, all of it a binding reads.
+#[derive(Debug, Default, PartialEq, serde::Deserialize)]
+pub struct NameOnly {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl BindingRequest {
+    /// The node to bind to ("" when the body names none).
+    pub fn node(&self) -> &str {
+        self.target.name.as_deref().unwrap_or("")
+    }
+}
+
 /// What a stored pod allows a binding to do.
 #[derive(Debug, PartialEq)]
 pub enum Binding {
@@ -113,6 +138,22 @@ mod tests {
                 String::from_utf8(bound_by_decoding(&pod, "node-1", now)).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_binding_body_gives_its_pod_and_node() {
+        let read = |body: &str| serde_json::from_str::<BindingRequest>(body);
+        let full = read(
+            r#"{"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "namespace": "ns",
+                "uid": "u"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(full.metadata.name.as_deref(), Some("p"));
+        assert_eq!(full.node(), "n1");
+        assert_eq!(read("{}").unwrap(), BindingRequest::default());
+        assert_eq!(read(r#"{"target": {"name": null}}"#).unwrap().node(), "");
+        assert!(read(r#"{"target": {"name": 3}}"#).is_err());
+        assert!(read("3").is_err());
     }
 
     #[test]
