@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::algorithm::Outcome;
 use self::cache::{Cache, PodInfo, pod_key};
-use self::events::{EventSink, Foreground, Recorder, pod_reference};
+use self::events::{EventSink, Foreground, Recorder, Underway, pod_reference};
 use self::queue::SchedulingQueue;
 use super::ControllerContext;
 use super::leader::{self, SCHEDULER_LEASE};
@@ -346,6 +346,11 @@ async fn schedule_loop(
     let permits = Arc::new(Semaphore::new(PARALLEL_BINDINGS));
     let failures = spawn_failure_writers(ctx.client.clone(), events.clone());
     let mut next_start = algorithm::NextStart::default();
+    // Held from the first pod popped until the queue runs dry: the
+    // bindings in flight alone go to none now and then during a burst
+    // (each time the cycles fall behind them), and the event writes that
+    // waited all started then, beside the rest of the burst.
+    let mut working: Option<Underway> = None;
     loop {
         // A cycle is CPU work with no await in it: without a yield, a
         // queue of pods keeps this worker thread from the server's other
@@ -358,7 +363,14 @@ async fn schedule_loop(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let pod = next_pod(shared).await;
+        let pod = match shared.pop() {
+            Some(pod) => pod,
+            None => {
+                working = None;
+                next_pod(shared).await
+            }
+        };
+        working.get_or_insert_with(|| bindings.start());
         let started = Instant::now();
         let key = pod_key(&pod);
         let outcome = {
