@@ -45,6 +45,12 @@ const RECORDER: Recorder = Recorder {
 };
 /// Bindings in flight at once.
 const PARALLEL_BINDINGS: usize = 256;
+/// How long the scheduling loop runs cycles before it yields to the
+/// server's other tasks. A yield puts the loop behind every runnable task:
+/// yielding after each pod, a burst's hundreds of binding tasks left it
+/// one cycle per round of them, and the bindings in flight kept running
+/// dry (docs/benchmarks.md).
+const LOOP_SLICE: Duration = Duration::from_millis(1);
 /// Failure writes (PodScheduled=False, preemption) in flight at once, so a
 /// burst of unschedulable pods does not flood the API server.
 const PARALLEL_FAILURE_WRITES: usize = 16;
@@ -351,11 +357,15 @@ async fn schedule_loop(
     // (each time the cycles fall behind them), and the event writes that
     // waited all started then, beside the rest of the burst.
     let mut working: Option<Underway> = None;
+    let mut slice_start = Instant::now();
     loop {
         // A cycle is CPU work with no await in it: without a yield, a
         // queue of pods keeps this worker thread from the server's other
         // tasks (the watches that would make the pods schedulable).
-        tokio::task::yield_now().await;
+        if slice_start.elapsed() >= LOOP_SLICE {
+            tokio::task::yield_now().await;
+            slice_start = Instant::now();
+        }
         // The binding slot is taken before the pod is popped: the loop
         // stops at an await when leadership is lost, and no await may
         // come between popping and assuming a pod and its binding task,
