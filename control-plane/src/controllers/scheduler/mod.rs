@@ -359,9 +359,10 @@ async fn schedule_loop(
     let mut working: Option<Underway> = None;
     let mut slice_start = Instant::now();
     loop {
-        // A cycle is CPU work with no await in it: without a yield, a
-        // queue of pods keeps this worker thread from the server's other
-        // tasks (the watches that would make the pods schedulable).
+        // A cycle is CPU work with no await in it: without a yield every
+        // `LOOP_SLICE`, a queue of pods keeps this worker thread from the
+        // server's other tasks (the watches that would make the pods
+        // schedulable).
         if slice_start.elapsed() >= LOOP_SLICE {
             tokio::task::yield_now().await;
             slice_start = Instant::now();
