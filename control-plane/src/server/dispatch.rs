@@ -519,25 +519,26 @@ async fn resource_request(
         Method::DELETE => "DELETE",
         _ => "GET",
     };
-    let read_value = |body: Body| {
+    // The body's bytes and the format its content type names.
+    let read_raw = |body: Body| {
         let ct = content_type.clone();
         async move {
             let bytes = read_body(body, content_length).await?;
-            let format = negotiate::body_format(ct.as_deref())?;
+            Ok::<_, ApiError>((negotiate::body_format(ct.as_deref())?, bytes))
+        }
+    };
+    let read_value = |body: Body| {
+        let raw = read_raw(body);
+        async move {
+            let (format, bytes) = raw.await?;
             negotiate::decode_body(format, &bytes)
         }
     };
     let read_binding = |body: Body| {
-        let ct = content_type.clone();
+        let raw = read_raw(body);
         async move {
-            let bytes = read_body(body, content_length).await?;
-            let binding = match negotiate::body_format(ct.as_deref())? {
-                negotiate::BodyFormat::Json => serde_json::from_slice(&bytes),
-                other => serde_json::from_value(negotiate::decode_body(other, &bytes)?),
-            };
-            binding.map_err(|e| {
-                ApiError::bad_request(format!("the request body is not a valid Binding: {e}"))
-            })
+            let (format, bytes) = raw.await?;
+            BindingRequest::decode(format, &bytes)
         }
     };
     let output = negotiate::choose_output(accept);
@@ -552,7 +553,7 @@ async fn resource_request(
             return Err(ApiError::path_not_found());
         }
         if v.plural == "bindings" {
-            let binding: BindingRequest = read_binding(body).await?;
+            let binding = read_binding(body).await?;
             let name = binding.metadata.name.as_deref().unwrap_or("");
             api.bind(ns.unwrap_or("default"), name, binding.node())
                 .await?;
@@ -636,7 +637,7 @@ async fn resource_request(
             ))
         }
         (&Method::POST, Some(n), Some("binding")) => {
-            let binding: BindingRequest = read_binding(body).await?;
+            let binding = read_binding(body).await?;
             if binding.metadata.name.as_deref() != Some(n) {
                 return Err(ApiError::bad_request(
                     "name in URL does not match name in Binding object",

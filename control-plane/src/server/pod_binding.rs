@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::meta::set_condition;
+use super::negotiate::{BodyFormat, decode_body};
 use super::raw_json::{RawObject, write_object};
+use super::status::ApiError;
 
 /// What the body of a binding (`pods/binding`, `bindings`) says: the pod,
 /// for `bindings`, and the node. Read into this rather than into a whole
@@ -33,6 +35,17 @@ pub struct NameOnly {
 }
 
 impl BindingRequest {
+    /// Reads a binding's body of `format`.
+    pub fn decode(format: BodyFormat, body: &[u8]) -> Result<Self, ApiError> {
+        let binding = match format {
+            BodyFormat::Json => serde_json::from_slice(body),
+            other => serde_json::from_value(decode_body(other, body)?),
+        };
+        binding.map_err(|e| {
+            ApiError::bad_request(format!("the request body is not a valid Binding: {e}"))
+        })
+    }
+
     /// The node to bind to ("" when the body names none).
     pub fn node(&self) -> &str {
         self.target.name.as_deref().unwrap_or("")
@@ -142,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_binding_body_gives_its_pod_and_node() {
-        let read = |body: &str| serde_json::from_str::<BindingRequest>(body);
+        let read = |body: &str| BindingRequest::decode(BodyFormat::Json, body.as_bytes());
         let full = read(
             r#"{"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "namespace": "ns",
                 "uid": "u"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}"#,
@@ -154,6 +167,15 @@ mod tests {
         assert_eq!(read(r#"{"target": {"name": null}}"#).unwrap().node(), "");
         assert!(read(r#"{"target": {"name": 3}}"#).is_err());
         assert!(read("3").is_err());
+        let yaml = BindingRequest::decode(
+            BodyFormat::Yaml,
+            b"metadata: {name: p}\ntarget: {name: n1}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (yaml.metadata.name.as_deref(), yaml.node()),
+            (Some("p"), "n1")
+        );
     }
 
     #[test]
